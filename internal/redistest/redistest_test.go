@@ -1,0 +1,172 @@
+package redistest
+
+import (
+	"context"
+	"errors"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+)
+
+// alive reports whether a process with this pid exists.
+func alive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+func requireGone(t *testing.T, pids []int) {
+	t.Helper()
+	require.NotEmpty(t, pids, "the test started no process")
+	for _, pid := range pids {
+		require.False(t, alive(pid), "pid %d survived its test", pid)
+	}
+}
+
+func TestMini(t *testing.T) {
+	m, c := Mini(t)
+	ctx := context.Background()
+	require.NoError(t, c.Set(ctx, "k", "v", 0).Err())
+	got, err := m.Get("k")
+	require.NoError(t, err)
+	require.Equal(t, "v", got)
+}
+
+func TestServerAnswersAndIsKilledAtCleanup(t *testing.T) {
+	var pids []int
+	t.Run("server", func(t *testing.T) {
+		s := Server(t)
+		ctx := context.Background()
+		require.NoError(t, s.Client().Set(ctx, "k", "v", 0).Err())
+		require.Equal(t, "v", s.Client().Get(ctx, "k").Val())
+		info, err := s.Client().Info(ctx, "server", "persistence").Result()
+		require.NoError(t, err)
+		require.Equal(t, "0", infoField(info, "aof_enabled"), "persistence must be off")
+		pids = s.PIDs()
+		require.True(t, alive(s.PID()))
+	})
+	requireGone(t, pids)
+}
+
+func TestServerRestartKeepsPort(t *testing.T) {
+	s := Server(t)
+	ctx := context.Background()
+	addr := s.Addr()
+	require.NoError(t, s.Client().Set(ctx, "k", "v", 0).Err())
+	oldPID := s.PID()
+
+	s.Restart()
+	require.Equal(t, addr, s.Addr())
+	require.NotEqual(t, oldPID, s.PID())
+	require.False(t, alive(oldPID), "the old process must be gone after Restart")
+	// The shared client reconnects by itself; the data is gone since persistence is off.
+	require.Eventually(t, func() bool { return s.Client().Ping(ctx).Err() == nil }, 5*time.Second, 10*time.Millisecond)
+	require.ErrorIs(t, s.Client().Get(ctx, "k").Err(), redis.Nil)
+}
+
+func TestServerKill(t *testing.T) {
+	s := Server(t)
+	ctx := context.Background()
+	require.NoError(t, s.Client().Ping(ctx).Err())
+	pid := s.PID()
+	s.Kill()
+	require.Zero(t, s.PID())
+	require.False(t, alive(pid))
+	require.Error(t, s.Client().Ping(ctx).Err())
+}
+
+func TestServerPauseMakesCommandsTimeOut(t *testing.T) {
+	s := Server(t)
+	ctx := context.Background()
+	c := s.NewClient(&redis.Options{ReadTimeout: 100 * time.Millisecond, MaxRetries: -1})
+	require.NoError(t, c.Ping(ctx).Err())
+
+	s.Pause(time.Minute)
+	err := c.Ping(ctx).Err()
+	var ne net.Error
+	require.ErrorAs(t, err, &ne, "a paused server must make commands time out")
+	require.True(t, ne.Timeout(), "want a timeout, got %v", err)
+
+	s.Resume()
+	require.Eventually(t, func() bool { return c.Ping(ctx).Err() == nil }, 5*time.Second, 10*time.Millisecond)
+}
+
+func TestServerPauseResumesByItself(t *testing.T) {
+	s := Server(t)
+	ctx := context.Background()
+	c := s.NewClient(&redis.Options{ReadTimeout: 2 * time.Second, MaxRetries: -1})
+	require.NoError(t, c.Ping(ctx).Err())
+	s.Pause(50 * time.Millisecond)
+	// The read timeout is far longer than the pause: the answer comes once SIGCONT is sent.
+	require.NoError(t, c.Ping(ctx).Err())
+}
+
+func TestParallelServersGetDistinctPorts(t *testing.T) {
+	seen := map[string]bool{}
+	for range 4 {
+		s := Server(t)
+		require.False(t, seen[s.Addr()], "port %s handed out twice", s.Addr())
+		seen[s.Addr()] = true
+		require.NoError(t, s.Client().Ping(context.Background()).Err())
+	}
+}
+
+func TestMissingBinarySkipsOrFails(t *testing.T) {
+	if Required() {
+		t.Skip("only meaningful without " + RequireEnv)
+	}
+	t.Setenv("PATH", t.TempDir())
+	var skipped bool
+	t.Run("inner", func(t *testing.T) {
+		defer func() { skipped = t.Skipped() }()
+		Server(t)
+		t.Fatal("Server must not return without redis-server on PATH")
+	})
+	require.True(t, skipped, "a missing redis-server must skip the test")
+}
+
+func TestClusterSurvivesMasterKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster start takes seconds")
+	}
+	var pids []int
+	t.Run("cluster", func(t *testing.T) {
+		c := Cluster(t, 3, 1)
+		ctx := context.Background()
+		require.Len(t, c.Nodes(), 6)
+		for _, n := range c.Nodes() {
+			info, err := n.Client().ClusterInfo(ctx).Result()
+			require.NoError(t, err)
+			require.Equal(t, "ok", infoField(info, "cluster_state"))
+		}
+		const key = "surge:harness:key"
+		require.NoError(t, c.Client().Set(ctx, key, "v", 0).Err())
+		// WAIT counts the writes of its own connection, so write and wait on one connection to
+		// the key's master.
+		conn := c.MasterOf(key).Client().Conn()
+		defer conn.Close()
+		require.NoError(t, conn.Set(ctx, key, "v2", 0).Err())
+		acked, err := conn.Wait(ctx, 1, time.Second).Result()
+		require.NoError(t, err)
+		require.EqualValues(t, 1, acked, "the replica must acknowledge before the kill")
+
+		killed := c.KillMaster(key)
+		require.Zero(t, killed.PID())
+		require.NotEqual(t, killed.Addr(), c.MasterOf(key).Addr(), "a replica must have been promoted")
+		require.Equal(t, "v2", c.Client().Get(ctx, key).Val())
+		for _, n := range c.Nodes() {
+			pids = append(pids, n.PIDs()...)
+		}
+	})
+	requireGone(t, pids)
+}
+
+func TestFreePortPairs(t *testing.T) {
+	p, err := FreePort()
+	require.NoError(t, err)
+	require.Less(t, p, 55535)
+	require.True(t, listenable(p) && listenable(p+10000))
+}
