@@ -1,0 +1,18 @@
+package ratelimit
+
+import "errors"
+
+// ErrInvalidConfig is wrapped by [NewLocal] and [NewRedis] when a [Limit] or an option is unusable;
+// the message names the bad field.
+var ErrInvalidConfig = errors.New("ratelimit: invalid config")
+
+// ErrInvalidArgument is wrapped when a call gets an empty key or a negative n.
+var ErrInvalidArgument = errors.New("ratelimit: invalid argument")
+
+// ErrExceedsBurst is wrapped when n is larger than a limit's Burst: such a request can never be
+// allowed, however long the caller waits.
+var ErrExceedsBurst = errors.New("ratelimit: n exceeds burst and can never be allowed")
+
+// ErrWaitDeadline is wrapped by Wait and WaitN when the next token would arrive after the
+// context's deadline, so waiting would be pointless. It is returned before sleeping.
+var ErrWaitDeadline = errors.New("ratelimit: wait would exceed context deadline")

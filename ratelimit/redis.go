@@ -1,0 +1,256 @@
+package ratelimit
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/surgekit/surge/internal/keys"
+)
+
+//go:embed tokenbucket.lua
+var tokenBucketLua string
+
+var tokenBucket = redis.NewScript(tokenBucketLua)
+
+// Redis is a token-bucket limiter shared by every process that uses the same Redis and prefix.
+// Each AllowN is one round trip (EVALSHA of one Lua script) that reads the server's clock, so
+// clients' clocks do not matter. Buckets expire once they would be full again.
+//
+// Keys are Prefix + "{" + key + "}:" + limit name; the user key is the cluster hash tag (escaped
+// when it contains '}'), so the buckets of all limits of one key live in one slot.
+//
+// NewRedis starts no goroutine; there is nothing to close. All methods are safe for concurrent use.
+type Redis struct {
+	rdb      redis.UniversalClient
+	limits   []Limit
+	prefix   string
+	suffixes []string // ":" + limit id, one per limit
+	params   []any    // rate, burst of each limit as ARGV strings
+	mode     policyMode
+	fallback *Local
+	probe    time.Duration
+	log      *slog.Logger
+	now      func() time.Time
+
+	down      atomic.Bool  // Redis failed and has not answered since
+	nextProbe atomic.Int64 // unix ns before which requests go straight to the fallback
+	stats     struct {
+		allowed, denied, redisErrors, failOpen, fallback, probes, recoveries atomic.Uint64
+	}
+}
+
+// Stats is a snapshot of a [Redis] limiter's counters since it was built.
+type Stats struct {
+	Allowed     uint64 // requests allowed (by Redis, by the fallback or by FailOpen)
+	Denied      uint64 // requests denied
+	RedisErrors uint64 // calls to Redis that failed (a cancelled caller context is not counted)
+	FailOpen    uint64 // requests allowed by FailOpen because Redis failed
+	Fallback    uint64 // requests answered by the Fallback limiter
+	Probes      uint64 // requests sent to Redis to see whether it is back, while using the fallback
+	Recoveries  uint64 // times Redis answered again after failing
+}
+
+// NewRedis returns a Redis limiter enforcing every limit at once on each key. It never closes rdb.
+// It returns an error wrapping [ErrInvalidConfig], naming the field, when rdb is nil, no limit is
+// given, a Rate is not positive, a Burst is below 1, two limits share a Name, the Prefix holds a
+// brace, Fallback got nil or ProbeInterval is negative. opt may be nil.
+func NewRedis(rdb redis.UniversalClient, opt *RedisOptions, limits ...Limit) (*Redis, error) {
+	if rdb == nil {
+		return nil, fmt.Errorf("%w: nil redis client", ErrInvalidConfig)
+	}
+	o, err := opt.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	ls, err := validateLimits(limits)
+	if err != nil {
+		return nil, err
+	}
+	r := &Redis{rdb: rdb, limits: ls, prefix: o.Prefix, probe: o.ProbeInterval, log: o.Logger, now: time.Now}
+	r.mode, r.fallback = o.OnRedisError.policy()
+	for _, l := range ls {
+		r.suffixes = append(r.suffixes, ":"+l.id())
+		r.params = append(r.params, strconv.FormatFloat(l.Rate, 'g', -1, 64), strconv.Itoa(l.Burst))
+	}
+	return r, nil
+}
+
+// Limits returns a copy of the limits the limiter enforces.
+func (r *Redis) Limits() []Limit { return append([]Limit(nil), r.limits...) }
+
+// Allow is AllowN(ctx, key, 1).
+func (r *Redis) Allow(ctx context.Context, key string) (Result, error) {
+	return r.AllowN(ctx, key, 1)
+}
+
+// AllowN takes n tokens from every bucket of key if all of them hold n, and none otherwise, in one
+// round trip. n == 0 peeks: it reports whether one event would be allowed and takes nothing.
+// It blocks for the round trip and honours ctx.
+//
+// Errors: [ErrInvalidArgument] for an empty key or negative n, [ErrExceedsBurst] when n is larger
+// than a limit's Burst, the context's error, and, with FailClosed, the Redis error (wrapped). With
+// FailOpen or Fallback a Redis failure is not returned: see [RedisOptions.OnRedisError].
+func (r *Redis) AllowN(ctx context.Context, key string, n int) (Result, error) {
+	if err := checkCall(r.limits, key, n); err != nil {
+		return Result{}, err
+	}
+	if r.mode == modeFallback && r.down.Load() {
+		if !r.takeProbe() {
+			return r.count(r.useFallback(ctx, key, n))
+		}
+		r.stats.probes.Add(1)
+	}
+	res, err := r.eval(ctx, key, n)
+	if err == nil {
+		if r.down.Load() && r.down.CompareAndSwap(true, false) {
+			r.stats.recoveries.Add(1)
+			r.log.LogAttrs(ctx, slog.LevelInfo, "ratelimit: redis answers again")
+		}
+		return r.count(res, nil)
+	}
+	if ctx.Err() != nil {
+		return Result{}, fmt.Errorf("ratelimit: allow %q: %w", key, ctx.Err())
+	}
+	r.stats.redisErrors.Add(1)
+	if !r.down.Load() && r.down.CompareAndSwap(false, true) {
+		r.log.LogAttrs(ctx, slog.LevelWarn, "ratelimit: redis failing", slog.String("policy", r.policyName()), slog.Any("error", err))
+	}
+	switch r.mode {
+	case FailOpen:
+		r.stats.failOpen.Add(1)
+		return r.count(r.fullResult(n), nil)
+	case modeFallback:
+		r.nextProbe.Store(r.now().Add(r.probe).UnixNano())
+		return r.count(r.useFallback(ctx, key, n))
+	default:
+		return Result{}, fmt.Errorf("ratelimit: allow %q: %w", key, err)
+	}
+}
+
+// eval runs the script once.
+func (r *Redis) eval(ctx context.Context, key string, n int) (Result, error) {
+	base := keys.Tagged(r.prefix, key)
+	ks := make([]string, len(r.suffixes))
+	for i, s := range r.suffixes {
+		ks[i] = base + s
+	}
+	args := make([]any, 0, 1+len(r.params))
+	args = append(args, n)
+	args = append(args, r.params...)
+	vals, err := tokenBucket.Run(ctx, r.rdb, ks, args...).Slice()
+	if err != nil {
+		return Result{}, err
+	}
+	if len(vals) != 1+len(r.limits) {
+		return Result{}, fmt.Errorf("ratelimit: script returned %d values, want %d", len(vals), 1+len(r.limits))
+	}
+	var buf [4]float64
+	tokens := buf[:0]
+	for _, v := range vals[1:] {
+		s, ok := v.(string)
+		if !ok {
+			return Result{}, fmt.Errorf("ratelimit: script returned %T, want a string", v)
+		}
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return Result{}, fmt.Errorf("ratelimit: script returned %q: %w", s, err)
+		}
+		tokens = append(tokens, f)
+	}
+	allowed, _ := vals[0].(int64)
+	return buildResult(r.limits, tokens, allowed == 1, n), nil
+}
+
+// takeProbe reports whether this request is the one that tries Redis in the current interval.
+func (r *Redis) takeProbe() bool {
+	now := r.now().UnixNano()
+	next := r.nextProbe.Load()
+	return now >= next && r.nextProbe.CompareAndSwap(next, now+int64(r.probe))
+}
+
+func (r *Redis) useFallback(ctx context.Context, key string, n int) (Result, error) {
+	r.stats.fallback.Add(1)
+	return r.fallback.AllowN(ctx, key, n)
+}
+
+// fullResult is the answer of FailOpen: as if every bucket were full before the call.
+func (r *Redis) fullResult(n int) Result {
+	var buf [4]float64
+	tokens := buf[:0]
+	for _, l := range r.limits {
+		tokens = append(tokens, float64(l.Burst-n))
+	}
+	return buildResult(r.limits, tokens, true, n)
+}
+
+func (r *Redis) count(res Result, err error) (Result, error) {
+	switch {
+	case err != nil:
+	case res.Allowed:
+		r.stats.allowed.Add(1)
+	default:
+		r.stats.denied.Add(1)
+	}
+	return res, err
+}
+
+func (r *Redis) policyName() string {
+	switch r.mode {
+	case FailOpen:
+		return "fail-open"
+	case modeFallback:
+		return "fallback"
+	default:
+		return "fail-closed"
+	}
+}
+
+// Wait is WaitN(ctx, key, 1).
+func (r *Redis) Wait(ctx context.Context, key string) error { return r.WaitN(ctx, key, 1) }
+
+// WaitN blocks until n tokens of key can be taken, sleeping RetryAfter plus a little jitter between
+// tries (so that waiters in many processes do not retry together). It returns an error wrapping
+// [ErrWaitDeadline] at once when the next try would come after ctx's deadline, the context's error
+// when ctx ends while sleeping, and AllowN's errors.
+func (r *Redis) WaitN(ctx context.Context, key string, n int) error {
+	return waitN(ctx, r.AllowN, key, n)
+}
+
+// Reset deletes key's buckets in Redis (one DEL; all are in one slot), so the key starts full again,
+// and resets the fallback limiter's buckets too. It blocks for the round trip and returns an error
+// wrapping the Redis error if the DEL fails, or [ErrInvalidArgument] for an empty key.
+func (r *Redis) Reset(ctx context.Context, key string) error {
+	if key == "" {
+		return fmt.Errorf("%w: empty key", ErrInvalidArgument)
+	}
+	if r.fallback != nil {
+		_ = r.fallback.Reset(ctx, key)
+	}
+	base := keys.Tagged(r.prefix, key)
+	ks := make([]string, len(r.suffixes))
+	for i, s := range r.suffixes {
+		ks[i] = base + s
+	}
+	if err := r.rdb.Del(ctx, ks...).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("ratelimit: reset %q: %w", key, err)
+	}
+	return nil
+}
+
+// Stats returns a snapshot of the counters. It is safe for concurrent use.
+func (r *Redis) Stats() Stats {
+	s := &r.stats
+	return Stats{
+		Allowed: s.allowed.Load(), Denied: s.denied.Load(), RedisErrors: s.redisErrors.Load(),
+		FailOpen: s.failOpen.Load(), Fallback: s.fallback.Load(), Probes: s.probes.Load(),
+		Recoveries: s.recoveries.Load(),
+	}
+}
