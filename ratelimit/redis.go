@@ -78,7 +78,7 @@ func NewRedis(rdb redis.UniversalClient, opt *RedisOptions, limits ...Limit) (*R
 	r.mode, r.fallback = o.OnRedisError.policy()
 	for _, l := range ls {
 		r.suffixes = append(r.suffixes, ":"+l.id())
-		r.params = append(r.params, strconv.FormatFloat(l.Rate, 'g', -1, 64), strconv.Itoa(l.Burst))
+		r.params = append(r.params, strconv.FormatFloat(l.Rate, 'f', -1, 64), strconv.Itoa(l.Burst))
 	}
 	return r, nil
 }

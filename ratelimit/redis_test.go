@@ -1,0 +1,288 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/surgekit/surge/internal/redistest"
+)
+
+// miniTime moves miniredis's TIME (what the script reads) in steps.
+type miniTime struct {
+	m *miniredis.Miniredis
+	t time.Time
+}
+
+func newMiniTime(m *miniredis.Miniredis) *miniTime {
+	mt := &miniTime{m: m, t: time.Unix(1_750_000_000, 0)}
+	m.SetTime(mt.t)
+	return mt
+}
+
+func (mt *miniTime) Add(d time.Duration) {
+	mt.t = mt.t.Add(d)
+	mt.m.SetTime(mt.t)
+}
+
+// failFast returns a client of addr that gives up at once when the server is gone.
+func failFast(t *testing.T, addr string) redis.UniversalClient {
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialerRetries: 1, DialTimeout: time.Second})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// newMiniRedis builds a Redis limiter on a fresh miniredis with a settable server clock.
+func newMiniRedis(t *testing.T, opt *RedisOptions, limits ...Limit) (*Redis, *miniredis.Miniredis, *miniTime) {
+	t.Helper()
+	m, _ := redistest.Mini(t)
+	r, err := NewRedis(failFast(t, m.Addr()), opt, limits...)
+	require.NoError(t, err)
+	return r, m, newMiniTime(m)
+}
+
+func TestRedisBurstThenRate(t *testing.T) {
+	r, _, mt := newMiniRedis(t, nil, Limit{Rate: 2, Burst: 5, Name: "b"})
+	testBurstThenRate(t, stepper{lim: r, advance: mt.Add})
+}
+
+func TestRedisFractionalRate(t *testing.T) {
+	r, _, mt := newMiniRedis(t, nil, Limit{Rate: 0.5, Burst: 1})
+	testFractionalRate(t, stepper{lim: r, advance: mt.Add})
+}
+
+func TestRedisPeekAndN(t *testing.T) {
+	r, m, mt := newMiniRedis(t, nil, Limit{Rate: 1, Burst: 4})
+	// Peeking at a fresh key writes nothing.
+	allowN(t, r, "k", 0)
+	require.Empty(t, m.Keys())
+	testPeekAndN(t, stepper{lim: r, advance: mt.Add})
+}
+
+func TestRedisMultiLimitAtomic(t *testing.T) {
+	r, _, mt := newMiniRedis(t, nil, Limit{Rate: 0.001, Burst: 5, Name: "slow"}, Limit{Rate: 1, Burst: 2, Name: "fast"})
+	testMultiLimitAtomic(t, stepper{lim: r, advance: mt.Add})
+}
+
+func TestRedisKeysAndTTL(t *testing.T) {
+	r, m, _ := newMiniRedis(t, &RedisOptions{Prefix: "app:rl:"},
+		Limit{Rate: 2, Burst: 5, Name: "fast"}, Limit{Rate: 0.3, Burst: 7, Name: "slow"})
+	key := "user:{1}}"
+	allowN(t, r, key, 1)
+	fast, slow := "app:rl:{user:{1%7D%7D}:fast", "app:rl:{user:{1%7D%7D}:slow"
+	require.ElementsMatch(t, []string{fast, slow}, m.Keys())
+	// TTL = time until the bucket is full again, rounded up to the millisecond.
+	require.Equal(t, 500*time.Millisecond, m.TTL(fast))
+	require.Equal(t, 3334*time.Millisecond, m.TTL(slow)) // 1 token at 0.3/s = 3333.33 ms
+	allowN(t, r, key, 4)
+	require.Equal(t, 2500*time.Millisecond, m.TTL(fast))
+	require.Equal(t, 16667*time.Millisecond, m.TTL(slow))
+	// Fractional tokens survive the round trip as strings.
+	require.Equal(t, "2", m.HGet(slow, "t"))
+
+	// A denied call changes nothing, including the TTL.
+	res := allowN(t, r, key, 1)
+	require.False(t, res.Allowed)
+	require.Equal(t, 2500*time.Millisecond, m.TTL(fast))
+
+	// After a full refill the keys are gone.
+	m.FastForward(16667 * time.Millisecond)
+	require.Empty(t, m.Keys())
+
+	require.NoError(t, r.Reset(context.Background(), key))
+}
+
+func TestRedisTTLNeverZero(t *testing.T) {
+	// A refill time far below a millisecond still gives a TTL of 1 ms, never 0 (no expiry).
+	r, m, _ := newMiniRedis(t, nil, Limit{Rate: 1e6, Burst: 1, Name: "x"})
+	allowN(t, r, "k", 1)
+	require.Equal(t, time.Millisecond, m.TTL("surge:rl:{k}:x"))
+}
+
+func TestRedisClockStepBack(t *testing.T) {
+	r, m, mt := newMiniRedis(t, nil, Limit{Rate: 1, Burst: 3, Name: "b"})
+	allowN(t, r, "k", 2) // one token left
+	mt.Add(-time.Hour)
+	res := allowN(t, r, "k", 1)
+	require.True(t, res.Allowed, "tokens held before the step back are kept")
+	res = allowN(t, r, "k", 1)
+	require.False(t, res.Allowed)
+	require.InDelta(t, float64(time.Second), float64(res.RetryAfter), float64(time.Microsecond))
+	mt.Add(time.Second)
+	require.True(t, allowN(t, r, "k", 1).Allowed, "locked out longer than one refill after the clock went back an hour")
+
+	// Empty bucket stamped in the future and a denied call: refilling restarts at once.
+	allowN(t, r, "j", 3)
+	mt.Add(-time.Hour)
+	require.False(t, allowN(t, r, "j", 1).Allowed)
+	mt.Add(time.Second)
+	require.True(t, allowN(t, r, "j", 1).Allowed)
+	require.NotEmpty(t, m.HGet("surge:rl:{j}:b", "s"))
+}
+
+// TestLocalAndRedisAgree runs one sequence of calls on both limiters and compares the Results.
+func TestLocalAndRedisAgree(t *testing.T) {
+	limits := []Limit{{Rate: 3, Burst: 4, Name: "a"}, {Rate: 0.25, Burst: 9, Name: "b"}}
+	l, clk := newLocal(t, nil, limits...)
+	r, _, mt := newMiniRedis(t, nil, limits...)
+	steps := []struct {
+		wait time.Duration
+		n    int
+	}{{0, 1}, {0, 2}, {0, 2}, {0, 0}, {100 * time.Millisecond, 1}, {400 * time.Millisecond, 1},
+		{0, 4}, {time.Second, 3}, {0, 0}, {3 * time.Second, 4}, {0, 1}, {10 * time.Second, 4}, {0, 4}, {0, 0}}
+	for i, s := range steps {
+		clk.Add(s.wait)
+		mt.Add(s.wait)
+		lr := allowN(t, l, "k", s.n)
+		rr := allowN(t, r, "k", s.n)
+		msg := fmt.Sprintf("step %d: local %+v redis %+v", i, lr, rr)
+		require.Equal(t, lr.Allowed, rr.Allowed, msg)
+		require.Equal(t, lr.Remaining, rr.Remaining, msg)
+		require.Equal(t, lr.Limit, rr.Limit, msg)
+		require.InDelta(t, float64(lr.RetryAfter), float64(rr.RetryAfter), float64(time.Microsecond), msg)
+		require.InDelta(t, float64(lr.ResetAfter), float64(rr.ResetAfter), float64(time.Microsecond), msg)
+	}
+}
+
+func TestRedisArgumentErrors(t *testing.T) {
+	r, m, _ := newMiniRedis(t, nil, Limit{Rate: 1, Burst: 3})
+	ctx := context.Background()
+	_, err := r.AllowN(ctx, "k", 4)
+	require.ErrorIs(t, err, ErrExceedsBurst)
+	_, err = r.AllowN(ctx, "k", -1)
+	require.ErrorIs(t, err, ErrInvalidArgument)
+	_, err = r.Allow(ctx, "")
+	require.ErrorIs(t, err, ErrInvalidArgument)
+	require.ErrorIs(t, r.Reset(ctx, ""), ErrInvalidArgument)
+	require.Empty(t, m.Keys(), "rejected calls reach Redis")
+	require.Zero(t, r.Stats())
+}
+
+func TestNewRedisValidation(t *testing.T) {
+	_, rdb := redistest.Mini(t)
+	cases := []struct {
+		name  string
+		rdb   redis.UniversalClient
+		opt   *RedisOptions
+		field string
+	}{
+		{"nil client", nil, nil, "nil redis client"},
+		{"brace prefix", rdb, &RedisOptions{Prefix: "a{b"}, "Prefix"},
+		{"nil fallback", rdb, &RedisOptions{OnRedisError: Fallback(nil)}, "OnRedisError"},
+		{"negative probe", rdb, &RedisOptions{ProbeInterval: -time.Second}, "ProbeInterval"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := NewRedis(c.rdb, c.opt, PerSecond(1))
+			require.ErrorIs(t, err, ErrInvalidConfig)
+			require.ErrorContains(t, err, c.field)
+		})
+	}
+	_, err := NewRedis(rdb, nil, Limit{Rate: 0, Burst: 1})
+	require.ErrorContains(t, err, "Rate")
+}
+
+func TestRedisErrorPolicies(t *testing.T) {
+	ctx := context.Background()
+	limit := Limit{Rate: 1, Burst: 3, Name: "b"}
+	t.Run("fail closed", func(t *testing.T) {
+		r, m, _ := newMiniRedis(t, nil, limit)
+		m.Close()
+		res, err := r.Allow(ctx, "k")
+		require.Error(t, err)
+		require.False(t, errors.Is(err, ErrInvalidArgument))
+		require.False(t, res.Allowed)
+		require.Equal(t, uint64(1), r.Stats().RedisErrors)
+	})
+	t.Run("fail open", func(t *testing.T) {
+		r, m, _ := newMiniRedis(t, &RedisOptions{OnRedisError: FailOpen}, limit)
+		m.Close()
+		for i := 0; i < 5; i++ {
+			res, err := r.Allow(ctx, "k")
+			require.NoError(t, err)
+			require.True(t, res.Allowed)
+			require.Equal(t, 2, res.Remaining)
+		}
+		st := r.Stats()
+		require.Equal(t, uint64(5), st.RedisErrors)
+		require.Equal(t, uint64(5), st.FailOpen)
+		require.Equal(t, uint64(5), st.Allowed)
+	})
+	t.Run("cancelled context is not a redis error", func(t *testing.T) {
+		r, _, _ := newMiniRedis(t, &RedisOptions{OnRedisError: FailOpen}, limit)
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		_, err := r.Allow(cctx, "k")
+		require.ErrorIs(t, err, context.Canceled)
+		require.Zero(t, r.Stats().RedisErrors)
+	})
+}
+
+func TestRedisFallbackAndProbe(t *testing.T) {
+	limit := Limit{Rate: 0.001, Burst: 3, Name: "b"}
+	local, _ := newLocal(t, nil, Limit{Rate: 0.001, Burst: 2, Name: "b"})
+	m, _ := redistest.Mini(t)
+	r, err := NewRedis(failFast(t, m.Addr()), &RedisOptions{OnRedisError: Fallback(local), ProbeInterval: time.Minute}, limit)
+	require.NoError(t, err)
+	clk := newFakeClock()
+	r.now = clk.Now
+
+	require.True(t, allowN(t, r, "k", 1).Allowed) // Redis: 2 left
+	m.Close()
+	// Redis down: the local twin (burst 2) answers, with its full Result.
+	res := allowN(t, r, "k", 1)
+	require.True(t, res.Allowed)
+	require.Equal(t, 1, res.Remaining)
+	require.True(t, allowN(t, r, "k", 1).Allowed)
+	res = allowN(t, r, "k", 1)
+	require.False(t, res.Allowed)
+	require.Positive(t, res.RetryAfter)
+	st := r.Stats()
+	require.Equal(t, uint64(1), st.RedisErrors, "only the first call tried Redis")
+	require.Equal(t, uint64(3), st.Fallback)
+
+	// Redis is back, but no probe before the interval: still local.
+	require.NoError(t, m.Restart())
+	require.False(t, allowN(t, r, "k", 1).Allowed)
+	require.Zero(t, r.Stats().Probes)
+
+	// After the interval one request probes Redis, which still remembers 2 tokens.
+	clk.Add(time.Minute)
+	res = allowN(t, r, "k", 1)
+	require.True(t, res.Allowed)
+	require.Equal(t, 1, res.Remaining)
+	st = r.Stats()
+	require.Equal(t, uint64(1), st.Probes)
+	require.Equal(t, uint64(1), st.Recoveries)
+	require.True(t, allowN(t, r, "k", 1).Allowed)
+	require.False(t, allowN(t, r, "k", 1).Allowed)
+	require.Equal(t, uint64(1), r.Stats().Probes, "no probes once Redis is back")
+
+	// A failed probe keeps the fallback and waits another interval.
+	m.Close()
+	allowN(t, r, "x", 1)
+	clk.Add(time.Minute)
+	allowN(t, r, "x", 1)
+	st = r.Stats()
+	require.Equal(t, uint64(2), st.Probes)
+	require.Equal(t, uint64(3), st.RedisErrors)
+	allowN(t, r, "x", 1)
+	require.Equal(t, uint64(3), r.Stats().RedisErrors)
+}
+
+func TestWaitRedis(t *testing.T) {
+	r, _, _ := newMiniRedis(t, nil, Limit{Rate: 50, Burst: 1})
+	ctx := context.Background()
+	// miniredis time is fixed by SetTime in newMiniRedis: move it forward from another goroutine
+	// is not needed; a fixed clock means Wait can only end by its deadline check.
+	require.NoError(t, r.Wait(ctx, "k"))
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, r.Wait(dctx, "k"), ErrWaitDeadline)
+}
