@@ -1,0 +1,21 @@
+-- Add of one or more keys to one shard.
+-- KEYS[1] bitmap, KEYS[2] config (same hash tag)
+-- ARGV[1] expected config, ARGV[2] the keys' bit offsets, 4 bytes little-endian each
+-- Stores the config on first use; an error reply "BLOOMCONFIG <stored>" (and no write) when the
+-- stored config differs or is missing while the bitmap exists.
+local cfg = redis.call('GET', KEYS[2])
+if cfg ~= ARGV[1] then
+  if cfg then
+    return redis.error_reply('BLOOMCONFIG ' .. cfg)
+  end
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    return redis.error_reply('BLOOMCONFIG <missing>')
+  end
+  redis.call('SET', KEYS[2], ARGV[1])
+end
+local offs = ARGV[2]
+for i = 1, #offs, 4 do
+  local a, b, c, d = string.byte(offs, i, i + 3)
+  redis.call('SETBIT', KEYS[1], a + b * 256 + c * 65536 + d * 16777216, 1)
+end
+return 1

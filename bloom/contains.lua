@@ -1,0 +1,33 @@
+-- MightContain of one or more keys in one shard.
+-- KEYS[1] bitmap, KEYS[2] config (same hash tag)
+-- ARGV[1] expected config, ARGV[2] the keys' bit offsets, 4 bytes little-endian each,
+-- ARGV[3] k, the offsets per key
+-- Returns a string with one character per key: '1' when all its bits are set, else '0'; an
+-- error reply "BLOOMCONFIG <stored>" when the stored config differs (or is missing while the
+-- bitmap exists).
+local offs, k = ARGV[2], tonumber(ARGV[3])
+local nkeys = #offs / (4 * k)
+local cfg = redis.call('GET', KEYS[2])
+if cfg ~= ARGV[1] then
+  if cfg then
+    return redis.error_reply('BLOOMCONFIG ' .. cfg)
+  end
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    return redis.error_reply('BLOOMCONFIG <missing>')
+  end
+  return string.rep('0', nkeys) -- never added to: nothing is in it
+end
+local out = {}
+for j = 0, nkeys - 1 do
+  local hit = '1'
+  local first = j * 4 * k + 1
+  for i = first, first + 4 * (k - 1), 4 do
+    local a, b, c, d = string.byte(offs, i, i + 3)
+    if redis.call('GETBIT', KEYS[1], a + b * 256 + c * 65536 + d * 16777216) == 0 then
+      hit = '0'
+      break
+    end
+  end
+  out[j + 1] = hit
+end
+return table.concat(out)
