@@ -1,0 +1,345 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/surgekit/surge/internal/redistest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+type user struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// newCache returns a Cache on a fresh miniredis, closed at cleanup.
+func newCache(t *testing.T, opt *Options) (*Cache[user], *miniredis.Miniredis, redis.UniversalClient) {
+	t.Helper()
+	m, rdb := redistest.Mini(t)
+	c, err := New[user](rdb, opt)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	return c, m, rdb
+}
+
+// countingLoader returns a loader that counts its calls and returns user{ID: key}.
+func countingLoader(n *atomic.Int64) Loader[user] {
+	return func(ctx context.Context, key string) (user, error) {
+		n.Add(1)
+		return user{ID: key, Name: "name-" + key}, nil
+	}
+}
+
+func TestNewValidatesOptions(t *testing.T) {
+	_, rdb := redistest.Mini(t)
+	cases := []struct {
+		field string
+		opt   Options
+	}{
+		{"Prefix", Options{Prefix: "a{b"}},
+		{"TTL", Options{TTL: -time.Second}},
+		{"Jitter", Options{Jitter: 1}},
+		{"Jitter", Options{Jitter: -0.1}},
+		{"RefreshAfter", Options{TTL: time.Minute, RefreshAfter: time.Minute}},
+		{"RefreshAfter", Options{RefreshAfter: -1}},
+		{"EarlyRefreshBeta", Options{EarlyRefreshBeta: -1}},
+		{"Lease", Options{Lease: -1}},
+		{"LoadTimeout", Options{LoadTimeout: -1}},
+		{"RedisErrors", Options{RedisErrors: 7}},
+		{"DoubleDelete", Options{DoubleDelete: -1}},
+		{"Local.MaxEntries", Options{Local: &LocalOptions{MaxEntries: -1}}},
+		{"Local.TTL", Options{Local: &LocalOptions{TTL: -1}}},
+	}
+	for _, tc := range cases {
+		_, err := New[user](rdb, &tc.opt)
+		require.Error(t, err, tc.field)
+		require.Contains(t, err.Error(), "Options."+tc.field)
+	}
+	_, err := New[user](nil, nil)
+	require.ErrorContains(t, err, "nil redis client")
+	c, err := New[user](rdb, nil)
+	require.NoError(t, err)
+	require.Equal(t, DefaultTTL, c.cfg.TTL)
+	require.Equal(t, DefaultJitter, c.cfg.Jitter)
+	require.Equal(t, DefaultNegativeTTL, c.cfg.NegativeTTL)
+	require.Equal(t, DefaultLoadTimeout, c.cfg.LoadTimeout)
+	require.NoError(t, c.Close())
+}
+
+func TestFetchLoadsThenServesFromRedis(t *testing.T) {
+	c, m, _ := newCache(t, &Options{Prefix: "u:"})
+	ctx := context.Background()
+	var calls atomic.Int64
+	for range 3 {
+		u, err := c.Fetch(ctx, "42", countingLoader(&calls))
+		require.NoError(t, err)
+		require.Equal(t, user{ID: "42", Name: "name-42"}, u)
+	}
+	require.EqualValues(t, 1, calls.Load())
+	require.True(t, m.Exists("u:{42}"), "value key")
+	require.False(t, m.Exists("u:{42}:lease"), "the lease is dropped by the fill")
+	st := c.Stats()
+	require.EqualValues(t, 1, st.Misses)
+	require.EqualValues(t, 1, st.Loads)
+	require.EqualValues(t, 2, st.RedisHits)
+}
+
+func TestFetchSingleflight1000(t *testing.T) {
+	c, _, _ := newCache(t, nil)
+	release := make(chan struct{})
+	var calls atomic.Int64
+	load := func(ctx context.Context, key string) (user, error) {
+		calls.Add(1)
+		<-release
+		return user{ID: key}, nil
+	}
+	const n = 1000
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Go(func() {
+			u, err := c.Fetch(context.Background(), "hot", load)
+			if err == nil && u.ID != "hot" {
+				err = fmt.Errorf("got %+v", u)
+			}
+			errs <- err
+		})
+	}
+	require.Eventually(t, func() bool { return c.Stats().Misses == n }, 10*time.Second, time.Millisecond)
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	require.EqualValues(t, 1, calls.Load())
+	require.EqualValues(t, n-1, c.Stats().SharedLoads)
+}
+
+func TestFetchCallerCancelDoesNotFailOthers(t *testing.T) {
+	c, _, _ := newCache(t, nil)
+	release := make(chan struct{})
+	started := make(chan struct{})
+	load := func(ctx context.Context, key string) (user, error) {
+		close(started)
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return user{}, ctx.Err()
+		}
+		return user{ID: key}, nil
+	}
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	done1 := make(chan error, 1)
+	go func() { _, err := c.Fetch(ctx1, "k", load); done1 <- err }()
+	<-started
+	done2 := make(chan error, 1)
+	go func() { _, err := c.Fetch(context.Background(), "k", load); done2 <- err }()
+	require.Eventually(t, func() bool { return c.Stats().SharedLoads == 1 }, 5*time.Second, time.Millisecond)
+	cancel1()
+	require.ErrorIs(t, <-done1, context.Canceled, "the leader's caller returns at once")
+	close(release)
+	require.NoError(t, <-done2, "the load went on for the other waiter")
+}
+
+func TestFetchLoaderPanicIsAnErrorForAll(t *testing.T) {
+	c, _, _ := newCache(t, nil)
+	release := make(chan struct{})
+	load := func(ctx context.Context, key string) (user, error) {
+		<-release
+		panic("boom")
+	}
+	errs := make(chan error, 3)
+	for range 3 {
+		go func() { _, err := c.Fetch(context.Background(), "p", load); errs <- err }()
+	}
+	require.Eventually(t, func() bool { return c.Stats().Misses == 3 }, 5*time.Second, time.Millisecond)
+	close(release)
+	for range 3 {
+		err := <-errs
+		require.ErrorIs(t, err, ErrLoaderPanic)
+		require.ErrorContains(t, err, "boom")
+	}
+	require.EqualValues(t, 1, c.Stats().LoadErrors)
+}
+
+func TestFetchLoaderErrorIsNotCached(t *testing.T) {
+	c, m, _ := newCache(t, nil)
+	boom := errors.New("db down")
+	var calls atomic.Int64
+	load := func(ctx context.Context, key string) (user, error) {
+		calls.Add(1)
+		return user{}, boom
+	}
+	for range 2 {
+		_, err := c.Fetch(context.Background(), "e", load)
+		require.ErrorIs(t, err, boom)
+	}
+	require.EqualValues(t, 2, calls.Load())
+	require.False(t, m.Exists("{e}"))
+	require.False(t, m.Exists("{e}:lease"), "a failed load releases its lease")
+}
+
+func TestNegativeCaching(t *testing.T) {
+	c, m, _ := newCache(t, &Options{NegativeTTL: 30 * time.Second})
+	var calls atomic.Int64
+	load := func(ctx context.Context, key string) (user, error) {
+		calls.Add(1)
+		return user{}, fmt.Errorf("no row: %w", ErrNotFound)
+	}
+	for range 3 {
+		_, err := c.Fetch(context.Background(), "ghost", load)
+		require.ErrorIs(t, err, ErrNotFound)
+	}
+	require.EqualValues(t, 1, calls.Load())
+	require.EqualValues(t, 2, c.Stats().NegativeHits)
+	ttl := m.TTL("{ghost}")
+	require.Greater(t, ttl, 26*time.Second)
+	require.LessOrEqual(t, ttl, 33*time.Second)
+	_, err := c.Get(context.Background(), "ghost")
+	require.ErrorIs(t, err, ErrNotFound)
+
+	m.FastForward(34 * time.Second)
+	_, err = c.Fetch(context.Background(), "ghost", load)
+	require.ErrorIs(t, err, ErrNotFound)
+	require.EqualValues(t, 2, calls.Load(), "the negative entry expired")
+}
+
+func TestNegativeCachingDisabled(t *testing.T) {
+	c, m, _ := newCache(t, &Options{NegativeTTL: -1})
+	var calls atomic.Int64
+	load := func(ctx context.Context, key string) (user, error) {
+		calls.Add(1)
+		return user{}, ErrNotFound
+	}
+	for range 2 {
+		_, err := c.Fetch(context.Background(), "ghost", load)
+		require.ErrorIs(t, err, ErrNotFound)
+	}
+	require.EqualValues(t, 2, calls.Load())
+	require.False(t, m.Exists("{ghost}"))
+}
+
+func TestGetSetDelete(t *testing.T) {
+	c, m, _ := newCache(t, &Options{Prefix: "p:"})
+	ctx := context.Background()
+	_, err := c.Get(ctx, "a")
+	require.ErrorIs(t, err, ErrMiss)
+	require.NoError(t, c.Set(ctx, "a", user{ID: "a", Name: "x"}))
+	u, err := c.Get(ctx, "a")
+	require.NoError(t, err)
+	require.Equal(t, "x", u.Name)
+	var calls atomic.Int64
+	u, err = c.Fetch(ctx, "a", countingLoader(&calls))
+	require.NoError(t, err)
+	require.Equal(t, "x", u.Name, "Fetch serves what Set stored")
+	require.Zero(t, calls.Load())
+
+	require.NoError(t, c.Set(ctx, "b", user{ID: "b"}))
+	require.NoError(t, c.Delete(ctx, "a", "b", "never-set"))
+	require.False(t, m.Exists("p:{a}"))
+	require.False(t, m.Exists("p:{b}"))
+	_, err = c.Get(ctx, "a")
+	require.ErrorIs(t, err, ErrMiss)
+	require.NoError(t, c.Delete(ctx))
+}
+
+func TestJitterSpreadsTTLs(t *testing.T) {
+	c, m, _ := newCache(t, &Options{TTL: 100 * time.Second, Jitter: 0.2})
+	ctx := context.Background()
+	lo, hi := time.Duration(1<<62), time.Duration(0)
+	seen := map[time.Duration]bool{}
+	for i := range 1000 {
+		k := fmt.Sprint(i)
+		require.NoError(t, c.Set(ctx, k, user{ID: k}))
+		ttl := m.TTL("{" + k + "}")
+		lo, hi = min(lo, ttl), max(hi, ttl)
+		seen[ttl.Round(time.Second)] = true
+	}
+	require.GreaterOrEqual(t, lo, 80*time.Second-time.Millisecond)
+	require.LessOrEqual(t, hi, 120*time.Second)
+	require.Less(t, lo, 82*time.Second, "spread reaches the low end")
+	require.Greater(t, hi, 118*time.Second, "spread reaches the high end")
+	require.Greater(t, len(seen), 30, "TTLs spread across the window, not a few values")
+}
+
+type guardFunc func(ctx context.Context, key string) (bool, error)
+
+func (g guardFunc) MightContain(ctx context.Context, key string) (bool, error) { return g(ctx, key) }
+
+func TestGuard(t *testing.T) {
+	var asked atomic.Int64
+	guard := guardFunc(func(ctx context.Context, key string) (bool, error) {
+		asked.Add(1)
+		switch key {
+		case "absent":
+			return false, nil
+		case "flaky":
+			return false, errors.New("bloom unavailable")
+		}
+		return true, nil
+	})
+	c, m, _ := newCache(t, &Options{Guard: guard})
+	var calls atomic.Int64
+	_, err := c.Fetch(context.Background(), "absent", countingLoader(&calls))
+	require.ErrorIs(t, err, ErrNotFound)
+	require.Zero(t, calls.Load(), "the loader is not called for a key the guard rules out")
+	require.False(t, m.Exists("{absent}"), "nor is Redis written")
+	_, err = c.Fetch(context.Background(), "flaky", countingLoader(&calls))
+	require.NoError(t, err, "a guard error means maybe")
+	_, err = c.Fetch(context.Background(), "present", countingLoader(&calls))
+	require.NoError(t, err)
+	require.EqualValues(t, 2, calls.Load())
+	st := c.Stats()
+	require.EqualValues(t, 1, st.GuardRejects)
+	require.EqualValues(t, 1, st.GuardErrors)
+	require.EqualValues(t, 3, asked.Load())
+}
+
+func TestGarbageInRedisIsAMiss(t *testing.T) {
+	c, m, _ := newCache(t, nil)
+	var calls atomic.Int64
+	future := appendEnvelope(nil, header{hard: time.Now().Add(time.Hour).UnixMilli()}, []byte(`{"id":"x"}`))
+	future[0] = envelopeVersion + 1
+	for i, raw := range []string{"garbage", string(future), string(appendEnvelope(nil, header{}, []byte("{not json")))} {
+		k := fmt.Sprint("g", i)
+		require.NoError(t, m.Set("{"+k+"}", raw))
+		_, err := c.Get(context.Background(), k)
+		require.ErrorIs(t, err, ErrMiss)
+		u, err := c.Fetch(context.Background(), k, countingLoader(&calls))
+		require.NoError(t, err)
+		require.Equal(t, k, u.ID)
+	}
+	require.EqualValues(t, 3, calls.Load())
+	require.EqualValues(t, 6, c.Stats().DecodeErrors)
+}
+
+func TestClosed(t *testing.T) {
+	c, _, _ := newCache(t, nil)
+	require.NoError(t, c.Close())
+	require.NoError(t, c.Close(), "idempotent")
+	var calls atomic.Int64
+	_, err := c.Fetch(context.Background(), "k", countingLoader(&calls))
+	require.ErrorIs(t, err, ErrClosed)
+	require.ErrorIs(t, c.Set(context.Background(), "k", user{}), ErrClosed)
+	require.ErrorIs(t, c.Delete(context.Background(), "k"), ErrClosed)
+	_, err = c.Get(context.Background(), "k")
+	require.ErrorIs(t, err, ErrClosed)
+	_, err = c.Fetch(context.Background(), "k", nil)
+	require.True(t, err != nil && !strings.Contains(err.Error(), "panic"))
+}

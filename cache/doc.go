@@ -1,0 +1,36 @@
+// Package cache is a cache-aside over Redis, with an optional in-process tier, that does not
+// stampede, does not serve what a Delete removed, and keeps serving when Redis fails.
+//
+// A service calls [Cache.Fetch] with a loader; the value comes from the local tier, from Redis,
+// or from the loader, and the three classic failures are handled:
+//
+//   - penetration (records that do not exist): negative entries ([Options].NegativeTTL) and an
+//     optional [Guard] such as a Bloom filter;
+//   - breakdown (a hot key expiring under load): one load per key per process (singleflight),
+//     one per key across processes with [Options].Lease, stale-while-revalidate
+//     ([Options].RefreshAfter) and probabilistic early refresh ([Options].EarlyRefreshBeta);
+//   - avalanche (keys expiring together, Redis going away): jittered TTLs and the FailOpen
+//     policy, which serves from the loader (still singleflighted) while Redis is down.
+//
+// Writes after a load are fenced by a lease token in Redis, so a [Cache.Delete] or [Cache.Set]
+// during a slow load is never overwritten by the value that load read before the update. Values
+// travel in a small versioned envelope; an entry that cannot be decoded is a miss, never a panic.
+//
+// Usage:
+//
+//	users, err := cache.New[User](rdb, &cache.Options{Prefix: "user:", TTL: 10 * time.Minute})
+//	if err != nil { ... }
+//	defer users.Close()
+//	u, err := users.Fetch(ctx, id, func(ctx context.Context, id string) (User, error) {
+//		u, err := db.User(ctx, id)
+//		if errors.Is(err, sql.ErrNoRows) {
+//			return User{}, cache.ErrNotFound // remembered for NegativeTTL
+//		}
+//		return u, err
+//	})
+//	// after updating the database:
+//	err = users.Delete(ctx, id)
+//
+// Keys: the value of key k lives at Prefix+"{k}" and its lease at Prefix+"{k}:lease", one hash
+// slot, so everything works on Redis Cluster.
+package cache

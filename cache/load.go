@@ -1,0 +1,294 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// result is the outcome of one key's load.
+type result[V any] struct {
+	v   V
+	err error
+}
+
+// lead loads keys (whose flights fl the caller leads) on a goroutine Close waits for, on
+// context.WithoutCancel(ctx) so that the caller giving up does not fail the other waiters, and
+// finishes every flight. After Close it finishes them with ErrClosed and returns false.
+func (c *Cache[V]) lead(ctx context.Context, keys []string, fl []*flight[V], load BatchLoader[V], redisDown bool) bool {
+	ctx = context.WithoutCancel(ctx)
+	ok := c.goTrack(func() {
+		res := c.loadKeys(ctx, keys, load, redisDown)
+		for i, k := range keys {
+			c.fl.finish(k, fl[i], res[i].v, res[i].err)
+		}
+	})
+	if !ok {
+		var zero V
+		for i, k := range keys {
+			c.fl.finish(k, fl[i], zero, ErrClosed)
+		}
+	}
+	return ok
+}
+
+// plan says what loadKeys does with one key.
+type plan uint8
+
+const (
+	planWrite   plan = iota // ours to load and write (fenced by our lease token)
+	planNoWrite             // load but do not write (Redis down, or another process's lease outlived our wait)
+	planWait                // another process holds the lease: wait for its value
+	planDone                // result known
+)
+
+// loadKeys resolves keys that are missing in Redis: it claims their leases, waits for the ones
+// other processes hold, calls load once for the rest and writes them fenced.
+func (c *Cache[V]) loadKeys(ctx context.Context, keys []string, load BatchLoader[V], redisDown bool) []result[V] {
+	res := make([]result[V], len(keys))
+	plans := make([]plan, len(keys))
+	tokens := make([]string, len(keys))
+	epoch := c.epoch.Load()
+	if redisDown {
+		for i := range plans {
+			plans[i] = planNoWrite
+		}
+	} else {
+		c.claim(ctx, keys, tokens, plans, res)
+	}
+	var waitIdx, loadIdx []int
+	for i, p := range plans {
+		switch p {
+		case planWait:
+			waitIdx = append(waitIdx, i)
+		case planWrite, planNoWrite:
+			loadIdx = append(loadIdx, i)
+		}
+	}
+	var wg sync.WaitGroup
+	if len(waitIdx) > 0 {
+		c.st.leaseWaits.Add(uint64(len(waitIdx)))
+		wg.Go(func() { c.waitFills(ctx, keys, waitIdx, tokens, plans, res, epoch) })
+	}
+	if len(loadIdx) > 0 {
+		c.loadAndWrite(ctx, keys, loadIdx, tokens, plans, res, load, epoch)
+	}
+	wg.Wait()
+	// Keys whose wait ended with the lease in our hands, or with the wait running out.
+	loadIdx = loadIdx[:0]
+	for _, i := range waitIdx {
+		if plans[i] != planDone {
+			loadIdx = append(loadIdx, i)
+		}
+	}
+	if len(loadIdx) > 0 {
+		c.loadAndWrite(ctx, keys, loadIdx, tokens, plans, res, load, epoch)
+	}
+	return res
+}
+
+// claim takes the lease of every key in one round trip: exclusively (SET NX PX Lease) with
+// Options.Lease, else as a plain fence token (SET PX LoadTimeout) that a later claimer, Set or
+// Delete replaces. It sets each key's plan (and, with FailClosed and Redis failing, its error).
+func (c *Cache[V]) claim(ctx context.Context, keys, tokens []string, plans []plan, res []result[V]) {
+	args := redis.SetArgs{TTL: c.cfg.LoadTimeout}
+	if c.cfg.Lease > 0 {
+		args = redis.SetArgs{Mode: "NX", TTL: c.cfg.Lease}
+	}
+	cmds := make([]*redis.StatusCmd, len(keys))
+	_, _ = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			tokens[i] = c.token()
+			cmds[i] = p.SetArgs(ctx, leaseKey(c.valueKey(k)), tokens[i], args)
+		}
+		return nil
+	})
+	for i, cmd := range cmds {
+		switch err := cmd.Err(); {
+		case err == nil:
+			plans[i] = planWrite
+		case err == redis.Nil:
+			plans[i] = planWait
+		default:
+			c.st.redisErrors.Add(1)
+			plans[i] = planNoWrite
+			if c.cfg.RedisErrors == FailClosed {
+				res[i].err = fmt.Errorf("cache: fetch %q: %w", keys[i], err)
+				plans[i] = planDone
+			}
+		}
+	}
+}
+
+func (c *Cache[V]) token() string {
+	return c.id + "." + strconv.FormatUint(c.seq.Add(1), 36)
+}
+
+// pollInterval is how often a lease waiter looks at Redis when no notice wakes it.
+func (c *Cache[V]) pollInterval() time.Duration {
+	return min(max(c.cfg.Lease/10, 5*time.Millisecond), 100*time.Millisecond)
+}
+
+// waitFills waits, up to LoadTimeout, for the values of keys[idx] that other processes are
+// loading under their leases. Each key ends planDone (value, negative entry or error in res),
+// planWrite (the lease came free and is now ours) or planNoWrite (the wait ran out, or Redis
+// failed under FailOpen).
+func (c *Cache[V]) waitFills(ctx context.Context, keys []string, idx []int, tokens []string, plans []plan, res []result[V], epoch uint64) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.LoadTimeout)
+	defer cancel()
+	wakeCh := make(chan struct{}, 1)
+	names := make([]string, len(idx))
+	for j, i := range idx {
+		names[j] = keys[i]
+	}
+	c.registerWait(names, wakeCh)
+	defer c.unregisterWait(names, wakeCh)
+	poll := time.NewTimer(0)
+	defer poll.Stop()
+	leaseMs := c.cfg.Lease.Milliseconds()
+	pending := idx
+	for len(pending) > 0 {
+		select {
+		case <-ctx.Done():
+			for _, i := range pending {
+				plans[i] = planNoWrite
+			}
+			return
+		case <-wakeCh:
+		case <-poll.C:
+		}
+		calls := make([]scriptCall, len(pending))
+		for j, i := range pending {
+			vk := c.valueKey(keys[i])
+			calls[j] = scriptCall{waitScript, []string{vk, leaseKey(vk)}, []any{tokens[i], leaseMs}}
+		}
+		cmds := runScripts(ctx, c.rdb, calls)
+		next := pending[:0:0]
+		for j, i := range pending {
+			switch val, err := cmds[j].Result(); {
+			case err != nil:
+				c.st.redisErrors.Add(1)
+				plans[i] = planNoWrite
+				if c.cfg.RedisErrors == FailClosed {
+					res[i].err = fmt.Errorf("cache: fetch %q: %w", keys[i], err)
+					plans[i] = planDone
+				}
+			case val == int64(1):
+				plans[i] = planWrite
+			case val == int64(0):
+				next = append(next, i)
+			default:
+				s, _ := val.(string)
+				h, v, err := c.decode([]byte(s))
+				if err != nil {
+					plans[i] = planNoWrite // undecodable, and not ours to overwrite
+					continue
+				}
+				plans[i] = planDone
+				c.storeLocal(epoch, keys[i], v, h)
+				if h.tombstone {
+					res[i].err = ErrNotFound
+				} else {
+					res[i].v = v
+				}
+			}
+		}
+		pending = next
+		poll.Reset(c.pollInterval())
+	}
+}
+
+// loadAndWrite calls load once for keys[idx] and writes the results of the planWrite ones,
+// fenced by their lease tokens, in one round trip. Keys load leaves out become negative entries.
+func (c *Cache[V]) loadAndWrite(ctx context.Context, keys []string, idx []int, tokens []string, plans []plan, res []result[V], load BatchLoader[V], epoch uint64) {
+	batch := make([]string, len(idx))
+	for j, i := range idx {
+		batch[j] = keys[i]
+	}
+	m, dur, err := c.callLoader(ctx, load, batch)
+	channel, notice := "", ""
+	calls := make([]scriptCall, 0, len(idx))
+	written := make([]int, 0, len(idx))
+	hdrs := make([]header, 0, len(idx))
+	for _, i := range idx {
+		k := keys[i]
+		var env []byte
+		var h header
+		var ttl time.Duration
+		switch v, found := m[k]; {
+		case err != nil:
+			res[i].err = fmt.Errorf("cache: load %q: %w", k, err)
+		case found:
+			res[i].v = v
+			var eerr error
+			if env, h, ttl, eerr = c.encode(v, dur); eerr != nil {
+				c.cfg.Logger.Warn("cache: cannot encode loaded value", "key", k, "err", eerr)
+				env = nil
+			}
+		default:
+			res[i].err = ErrNotFound
+			env, h, ttl, _ = c.tombstone()
+		}
+		plan := plans[i]
+		plans[i] = planDone
+		if plan != planWrite {
+			continue
+		}
+		if c.cfg.Lease > 0 {
+			channel, notice = c.cfg.channel, encodeNotice(noticeFilled, c.id, []string{k})
+		}
+		vk := c.valueKey(k)
+		// An empty envelope only releases the lease, so that waiters take over at once.
+		calls = append(calls, scriptCall{fillScript, []string{vk, leaseKey(vk)},
+			[]any{tokens[i], env, ttl.Milliseconds(), channel, notice}})
+		if env == nil {
+			i = -1 // nothing stored locally
+		}
+		written = append(written, i)
+		hdrs = append(hdrs, h)
+	}
+	if len(calls) == 0 {
+		return
+	}
+	cmds := runScripts(ctx, c.rdb, calls)
+	for j, cmd := range cmds {
+		i := written[j]
+		switch n, err := cmd.Int64(); {
+		case err != nil:
+			c.st.redisErrors.Add(1)
+			c.cfg.Logger.Warn("cache: write after load failed", "key", keys[max(i, 0)], "err", err)
+		case n == 0:
+			c.st.fenceRejects.Add(1)
+		case i >= 0:
+			c.storeLocal(epoch, keys[i], res[i].v, hdrs[j])
+		}
+	}
+}
+
+// callLoader runs load within LoadTimeout, turning a panic into an error wrapping
+// ErrLoaderPanic and an error wrapping ErrNotFound into "none of the keys exist".
+func (c *Cache[V]) callLoader(ctx context.Context, load BatchLoader[V], keys []string) (m map[string]V, dur time.Duration, err error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.LoadTimeout)
+	defer cancel()
+	c.st.loads.Add(1)
+	start := time.Now()
+	defer func() {
+		dur = time.Since(start)
+		if r := recover(); r != nil {
+			m, err = nil, fmt.Errorf("%w: %v", ErrLoaderPanic, r)
+		}
+		if errors.Is(err, ErrNotFound) {
+			m, err = nil, nil
+		}
+		if err != nil {
+			c.st.loadErrors.Add(1)
+		}
+	}()
+	m, err = load(ctx, keys)
+	return m, 0, err
+}

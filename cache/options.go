@@ -1,0 +1,169 @@
+package cache
+
+import (
+	"fmt"
+	"log/slog"
+	"math"
+	"time"
+
+	"github.com/surgekit/surge/internal/keys"
+)
+
+// Defaults applied by [New] to zero fields of [Options] and [LocalOptions].
+const (
+	DefaultTTL         = 10 * time.Minute
+	DefaultJitter      = 0.1
+	DefaultNegativeTTL = time.Minute
+	DefaultLoadTimeout = 5 * time.Second
+	DefaultLocalSize   = 10_000
+	DefaultLocalTTL    = time.Minute
+)
+
+// RedisErrorPolicy says what a read does when Redis fails.
+type RedisErrorPolicy int
+
+const (
+	// FailOpen (the default) counts the Redis error and serves from the loader, still one load
+	// per key per process, so an outage does not turn into a stampede on the source.
+	FailOpen RedisErrorPolicy = iota
+	// FailClosed returns Redis read errors to the caller. A write that fails after a successful
+	// load is still only counted and logged: the loaded value is returned.
+	FailClosed
+)
+
+// Options configures a [Cache]. A nil *Options means all defaults. [New] validates it and names
+// the bad field in its error.
+type Options struct {
+	// Prefix starts every Redis key of this cache: the value of key k lives at Prefix+"{k}".
+	// It must not contain '{' or '}'. Default "".
+	Prefix string
+	// TTL is the Redis lifetime of a value, spread by Jitter. Default 10m.
+	TTL time.Duration
+	// Jitter spreads every TTL (values and negative entries) uniformly over TTL ± Jitter·TTL so
+	// that keys written together do not expire together. In [0,1); 0 means the default 0.1.
+	Jitter float64
+	// NegativeTTL is how long "not found" is remembered. Default 1m; negative disables negative
+	// caching.
+	NegativeTTL time.Duration
+	// RefreshAfter enables stale-while-revalidate: a value older than RefreshAfter is served at
+	// once while one caller (per process, or across processes with Lease) reloads it in the
+	// background. Must be below TTL. 0 (default) disables it.
+	RefreshAfter time.Duration
+	// EarlyRefreshBeta enables probabilistic early refresh (XFetch): a read refreshes in the
+	// background when now - delta·beta·ln(rand) >= expiry, delta being the last load duration.
+	// 1 is the paper's choice; larger refreshes earlier. 0 (default) disables it.
+	EarlyRefreshBeta float64
+	// Lease enables cross-process single loading: a miss takes a lease in Redis for this long;
+	// other processes wait for the value (pub/sub wake-up, short polls) up to LoadTimeout
+	// instead of loading. It should exceed a typical load. 0 (default) disables it.
+	Lease time.Duration
+	// LoadTimeout bounds one load (and, with Lease, the wait for another process's load).
+	// Default 5s.
+	LoadTimeout time.Duration
+	// Local enables the in-process tier. nil (default) disables it.
+	Local *LocalOptions
+	// Guard, when set, is asked before Redis; a key it rules out is ErrNotFound at once.
+	Guard Guard
+	// Codec encodes values for Redis. Default [JSON].
+	Codec Codec
+	// RedisErrors is the policy for Redis failures. Default [FailOpen].
+	RedisErrors RedisErrorPolicy
+	// DoubleDelete, when positive, makes [Cache.Delete] delete the keys a second time after this
+	// delay, for races with lagging database replicas. 0 (default) disables it.
+	DoubleDelete time.Duration
+	// Logger receives background errors (failed writes, failed second deletes). nil discards.
+	Logger *slog.Logger
+}
+
+// LocalOptions configures the in-process tier, which holds decoded values (no decoding on a hit).
+type LocalOptions struct {
+	// MaxEntries bounds the tier. Default 10000.
+	MaxEntries int
+	// TTL caps the lifetime of a local entry; an entry never outlives its Redis copy. Default 1m.
+	TTL time.Duration
+	// InvalidationChannel is the Redis pub/sub channel that carries invalidations between
+	// processes. Default "surge:cache:events:" + Prefix.
+	InvalidationChannel string
+}
+
+// config is Options after defaults and validation.
+type config struct {
+	Options
+	local   LocalOptions
+	channel string
+}
+
+func (o *Options) resolve() (config, error) {
+	var c config
+	if o != nil {
+		c.Options = *o
+	}
+	bad := func(field string, v any, why string) (config, error) {
+		return config{}, fmt.Errorf("cache: Options.%s %s, got %v", field, why, v)
+	}
+	if !keys.ValidPrefix(c.Prefix) {
+		return bad("Prefix", fmt.Sprintf("%q", c.Prefix), "must not contain '{' or '}'")
+	}
+	switch {
+	case c.TTL < 0:
+		return bad("TTL", c.TTL, "must not be negative")
+	case c.TTL == 0:
+		c.TTL = DefaultTTL
+	}
+	switch {
+	case math.IsNaN(c.Jitter) || c.Jitter < 0 || c.Jitter >= 1:
+		return bad("Jitter", c.Jitter, "must be in [0,1)")
+	case c.Jitter == 0:
+		c.Jitter = DefaultJitter
+	}
+	if c.NegativeTTL == 0 {
+		c.NegativeTTL = DefaultNegativeTTL
+	}
+	if c.RefreshAfter < 0 || (c.RefreshAfter > 0 && c.RefreshAfter >= c.TTL) {
+		return bad("RefreshAfter", c.RefreshAfter, "must be in [0, TTL)")
+	}
+	if math.IsNaN(c.EarlyRefreshBeta) || math.IsInf(c.EarlyRefreshBeta, 0) || c.EarlyRefreshBeta < 0 {
+		return bad("EarlyRefreshBeta", c.EarlyRefreshBeta, "must be a finite number >= 0")
+	}
+	if c.Lease < 0 {
+		return bad("Lease", c.Lease, "must not be negative")
+	}
+	switch {
+	case c.LoadTimeout < 0:
+		return bad("LoadTimeout", c.LoadTimeout, "must not be negative")
+	case c.LoadTimeout == 0:
+		c.LoadTimeout = DefaultLoadTimeout
+	}
+	if c.RedisErrors != FailOpen && c.RedisErrors != FailClosed {
+		return bad("RedisErrors", int(c.RedisErrors), "must be FailOpen or FailClosed")
+	}
+	if c.DoubleDelete < 0 {
+		return bad("DoubleDelete", c.DoubleDelete, "must not be negative")
+	}
+	if c.Codec == nil {
+		c.Codec = JSON
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	c.channel = "surge:cache:events:" + c.Prefix
+	if c.Local != nil {
+		c.local = *c.Local
+		switch {
+		case c.local.MaxEntries < 0:
+			return bad("Local.MaxEntries", c.local.MaxEntries, "must not be negative")
+		case c.local.MaxEntries == 0:
+			c.local.MaxEntries = DefaultLocalSize
+		}
+		switch {
+		case c.local.TTL < 0:
+			return bad("Local.TTL", c.local.TTL, "must not be negative")
+		case c.local.TTL == 0:
+			c.local.TTL = DefaultLocalTTL
+		}
+		if c.local.InvalidationChannel != "" {
+			c.channel = c.local.InvalidationChannel
+		}
+	}
+	return c, nil
+}
