@@ -62,6 +62,10 @@ type Stats struct {
 // It returns an error wrapping [ErrInvalidConfig], naming the field, when rdb is nil, no limit is
 // given, a Rate is not positive, a Burst is below 1, two limits share a Name, the Prefix holds a
 // brace, Fallback got nil or ProbeInterval is negative. opt may be nil.
+//
+// go-redis bounds a round trip by the context's deadline only when the client was built with
+// ContextTimeoutEnabled; otherwise its ReadTimeout applies (3 s by default). Set one of them so that
+// a stalled Redis cannot hold requests for long.
 func NewRedis(rdb redis.UniversalClient, opt *RedisOptions, limits ...Limit) (*Redis, error) {
 	if rdb == nil {
 		return nil, fmt.Errorf("%w: nil redis client", ErrInvalidConfig)

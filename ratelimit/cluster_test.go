@@ -1,0 +1,88 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/surgekit/surge/internal/redistest"
+)
+
+// TestCluster shares one real Redis Cluster (3 masters, 1 replica each) between its subtests.
+func TestCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster start takes several seconds")
+	}
+	c := redistest.Cluster(t, 3, 1)
+	ctx := context.Background()
+
+	t.Run("multi-limit keys share a slot whatever the key", func(t *testing.T) {
+		r, err := NewRedis(c.Client(), &RedisOptions{Prefix: "c:rl:"},
+			Limit{Rate: 1e-3, Burst: 3, Name: "short"}, Limit{Rate: 1e-4, Burst: 5, Name: "long"})
+		require.NoError(t, err)
+		ids := []string{"user:1", "}", "{x}", "a}b{c", "%7D", "ü{}"}
+		for i := 0; i < 40; i++ { // spread over many slots, hence all three masters
+			ids = append(ids, fmt.Sprintf("k%d", i))
+		}
+		for _, id := range ids {
+			got, _ := countAllowed(t, r, id, 10)
+			require.Equal(t, 3, got, "id %q", id)
+			require.NoError(t, r.Reset(ctx, id), "id %q: DEL of all buckets", id)
+			res := allowN(t, r, id, 2)
+			require.True(t, res.Allowed, "id %q: reset", id)
+			require.Equal(t, 1, res.Remaining)
+		}
+	})
+
+	t.Run("master killed: fallback, then the promoted replica", func(t *testing.T) {
+		local, err := NewLocal(nil, Limit{Rate: 1e-3, Burst: 1000})
+		require.NoError(t, err)
+		defer local.Close()
+		r, err := NewRedis(c.Client(), &RedisOptions{OnRedisError: Fallback(local), ProbeInterval: 50 * time.Millisecond},
+			Limit{Rate: 1e-3, Burst: 1000})
+		require.NoError(t, err)
+		res := allowN(t, r, "victim", 1)
+		require.True(t, res.Allowed)
+
+		stop, done := make(chan struct{}), make(chan struct{})
+		errc := make(chan error, 1)
+		go func() { // steady traffic on the key while its master dies
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+				cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				_, err := r.Allow(cctx, "victim")
+				cancel()
+				if err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+		c.KillMaster("{victim}")
+		// Eventually a call is answered by Redis (the promoted replica), not by the fallback.
+		require.Eventually(t, func() bool {
+			before := r.Stats().Fallback
+			_, err := r.Allow(ctx, "victim")
+			return err == nil && r.Stats().Fallback == before
+		}, 30*time.Second, 20*time.Millisecond)
+		close(stop)
+		<-done
+		select {
+		case err := <-errc:
+			require.NoError(t, err, "Allow failed during failover despite the fallback")
+		default:
+		}
+		st := r.Stats()
+		t.Logf("failover stats: %+v", st)
+		res = allowN(t, r, "victim", 1)
+		require.True(t, res.Allowed)
+	})
+}

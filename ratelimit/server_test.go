@@ -1,0 +1,160 @@
+package ratelimit
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/surgekit/surge/internal/redistest"
+)
+
+// Integration tests on a real redis-server: timing, concurrency and failures that miniredis does
+// not model faithfully.
+
+func TestServerConcurrentExactBurst(t *testing.T) {
+	srv := redistest.Server(t)
+	// Two limiters on one server stand for two processes; the rate is so low that nothing refills.
+	lims := make([]*Redis, 2)
+	for i := range lims {
+		var err error
+		lims[i], err = NewRedis(srv.NewClient(&redis.Options{PoolSize: 25}), nil, Limit{Rate: 1e-4, Burst: 37})
+		require.NoError(t, err)
+	}
+	var allowed, errs atomic.Int64
+	var wg sync.WaitGroup
+	for g := 0; g < 50; g++ {
+		wg.Go(func() {
+			for i := 0; i < 10; i++ {
+				res, err := lims[g%2].Allow(context.Background(), "hot")
+				switch {
+				case err != nil:
+					errs.Add(1)
+				case res.Allowed:
+					allowed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.Zero(t, errs.Load())
+	require.Equal(t, int64(37), allowed.Load())
+}
+
+func TestServerExpiresAfterRefill(t *testing.T) {
+	srv := redistest.Server(t)
+	rdb := srv.Client()
+	r, err := NewRedis(rdb, nil, Limit{Rate: 50, Burst: 5, Name: "b"})
+	require.NoError(t, err)
+	ctx := context.Background()
+	res, err := r.AllowN(ctx, "k", 5)
+	require.NoError(t, err)
+	require.True(t, res.Allowed)
+	require.Equal(t, 100*time.Millisecond, res.ResetAfter)
+	key := "surge:rl:{k}:b"
+	ttl, err := rdb.PTTL(ctx, key).Result()
+	require.NoError(t, err)
+	require.Greater(t, ttl, time.Duration(0))
+	require.LessOrEqual(t, ttl, 100*time.Millisecond)
+	require.Eventually(t, func() bool { return rdb.Exists(ctx, key).Val() == 0 }, 2*time.Second, 10*time.Millisecond)
+	res, err = r.Allow(ctx, "k")
+	require.NoError(t, err)
+	require.Equal(t, 4, res.Remaining, "a key that expired starts full")
+}
+
+func TestServerScriptFlushHeals(t *testing.T) {
+	srv := redistest.Server(t)
+	r, err := NewRedis(srv.Client(), nil, PerSecond(3))
+	require.NoError(t, err)
+	ctx := context.Background()
+	_, err = r.Allow(ctx, "k")
+	require.NoError(t, err)
+	require.NoError(t, srv.Client().ScriptFlush(ctx).Err())
+	res, err := r.Allow(ctx, "k")
+	require.NoError(t, err, "NOSCRIPT must fall back to EVAL")
+	require.Equal(t, 1, res.Remaining)
+}
+
+func TestServerWait(t *testing.T) {
+	srv := redistest.Server(t)
+	r, err := NewRedis(srv.Client(), nil, Limit{Rate: 20, Burst: 1})
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, r.Wait(ctx, "k"))
+	start := time.Now()
+	require.NoError(t, r.Wait(ctx, "k"))
+	require.GreaterOrEqual(t, time.Since(start), 45*time.Millisecond, "the second token comes 50 ms after the first")
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, r.Wait(dctx, "k"), ErrWaitDeadline)
+}
+
+func TestServerPausedHonoursContext(t *testing.T) {
+	srv := redistest.Server(t)
+	// go-redis bounds a round trip by ctx only with ContextTimeoutEnabled.
+	r, err := NewRedis(srv.NewClient(&redis.Options{MaxRetries: -1, ContextTimeoutEnabled: true}), nil, PerSecond(3))
+	require.NoError(t, err)
+	ctx := context.Background()
+	_, err = r.Allow(ctx, "k") // connect first
+	require.NoError(t, err)
+	srv.Pause(5 * time.Second)
+	defer srv.Resume()
+	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = r.Allow(cctx, "k")
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Less(t, time.Since(start), 2*time.Second)
+	require.Zero(t, r.Stats().RedisErrors, "the caller's deadline is not a Redis failure")
+}
+
+// TestServerKillFallbackBack: Redis killed -> the local twin answers -> Redis back -> the budget
+// is shared again between processes.
+func TestServerKillFallbackBack(t *testing.T) {
+	srv := redistest.Server(t)
+	opts := &redis.Options{MaxRetries: -1, DialerRetries: 1, DialTimeout: 200 * time.Millisecond}
+	limit := Limit{Rate: 1e-4, Burst: 4, Name: "b"}
+	local, err := NewLocal(nil, Limit{Rate: 1e-4, Burst: 2, Name: "b"})
+	require.NoError(t, err)
+	defer local.Close()
+	r, err := NewRedis(srv.NewClient(opts), &RedisOptions{OnRedisError: Fallback(local), ProbeInterval: 20 * time.Millisecond}, limit)
+	require.NoError(t, err)
+	other, err := NewRedis(srv.NewClient(opts), nil, limit) // a second process, no fallback
+	require.NoError(t, err)
+	ctx := context.Background()
+
+	res, err := r.Allow(ctx, "k")
+	require.NoError(t, err)
+	require.Equal(t, 3, res.Remaining)
+
+	srv.Kill()
+	for i, want := range []bool{true, true, false} { // the local twin's burst of 2
+		res, err := r.Allow(ctx, "k")
+		require.NoError(t, err, "call %d", i)
+		require.Equal(t, want, res.Allowed, "call %d", i)
+	}
+	require.Positive(t, r.Stats().Fallback)
+	require.Positive(t, r.Stats().RedisErrors)
+	_, err = other.Allow(ctx, "k")
+	require.Error(t, err, "fail closed without a fallback")
+
+	srv.Restart() // empty data
+	require.Eventually(t, func() bool {
+		_, err := r.Allow(ctx, "j")
+		return err == nil && r.Stats().Recoveries == 1
+	}, 5*time.Second, 10*time.Millisecond)
+	// Shared again: what r takes, other no longer gets.
+	for i := 0; i < 4; i++ {
+		res, err := r.Allow(ctx, "shared")
+		require.NoError(t, err)
+		require.True(t, res.Allowed)
+	}
+	res, err = other.Allow(ctx, "shared")
+	require.NoError(t, err)
+	require.False(t, res.Allowed)
+	require.Equal(t, limit, res.Limit)
+}
