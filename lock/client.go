@@ -1,0 +1,197 @@
+package lock
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/surgekit/surge/internal/keys"
+)
+
+// Client obtains locks on one Redis deployment: a single server, a Sentinel-managed primary or a
+// Redis Cluster. It is safe for concurrent use. It starts no goroutine of its own except while
+// Obtain waits (one pub/sub reader shared by all its waiters) and one watchdog per auto-renewed
+// lock; there is nothing to close.
+type Client struct {
+	rdb redis.UniversalClient
+	cfg config
+	err error // from New: returned by every call
+	hub hub   // release notifications for waiters
+	g   group // this client alone, quorum 1
+}
+
+// New returns a Client on rdb. It never fails: a nil rdb or invalid opt is reported, naming the
+// bad field, by every Obtain and Do. rdb is not closed by the Client.
+func New(rdb redis.UniversalClient, opt *Options) *Client {
+	c := &Client{rdb: rdb}
+	c.cfg, c.err = resolve(opt)
+	if c.err == nil && rdb == nil {
+		c.err = errors.New("lock: New: nil redis client")
+	}
+	c.g = group{nodes: []*Client{c}, quorum: 1, cfg: &c.cfg, err: c.err, now: time.Now}
+	return c
+}
+
+// Obtain tries to acquire the lock named key for ttl (at least 1ms). With opt.Wait > 0 it
+// blocks, waking on the holder's release message or on the backoff timer, until it acquires, the
+// wait runs out or ctx ends. It returns an error wrapping [ErrNotObtained] when someone else kept
+// the lock (also wrapping ctx.Err() when ctx ended the wait), [ErrNotReplicated] (see
+// [Options.WaitReplicas]), or the Redis error met. Each successful Obtain draws a new
+// [Lock.Fence]. With opt.AutoRenew the returned lock owns a watchdog until [Lock.Release].
+func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opt *ObtainOptions) (*Lock, error) {
+	return c.g.obtain(ctx, key, ttl, opt, nil)
+}
+
+// Do obtains the lock as [Client.Obtain] does, always with the watchdog, runs fn, and releases
+// the lock. fn's context carries the lock ([FromContext]) and is cancelled, with cause [ErrLost], as soon as the lock is known lost,
+// and when ctx ends. The release runs on context.WithoutCancel(ctx), so a cancelled ctx does not
+// leave the lock held. Do returns the Obtain error, or fn's error joined with the release error
+// (which wraps [ErrNotHeld] when the lock was lost meanwhile). A panic in fn releases the lock
+// and propagates.
+func (c *Client) Do(ctx context.Context, key string, ttl time.Duration, opt *ObtainOptions, fn func(ctx context.Context) error) error {
+	return c.g.do(ctx, key, ttl, opt, fn)
+}
+
+// group is what Client and Redlock share: a set of independent nodes and the quorum among them.
+type group struct {
+	nodes  []*Client
+	quorum int
+	cfg    *config
+	err    error
+	now    func() time.Time // tests move the clock
+}
+
+// drift is the validity a lock loses to clock drift and, across several nodes, network delays.
+func (g *group) drift(ttl time.Duration) time.Duration {
+	if len(g.nodes) == 1 {
+		return ttl / 100
+	}
+	return ttl/100 + 2*time.Millisecond
+}
+
+func (g *group) do(ctx context.Context, key string, ttl time.Duration, opt *ObtainOptions, fn func(ctx context.Context) error) (err error) {
+	if fn == nil {
+		return fmt.Errorf("lock: do %q: nil function", key)
+	}
+	o := ObtainOptions{}
+	if opt != nil {
+		o = *opt
+	}
+	o.AutoRenew = true
+	fctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	l, err := g.obtain(ctx, key, ttl, &o, func() {
+		cancel(fmt.Errorf("lock: %q: %w", key, ErrLost))
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), max(ttl, time.Second))
+		defer rcancel()
+		err = errors.Join(err, l.Release(rctx))
+	}()
+	return fn(context.WithValue(fctx, lockCtxKey{}, l))
+}
+
+type lockCtxKey struct{}
+
+// FromContext returns the lock held by the [Client.Do] or [Redlock.Do] whose function received
+// ctx (or a context derived from it), for its Fence, Token and Lost; nil elsewhere.
+func FromContext(ctx context.Context) *Lock {
+	l, _ := ctx.Value(lockCtxKey{}).(*Lock)
+	return l
+}
+
+func (g *group) obtain(ctx context.Context, key string, ttl time.Duration, opt *ObtainOptions, onLost func()) (*Lock, error) {
+	if g.err != nil {
+		return nil, g.err
+	}
+	if err := checkArgs("obtain", key, ttl, opt); err != nil {
+		return nil, err
+	}
+	var o ObtainOptions
+	if opt != nil {
+		o = *opt
+	}
+	lockKey := keys.Tagged(g.cfg.prefix, key)
+	l := &Lock{
+		g:       g,
+		key:     key,
+		lockKey: lockKey,
+		token:   rand.Text(),
+		meta:    o.Metadata,
+		ttl:     ttl,
+		lost:    make(chan struct{}),
+		onLost:  onLost,
+	}
+	fenceKey := lockKey + ":fence"
+
+	att := g.acquire(ctx, l, fenceKey, ttl)
+	if !att.ok && att.retry && o.Wait > 0 {
+		att = g.wait(ctx, l, fenceKey, ttl, &o, att)
+	}
+	if !att.ok {
+		return nil, att.err
+	}
+	if o.AutoRenew {
+		l.startWatchdog()
+	}
+	return l, nil
+}
+
+// attempt is the outcome of one acquisition round.
+type attempt struct {
+	ok    bool
+	retry bool          // not acquired, but waiting may help (held by another, or Redlock node errors)
+	pttl  time.Duration // holder's remaining ttl when known, else 0
+	err   error         // why not: ErrNotObtained-wrapping, a Redis error or a validation error
+	errs  []error       // Redlock: node errors of this round
+}
+
+// acquire runs one acquisition round on every node; on success it fills l.fence and l.validUntil.
+func (g *group) acquire(ctx context.Context, l *Lock, fenceKey string, ttl time.Duration) attempt {
+	start := g.now()
+	if len(g.nodes) == 1 {
+		fence, pttl, err := g.nodes[0].acquire(ctx, l, fenceKey, ttl)
+		switch {
+		case err != nil:
+			if ctx.Err() != nil {
+				// Cancelled in flight: the script may have run. Give the key back, best effort.
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.nodeTimeoutFor(ttl))
+				_ = releaseScript.Run(rctx, g.nodes[0].rdb, []string{l.lockKey}, l.token, releaseChannel(l.lockKey)).Err()
+				cancel()
+			}
+			return attempt{err: fmt.Errorf("lock: obtain %q: %w", l.key, err)}
+		case fence == 0:
+			return attempt{retry: true, pttl: pttl, err: notObtained(l.key, nil, nil)}
+		}
+		l.fence = fence
+		l.validUntil = start.Add(ttl - g.drift(ttl))
+		return attempt{ok: true}
+	}
+	return g.acquireQuorum(ctx, l, fenceKey, ttl, start)
+}
+
+// acquire runs acquire.lua on this node and returns the fence (0 when someone else holds the lock,
+// with that holder's PTTL when known).
+func (c *Client) acquire(ctx context.Context, l *Lock, fenceKey string, ttl time.Duration) (int64, time.Duration, error) {
+	if c.cfg.waitReplicas > 0 && len(l.g.nodes) == 1 {
+		return c.acquireReplicated(ctx, l, fenceKey, ttl)
+	}
+	return runAcquire(ctx, c.rdb, l, fenceKey, ttl)
+}
+
+func runAcquire(ctx context.Context, s redis.Scripter, l *Lock, fenceKey string, ttl time.Duration) (int64, time.Duration, error) {
+	n, err := acquireScript.Run(ctx, s, []string{l.lockKey, fenceKey}, l.token, ttl.Milliseconds(), l.meta).Int64()
+	switch {
+	case err != nil:
+		return 0, 0, err
+	case n > 0:
+		return n, 0, nil
+	}
+	return 0, time.Duration(-n) * time.Millisecond, nil
+}

@@ -1,0 +1,173 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Lock is one acquisition of a lock, returned by Obtain. Its methods are safe for concurrent use.
+type Lock struct {
+	g       *group
+	key     string
+	lockKey string
+	token   string
+	meta    string
+	fence   int64
+
+	lost     chan struct{}
+	lostOnce sync.Once
+	onLost   func() // Do: cancels fn's context
+
+	mu         sync.Mutex
+	ttl        time.Duration // the watchdog renews with the last ttl set
+	validUntil time.Time     // local estimate of the expiry, drift subtracted
+	released   bool
+	stopWatch  context.CancelFunc // nil without watchdog
+	watchDone  chan struct{}
+}
+
+// Key returns the lock's name as given to Obtain (without prefix).
+func (l *Lock) Key() string { return l.key }
+
+// Token returns the random token (128 bits from crypto/rand) that identifies this acquisition.
+func (l *Lock) Token() string { return l.token }
+
+// Metadata returns [ObtainOptions.Metadata] as given to Obtain.
+func (l *Lock) Metadata() string { return l.meta }
+
+// Fence returns the fencing token of this acquisition: it strictly increases across every
+// successful acquisition of the key, by any holder, and a refresh does not change it. Pass it
+// with every write to the protected resource, and have the resource remember the highest fence
+// it has seen and reject writes carrying a lower one; a holder that paused past its TTL then
+// cannot overwrite the work of the next holder. (The counter lives in Redis without expiry; it
+// restarts only if that key is deleted or the data lost.) For a [Redlock] it is the highest of
+// the nodes' fences, raised on every node of the quorum so the next quorum draws a higher one.
+func (l *Lock) Fence() int64 { return l.fence }
+
+// Lost returns a channel closed when the lock is known lost: a watchdog renewal, [Lock.Refresh]
+// or [Lock.TTL] found it gone, or its validity ran out before the watchdog could renew it. A
+// lock without watchdog is only found lost by those calls. It is not closed by Release.
+func (l *Lock) Lost() <-chan struct{} { return l.lost }
+
+// Release stops the watchdog, waiting for it, and deletes the lock if this handle still owns it,
+// waking waiters. It returns an error wrapping [ErrNotHeld] when the lock was no longer owned
+// (expired, taken by another, or released before; the other holder's key is left untouched), or
+// the Redis error met. It blocks for one round trip (per node, in parallel, for a Redlock).
+func (l *Lock) Release(ctx context.Context) error {
+	if l == nil {
+		return errNilLock
+	}
+	l.mu.Lock()
+	released := l.released
+	l.released = true
+	stop, done := l.stopWatch, l.watchDone
+	l.stopWatch = nil
+	l.mu.Unlock()
+	if released {
+		return fmt.Errorf("lock: release %q: %w (released already)", l.key, ErrNotHeld)
+	}
+	if stop != nil {
+		stop()
+		<-done
+	}
+	ch := releaseChannel(l.lockKey)
+	ok, errs := l.g.each(ctx, l.g.cfg.nodeTimeoutFor(l.currentTTL()), func(ctx context.Context, c *Client) (int64, error) {
+		return releaseScript.Run(ctx, c.rdb, []string{l.lockKey}, l.token, ch).Int64()
+	}, nil, nil)
+	return l.verdict("release", ok, errs)
+}
+
+// Refresh resets the lock's TTL to ttl (at least 1ms) if this handle still owns it; the watchdog,
+// if any, renews with this ttl from then on. It returns an error wrapping [ErrNotHeld], closing
+// [Lock.Lost], when the lock is no longer owned, or the Redis error met. It blocks for one round
+// trip.
+func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
+	if l == nil {
+		return errNilLock
+	}
+	if ttl < time.Millisecond {
+		return fmt.Errorf("lock: refresh %q: ttl %v is below 1ms", l.key, ttl)
+	}
+	l.mu.Lock()
+	released := l.released
+	l.mu.Unlock()
+	if released {
+		return fmt.Errorf("lock: refresh %q: %w (released)", l.key, ErrNotHeld)
+	}
+	return l.refresh(ctx, ttl)
+}
+
+func (l *Lock) refresh(ctx context.Context, ttl time.Duration) error {
+	start := l.g.now()
+	ms := ttl.Milliseconds()
+	ok, errs := l.g.each(ctx, l.g.cfg.nodeTimeoutFor(ttl), func(ctx context.Context, c *Client) (int64, error) {
+		return refreshScript.Run(ctx, c.rdb, []string{l.lockKey}, l.token, ms).Int64()
+	}, nil, nil)
+	if ok >= l.g.quorum {
+		until := start.Add(ttl - l.g.drift(ttl))
+		if l.g.now().Before(until) {
+			l.mu.Lock()
+			l.ttl, l.validUntil = ttl, until
+			l.mu.Unlock()
+			return nil
+		}
+		ok = 0 // took longer than the ttl: whatever the nodes say, it is not valid any more
+	}
+	return l.verdict("refresh", ok, errs)
+}
+
+// TTL returns how long the lock remains held if not refreshed (for a Redlock: as long as a quorum
+// of nodes holds it). It returns an error wrapping [ErrNotHeld], closing [Lock.Lost], when this
+// handle no longer owns the lock, or the Redis error met. It blocks for one round trip.
+func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
+	if l == nil {
+		return 0, errNilLock
+	}
+	ttls := make([]int64, len(l.g.nodes))
+	ok, errs := l.g.each(ctx, l.g.cfg.nodeTimeoutFor(l.currentTTL()), func(ctx context.Context, c *Client) (int64, error) {
+		return ttlScript.Run(ctx, c.rdb, []string{l.lockKey}, l.token).Int64()
+	}, func(n int64) bool { return n != ttlNotHeld }, ttls)
+	if ok < l.g.quorum {
+		return 0, l.verdict("ttl", ok, errs)
+	}
+	// Held as long as a quorum is: the quorum-th longest ttl among the owning nodes.
+	held := slices.DeleteFunc(ttls, func(n int64) bool { return n == ttlNotHeld })
+	slices.SortFunc(held, func(a, b int64) int { return int(b - a) })
+	return time.Duration(held[l.g.quorum-1]) * time.Millisecond, nil
+}
+
+// verdict turns a count of owning nodes into nil, the Redis errors, or ErrNotHeld.
+func (l *Lock) verdict(op string, ok int, errs []error) error {
+	if ok >= l.g.quorum {
+		return nil
+	}
+	if len(errs) > 0 && ok+len(errs) >= l.g.quorum {
+		// Redis errors left the answer open: the lock may still be held.
+		return fmt.Errorf("lock: %s %q: %w", op, l.key, errors.Join(errs...))
+	}
+	if op != "release" {
+		l.markLost(op + " found it gone")
+	}
+	return fmt.Errorf("lock: %s %q: %w", op, l.key, ErrNotHeld)
+}
+
+func (l *Lock) currentTTL() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ttl
+}
+
+// markLost closes Lost once and cancels Do's function context.
+func (l *Lock) markLost(why string) {
+	l.lostOnce.Do(func() {
+		close(l.lost)
+		if l.onLost != nil {
+			l.onLost()
+		}
+		l.g.cfg.log.Warn("lock lost", "key", l.key, "fence", l.fence, "reason", why)
+	})
+}
