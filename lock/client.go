@@ -119,20 +119,18 @@ func (g *group) obtain(ctx context.Context, key string, ttl time.Duration, opt *
 	}
 	lockKey := keys.Tagged(g.cfg.prefix, key)
 	l := &Lock{
-		g:       g,
-		key:     key,
-		lockKey: lockKey,
-		token:   rand.Text(),
-		meta:    o.Metadata,
-		ttl:     ttl,
-		lost:    make(chan struct{}),
-		onLost:  onLost,
+		g:      g,
+		key:    key,
+		keys:   [2]string{lockKey, lockKey + ":fence"},
+		token:  rand.Text(),
+		meta:   o.Metadata,
+		ttl:    ttl,
+		onLost: onLost,
 	}
-	fenceKey := lockKey + ":fence"
 
-	att := g.acquire(ctx, l, fenceKey, ttl)
+	att := g.acquire(ctx, l, ttl)
 	if !att.ok && att.retry && o.Wait > 0 {
-		att = g.wait(ctx, l, fenceKey, ttl, &o, att)
+		att = g.wait(ctx, l, ttl, &o, att)
 	}
 	if !att.ok {
 		return nil, att.err
@@ -153,16 +151,16 @@ type attempt struct {
 }
 
 // acquire runs one acquisition round on every node; on success it fills l.fence and l.validUntil.
-func (g *group) acquire(ctx context.Context, l *Lock, fenceKey string, ttl time.Duration) attempt {
+func (g *group) acquire(ctx context.Context, l *Lock, ttl time.Duration) attempt {
 	start := g.now()
 	if len(g.nodes) == 1 {
-		fence, pttl, err := g.nodes[0].acquire(ctx, l, fenceKey, ttl)
+		fence, pttl, err := g.nodes[0].acquire(ctx, l, ttl)
 		switch {
 		case err != nil:
 			if ctx.Err() != nil {
 				// Cancelled in flight: the script may have run. Give the key back, best effort.
 				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.nodeTimeoutFor(ttl))
-				_ = releaseScript.Run(rctx, g.nodes[0].rdb, []string{l.lockKey}, l.token, releaseChannel(l.lockKey)).Err()
+				_, _ = l.run(rctx, g.nodes[0].rdb, opRelease, 0)
 				cancel()
 			}
 			return attempt{err: fmt.Errorf("lock: obtain %q: %w", l.key, err)}
@@ -173,20 +171,20 @@ func (g *group) acquire(ctx context.Context, l *Lock, fenceKey string, ttl time.
 		l.validUntil = start.Add(ttl - g.drift(ttl))
 		return attempt{ok: true}
 	}
-	return g.acquireQuorum(ctx, l, fenceKey, ttl, start)
+	return g.acquireQuorum(ctx, l, ttl, start)
 }
 
 // acquire runs acquire.lua on this node and returns the fence (0 when someone else holds the lock,
 // with that holder's PTTL when known).
-func (c *Client) acquire(ctx context.Context, l *Lock, fenceKey string, ttl time.Duration) (int64, time.Duration, error) {
+func (c *Client) acquire(ctx context.Context, l *Lock, ttl time.Duration) (int64, time.Duration, error) {
 	if c.cfg.waitReplicas > 0 && len(l.g.nodes) == 1 {
-		return c.acquireReplicated(ctx, l, fenceKey, ttl)
+		return c.acquireReplicated(ctx, l, ttl)
 	}
-	return runAcquire(ctx, c.rdb, l, fenceKey, ttl)
+	return acquireOn(ctx, c.rdb, l, ttl)
 }
 
-func runAcquire(ctx context.Context, s redis.Scripter, l *Lock, fenceKey string, ttl time.Duration) (int64, time.Duration, error) {
-	n, err := acquireScript.Run(ctx, s, []string{l.lockKey, fenceKey}, l.token, ttl.Milliseconds(), l.meta).Int64()
+func acquireOn(ctx context.Context, s redis.Scripter, l *Lock, ttl time.Duration) (int64, time.Duration, error) {
+	n, err := l.run(ctx, s, opAcquire, ttl.Milliseconds())
 	switch {
 	case err != nil:
 		return 0, 0, err

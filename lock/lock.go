@@ -11,21 +11,21 @@ import (
 
 // Lock is one acquisition of a lock, returned by Obtain. Its methods are safe for concurrent use.
 type Lock struct {
-	g       *group
-	key     string
-	lockKey string
-	token   string
-	meta    string
-	fence   int64
+	g     *group
+	key   string
+	keys  [2]string // lock key, fence counter
+	token string
+	meta  string
+	fence int64
 
-	lost     chan struct{}
-	lostOnce sync.Once
-	onLost   func() // Do: cancels fn's context
+	onLost func() // Do: cancels fn's context
 
 	mu         sync.Mutex
 	ttl        time.Duration // the watchdog renews with the last ttl set
 	validUntil time.Time     // local estimate of the expiry, drift subtracted
 	released   bool
+	isLost     bool
+	lost       chan struct{}      // made by the first Lost call
 	stopWatch  context.CancelFunc // nil without watchdog
 	watchDone  chan struct{}
 }
@@ -51,7 +51,17 @@ func (l *Lock) Fence() int64 { return l.fence }
 // Lost returns a channel closed when the lock is known lost: a watchdog renewal, [Lock.Refresh]
 // or [Lock.TTL] found it gone, or its validity ran out before the watchdog could renew it. A
 // lock without watchdog is only found lost by those calls. It is not closed by Release.
-func (l *Lock) Lost() <-chan struct{} { return l.lost }
+func (l *Lock) Lost() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lost == nil {
+		l.lost = make(chan struct{})
+		if l.isLost {
+			close(l.lost)
+		}
+	}
+	return l.lost
+}
 
 // Release stops the watchdog, waiting for it, and deletes the lock if this handle still owns it,
 // waking waiters. It returns an error wrapping [ErrNotHeld] when the lock was no longer owned
@@ -74,10 +84,7 @@ func (l *Lock) Release(ctx context.Context) error {
 		stop()
 		<-done
 	}
-	ch := releaseChannel(l.lockKey)
-	ok, errs := l.g.each(ctx, l.g.cfg.nodeTimeoutFor(l.currentTTL()), func(ctx context.Context, c *Client) (int64, error) {
-		return releaseScript.Run(ctx, c.rdb, []string{l.lockKey}, l.token, ch).Int64()
-	}, nil, nil)
+	ok, errs := l.g.each(ctx, l.g.cfg.nodeTimeoutFor(l.currentTTL()), l, opRelease, 0, nil, nil)
 	return l.verdict("release", ok, errs)
 }
 
@@ -103,10 +110,7 @@ func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 
 func (l *Lock) refresh(ctx context.Context, ttl time.Duration) error {
 	start := l.g.now()
-	ms := ttl.Milliseconds()
-	ok, errs := l.g.each(ctx, l.g.cfg.nodeTimeoutFor(ttl), func(ctx context.Context, c *Client) (int64, error) {
-		return refreshScript.Run(ctx, c.rdb, []string{l.lockKey}, l.token, ms).Int64()
-	}, nil, nil)
+	ok, errs := l.g.each(ctx, l.g.cfg.nodeTimeoutFor(ttl), l, opRefresh, ttl.Milliseconds(), nil, nil)
 	if ok >= l.g.quorum {
 		until := start.Add(ttl - l.g.drift(ttl))
 		if l.g.now().Before(until) {
@@ -128,14 +132,12 @@ func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
 		return 0, errNilLock
 	}
 	ttls := make([]int64, len(l.g.nodes))
-	ok, errs := l.g.each(ctx, l.g.cfg.nodeTimeoutFor(l.currentTTL()), func(ctx context.Context, c *Client) (int64, error) {
-		return ttlScript.Run(ctx, c.rdb, []string{l.lockKey}, l.token).Int64()
-	}, func(n int64) bool { return n != ttlNotHeld }, ttls)
+	ok, errs := l.g.each(ctx, l.g.cfg.nodeTimeoutFor(l.currentTTL()), l, opTTL, 0, isHeldTTL, ttls)
 	if ok < l.g.quorum {
 		return 0, l.verdict("ttl", ok, errs)
 	}
 	// Held as long as a quorum is: the quorum-th longest ttl among the owning nodes.
-	held := slices.DeleteFunc(ttls, func(n int64) bool { return n == ttlNotHeld })
+	held := slices.DeleteFunc(ttls, func(n int64) bool { return !isHeldTTL(n) })
 	slices.SortFunc(held, func(a, b int64) int { return int(b - a) })
 	return time.Duration(held[l.g.quorum-1]) * time.Millisecond, nil
 }
@@ -163,11 +165,18 @@ func (l *Lock) currentTTL() time.Duration {
 
 // markLost closes Lost once and cancels Do's function context.
 func (l *Lock) markLost(why string) {
-	l.lostOnce.Do(func() {
+	l.mu.Lock()
+	already := l.isLost
+	l.isLost = true
+	if !already && l.lost != nil {
 		close(l.lost)
-		if l.onLost != nil {
-			l.onLost()
-		}
-		l.g.cfg.log.Warn("lock lost", "key", l.key, "fence", l.fence, "reason", why)
-	})
+	}
+	l.mu.Unlock()
+	if already {
+		return
+	}
+	if l.onLost != nil {
+		l.onLost()
+	}
+	l.g.cfg.log.Warn("lock lost", "key", l.key, "fence", l.fence, "reason", why)
 }

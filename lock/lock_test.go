@@ -213,7 +213,7 @@ func TestExpiredHolderCannotTouchNextHolder(t *testing.T) {
 
 // forged returns a handle on l's key with another token, as a buggy or malicious caller would hold.
 func forged(l *Lock, token string) *Lock {
-	return &Lock{g: l.g, key: l.key, lockKey: l.lockKey, token: token, ttl: l.ttl, lost: make(chan struct{})}
+	return &Lock{g: l.g, key: l.key, keys: l.keys, token: token, ttl: l.ttl}
 }
 
 func TestOnlyTheWholeTokenOwnsTheLock(t *testing.T) {
@@ -404,7 +404,7 @@ func testWakeOnRelease(t *testing.T, c *Client, rdb redis.UniversalClient) {
 		assert.NoError(t, err)
 		got <- l
 	}()
-	waitSubscribed(t, rdb, holder.lockKey)
+	waitSubscribed(t, rdb, holder.keys[0])
 	require.NoError(t, holder.Release(ctx))
 	select {
 	case l := <-got:
@@ -452,7 +452,7 @@ func TestBackoffIsCappedByHolderTTL(t *testing.T) {
 	require.NoError(t, err)
 	go func() {
 		// miniredis expires keys only when its clock moves: move it once the waiter waits.
-		waitSubscribed(t, rdb, holder.lockKey)
+		waitSubscribed(t, rdb, holder.keys[0])
 		mr.FastForward(time.Second)
 	}()
 	start := time.Now()

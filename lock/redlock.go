@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -52,24 +51,17 @@ func (r *Redlock) Do(ctx context.Context, key string, ttl time.Duration, opt *Ob
 	return r.g.do(ctx, key, ttl, opt, fn)
 }
 
-func (g *group) acquireQuorum(ctx context.Context, l *Lock, fenceKey string, ttl time.Duration, start time.Time) attempt {
+func (g *group) acquireQuorum(ctx context.Context, l *Lock, ttl time.Duration, start time.Time) attempt {
 	timeout := g.cfg.nodeTimeoutFor(ttl)
-	keys := []string{l.lockKey, fenceKey}
-	ms := ttl.Milliseconds()
 	replies := make([]int64, len(g.nodes))
-	ok, errs := g.each(ctx, timeout, func(ctx context.Context, c *Client) (int64, error) {
-		return acquireScript.Run(ctx, c.rdb, keys, l.token, ms, l.meta).Int64()
-	}, func(n int64) bool { return n > 0 }, replies)
+	ok, errs := g.each(ctx, timeout, l, opAcquire, ttl.Milliseconds(), isFence, replies)
 
 	until := start.Add(ttl - g.drift(ttl))
 	if ok >= g.quorum && g.now().Before(until) {
 		// Raise every granting node's counter to the fence handed out, so that any later quorum,
 		// which shares a node with this one, draws a higher fence.
 		fence := slices.Max(replies)
-		arg := strconv.FormatInt(fence, 10)
-		raised, rerrs := g.each(ctx, timeout, func(ctx context.Context, c *Client) (int64, error) {
-			return fenceScript.Run(ctx, c.rdb, keys, l.token, arg).Int64()
-		}, nil, nil)
+		raised, rerrs := g.each(ctx, timeout, l, opFence, fence, nil, nil)
 		if raised >= g.quorum && g.now().Before(until) {
 			l.fence, l.validUntil = fence, until
 			return attempt{ok: true}
@@ -78,10 +70,7 @@ func (g *group) acquireQuorum(ctx context.Context, l *Lock, fenceKey string, ttl
 	}
 	if ok > 0 || len(errs) > 0 {
 		// A node may have granted the lock even if its answer was lost: release everywhere.
-		ch := releaseChannel(l.lockKey)
-		g.each(context.WithoutCancel(ctx), timeout, func(ctx context.Context, c *Client) (int64, error) {
-			return releaseScript.Run(ctx, c.rdb, []string{l.lockKey}, l.token, ch).Int64()
-		}, nil, nil)
+		g.each(context.WithoutCancel(ctx), timeout, l, opRelease, 0, nil, nil)
 	}
 	var pttl time.Duration
 	for _, n := range replies {
@@ -92,16 +81,16 @@ func (g *group) acquireQuorum(ctx context.Context, l *Lock, fenceKey string, ttl
 	return attempt{retry: true, pttl: pttl, errs: errs, err: notObtained(l.key, nil, errs)}
 }
 
-// each runs f on every node and counts the nodes whose reply satisfies accept (default: reply
+// each runs op for l on every node and counts the nodes whose reply satisfies accept (default: reply
 // == 1); out, when not nil, receives each node's reply. With several nodes the calls run in
 // parallel, each bounded by timeout, and all have returned when each does.
-func (g *group) each(ctx context.Context, timeout time.Duration, f func(ctx context.Context, c *Client) (int64, error),
+func (g *group) each(ctx context.Context, timeout time.Duration, l *Lock, o op, arg int64,
 	accept func(int64) bool, out []int64) (ok int, errs []error) {
 	if accept == nil {
 		accept = isOne
 	}
 	if len(g.nodes) == 1 {
-		n, err := f(ctx, g.nodes[0])
+		n, err := l.run(ctx, g.nodes[0].rdb, o, arg)
 		if err != nil {
 			return 0, []error{err}
 		}
@@ -123,7 +112,7 @@ func (g *group) each(ctx context.Context, timeout time.Duration, f func(ctx cont
 		go func() {
 			nctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			n, err := f(nctx, c)
+			n, err := l.run(nctx, c.rdb, o, arg)
 			replies <- reply{i, n, err}
 		}()
 	}
@@ -147,4 +136,6 @@ func (g *group) each(ctx context.Context, timeout time.Duration, f func(ctx cont
 	return ok, errs
 }
 
-func isOne(n int64) bool { return n == 1 }
+func isOne(n int64) bool     { return n == 1 }
+func isFence(n int64) bool   { return n > 0 }
+func isHeldTTL(n int64) bool { return n != ttlNotHeld }

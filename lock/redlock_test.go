@@ -141,7 +141,7 @@ func TestRedlockWaitsAndWakesOnRelease(t *testing.T) {
 		got <- err
 	}()
 	for _, rdb := range rdbs {
-		waitSubscribed(t, rdb, holder.lockKey)
+		waitSubscribed(t, rdb, holder.keys[0])
 	}
 	require.NoError(t, holder.Release(ctx))
 	require.NoError(t, <-got)

@@ -10,14 +10,14 @@ import (
 
 // acquireReplicated acquires on one dedicated connection and runs WAIT on it right after, so WAIT
 // counts the replicas that acknowledged this very write. When too few did, it releases the key.
-func (c *Client) acquireReplicated(ctx context.Context, l *Lock, fenceKey string, ttl time.Duration) (int64, time.Duration, error) {
+func (c *Client) acquireReplicated(ctx context.Context, l *Lock, ttl time.Duration) (int64, time.Duration, error) {
 	var node *redis.Client
 	switch rdb := c.rdb.(type) {
 	case *redis.Client:
 		node = rdb
 	case *redis.ClusterClient:
 		var err error
-		if node, err = rdb.MasterForKey(ctx, l.lockKey); err != nil {
+		if node, err = rdb.MasterForKey(ctx, l.keys[0]); err != nil {
 			return 0, 0, err
 		}
 	default:
@@ -25,7 +25,7 @@ func (c *Client) acquireReplicated(ctx context.Context, l *Lock, fenceKey string
 	}
 	conn := node.Conn()
 	defer conn.Close()
-	fence, pttl, err := runAcquire(ctx, conn, l, fenceKey, ttl)
+	fence, pttl, err := acquireOn(ctx, conn, l, ttl)
 	if err != nil || fence == 0 {
 		return fence, pttl, err
 	}
@@ -36,14 +36,9 @@ func (c *Client) acquireReplicated(ctx context.Context, l *Lock, fenceKey string
 	// Give the key back: on the same connection, bounded even when ctx already ended.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.waitTimeout)
 	defer cancel()
-	_ = releaseScript.Run(rctx, conn, []string{l.lockKey}, l.token, releaseChannel(l.lockKey)).Err()
+	_, _ = l.run(rctx, conn, opRelease, 0)
 	if err != nil {
 		return 0, 0, fmt.Errorf("WAIT %d: %w", c.cfg.waitReplicas, err)
 	}
 	return 0, 0, fmt.Errorf("%w: %d of %d replicas acknowledged within %v", ErrNotReplicated, acked, c.cfg.waitReplicas, c.cfg.waitTimeout)
-}
-
-// releaseChannel is the pub/sub channel release.lua publishes on; waiters subscribe to it.
-func releaseChannel(lockKey string) string {
-	return lockKey + ":released"
 }

@@ -12,14 +12,14 @@ import (
 // the release channel first and retries once the subscription is confirmed, so a release that
 // happens after the failed try always wakes it; the backoff timer, capped by the holder's PTTL,
 // covers expiries and lost messages.
-func (g *group) wait(ctx context.Context, l *Lock, fenceKey string, ttl time.Duration, o *ObtainOptions, att attempt) attempt {
+func (g *group) wait(ctx context.Context, l *Lock, ttl time.Duration, o *ObtainOptions, att attempt) attempt {
 	deadline := g.now().Add(o.Wait)
 	backoff := o.Backoff
 	if backoff == nil {
 		backoff = defaultBackoff
 	}
 	w := &waiter{wake: make(chan struct{}, 1)}
-	ch := releaseChannel(l.lockKey)
+	ch := releaseChannel(l.keys[0])
 	for _, c := range g.nodes {
 		c.hub.join(ctx, c.rdb, ch, w)
 	}
@@ -47,7 +47,7 @@ func (g *group) wait(ctx context.Context, l *Lock, fenceKey string, ttl time.Dur
 		case <-w.wake:
 		case <-timer.C:
 		}
-		att = g.acquire(ctx, l, fenceKey, ttl)
+		att = g.acquire(ctx, l, ttl)
 		switch {
 		case att.ok:
 			return att

@@ -1,0 +1,125 @@
+package lock
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/surgekit/surge/internal/redistest"
+)
+
+// go test -run '^$' -bench . -benchmem ./lock/
+
+func benchObtainRelease(b *testing.B, c interface {
+	Obtain(context.Context, string, time.Duration, *ObtainOptions) (*Lock, error)
+}) {
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		l, err := c.Obtain(ctx, "bench", 10*time.Second, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := l.Release(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// Uncontended Obtain+Release: two round trips.
+func BenchmarkObtainRelease(b *testing.B) {
+	s := redistest.Server(b)
+	benchObtainRelease(b, New(s.NewClient(nil), nil))
+}
+
+func BenchmarkObtainReleaseMiniredis(b *testing.B) {
+	_, rdb := redistest.Mini(b)
+	benchObtainRelease(b, New(rdb, nil))
+}
+
+func BenchmarkObtainReleaseRedlock3(b *testing.B) {
+	var rdbs []redis.UniversalClient
+	for range 3 {
+		rdbs = append(rdbs, redistest.Server(b).NewClient(nil))
+	}
+	benchObtainRelease(b, NewRedlock(rdbs, nil))
+}
+
+// Uncontended Obtain+Release from many goroutines on distinct keys: throughput.
+func BenchmarkObtainReleaseParallel(b *testing.B) {
+	s := redistest.Server(b)
+	c := New(s.NewClient(nil), nil)
+	ctx := context.Background()
+	var id atomic.Int64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		key := fmt.Sprint("bench:", id.Add(1))
+		for pb.Next() {
+			l, err := c.Obtain(ctx, key, 10*time.Second, nil)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if err := l.Release(ctx); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// Hand-off latency: 8 goroutines take turns on one key; each op is one hand-off, timed from the
+// moment the holder calls Release to the moment the next holder's Obtain returns.
+func BenchmarkHandoff8(b *testing.B) {
+	s := redistest.Server(b)
+	c := New(s.NewClient(&redis.Options{PoolSize: 16}), nil)
+	ctx := context.Background()
+	var (
+		released  atomic.Int64 // UnixNano of the last Release call, 0 before the first
+		remaining atomic.Int64
+		mu        sync.Mutex
+		lat       []time.Duration
+	)
+	remaining.Store(int64(b.N))
+	lat = make([]time.Duration, 0, b.N)
+	opt := &ObtainOptions{Wait: time.Minute}
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for remaining.Load() > 0 {
+				l, err := c.Obtain(ctx, "handoff", 10*time.Second, opt)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				now := time.Now().UnixNano()
+				if r := released.Load(); r != 0 {
+					mu.Lock()
+					lat = append(lat, time.Duration(now-r))
+					mu.Unlock()
+				}
+				remaining.Add(-1)
+				released.Store(time.Now().UnixNano())
+				if err := l.Release(ctx); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
