@@ -59,7 +59,7 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, load Loader[V]) (V, er
 		}
 		c.st.redisHits.Add(1)
 		if c.shouldRefresh(h) {
-			c.refresh(ctx, key, oneLoader(load))
+			c.leadFree(ctx, []string{key}, oneLoader(load), false, false)
 		}
 		return v, nil
 	case errors.Is(err, redis.Nil), errors.Is(err, errDecode):
@@ -132,13 +132,6 @@ func (c *Cache[V]) xfetch(nowMs int64, h header) bool {
 	}
 	deltaMs := float64(h.loadDur.Microseconds()) / 1000
 	return float64(nowMs)-deltaMs*c.cfg.EarlyRefreshBeta*math.Log(r) >= float64(h.hard)
-}
-
-// refresh starts a background load of key unless one is running in this process already.
-func (c *Cache[V]) refresh(ctx context.Context, key string, load BatchLoader[V]) {
-	if f, leader := c.fl.claim(key); leader {
-		c.lead(ctx, []string{key}, []*flight[V]{f}, load, false)
-	}
 }
 
 // oneLoader adapts a Loader to the batch machinery: a missing key in the map means not found.

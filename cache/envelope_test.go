@@ -1,0 +1,111 @@
+package cache
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+)
+
+func TestEnvelopeRoundTrip(t *testing.T) {
+	h := header{soft: 1_700_000_000_123, hard: 1_700_000_600_456, loadDur: 1234 * time.Microsecond}
+	b := appendEnvelope(nil, h, []byte(`{"id":"1"}`))
+	require.Len(t, b, headerLen+10)
+	got, payload, err := decodeEnvelope(b)
+	require.NoError(t, err)
+	require.Equal(t, h, got)
+	require.Equal(t, `{"id":"1"}`, string(payload))
+
+	ts := appendEnvelope(nil, header{tombstone: true, hard: 5}, nil)
+	got, payload, err = decodeEnvelope(ts)
+	require.NoError(t, err)
+	require.True(t, got.tombstone)
+	require.Empty(t, payload)
+
+	long := appendEnvelope(nil, header{loadDur: 100 * time.Hour}, nil)
+	got, _, err = decodeEnvelope(long)
+	require.NoError(t, err)
+	require.Equal(t, time.Duration(0xFFFFFFFF)*time.Microsecond, got.loadDur, "saturates")
+}
+
+func TestEnvelopeRejects(t *testing.T) {
+	valid := appendEnvelope(nil, header{hard: 1}, []byte("{}"))
+	future := bytes.Clone(valid)
+	future[0] = envelopeVersion + 1
+	flags := bytes.Clone(valid)
+	flags[1] = 0x80
+	tombWithPayload := appendEnvelope(nil, header{tombstone: true}, []byte("x"))
+	for name, b := range map[string][]byte{
+		"empty": nil, "short": valid[:headerLen-1], "future version": future,
+		"unknown flag": flags, "tombstone with payload": tombWithPayload,
+	} {
+		_, _, err := decodeEnvelope(b)
+		require.ErrorIs(t, err, errDecode, name)
+	}
+}
+
+// FuzzDecodeEnvelope feeds the decoder (and the Cache's decode on top of it) arbitrary bytes:
+// it must never panic, and whatever it accepts must re-encode to the same bytes.
+func FuzzDecodeEnvelope(f *testing.F) {
+	f.Add(appendEnvelope(nil, header{soft: 1, hard: 2, loadDur: time.Millisecond}, []byte(`{"id":"1","name":"x"}`)))
+	f.Add(appendEnvelope(nil, header{tombstone: true, hard: 2}, nil))
+	f.Add([]byte("garbage"))
+	f.Add([]byte{})
+	f.Add(append([]byte{envelopeVersion + 1}, make([]byte, headerLen)...))
+	f.Add(append([]byte{envelopeVersion, 0xFF}, make([]byte, headerLen)...))
+	f.Add(appendEnvelope(nil, header{hard: 2}, []byte(`{"id":`)))
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialled: decode does no I/O
+	f.Cleanup(func() { _ = rdb.Close() })
+	c, err := New[user](rdb, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, payload, err := decodeEnvelope(b)
+		if err == nil {
+			if again := appendEnvelope(nil, h, payload); !bytes.Equal(again, b) {
+				t.Fatalf("decoded %x to %+v %q, which encodes to %x", b, h, payload, again)
+			}
+		}
+		_, _, _ = c.decode(b)
+	})
+}
+
+// FuzzDecodeNotice does the same for pub/sub notices (varints need not be minimal, so the check
+// is that a decoded notice survives a round trip).
+func FuzzDecodeNotice(f *testing.F) {
+	f.Add(encodeNotice(noticeInvalidate, "abc", []string{"k1", "", "k}3"}))
+	f.Add(encodeNotice(noticeFilled, "abc", []string{"k"}))
+	f.Add("i\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, s string) {
+		kind, id, keys, err := decodeNotice(s)
+		if err != nil {
+			return
+		}
+		kind2, id2, keys2, err := decodeNotice(encodeNotice(kind, id, keys))
+		if err != nil || kind2 != kind || id2 != id || len(keys2) != len(keys) {
+			t.Fatalf("%q decoded to %c %q %q, which does not survive a round trip", s, kind, id, keys)
+		}
+		for i := range keys {
+			if keys[i] != keys2[i] {
+				t.Fatalf("key %d: %q became %q", i, keys[i], keys2[i])
+			}
+		}
+	})
+}
+
+func TestNoticeRoundTrip(t *testing.T) {
+	keys := []string{"a", "", "ü}{", string(make([]byte, 300))}
+	kind, id, got, err := decodeNotice(encodeNotice(noticeInvalidate, "me", keys))
+	require.NoError(t, err)
+	require.Equal(t, byte(noticeInvalidate), kind)
+	require.Equal(t, "me", id)
+	require.Equal(t, keys, got)
+	for _, bad := range []string{"", "x", "i", "i\x05ab", "i\x01a\x09k"} {
+		_, _, _, err := decodeNotice(bad)
+		require.ErrorIs(t, err, errNotice, "%q", bad)
+	}
+}

@@ -1,0 +1,132 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// FetchMany is [Cache.Fetch] for many keys: local tier first, then one pipelined Redis round
+// trip (one per node with a ClusterClient), then one call of load for all the keys still missing
+// (or two, when some keys waited for another process's lease in vain). Keys already being loaded
+// in this process (by Fetch or FetchMany) join that load instead. Keys load leaves out of its map
+// do not exist: they are cached as negative entries and are absent from the returned map, as are
+// keys found as negative entries or ruled out by the Guard. Duplicate keys are fetched once.
+//
+// FetchMany blocks like Fetch and returns ctx.Err() when ctx ends. On error (the loader's,
+// wrapped; with FailClosed, Redis errors; [ErrClosed] after Close) the map still holds the
+// values found. Safe for concurrent use.
+func (c *Cache[V]) FetchMany(ctx context.Context, keys []string, load BatchLoader[V]) (map[string]V, error) {
+	if load == nil {
+		return nil, errors.New("cache: fetch many: nil loader")
+	}
+	out := make(map[string]V, len(keys))
+	rest := make([]string, 0, len(keys))
+	seen := make(map[string]struct{}, len(keys))
+	for _, k := range keys {
+		if _, dup := seen[k]; dup {
+			continue
+		}
+		seen[k] = struct{}{}
+		if e, ok := c.localGet(k); ok {
+			if !e.notFound {
+				out[k] = e.v
+			}
+			continue
+		}
+		if c.closed.Load() {
+			return out, ErrClosed
+		}
+		if c.guardAllows(ctx, k) {
+			rest = append(rest, k)
+		}
+	}
+	if len(rest) == 0 {
+		return out, nil
+	}
+
+	epoch := c.epoch.Load()
+	cmds := make([]*redis.StringCmd, len(rest))
+	_, _ = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range rest {
+			cmds[i] = p.Get(ctx, c.valueKey(k))
+		}
+		return nil
+	})
+	var missing, stale []string
+	redisDown := false
+	for i, k := range rest {
+		b, err := cmds[i].Bytes()
+		if err != nil {
+			if err != redis.Nil {
+				c.st.redisErrors.Add(1)
+				if c.cfg.RedisErrors == FailClosed {
+					return out, fmt.Errorf("cache: fetch many %q: %w", k, err)
+				}
+				redisDown = true
+			}
+			missing = append(missing, k)
+			continue
+		}
+		h, v, err := c.decode(b)
+		switch {
+		case err != nil:
+			missing = append(missing, k)
+		case h.tombstone:
+			c.st.negativeHits.Add(1)
+			c.storeLocal(epoch, k, v, h)
+		default:
+			c.st.redisHits.Add(1)
+			c.storeLocal(epoch, k, v, h)
+			out[k] = v
+			if c.shouldRefresh(h) {
+				stale = append(stale, k)
+			}
+		}
+	}
+	if len(stale) > 0 {
+		c.leadFree(ctx, stale, load, false, false)
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	c.st.misses.Add(uint64(len(missing)))
+	fl := c.leadFree(ctx, missing, load, redisDown, true)
+	var firstErr error
+	for i, f := range fl {
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return out, ctx.Err()
+		}
+		switch {
+		case f.err == nil:
+			out[missing[i]] = f.v
+		case errors.Is(f.err, ErrNotFound):
+		case firstErr == nil:
+			firstErr = f.err
+		}
+	}
+	return out, firstErr
+}
+
+// leadFree claims the flights of keys, starts one load for those nobody in this process is
+// loading, and returns every key's flight (joined ones counted as shared loads when shared).
+func (c *Cache[V]) leadFree(ctx context.Context, keys []string, load BatchLoader[V], redisDown, shared bool) []*flight[V] {
+	fl, led := c.fl.claimMany(keys)
+	var ledKeys []string
+	var ledFl []*flight[V]
+	for i, f := range fl {
+		if led[i] {
+			ledKeys, ledFl = append(ledKeys, keys[i]), append(ledFl, f)
+		} else if shared {
+			c.st.sharedLoads.Add(1)
+		}
+	}
+	if len(ledKeys) > 0 {
+		c.lead(ctx, ledKeys, ledFl, load, redisDown)
+	}
+	return fl
+}
