@@ -13,8 +13,9 @@ import (
 // cache. A key's buckets are dropped once they would be full again (nothing is lost: a missing key
 // starts full), or earlier when more than MaxKeys keys are active.
 //
-// NewLocal starts otter's clean-up goroutine; call [Local.Close] when done with the limiter.
-// All methods are safe for concurrent use.
+// NewLocal starts otter's clean-up goroutine; call [Local.Close] when done with the limiter (an
+// unreachable Local's goroutine also ends by itself within a second). All methods are safe for
+// concurrent use.
 type Local struct {
 	limits  []Limit
 	buckets *otter.Cache[string, *bucket]
@@ -45,9 +46,10 @@ func NewLocal(opt *LocalOptions, limits ...Limit) (*Local, error) {
 	for _, l := range ls {
 		idle = max(idle, l.refillTime())
 	}
-	// otter may move an expiry by up to a second on reads; keep buckets a second longer so that
-	// none is dropped before it is full.
-	idle = idle.Truncate(time.Millisecond) + 2*time.Second
+	// Buckets are only read through otter (their state changes in place), and otter may let an
+	// entry expire up to a second before the duration its last read asked for: keep buckets a
+	// second longer so that none is dropped before it is full.
+	idle += time.Second + time.Millisecond
 	c, err := otter.New(&otter.Options[string, *bucket]{
 		MaximumSize:      o.MaxKeys,
 		ExpiryCalculator: otter.ExpiryAccessing[string, *bucket](idle),

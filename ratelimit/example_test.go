@@ -1,0 +1,90 @@
+package ratelimit_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/surgekit/surge/ratelimit"
+)
+
+func ExampleNewRedis() {
+	srv := miniredis.NewMiniRedis() // any Redis; miniredis keeps the example self-contained
+	if err := srv.Start(); err != nil {
+		panic(err)
+	}
+	defer srv.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer rdb.Close()
+
+	// 3 requests at once, then one per 20 minutes; and no more than 100 a day.
+	rl, err := ratelimit.NewRedis(rdb, &ratelimit.RedisOptions{Prefix: "api:rl:"},
+		ratelimit.PerHour(3), ratelimit.Limit{Rate: 100.0 / 86400, Burst: 100, Name: "daily"})
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	for i := 0; i < 4; i++ {
+		res, err := rl.Allow(ctx, "user:42")
+		if err != nil {
+			panic(err)
+		}
+		fmt.Printf("allowed=%v remaining=%d limit=%s retry in %dm\n",
+			res.Allowed, res.Remaining, res.Limit, int(res.RetryAfter.Round(time.Minute).Minutes()))
+	}
+	// Output:
+	// allowed=true remaining=2 limit=3/h retry in 0m
+	// allowed=true remaining=1 limit=3/h retry in 0m
+	// allowed=true remaining=0 limit=3/h retry in 0m
+	// allowed=false remaining=0 limit=3/h retry in 20m
+}
+
+func ExampleFallback() {
+	srv := miniredis.NewMiniRedis()
+	if err := srv.Start(); err != nil {
+		panic(err)
+	}
+	// Fail fast: no retries, one dial attempt, so a dead Redis costs little before the fallback answers.
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialerRetries: 1})
+	defer rdb.Close()
+
+	// While Redis fails, each instance allows its own share: here a tenth of the global limit.
+	local, err := ratelimit.NewLocal(nil, ratelimit.PerSecond(10))
+	if err != nil {
+		panic(err)
+	}
+	defer local.Close()
+	rl, err := ratelimit.NewRedis(rdb, &ratelimit.RedisOptions{OnRedisError: ratelimit.Fallback(local)},
+		ratelimit.PerSecond(100))
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	res, _ := rl.Allow(ctx, "ip:10.0.0.1")
+	fmt.Println("redis:", res.Limit, res.Remaining)
+	srv.Close() // Redis goes away
+	res, err = rl.Allow(ctx, "ip:10.0.0.1")
+	fmt.Println("fallback:", res.Limit, res.Remaining, err, rl.Stats().Fallback)
+	// Output:
+	// redis: 100/s 99
+	// fallback: 10/s 9 <nil> 1
+}
+
+func ExampleLocal_Wait() {
+	rl, err := ratelimit.NewLocal(&ratelimit.LocalOptions{MaxKeys: 10_000}, ratelimit.Limit{Rate: 1000, Burst: 1})
+	if err != nil {
+		panic(err)
+	}
+	defer rl.Close()
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		if err := rl.Wait(ctx, "job"); err != nil { // blocks about 1 ms between events
+			panic(err)
+		}
+	}
+	fmt.Println("done")
+	// Output: done
+}
