@@ -1,0 +1,76 @@
+package events
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Provenance headers added to a dead-lettered record, next to the original record's headers.
+const (
+	HeaderDLQTopic     = "dlq-topic"     // topic the event was consumed from
+	HeaderDLQPartition = "dlq-partition" // its partition, decimal
+	HeaderDLQOffset    = "dlq-offset"    // its offset, decimal
+	HeaderDLQGroup     = "dlq-group"     // the consumer group that gave up
+	HeaderDLQError     = "dlq-error"     // the last error
+	HeaderDLQAttempts  = "dlq-attempts"  // handler attempts made, decimal
+	HeaderDLQTime      = "dlq-time"      // when it was dead-lettered, RFC 3339 with nanoseconds
+)
+
+// deadLetter writes r to the DLQ and waits for the acknowledgement, or pauses r's partition
+// when there is no DLQ.
+func (c *Consumer) deadLetter(ctx context.Context, r *kgo.Record, cause error, attempts int) (outcome, error) {
+	msg := "unknown"
+	if cause != nil {
+		msg = cause.Error()
+	}
+	if c.cfg.DeadLetterTopic == "" {
+		c.pause(r)
+		c.log.Error("events: event failed for good and there is no DeadLetterTopic: partition paused",
+			"group", c.cfg.Group, "topic", r.Topic, "partition", r.Partition, "offset", r.Offset,
+			"attempts", attempts, "err", msg)
+		return outStuck, cause
+	}
+	hs := make([]kgo.RecordHeader, 0, len(r.Headers)+7)
+	hs = append(hs, r.Headers...)
+	hs = append(hs,
+		kgo.RecordHeader{Key: HeaderDLQTopic, Value: []byte(r.Topic)},
+		kgo.RecordHeader{Key: HeaderDLQPartition, Value: strconv.AppendInt(nil, int64(r.Partition), 10)},
+		kgo.RecordHeader{Key: HeaderDLQOffset, Value: strconv.AppendInt(nil, r.Offset, 10)},
+		kgo.RecordHeader{Key: HeaderDLQGroup, Value: []byte(c.cfg.Group)},
+		kgo.RecordHeader{Key: HeaderDLQError, Value: []byte(msg)},
+		kgo.RecordHeader{Key: HeaderDLQAttempts, Value: strconv.AppendInt(nil, int64(attempts), 10)},
+		kgo.RecordHeader{Key: HeaderDLQTime, Value: time.Now().UTC().AppendFormat(nil, time.RFC3339Nano)},
+	)
+	dl := &kgo.Record{Topic: c.cfg.DeadLetterTopic, Key: r.Key, Value: r.Value, Headers: hs, Timestamp: r.Timestamp}
+	if err := c.cl.ProduceSync(ctx, dl).FirstErr(); err != nil {
+		if ctx.Err() != nil {
+			return outAbandon, cause
+		}
+		c.st.dlqErrors.Add(1)
+		c.log.Warn("events: dead-letter write failed, will retry", "group", c.cfg.Group, "topic", r.Topic,
+			"partition", r.Partition, "offset", r.Offset, "err", err)
+		return outWait, cause
+	}
+	c.st.deadLettered.Add(1)
+	c.log.Warn("events: event dead-lettered", "group", c.cfg.Group, "topic", r.Topic, "partition", r.Partition,
+		"offset", r.Offset, "dlq", c.cfg.DeadLetterTopic, "attempts", attempts, "err", msg)
+	return outDone, nil
+}
+
+// pause stops fetching r's partition until it is revoked or the consumer restarts.
+func (c *Consumer) pause(r *kgo.Record) {
+	c.mu.Lock()
+	p := c.parts[tp{r.Topic, r.Partition}]
+	first := p != nil && !p.paused
+	if first {
+		p.paused = true
+	}
+	c.mu.Unlock()
+	if first {
+		c.st.paused.Add(1)
+		c.cl.PauseFetchPartitions(map[string][]int32{r.Topic: {r.Partition}})
+	}
+}

@@ -1,0 +1,72 @@
+package events
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrClosed is returned by a [Producer] used after [Producer.Close], and by [Consumer.Run]
+	// called a second time.
+	ErrClosed = errors.New("events: closed")
+	// ErrNotTransactional is returned by [Producer.Transact] on a producer built without
+	// ProducerConfig.TransactionalID.
+	ErrNotTransactional = errors.New("events: producer has no TransactionalID")
+	// ErrTransactional is returned by [Producer.PublishAsync] on a transactional producer: its
+	// records must be written inside [Producer.Transact].
+	ErrTransactional = errors.New("events: transactional producer: publish inside Transact")
+	// ErrDecode marks a record whose key, value or headers cannot be read as an [Event].
+	// It is wrapped in a [*DecodeError] naming the record.
+	ErrDecode = errors.New("events: bad record")
+	// ErrDuplicate is returned by [Deduper.Claim] when the event was already handled.
+	ErrDuplicate = errors.New("events: already handled")
+	// ErrClaimed is returned by [Deduper.Claim] while another handler holds an unexpired claim.
+	ErrClaimed = errors.New("events: claimed by another handler")
+	// ErrInvalidConfig marks every error a constructor returns for a bad configuration field.
+	ErrInvalidConfig = errors.New("events: invalid config")
+)
+
+// DecodeError says which record could not be decoded and why. It matches [ErrDecode] with
+// errors.Is.
+type DecodeError struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Header    string // the offending header name; "" when the problem is not a header
+	Err       error
+}
+
+func (e *DecodeError) Error() string {
+	if e.Header != "" {
+		return fmt.Sprintf("events: decode record %s/%d@%d: header %q: %v", e.Topic, e.Partition, e.Offset, e.Header, e.Err)
+	}
+	return fmt.Sprintf("events: decode record %s/%d@%d: %v", e.Topic, e.Partition, e.Offset, e.Err)
+}
+
+// Unwrap returns ErrDecode and the cause.
+func (e *DecodeError) Unwrap() []error { return []error{ErrDecode, e.Err} }
+
+// permanentError marks a handler error that must not be retried.
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+// Permanent wraps err so the [Consumer] skips the remaining attempts and dead-letters the event
+// at once (or pauses its partition when there is no DeadLetterTopic). Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanentError{err}
+}
+
+// IsPermanent reports whether err was marked with [Permanent].
+func IsPermanent(err error) bool {
+	var p permanentError
+	return errors.As(err, &p)
+}
+
+func configError(field, format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, field, fmt.Sprintf(format, args...))
+}

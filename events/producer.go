@@ -1,0 +1,225 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Producer publishes events with an idempotent kgo client: acks from all in-sync replicas,
+// broker-side deduplication of retried batches, and keys hashed with murmur2 exactly like the
+// Java client so keyed events land where other producers put them. It is safe for concurrent
+// use. Build it with [NewProducer] and end it with [Producer.Close].
+type Producer struct {
+	cl      *kgo.Client
+	txn     bool
+	txMu    sync.Mutex
+	log     *slog.Logger
+	closing atomic.Bool
+	once    sync.Once
+
+	published atomic.Uint64
+	failed    atomic.Uint64
+}
+
+// ProducerStats is a snapshot of a producer's counters.
+type ProducerStats struct {
+	Published uint64 // events acknowledged by Kafka
+	Failed    uint64 // events that could not be written
+	Buffered  int64  // events waiting to be acknowledged
+}
+
+// closeFlushTimeout bounds the flush in Close.
+const closeFlushTimeout = 30 * time.Second
+
+// NewProducer builds a producer. It does not block: the client connects on first use. It
+// returns an error wrapping [ErrInvalidConfig] when Brokers is empty or KafkaOptions turn off
+// idempotence or acks=all, and the kgo error when the client cannot be built.
+func NewProducer(cfg ProducerConfig) (*Producer, error) {
+	if len(cfg.Brokers) == 0 {
+		return nil, configError("Brokers", "empty")
+	}
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		// kgo's default: sticky batches for null keys, murmur2 like the Java client for keys.
+		kgo.RecordPartitioner(kgo.UniformBytesPartitioner(64<<10, true, true, nil)),
+	}
+	opts = append(opts, cfg.KafkaOptions...)
+	if cfg.TransactionalID != "" {
+		opts = append(opts, kgo.TransactionalID(cfg.TransactionalID))
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: KafkaOptions: %w", ErrInvalidConfig, err)
+	}
+	if err := checkDurable(cl); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	return &Producer{cl: cl, txn: cfg.TransactionalID != "", log: discardLogger(cfg.Logger)}, nil
+}
+
+// checkDurable rejects a client that could lose or duplicate records.
+func checkDurable(cl *kgo.Client) error {
+	if v, _ := cl.OptValue(kgo.DisableIdempotentWrite).(bool); v {
+		return configError("KafkaOptions", "kgo.DisableIdempotentWrite would allow duplicates on retry")
+	}
+	if v, _ := cl.OptValue(kgo.AllowIdempotentProduceCancellation).(bool); v {
+		return configError("KafkaOptions", "kgo.AllowIdempotentProduceCancellation breaks idempotent deduplication")
+	}
+	if acks, ok := cl.OptValue(kgo.RequiredAcks).(kgo.Acks); !ok || acks != kgo.AllISRAcks() {
+		return configError("KafkaOptions", "kgo.RequiredAcks must stay kgo.AllISRAcks()")
+	}
+	return nil
+}
+
+// Publish writes evs to topic and blocks until Kafka acknowledged every one, or ctx ends. A
+// missing ID or Time is filled in. If any event is malformed (a reserved header name) nothing
+// is sent. The error joins one error per failed event, each naming its ID; on ctx end it is
+// ctx.Err() (records already handed to Kafka may still land). On a transactional producer
+// Publish runs as its own transaction. After Close it returns [ErrClosed].
+func (p *Producer) Publish(ctx context.Context, topic string, evs ...Event) error {
+	if p.closing.Load() {
+		return ErrClosed
+	}
+	if p.txn {
+		return p.Transact(ctx, func(ctx context.Context, tx *Tx) error { return tx.Publish(ctx, topic, evs...) })
+	}
+	recs, err := records(topic, evs)
+	if err != nil {
+		return err
+	}
+	return p.produceWait(ctx, recs)
+}
+
+func records(topic string, evs []Event) ([]*kgo.Record, error) {
+	if topic == "" {
+		return nil, errors.New("events: publish: empty topic")
+	}
+	recs := make([]*kgo.Record, len(evs))
+	for i := range evs {
+		ev := evs[i]
+		r, err := toRecord(topic, &ev)
+		if err != nil {
+			return nil, err
+		}
+		recs[i] = r
+	}
+	return recs, nil
+}
+
+// produceWait produces recs and waits for all of their promises or ctx.
+func (p *Producer) produceWait(ctx context.Context, recs []*kgo.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	errs := make([]error, len(recs))
+	left := atomic.Int64{}
+	left.Store(int64(len(recs)))
+	done := make(chan struct{})
+	for i, r := range recs {
+		p.cl.Produce(ctx, r, func(r *kgo.Record, err error) {
+			p.count(err)
+			if err != nil {
+				errs[i] = fmt.Errorf("events: publish %s to %s: %w", eventID(r), r.Topic, err)
+			}
+			if left.Add(-1) == 0 {
+				close(done)
+			}
+		})
+	}
+	select {
+	case <-done:
+		return errors.Join(errs...)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *Producer) count(err error) {
+	if err != nil {
+		p.failed.Add(1)
+	} else {
+		p.published.Add(1)
+	}
+}
+
+// eventID returns the ID header of a record built by toRecord.
+func eventID(r *kgo.Record) string {
+	if len(r.Headers) > 0 && r.Headers[0].Key == HeaderID {
+		return string(r.Headers[0].Value)
+	}
+	return "?"
+}
+
+// PublishAsync hands ev to the client and returns at once (it blocks only while the client's
+// buffer is full, until ctx ends). done, if not nil, is called exactly once with the outcome,
+// from a client goroutine, so it must not block. On a transactional producer done gets
+// [ErrTransactional]; after Close, [ErrClosed].
+func (p *Producer) PublishAsync(ctx context.Context, topic string, ev Event, done func(error)) {
+	if done == nil {
+		done = func(error) {}
+	}
+	switch {
+	case p.closing.Load():
+		done(ErrClosed)
+		return
+	case p.txn:
+		done(ErrTransactional)
+		return
+	case topic == "":
+		done(errors.New("events: publish: empty topic"))
+		return
+	}
+	r, err := toRecord(topic, &ev)
+	if err != nil {
+		done(err)
+		return
+	}
+	p.cl.Produce(ctx, r, func(r *kgo.Record, err error) {
+		p.count(err)
+		if err != nil {
+			err = fmt.Errorf("events: publish %s to %s: %w", eventID(r), r.Topic, err)
+		}
+		done(err)
+	})
+}
+
+// Flush blocks until every event handed to the producer so far is acknowledged or failed, or
+// ctx ends (returning ctx.Err()).
+func (p *Producer) Flush(ctx context.Context) error {
+	if err := p.cl.Flush(ctx); err != nil {
+		return fmt.Errorf("events: flush: %w", err)
+	}
+	return nil
+}
+
+// Stats returns a snapshot of the producer's counters. Safe for concurrent use.
+func (p *Producer) Stats() ProducerStats {
+	return ProducerStats{
+		Published: p.published.Load(),
+		Failed:    p.failed.Load(),
+		Buffered:  p.cl.BufferedProduceRecords(),
+	}
+}
+
+// Close flushes (for up to 30s) and closes the client. It is idempotent and blocks until the
+// client's goroutines are gone; later publishes fail with [ErrClosed].
+func (p *Producer) Close() {
+	p.once.Do(func() {
+		p.closing.Store(true)
+		ctx, cancel := context.WithTimeout(context.Background(), closeFlushTimeout)
+		if err := p.cl.Flush(ctx); err != nil {
+			p.log.Warn("events: producer close: flush", "err", err, "lost", p.cl.BufferedProduceRecords())
+		}
+		cancel()
+		p.cl.Close()
+	})
+}

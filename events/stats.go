@@ -1,0 +1,59 @@
+package events
+
+import "sync/atomic"
+
+// ConsumerStats is a snapshot of a consumer's counters.
+type ConsumerStats struct {
+	Handled      uint64 // handler calls that succeeded
+	Failed       uint64 // handler calls that returned an error or panicked
+	Retried      uint64 // failed events scheduled for another attempt
+	DeadLettered uint64 // events written to the DeadLetterTopic
+	Deduped      uint64 // events skipped because the Deduper had them done
+	DecodeErrors uint64 // records that were not valid events
+	Paused       uint64 // partitions paused for an event that failed with no DeadLetterTopic
+	Commits      uint64 // offset commits that succeeded (at least partly)
+	CommitErrors uint64
+	FetchErrors  uint64
+	DedupeErrors uint64 // Deduper calls that failed (the event is retried, not lost)
+	DLQErrors    uint64 // dead-letter writes that failed (they are retried)
+	InFlight     int    // handlers running now
+	Buffered     int    // records fetched and not yet done
+	CommitLag    int64  // records fetched but not committed, over the partitions held now
+}
+
+type consumerCounters struct {
+	handled, failed, retried, deadLettered, deduped, decodeErrors, paused atomic.Uint64
+	commits, commitErrors, fetchErrors, dedupeErrors, dlqErrors          atomic.Uint64
+}
+
+// Stats returns a snapshot of the consumer's counters. Safe for concurrent use, also while Run
+// runs.
+func (c *Consumer) Stats() ConsumerStats {
+	s := ConsumerStats{
+		Handled:      c.st.handled.Load(),
+		Failed:       c.st.failed.Load(),
+		Retried:      c.st.retried.Load(),
+		DeadLettered: c.st.deadLettered.Load(),
+		Deduped:      c.st.deduped.Load(),
+		DecodeErrors: c.st.decodeErrors.Load(),
+		Paused:       c.st.paused.Load(),
+		Commits:      c.st.commits.Load(),
+		CommitErrors: c.st.commitErrors.Load(),
+		FetchErrors:  c.st.fetchErrors.Load(),
+		DedupeErrors: c.st.dedupeErrors.Load(),
+		DLQErrors:    c.st.dlqErrors.Load(),
+	}
+	c.mu.Lock()
+	s.InFlight, s.Buffered = c.running, c.buffered
+	for _, p := range c.parts {
+		base := p.committed
+		if base < 0 && len(p.pending) > 0 {
+			base = p.pending[0].offset
+		}
+		if base >= 0 && p.fetched > base {
+			s.CommitLag += p.fetched - base
+		}
+	}
+	c.mu.Unlock()
+	return s
+}

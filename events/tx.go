@@ -1,0 +1,87 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Tx is one open transaction of [Producer.Transact]. It is safe for concurrent use inside fn and
+// must not be used after fn returns.
+type Tx struct {
+	p    *Producer
+	mu   sync.Mutex
+	errs []error
+}
+
+// Publish adds evs to the transaction. It does not wait for acknowledgements: Transact flushes
+// before committing and aborts when any write failed. It returns an error at once for a
+// malformed event or an empty topic.
+func (tx *Tx) Publish(ctx context.Context, topic string, evs ...Event) error {
+	recs, err := records(topic, evs)
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		tx.p.cl.Produce(ctx, r, func(r *kgo.Record, err error) {
+			tx.p.count(err)
+			if err != nil {
+				tx.mu.Lock()
+				tx.errs = append(tx.errs, fmt.Errorf("events: publish %s to %s: %w", eventID(r), r.Topic, err))
+				tx.mu.Unlock()
+			}
+		})
+	}
+	return nil
+}
+
+func (tx *Tx) err() error {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	return errors.Join(tx.errs...)
+}
+
+// Transact runs fn in a Kafka transaction: every event fn publishes through tx becomes visible
+// to read-committed consumers together, or none does. fn's error, a failed write or a failed
+// commit aborts the transaction and is returned. Transactions on one producer run one at a
+// time; Transact blocks until the commit or abort completes. It returns [ErrNotTransactional]
+// without ProducerConfig.TransactionalID and [ErrClosed] after Close.
+func (p *Producer) Transact(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) error {
+	if !p.txn {
+		return ErrNotTransactional
+	}
+	if p.closing.Load() {
+		return ErrClosed
+	}
+	p.txMu.Lock()
+	defer p.txMu.Unlock()
+	if err := p.cl.BeginTransaction(); err != nil {
+		return fmt.Errorf("events: begin transaction: %w", err)
+	}
+	tx := &Tx{p: p}
+	err := fn(ctx, tx)
+	if err == nil {
+		err = p.cl.Flush(ctx)
+	}
+	if err == nil {
+		err = tx.err()
+	}
+	if err == nil {
+		if err = p.cl.EndTransaction(ctx, kgo.TryCommit); err == nil {
+			return nil
+		}
+		err = fmt.Errorf("events: commit transaction: %w", err)
+	}
+	// Abort on a context that outlives ctx: leaving the transaction open would wedge the producer.
+	actx := context.WithoutCancel(ctx)
+	if aerr := p.cl.AbortBufferedRecords(actx); aerr != nil {
+		err = errors.Join(err, fmt.Errorf("events: abort buffered records: %w", aerr))
+	}
+	if aerr := p.cl.EndTransaction(actx, kgo.TryAbort); aerr != nil {
+		err = errors.Join(err, fmt.Errorf("events: abort transaction: %w", aerr))
+	}
+	return err
+}
