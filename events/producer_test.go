@@ -40,7 +40,9 @@ func TestNewProducerRejectsUnsafeOptions(t *testing.T) {
 }
 
 // countRecords returns how many records topic holds.
-func countRecords(kc *kafkatest.KafkaCluster, topic string) int64 { return total(endOffsets(kc, topic)) }
+func countRecords(kc *kafkatest.KafkaCluster, topic string) int64 {
+	return total(endOffsets(kc, topic))
+}
 
 func TestPublishWritesExactlyOneCopyWhenTheAckIsLost(t *testing.T) {
 	kc := kafkatest.Cluster(t, "orders", "raw")

@@ -23,7 +23,7 @@ type ConsumerStats struct {
 
 type consumerCounters struct {
 	handled, failed, retried, deadLettered, deduped, decodeErrors, paused atomic.Uint64
-	commits, commitErrors, fetchErrors, dedupeErrors, dlqErrors          atomic.Uint64
+	commits, commitErrors, fetchErrors, dedupeErrors, dlqErrors           atomic.Uint64
 }
 
 // Stats returns a snapshot of the consumer's counters. Safe for concurrent use, also while Run
