@@ -64,7 +64,7 @@ func answers(t testing.TB, f Filter, keys []string) []bool {
 }
 
 // checkFilter adds n random keys to f (sized for n at fp) and checks there is no false negative
-// among them and the false-positive rate on n other keys is within 1.5x fp.
+// among them and the false-positive rate on max(n, 20000) other keys is within 1.5x fp.
 func checkFilter(t *testing.T, f Filter, n int, fp float64) {
 	t.Helper()
 	in := randomKeys(1, n, "in:")
@@ -81,15 +81,16 @@ func checkFilter(t *testing.T, f Filter, n int, fp float64) {
 		require.True(t, ok, "false negative for %q", k)
 	}
 	fps := 0
-	for _, ok := range answers(t, f, randomKeys(2, n, "out:")) {
+	probes := max(n, 20_000)
+	for _, ok := range answers(t, f, randomKeys(2, probes, "out:")) {
 		if ok {
 			fps++
 		}
 	}
-	rate := float64(fps) / float64(n)
+	rate := float64(fps) / float64(probes)
 	t.Logf("false-positive rate at n=%d: %.4f (target %v)", n, rate, fp)
 	require.LessOrEqual(t, rate, 1.5*fp, "false-positive rate")
-	require.Greater(t, fps, 0, "no false positive at all among %d keys: the filter is oversized", n)
+	require.Greater(t, rate, fp/2, "far fewer false positives than designed: the filter is oversized")
 }
 
 func TestNewLocalRejectsBadSizing(t *testing.T) {

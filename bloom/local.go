@@ -196,13 +196,13 @@ func (l *Local) ReadFrom(r io.Reader) (int64, error) {
 		return n, fmt.Errorf("bloom: read filter: %w", err)
 	}
 	m, k := uint64(f.Cap()), uint64(f.K())
-	words := f.BitSet().Words()
+	words, nw := f.BitSet().Words(), (m+63)/64
 	switch {
 	case m == 0 || k == 0:
 		return n, fmt.Errorf("bloom: read filter: m=%d k=%d, both must be at least 1", m, k)
-	case uint64(len(words)) < (m+63)/64:
-		return n, fmt.Errorf("bloom: read filter: bitset has %d words, m=%d needs %d", len(words), m, (m+63)/64)
+	case uint64(len(words)) < nw:
+		return n, fmt.Errorf("bloom: read filter: bitset has %d words, m=%d needs %d", len(words), m, nw)
 	}
-	l.st.Store(&localState{m: m, k: k, words: words[:(m+63)/64:(m+63)/64]})
+	l.st.Store(&localState{m: m, k: k, words: words[:nw:nw]})
 	return n, nil
 }
