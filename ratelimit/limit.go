@@ -15,9 +15,9 @@ import (
 // the bucket, so names of the limits of one limiter must be distinct. The helpers [PerSecond],
 // [PerMinute] and [PerHour] set it ("10/s", "100/min", "1000/h").
 type Limit struct {
-	Rate  float64
-	Burst int
-	Name  string
+	Rate  float64 // tokens added per second; must be > 0
+	Burst int     // bucket size: the most events allowed at once; must be >= 1
+	Name  string  // optional label, distinct among the limits of one limiter
 }
 
 // PerSecond returns a Limit of n events per second with a burst of n.

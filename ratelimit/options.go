@@ -44,24 +44,26 @@ type RedisOptions struct {
 // ErrorPolicy is what a [Redis] limiter does when Redis fails: [FailClosed], [FailOpen] or
 // [Fallback]. A context that ended is never a Redis failure: its error is returned as is.
 type ErrorPolicy interface {
-	policy() (mode policyMode, fallback *Local)
+	policy() (mode FailMode, fallback *Local)
 }
 
-type policyMode int
+// FailMode is an [ErrorPolicy] that answers without any other limiter: [FailClosed] or [FailOpen].
+type FailMode int
 
-func (m policyMode) policy() (policyMode, *Local) { return m, nil }
+func (m FailMode) policy() (FailMode, *Local) { return m, nil }
 
 const (
 	// FailClosed returns the Redis error (wrapped) with a zero, denied Result. The default.
-	FailClosed policyMode = iota
-	// FailOpen allows the request and returns a nil error, as if every bucket were full.
+	FailClosed FailMode = iota
+	// FailOpen allows the request and returns a nil error, as if every bucket were full
+	// (Remaining is Burst-n of the binding limit). Counted in [Stats].FailOpen.
 	FailOpen
-	modeFallback
+	modeFallback // Fallback's mode; not a policy on its own
 )
 
 type fallbackPolicy struct{ local *Local }
 
-func (f fallbackPolicy) policy() (policyMode, *Local) { return modeFallback, f.local }
+func (f fallbackPolicy) policy() (FailMode, *Local) { return modeFallback, f.local }
 
 // Fallback answers from local while Redis fails, with a full [Result], and returns to Redis once
 // a probe (see [RedisOptions.ProbeInterval]) succeeds. The local limiter is the caller's: give it

@@ -34,7 +34,7 @@ type Redis struct {
 	prefix   string
 	suffixes []string // ":" + limit id, one per limit
 	params   []any    // rate, burst of each limit as ARGV strings
-	mode     policyMode
+	mode     FailMode
 	fallback *Local
 	probe    time.Duration
 	log      *slog.Logger

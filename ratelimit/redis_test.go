@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -285,4 +286,37 @@ func TestWaitRedis(t *testing.T) {
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Millisecond)
 	defer cancel()
 	require.ErrorIs(t, r.Wait(dctx, "k"), ErrWaitDeadline)
+}
+
+// countHook counts the commands a client sends.
+type countHook struct{ n atomic.Int64 }
+
+func (h *countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (h *countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(int64(len(cmds)))
+		return next(ctx, cmds)
+	}
+}
+
+func TestRedisOneRoundTrip(t *testing.T) {
+	m, _ := redistest.Mini(t)
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	h := &countHook{}
+	rdb.AddHook(h)
+	r, err := NewRedis(rdb, nil, PerSecond(10), PerHour(100))
+	require.NoError(t, err)
+	allowN(t, r, "k", 1) // loads the script: EVALSHA, NOSCRIPT, EVAL
+	h.n.Store(0)
+	for i := 0; i < 5; i++ {
+		allowN(t, r, "k", i%2)
+	}
+	require.Equal(t, int64(5), h.n.Load())
 }
