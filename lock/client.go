@@ -18,7 +18,6 @@ import (
 type Client struct {
 	rdb redis.UniversalClient
 	cfg config
-	err error // from New: returned by every call
 	hub hub   // release notifications for waiters
 	g   group // this client alone, quorum 1
 }
@@ -27,11 +26,12 @@ type Client struct {
 // bad field, by every Obtain and Do. rdb is not closed by the Client.
 func New(rdb redis.UniversalClient, opt *Options) *Client {
 	c := &Client{rdb: rdb}
-	c.cfg, c.err = resolve(opt)
-	if c.err == nil && rdb == nil {
-		c.err = errors.New("lock: New: nil redis client")
+	var err error
+	c.cfg, err = resolve(opt)
+	if err == nil && rdb == nil {
+		err = errors.New("lock: New: nil redis client")
 	}
-	c.g = group{nodes: []*Client{c}, quorum: 1, cfg: &c.cfg, err: c.err, now: time.Now}
+	c.g = group{nodes: []*Client{c}, quorum: 1, cfg: &c.cfg, err: err, now: time.Now}
 	return c
 }
 
@@ -46,8 +46,8 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opt 
 }
 
 // Do obtains the lock as [Client.Obtain] does, always with the watchdog, runs fn, and releases
-// the lock. fn's context carries the lock ([FromContext]) and is cancelled, with cause [ErrLost], as soon as the lock is known lost,
-// and when ctx ends. The release runs on context.WithoutCancel(ctx), so a cancelled ctx does not
+// the lock. fn's context carries the lock ([FromContext]) and is cancelled, with cause
+// [ErrLost], as soon as the lock is known lost, and when ctx ends. The release runs on context.WithoutCancel(ctx), so a cancelled ctx does not
 // leave the lock held. Do returns the Obtain error, or fn's error joined with the release error
 // (which wraps [ErrNotHeld] when the lock was lost meanwhile). A panic in fn releases the lock
 // and propagates.
@@ -112,6 +112,9 @@ func (g *group) obtain(ctx context.Context, key string, ttl time.Duration, opt *
 	}
 	if err := checkArgs("obtain", key, ttl, opt); err != nil {
 		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, notObtained(key, err, nil)
 	}
 	var o ObtainOptions
 	if opt != nil {

@@ -30,14 +30,30 @@ type Lock struct {
 	watchDone  chan struct{}
 }
 
-// Key returns the lock's name as given to Obtain (without prefix).
-func (l *Lock) Key() string { return l.key }
+// Key returns the lock's name as given to Obtain (without prefix); "" for a nil Lock.
+func (l *Lock) Key() string {
+	if l == nil {
+		return ""
+	}
+	return l.key
+}
 
-// Token returns the random token (128 bits from crypto/rand) that identifies this acquisition.
-func (l *Lock) Token() string { return l.token }
+// Token returns the random token (128 bits from crypto/rand, 26 base32 characters) that
+// identifies this acquisition; "" for a nil Lock.
+func (l *Lock) Token() string {
+	if l == nil {
+		return ""
+	}
+	return l.token
+}
 
-// Metadata returns [ObtainOptions.Metadata] as given to Obtain.
-func (l *Lock) Metadata() string { return l.meta }
+// Metadata returns [ObtainOptions.Metadata] as given to Obtain; "" for a nil Lock.
+func (l *Lock) Metadata() string {
+	if l == nil {
+		return ""
+	}
+	return l.meta
+}
 
 // Fence returns the fencing token of this acquisition: it strictly increases across every
 // successful acquisition of the key, by any holder, and a refresh does not change it. Pass it
@@ -46,12 +62,22 @@ func (l *Lock) Metadata() string { return l.meta }
 // cannot overwrite the work of the next holder. (The counter lives in Redis without expiry; it
 // restarts only if that key is deleted or the data lost.) For a [Redlock] it is the highest of
 // the nodes' fences, raised on every node of the quorum so the next quorum draws a higher one.
-func (l *Lock) Fence() int64 { return l.fence }
+// A nil Lock has fence 0, below every real one.
+func (l *Lock) Fence() int64 {
+	if l == nil {
+		return 0
+	}
+	return l.fence
+}
 
 // Lost returns a channel closed when the lock is known lost: a watchdog renewal, [Lock.Refresh]
 // or [Lock.TTL] found it gone, or its validity ran out before the watchdog could renew it. A
-// lock without watchdog is only found lost by those calls. It is not closed by Release.
+// lock without watchdog is only found lost by those calls. It is not closed by Release. A nil
+// Lock returns a closed channel: it holds nothing.
 func (l *Lock) Lost() <-chan struct{} {
+	if l == nil {
+		return closedChan
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.lost == nil {
@@ -99,13 +125,20 @@ func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 	if ttl < time.Millisecond {
 		return fmt.Errorf("lock: refresh %q: ttl %v is below 1ms", l.key, ttl)
 	}
-	l.mu.Lock()
-	released := l.released
-	l.mu.Unlock()
-	if released {
-		return fmt.Errorf("lock: refresh %q: %w (released)", l.key, ErrNotHeld)
+	if err := l.checkReleased("refresh"); err != nil {
+		return err
 	}
 	return l.refresh(ctx, ttl)
+}
+
+// checkReleased returns ErrNotHeld, without a Redis call, once Release was called.
+func (l *Lock) checkReleased(op string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.released {
+		return fmt.Errorf("lock: %s %q: %w (released)", op, l.key, ErrNotHeld)
+	}
+	return nil
 }
 
 func (l *Lock) refresh(ctx context.Context, ttl time.Duration) error {
@@ -130,6 +163,9 @@ func (l *Lock) refresh(ctx context.Context, ttl time.Duration) error {
 func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
 	if l == nil {
 		return 0, errNilLock
+	}
+	if err := l.checkReleased("ttl"); err != nil {
+		return 0, err
 	}
 	ttls := make([]int64, len(l.g.nodes))
 	ok, errs := l.g.each(ctx, l.g.cfg.nodeTimeoutFor(l.currentTTL()), l, opTTL, 0, isHeldTTL, ttls)
@@ -156,6 +192,12 @@ func (l *Lock) verdict(op string, ok int, errs []error) error {
 	}
 	return fmt.Errorf("lock: %s %q: %w", op, l.key, ErrNotHeld)
 }
+
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
 
 func (l *Lock) currentTTL() time.Duration {
 	l.mu.Lock()

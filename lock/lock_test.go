@@ -501,3 +501,21 @@ func (r *logRecorder) count(msg string) int {
 	}
 	return n
 }
+
+func TestNilLockAndEndedContext(t *testing.T) {
+	var l *Lock
+	assert.Empty(t, l.Key())
+	assert.Empty(t, l.Token())
+	assert.Empty(t, l.Metadata())
+	assert.Zero(t, l.Fence())
+	<-l.Lost() // closed: a nil lock holds nothing
+
+	mr, rdb := redistest.Mini(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	before := mr.CommandCount()
+	_, err := New(rdb, nil).Obtain(ctx, "k", time.Second, &ObtainOptions{Wait: time.Second})
+	require.ErrorIs(t, err, ErrNotObtained)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Equal(t, before, mr.CommandCount())
+}

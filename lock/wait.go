@@ -28,9 +28,8 @@ func (g *group) wait(ctx context.Context, l *Lock, ttl time.Duration, o *ObtainO
 			c.hub.leave(ch, w)
 		}
 	}()
-	timer := time.NewTimer(0)
+	timer := time.NewTimer(time.Hour) // reset before every wait
 	defer timer.Stop()
-	<-timer.C
 	for n := 0; ; n++ {
 		left := deadline.Sub(g.now())
 		if left <= 0 {
@@ -100,11 +99,11 @@ func (h *hub) join(ctx context.Context, rdb redis.UniversalClient, channel strin
 		if h.ps == nil {
 			// A write error here is healed by go-redis, which reconnects and resubscribes; the
 			// backoff timer covers the meantime.
-			h.ps = rdb.Subscribe(ctx, channel)
+			h.ps = rdb.Subscribe(context.WithoutCancel(ctx), channel) // shared: not this waiter's ctx
 			h.done = make(chan struct{})
 			go h.read(h.ps.ChannelWithSubscriptions(redis.WithChannelSize(64)), h.done)
 		} else {
-			_ = h.ps.Subscribe(ctx, channel)
+			_ = h.ps.Subscribe(context.WithoutCancel(ctx), channel)
 		}
 	}
 	s.waiters = append(s.waiters, w)
