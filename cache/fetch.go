@@ -59,7 +59,7 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, load Loader[V]) (V, er
 		}
 		c.st.redisHits.Add(1)
 		if c.shouldRefresh(h) {
-			c.leadFree(ctx, []string{key}, oneLoader(load), false, false)
+			c.leadFree(ctx, []string{key}, oneLoader(load), false, true)
 		}
 		return v, nil
 	case errors.Is(err, redis.Nil), errors.Is(err, errDecode):
@@ -71,7 +71,7 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, load Loader[V]) (V, er
 	c.st.misses.Add(1)
 	f, leader := c.fl.claim(key)
 	if leader {
-		if !c.lead(ctx, []string{key}, []*flight[V]{f}, oneLoader(load), redisDown) {
+		if !c.lead(ctx, []string{key}, []*flight[V]{f}, oneLoader(load), redisDown, false) {
 			return zero, ErrClosed
 		}
 	} else {

@@ -87,13 +87,13 @@ func (c *Cache[V]) FetchMany(ctx context.Context, keys []string, load BatchLoade
 		}
 	}
 	if len(stale) > 0 {
-		c.leadFree(ctx, stale, load, false, false)
+		c.leadFree(ctx, stale, load, false, true)
 	}
 	if len(missing) == 0 {
 		return out, nil
 	}
 	c.st.misses.Add(uint64(len(missing)))
-	fl := c.leadFree(ctx, missing, load, redisDown, true)
+	fl := c.leadFree(ctx, missing, load, redisDown, false)
 	var firstErr error
 	for i, f := range fl {
 		select {
@@ -112,21 +112,22 @@ func (c *Cache[V]) FetchMany(ctx context.Context, keys []string, load BatchLoade
 	return out, firstErr
 }
 
-// leadFree claims the flights of keys, starts one load for those nobody in this process is
-// loading, and returns every key's flight (joined ones counted as shared loads when shared).
-func (c *Cache[V]) leadFree(ctx context.Context, keys []string, load BatchLoader[V], redisDown, shared bool) []*flight[V] {
+// leadFree claims the flights of keys, starts one load (a refresh of stale values, with refresh)
+// for those nobody in this process is loading, and returns every key's flight. Misses that join
+// a running load count as shared loads.
+func (c *Cache[V]) leadFree(ctx context.Context, keys []string, load BatchLoader[V], redisDown, refresh bool) []*flight[V] {
 	fl, led := c.fl.claimMany(keys)
 	var ledKeys []string
 	var ledFl []*flight[V]
 	for i, f := range fl {
 		if led[i] {
 			ledKeys, ledFl = append(ledKeys, keys[i]), append(ledFl, f)
-		} else if shared {
+		} else if !refresh {
 			c.st.sharedLoads.Add(1)
 		}
 	}
 	if len(ledKeys) > 0 {
-		c.lead(ctx, ledKeys, ledFl, load, redisDown)
+		c.lead(ctx, ledKeys, ledFl, load, redisDown, refresh)
 	}
 	return fl
 }

@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // result is the outcome of one key's load.
@@ -19,11 +17,12 @@ type result[V any] struct {
 
 // lead loads keys (whose flights fl the caller leads) on a goroutine Close waits for, on
 // context.WithoutCancel(ctx) so that the caller giving up does not fail the other waiters, and
-// finishes every flight. After Close it finishes them with ErrClosed and returns false.
-func (c *Cache[V]) lead(ctx context.Context, keys []string, fl []*flight[V], load BatchLoader[V], redisDown bool) bool {
+// finishes every flight. refresh says the keys have (stale) values to replace rather than none.
+// After Close it finishes the flights with ErrClosed and returns false.
+func (c *Cache[V]) lead(ctx context.Context, keys []string, fl []*flight[V], load BatchLoader[V], redisDown, refresh bool) bool {
 	ctx = context.WithoutCancel(ctx)
 	ok := c.goTrack(func() {
-		res := c.loadKeys(ctx, keys, load, redisDown)
+		res := c.loadKeys(ctx, keys, load, redisDown, refresh)
 		for i, k := range keys {
 			c.fl.finish(k, fl[i], res[i].v, res[i].err)
 		}
@@ -45,31 +44,36 @@ const (
 	planNoWrite             // load but do not write (Redis down, or another process's lease outlived our wait)
 	planWait                // another process holds the lease: wait for its value
 	planDone                // result known
+	planBad                 // an undecodable value is in the way: claim without looking at it
 )
 
-// loadKeys resolves keys that are missing in Redis: it claims their leases, waits for the ones
-// other processes hold, calls load once for the rest and writes them fenced.
-func (c *Cache[V]) loadKeys(ctx context.Context, keys []string, load BatchLoader[V], redisDown bool) []result[V] {
+// loadKeys resolves keys that are missing in Redis (or, with refresh, stale): it claims their
+// leases, waits for the ones other processes hold, calls load once for the rest and writes them
+// fenced.
+func (c *Cache[V]) loadKeys(ctx context.Context, keys []string, load BatchLoader[V], redisDown, refresh bool) []result[V] {
 	res := make([]result[V], len(keys))
 	plans := make([]plan, len(keys))
 	tokens := make([]string, len(keys))
+	for i := range tokens {
+		tokens[i] = c.token()
+	}
 	epoch := c.epoch.Load()
+	all := make([]int, len(keys))
+	for i := range all {
+		all[i] = i
+	}
 	if redisDown {
 		for i := range plans {
 			plans[i] = planNoWrite
 		}
 	} else {
-		c.claim(ctx, keys, tokens, plans, res)
-	}
-	var waitIdx, loadIdx []int
-	for i, p := range plans {
-		switch p {
-		case planWait:
-			waitIdx = append(waitIdx, i)
-		case planWrite, planNoWrite:
-			loadIdx = append(loadIdx, i)
+		c.claim(ctx, keys, all, tokens, plans, res, epoch, !refresh)
+		if bad := withPlan(all, plans, planBad); len(bad) > 0 {
+			c.claim(ctx, keys, bad, tokens, plans, res, epoch, false)
 		}
 	}
+	waitIdx := withPlan(all, plans, planWait)
+	loadIdx := append(withPlan(all, plans, planWrite), withPlan(all, plans, planNoWrite)...)
 	var wg sync.WaitGroup
 	if len(waitIdx) > 0 {
 		c.st.leaseWaits.Add(uint64(len(waitIdx)))
@@ -92,34 +96,64 @@ func (c *Cache[V]) loadKeys(ctx context.Context, keys []string, load BatchLoader
 	return res
 }
 
-// claim takes the lease of every key in one round trip: exclusively (SET NX PX Lease) with
-// Options.Lease, else as a plain fence token (SET PX LoadTimeout) that a later claimer, Set or
-// Delete replaces. It sets each key's plan (and, with FailClosed and Redis failing, its error).
-func (c *Cache[V]) claim(ctx context.Context, keys, tokens []string, plans []plan, res []result[V]) {
-	args := redis.SetArgs{TTL: c.cfg.LoadTimeout}
-	if c.cfg.Lease > 0 {
-		args = redis.SetArgs{Mode: "NX", TTL: c.cfg.Lease}
-	}
-	cmds := make([]*redis.StatusCmd, len(keys))
-	_, _ = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, k := range keys {
-			tokens[i] = c.token()
-			cmds[i] = p.SetArgs(ctx, leaseKey(c.valueKey(k)), tokens[i], args)
+// withPlan returns the indexes in idx whose plan is p.
+func withPlan(idx []int, plans []plan, p plan) []int {
+	var out []int
+	for _, i := range idx {
+		if plans[i] == p {
+			out = append(out, i)
 		}
-		return nil
-	})
-	for i, cmd := range cmds {
-		switch err := cmd.Err(); {
-		case err == nil:
-			plans[i] = planWrite
-		case err == redis.Nil:
-			plans[i] = planWait
-		default:
+	}
+	return out
+}
+
+// claim runs claim.lua for keys[idx] in one round trip: with Options.Lease it takes each lease
+// exclusively (SET NX PX Lease), else it sets a plain fence token (SET PX LoadTimeout) that a
+// later claimer, Set or Delete replaces. With check, a value that arrived meanwhile is taken
+// instead. Each key's plan becomes planWrite (claimed), planWait (held elsewhere), planDone
+// (value found, or a Redis error under FailClosed), planNoWrite (Redis error under FailOpen) or
+// planBad (an undecodable value).
+func (c *Cache[V]) claim(ctx context.Context, keys []string, idx []int, tokens []string, plans []plan, res []result[V], epoch uint64, check bool) {
+	exclusive, ttl := "", c.cfg.LoadTimeout
+	if c.cfg.Lease > 0 {
+		exclusive, ttl = "1", c.cfg.Lease
+	}
+	checkArg := ""
+	if check {
+		checkArg = "1"
+	}
+	calls := make([]scriptCall, len(idx))
+	for j, i := range idx {
+		vk := c.valueKey(keys[i])
+		calls[j] = scriptCall{claimScript, []string{vk, leaseKey(vk)}, []any{tokens[i], ttl.Milliseconds(), exclusive, checkArg}}
+	}
+	for j, cmd := range runScripts(ctx, c.rdb, calls) {
+		i := idx[j]
+		switch val, err := cmd.Result(); {
+		case err != nil:
 			c.st.redisErrors.Add(1)
 			plans[i] = planNoWrite
 			if c.cfg.RedisErrors == FailClosed {
 				res[i].err = fmt.Errorf("cache: fetch %q: %w", keys[i], err)
 				plans[i] = planDone
+			}
+		case val == int64(1):
+			plans[i] = planWrite
+		case val == int64(0):
+			plans[i] = planWait
+		default:
+			s, _ := val.(string)
+			h, v, err := c.decode([]byte(s))
+			if err != nil {
+				plans[i] = planBad
+				continue
+			}
+			plans[i] = planDone
+			c.storeLocal(epoch, keys[i], v, h)
+			if h.tombstone {
+				res[i].err = ErrNotFound
+			} else {
+				res[i].v = v
 			}
 		}
 	}
@@ -135,9 +169,9 @@ func (c *Cache[V]) pollInterval() time.Duration {
 }
 
 // waitFills waits, up to LoadTimeout, for the values of keys[idx] that other processes are
-// loading under their leases. Each key ends planDone (value, negative entry or error in res),
-// planWrite (the lease came free and is now ours) or planNoWrite (the wait ran out, or Redis
-// failed under FailOpen).
+// loading under their leases, polling with claim (woken early by their fill notices). Each key
+// ends planDone, planWrite (the lease came free and is now ours) or planNoWrite (the wait ran
+// out, Redis failed under FailOpen, or the value is undecodable).
 func (c *Cache[V]) waitFills(ctx context.Context, keys []string, idx []int, tokens []string, plans []plan, res []result[V], epoch uint64) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.LoadTimeout)
 	defer cancel()
@@ -148,11 +182,9 @@ func (c *Cache[V]) waitFills(ctx context.Context, keys []string, idx []int, toke
 	}
 	c.registerWait(names, wakeCh)
 	defer c.unregisterWait(names, wakeCh)
-	poll := time.NewTimer(0)
+	poll := time.NewTimer(c.pollInterval())
 	defer poll.Stop()
-	leaseMs := c.cfg.Lease.Milliseconds()
-	pending := idx
-	for len(pending) > 0 {
+	for pending := idx; len(pending) > 0; pending = withPlan(pending, plans, planWait) {
 		select {
 		case <-ctx.Done():
 			for _, i := range pending {
@@ -162,43 +194,12 @@ func (c *Cache[V]) waitFills(ctx context.Context, keys []string, idx []int, toke
 		case <-wakeCh:
 		case <-poll.C:
 		}
-		calls := make([]scriptCall, len(pending))
-		for j, i := range pending {
-			vk := c.valueKey(keys[i])
-			calls[j] = scriptCall{waitScript, []string{vk, leaseKey(vk)}, []any{tokens[i], leaseMs}}
-		}
-		cmds := runScripts(ctx, c.rdb, calls)
-		next := pending[:0:0]
-		for j, i := range pending {
-			switch val, err := cmds[j].Result(); {
-			case err != nil:
-				c.st.redisErrors.Add(1)
-				plans[i] = planNoWrite
-				if c.cfg.RedisErrors == FailClosed {
-					res[i].err = fmt.Errorf("cache: fetch %q: %w", keys[i], err)
-					plans[i] = planDone
-				}
-			case val == int64(1):
-				plans[i] = planWrite
-			case val == int64(0):
-				next = append(next, i)
-			default:
-				s, _ := val.(string)
-				h, v, err := c.decode([]byte(s))
-				if err != nil {
-					plans[i] = planNoWrite // undecodable, and not ours to overwrite
-					continue
-				}
-				plans[i] = planDone
-				c.storeLocal(epoch, keys[i], v, h)
-				if h.tombstone {
-					res[i].err = ErrNotFound
-				} else {
-					res[i].v = v
-				}
+		c.claim(ctx, keys, pending, tokens, plans, res, epoch, true)
+		for _, i := range pending {
+			if plans[i] == planBad {
+				plans[i] = planNoWrite // not ours to overwrite while another process holds the lease
 			}
 		}
-		pending = next
 		poll.Reset(c.pollInterval())
 	}
 }

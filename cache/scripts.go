@@ -12,9 +12,9 @@ var (
 	fillSrc    string
 	fillScript = redis.NewScript(fillSrc)
 
-	//go:embed wait.lua
-	waitSrc    string
-	waitScript = redis.NewScript(waitSrc)
+	//go:embed claim.lua
+	claimSrc    string
+	claimScript = redis.NewScript(claimSrc)
 )
 
 // scriptCall is one script run inside a pipeline.

@@ -1,0 +1,253 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/surgekit/surge/internal/redistest"
+)
+
+// Tests on a real redis-server: timing, pub/sub and failures that miniredis does not model.
+
+func TestServerLeaseLoadsOnceAcrossInstances(t *testing.T) {
+	s := redistest.Server(t)
+	var calls atomic.Int64
+	load := func(ctx context.Context, key string) (user, error) {
+		calls.Add(1)
+		time.Sleep(50 * time.Millisecond) // a database round trip, long enough for all to pile up
+		return user{ID: key, Name: "db"}, nil
+	}
+	const instances, perInstance = 4, 250
+	caches := make([]*Cache[user], instances)
+	for i := range caches {
+		c, err := New[user](s.NewClient(nil), &Options{Prefix: "lease:", Lease: 5 * time.Second})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+		caches[i] = c
+	}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, instances*perInstance)
+	for _, c := range caches {
+		for range perInstance {
+			wg.Go(func() {
+				<-start
+				u, err := c.Fetch(context.Background(), "cold", load)
+				if err == nil && u.Name != "db" {
+					err = fmt.Errorf("got %+v", u)
+				}
+				errs <- err
+			})
+		}
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	require.EqualValues(t, 1, calls.Load(), "one load for 4 instances × 250 callers")
+	var loads uint64
+	for _, c := range caches {
+		loads += c.Stats().Loads
+	}
+	require.EqualValues(t, 1, loads)
+}
+
+func TestServerKilledMidLoadThenRestarted(t *testing.T) {
+	s := redistest.Server(t)
+	rdb := s.NewClient(&redis.Options{MaxRetries: -1, DialerRetries: 1, DialTimeout: time.Second})
+	c, err := New[user](rdb, &Options{Prefix: "kill:"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := context.Background()
+
+	started, release := make(chan string, 1), make(chan struct{})
+	results := make(chan error, 20)
+	for range 20 {
+		go func() {
+			u, err := c.Fetch(ctx, "k", slowLoader("db", started, release))
+			if err == nil && u.Name != "db" {
+				err = fmt.Errorf("got %+v", u)
+			}
+			results <- err
+		}()
+	}
+	<-started
+	require.Eventually(t, func() bool { return c.Stats().SharedLoads == 19 }, 5*time.Second, time.Millisecond)
+	s.Kill()
+	close(release) // the load finishes while Redis is gone: the fenced write fails
+	for range 20 {
+		require.NoError(t, <-results, "FailOpen callers still get the loader's value")
+	}
+	require.NotZero(t, c.Stats().RedisErrors)
+
+	// Redis still down: later misses load (once per key) and serve.
+	var calls atomic.Int64
+	u, err := c.Fetch(ctx, "other", countingLoader(&calls))
+	require.NoError(t, err)
+	require.Equal(t, "other", u.ID)
+
+	s.Restart()
+	require.Eventually(t, func() bool { return c.Set(ctx, "k", user{ID: "k", Name: "set"}) == nil },
+		10*time.Second, 20*time.Millisecond, "the same Cache works again after the restart")
+	calls.Store(0)
+	u, err = c.Fetch(ctx, "k", countingLoader(&calls))
+	require.NoError(t, err)
+	require.Equal(t, "set", u.Name)
+	require.Zero(t, calls.Load(), "served from Redis")
+	_, err = c.Fetch(ctx, "new", countingLoader(&calls))
+	require.NoError(t, err)
+	_, err = c.Fetch(ctx, "new", countingLoader(&calls))
+	require.NoError(t, err)
+	require.EqualValues(t, 1, calls.Load(), "loads are cached again")
+}
+
+func TestServerLocalInvalidation(t *testing.T) {
+	s := redistest.Server(t)
+	a := newLocal(t, s.NewClient(nil), Options{Prefix: "loc:"})
+	b := newLocal(t, s.NewClient(nil), Options{Prefix: "loc:"})
+	ctx := context.Background()
+	var calls atomic.Int64
+	for _, c := range []*Cache[user]{a, b} {
+		u, err := c.Fetch(ctx, "k", countingLoader(&calls))
+		require.NoError(t, err)
+		require.Equal(t, "name-k", u.Name)
+	}
+	require.EqualValues(t, 1, b.Stats().RedisHits)
+	require.NoError(t, a.Set(ctx, "k", user{ID: "k", Name: "v2"}))
+	require.Eventually(t, func() bool {
+		u, err := b.Fetch(ctx, "k", countingLoader(&calls))
+		return err == nil && u.Name == "v2"
+	}, 5*time.Second, time.Millisecond)
+	require.NoError(t, a.Delete(ctx, "k"))
+	require.Eventually(t, func() bool {
+		_, err := b.Get(ctx, "k")
+		return err == ErrMiss
+	}, 5*time.Second, time.Millisecond)
+	require.EqualValues(t, 2, b.Stats().Invalidations)
+	require.Zero(t, a.Stats().Invalidations)
+
+	// A restart drops b's subscription; go-redis re-subscribes and b flushes its local tier.
+	_, err := b.Fetch(ctx, "k2", countingLoader(&calls))
+	require.NoError(t, err)
+	s.Restart()
+	require.Eventually(t, func() bool { return b.Stats().LocalFlushes >= 1 }, 15*time.Second, 10*time.Millisecond)
+	_, ok := b.local.GetIfPresent("k2")
+	require.False(t, ok)
+}
+
+// TestCluster shares one real 3-master cluster between its subtests (it takes seconds to start).
+func TestCluster(t *testing.T) {
+	cl := redistest.Cluster(t, 3, 1)
+	rdb := cl.Client()
+	ctx := context.Background()
+
+	t.Run("Fetch", func(t *testing.T) {
+		c, err := New[user](rdb, &Options{Prefix: "cl:"})
+		require.NoError(t, err)
+		defer c.Close()
+		var calls atomic.Int64
+		for i := range 30 {
+			k := fmt.Sprint("key-", i)
+			for range 2 {
+				u, err := c.Fetch(ctx, k, countingLoader(&calls))
+				require.NoError(t, err)
+				require.Equal(t, k, u.ID)
+			}
+		}
+		require.EqualValues(t, 30, calls.Load())
+		require.NoError(t, c.Delete(ctx, "key-1", "key-2", "key-3"))
+		_, err = c.Get(ctx, "key-2")
+		require.ErrorIs(t, err, ErrMiss)
+	})
+
+	t.Run("FetchMany", func(t *testing.T) {
+		c, err := New[user](rdb, &Options{Prefix: "clm:"})
+		require.NoError(t, err)
+		defer c.Close()
+		keys := make([]string, 40) // spread over all three masters
+		for i := range keys {
+			keys[i] = fmt.Sprint("k", i)
+		}
+		var batches [][]string
+		load := func(ctx context.Context, ks []string) (map[string]user, error) {
+			batches = append(batches, append([]string(nil), ks...))
+			out := map[string]user{}
+			for _, k := range ks {
+				if k != "k7" {
+					out[k] = user{ID: k}
+				}
+			}
+			return out, nil
+		}
+		got, err := c.FetchMany(ctx, keys, load)
+		require.NoError(t, err)
+		require.Len(t, got, 39)
+		require.Len(t, batches, 1)
+		sort.Strings(batches[0])
+		require.Len(t, batches[0], 40)
+		got, err = c.FetchMany(ctx, keys, load)
+		require.NoError(t, err)
+		require.Len(t, got, 39)
+		require.Len(t, batches, 1, "all 40 (one as a negative entry) came from the cluster")
+		require.EqualValues(t, 39, c.Stats().RedisHits)
+		require.EqualValues(t, 1, c.Stats().NegativeHits)
+	})
+
+	t.Run("Lease", func(t *testing.T) {
+		var calls atomic.Int64
+		load := func(ctx context.Context, key string) (user, error) {
+			calls.Add(1)
+			time.Sleep(50 * time.Millisecond)
+			return user{ID: key}, nil
+		}
+		var wg sync.WaitGroup
+		for range 3 {
+			c, err := New[user](rdb, &Options{Prefix: "cll:", Lease: 5 * time.Second})
+			require.NoError(t, err)
+			defer c.Close()
+			for range 20 {
+				wg.Go(func() {
+					u, err := c.Fetch(ctx, "hot", load)
+					require.NoError(t, err)
+					require.Equal(t, "hot", u.ID)
+				})
+			}
+		}
+		wg.Wait()
+		require.EqualValues(t, 1, calls.Load())
+	})
+
+	t.Run("LocalInvalidation", func(t *testing.T) {
+		a, err := New[user](rdb, &Options{Prefix: "cli:", Local: &LocalOptions{}})
+		require.NoError(t, err)
+		defer a.Close()
+		b, err := New[user](rdb, &Options{Prefix: "cli:", Local: &LocalOptions{}})
+		require.NoError(t, err)
+		defer b.Close()
+		for _, c := range []*Cache[user]{a, b} {
+			select {
+			case <-c.sub.ready:
+			case <-time.After(5 * time.Second):
+				t.Fatal("not subscribed")
+			}
+		}
+		var calls atomic.Int64
+		_, err = b.Fetch(ctx, "k", countingLoader(&calls))
+		require.NoError(t, err)
+		require.NoError(t, a.Set(ctx, "k", user{ID: "k", Name: "new"}))
+		require.Eventually(t, func() bool {
+			u, err := b.Fetch(ctx, "k", countingLoader(&calls))
+			return err == nil && u.Name == "new"
+		}, 5*time.Second, time.Millisecond)
+	})
+}
