@@ -377,8 +377,8 @@ func (c *Consumer) worker() {
 		attempt, lastErr := q.attempt, q.lastErr
 		c.mu.Unlock()
 
-		out, err := c.process(p.ctx, it.r, attempt, lastErr)
-		c.finish(q, it, out, err)
+		res := c.process(p.ctx, it.r, attempt, lastErr)
+		c.finish(q, it, res)
 	}
 }
 
@@ -392,8 +392,15 @@ const (
 	outAbandon                // shutting down; leave it uncommitted
 )
 
+// result is what became of one try at a record.
+type result struct {
+	out      outcome
+	err      error // the handler's (or decoder's) error, if any
+	attempts int   // failed handler attempts so far
+}
+
 // process handles one record. attempt is the number of failed attempts so far.
-func (c *Consumer) process(ctx context.Context, r *kgo.Record, attempt int, lastErr error) (outcome, error) {
+func (c *Consumer) process(ctx context.Context, r *kgo.Record, attempt int, lastErr error) result {
 	if attempt >= c.cfg.MaxAttempts || IsPermanent(lastErr) {
 		return c.deadLetter(ctx, r, lastErr, attempt) // the DLQ write failed before: try it again
 	}
@@ -401,7 +408,7 @@ func (c *Consumer) process(ctx context.Context, r *kgo.Record, attempt int, last
 	if err != nil {
 		c.st.decodeErrors.Add(1)
 		c.log.Error("events: undecodable record", "group", c.cfg.Group, "err", err)
-		return c.deadLetter(ctx, r, err, attempt)
+		return c.deadLetter(ctx, r, Permanent(err), attempt)
 	}
 	var id, token string
 	if d := c.cfg.Deduper; d != nil {
@@ -410,16 +417,16 @@ func (c *Consumer) process(ctx context.Context, r *kgo.Record, attempt int, last
 		switch {
 		case errors.Is(err, ErrDuplicate):
 			c.st.deduped.Add(1)
-			return outDone, nil
+			return result{out: outDone}
 		case errors.Is(err, ErrClaimed):
-			return outWait, nil
+			return result{out: outWait, err: lastErr, attempts: attempt}
 		case err != nil:
 			if ctx.Err() != nil {
-				return outAbandon, nil
+				return result{out: outAbandon}
 			}
 			c.st.dedupeErrors.Add(1)
 			c.log.Warn("events: dedupe claim", "group", c.cfg.Group, "id", ev.ID, "err", err)
-			return outWait, nil
+			return result{out: outWait, err: lastErr, attempts: attempt}
 		}
 	}
 	err = c.call(ctx, ev)
@@ -431,11 +438,11 @@ func (c *Consumer) process(ctx context.Context, r *kgo.Record, attempt int, last
 				c.log.Warn("events: dedupe done", "group", c.cfg.Group, "id", ev.ID, "err", derr)
 			}
 		}
-		return outDone, nil
+		return result{out: outDone}
 	}
 	c.st.failed.Add(1)
 	if c.crash.Load() && ctx.Err() != nil {
-		return outAbandon, nil // a killed process releases nothing
+		return result{out: outAbandon} // a killed process releases nothing
 	}
 	if token != "" {
 		if rerr := c.cfg.Deduper.Release(context.WithoutCancel(ctx), id, token); rerr != nil {
@@ -444,7 +451,7 @@ func (c *Consumer) process(ctx context.Context, r *kgo.Record, attempt int, last
 		}
 	}
 	if ctx.Err() != nil {
-		return outAbandon, err
+		return result{out: outAbandon}
 	}
 	attempt++
 	c.log.Warn("events: handler failed", "group", c.cfg.Group, "topic", r.Topic, "partition", r.Partition,
@@ -453,7 +460,7 @@ func (c *Consumer) process(ctx context.Context, r *kgo.Record, attempt int, last
 		return c.deadLetter(ctx, r, err, attempt)
 	}
 	c.st.retried.Add(1)
-	return outRetry, err
+	return result{out: outRetry, err: err, attempts: attempt}
 }
 
 // call runs the handler, turning a panic into an error.
@@ -467,7 +474,7 @@ func (c *Consumer) call(ctx context.Context, ev Event) (err error) {
 }
 
 // finish applies a record's outcome to its key queue and partition.
-func (c *Consumer) finish(q *keyQueue, it item, out outcome, err error) {
+func (c *Consumer) finish(q *keyQueue, it item, res result) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p := q.p
@@ -482,12 +489,12 @@ func (c *Consumer) finish(q *keyQueue, it item, out outcome, err error) {
 		c.release(1) // the head dropQueued kept for us
 		return
 	}
-	if out != outDone && p.revoked {
+	if res.out != outDone && p.revoked {
 		q.items = nil // the head dropQueued kept: the next owner fetches it again
 		c.release(1)
 		return
 	}
-	switch out {
+	switch res.out {
 	case outDone:
 		q.items = q.items[1:]
 		q.attempt, q.lastErr = 0, nil
@@ -503,13 +510,13 @@ func (c *Consumer) finish(q *keyQueue, it item, out outcome, err error) {
 			}
 		}
 	case outRetry:
-		q.attempt++
-		q.lastErr = err
+		q.attempt, q.lastErr = res.attempts, res.err
 		c.later(q, c.cfg.Backoff(q.attempt))
 	case outWait:
+		q.attempt, q.lastErr = res.attempts, res.err
 		c.later(q, c.cfg.Backoff(max(q.attempt, 1)))
 	case outStuck:
-		q.lastErr = err // stays scheduled: nothing behind it runs, the partition is paused
+		q.attempt, q.lastErr = res.attempts, res.err // stays scheduled: nothing behind it runs
 	case outAbandon:
 	}
 }

@@ -21,7 +21,7 @@ const (
 
 // deadLetter writes r to the DLQ and waits for the acknowledgement, or pauses r's partition
 // when there is no DLQ.
-func (c *Consumer) deadLetter(ctx context.Context, r *kgo.Record, cause error, attempts int) (outcome, error) {
+func (c *Consumer) deadLetter(ctx context.Context, r *kgo.Record, cause error, attempts int) result {
 	msg := "unknown"
 	if cause != nil {
 		msg = cause.Error()
@@ -31,7 +31,7 @@ func (c *Consumer) deadLetter(ctx context.Context, r *kgo.Record, cause error, a
 		c.log.Error("events: event failed for good and there is no DeadLetterTopic: partition paused",
 			"group", c.cfg.Group, "topic", r.Topic, "partition", r.Partition, "offset", r.Offset,
 			"attempts", attempts, "err", msg)
-		return outStuck, cause
+		return result{out: outStuck, err: cause, attempts: attempts}
 	}
 	hs := make([]kgo.RecordHeader, 0, len(r.Headers)+7)
 	hs = append(hs, r.Headers...)
@@ -47,17 +47,17 @@ func (c *Consumer) deadLetter(ctx context.Context, r *kgo.Record, cause error, a
 	dl := &kgo.Record{Topic: c.cfg.DeadLetterTopic, Key: r.Key, Value: r.Value, Headers: hs, Timestamp: r.Timestamp}
 	if err := c.cl.ProduceSync(ctx, dl).FirstErr(); err != nil {
 		if ctx.Err() != nil {
-			return outAbandon, cause
+			return result{out: outAbandon}
 		}
 		c.st.dlqErrors.Add(1)
 		c.log.Warn("events: dead-letter write failed, will retry", "group", c.cfg.Group, "topic", r.Topic,
 			"partition", r.Partition, "offset", r.Offset, "err", err)
-		return outWait, cause
+		return result{out: outWait, err: cause, attempts: attempts}
 	}
 	c.st.deadLettered.Add(1)
 	c.log.Warn("events: event dead-lettered", "group", c.cfg.Group, "topic", r.Topic, "partition", r.Partition,
 		"offset", r.Offset, "dlq", c.cfg.DeadLetterTopic, "attempts", attempts, "err", msg)
-	return outDone, nil
+	return result{out: outDone}
 }
 
 // pause stops fetching r's partition until it is revoked or the consumer restarts.

@@ -2,10 +2,14 @@ package events
 
 import (
 	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
 
@@ -72,3 +76,93 @@ func readAll(t testing.TB, kc *kafkatest.KafkaCluster, topic string, want int) [
 	}
 	return out
 }
+
+type runner struct {
+	c      *Consumer
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+	err    error
+}
+
+// startConsumer runs a consumer for cfg (with quick group timeouts) until the test ends.
+func startConsumer(t testing.TB, kc *kafkatest.KafkaCluster, cfg ConsumerConfig) *runner {
+	t.Helper()
+	cfg.Brokers = kc.Seeds()
+	cfg.KafkaOptions = append(groupOpts(), cfg.KafkaOptions...)
+	c, err := NewConsumer(cfg)
+	require.NoError(t, err)
+	return runConsumer(t, c)
+}
+
+func runConsumer(t testing.TB, c *Consumer) *runner {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &runner{c: c, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- c.Run(ctx) }()
+	t.Cleanup(func() { _ = r.stop() })
+	return r
+}
+
+// stop cancels Run and returns its error; idempotent.
+func (r *runner) stop() error {
+	r.once.Do(func() {
+		r.cancel()
+		r.err = <-r.done
+	})
+	return r.err
+}
+
+// committed returns the group's committed offsets of topic.
+func committed(t testing.TB, kc *kafkatest.KafkaCluster, group, topic string) map[int32]int64 {
+	t.Helper()
+	adm := kadm.NewClient(kc.Client(t))
+	offs, err := adm.FetchOffsets(testCtx(t, 10*time.Second), group)
+	require.NoError(t, err)
+	out := map[int32]int64{}
+	for p, o := range offs[topic] {
+		require.NoError(t, o.Err)
+		out[p] = o.At
+	}
+	return out
+}
+
+// seqEvents makes n events spread over keys key-0..key-(keys-1), each carrying its per-key
+// sequence number as the payload.
+func seqEvents(t testing.TB, n, keys int) []Event {
+	t.Helper()
+	evs := make([]Event, n)
+	for i := range evs {
+		ev, err := NewEvent("seq", fmt.Sprintf("key-%d", i%keys), i/keys)
+		require.NoError(t, err)
+		evs[i] = ev
+	}
+	return evs
+}
+
+// orderLog records handled events per key and checks that each key's sequence only grows.
+type orderLog struct {
+	mu    sync.Mutex
+	last  map[string]int
+	count map[string]int // by event ID
+	bad   []string
+	n     atomic.Int64
+}
+
+func newOrderLog() *orderLog { return &orderLog{last: map[string]int{}, count: map[string]int{}} }
+
+func (l *orderLog) add(t testing.TB, ev Event) {
+	var seq int
+	require.NoError(t, ev.Decode(&seq))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if last, ok := l.last[ev.Key]; ok && seq <= last {
+		l.bad = append(l.bad, fmt.Sprintf("key %s: %d after %d", ev.Key, seq, last))
+	}
+	l.last[ev.Key] = seq
+	if l.count[ev.ID] == 0 {
+		l.n.Add(1)
+	}
+	l.count[ev.ID]++
+}
+
+func (l *orderLog) distinct() int64 { return l.n.Load() }

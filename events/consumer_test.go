@@ -1,0 +1,289 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/surgekit/surge/internal/kafkatest"
+)
+
+func TestNewConsumerValidates(t *testing.T) {
+	ok := ConsumerConfig{Brokers: []string{"b:1"}, Group: "g", Topics: []string{"t"}, Handler: func(context.Context, Event) error { return nil }}
+	cases := map[string]func(*ConsumerConfig){
+		"Brokers":         func(c *ConsumerConfig) { c.Brokers = nil },
+		"Group":           func(c *ConsumerConfig) { c.Group = "" },
+		"Topics":          func(c *ConsumerConfig) { c.Topics = nil },
+		"Handler":         func(c *ConsumerConfig) { c.Handler = nil },
+		"Concurrency":     func(c *ConsumerConfig) { c.Concurrency = -1 },
+		"MaxAttempts":     func(c *ConsumerConfig) { c.MaxAttempts = -1 },
+		"DedupeLease":     func(c *ConsumerConfig) { c.DedupeLease = -time.Second },
+		"CommitInterval":  func(c *ConsumerConfig) { c.CommitInterval = -time.Second },
+		"MaxBuffered":     func(c *ConsumerConfig) { c.MaxBuffered = -1 },
+		"ShutdownTimeout": func(c *ConsumerConfig) { c.ShutdownTimeout = -1 },
+		"DeadLetterTopic": func(c *ConsumerConfig) { c.DeadLetterTopic = "t" },
+	}
+	for field, mutate := range cases {
+		cfg := ok
+		mutate(&cfg)
+		_, err := NewConsumer(cfg)
+		require.ErrorIs(t, err, ErrInvalidConfig, field)
+		require.ErrorContains(t, err, field)
+	}
+	c, err := NewConsumer(ok)
+	require.NoError(t, err)
+	require.Equal(t, 16, c.cfg.Concurrency)
+	require.Equal(t, 3, c.cfg.MaxAttempts)
+}
+
+func TestConsumerKeepsPerKeyOrderWithParallelism(t *testing.T) {
+	const n, keys = 10000, 50
+	kc := kafkatest.Cluster(t, "orders")
+	p := newTestProducer(t, kc)
+	ctx := testCtx(t, 60*time.Second)
+	require.NoError(t, p.Publish(ctx, "orders", seqEvents(t, n, keys)...))
+
+	log := newOrderLog()
+	var running, peak atomic.Int64
+	r := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"orders"}, Concurrency: 16,
+		CommitInterval: 50 * time.Millisecond,
+		Handler: func(ctx context.Context, ev Event) error {
+			now := running.Add(1)
+			defer running.Add(-1)
+			for old := peak.Load(); now > old && !peak.CompareAndSwap(old, now); old = peak.Load() {
+			}
+			time.Sleep(time.Duration(rand.IntN(2001)) * time.Microsecond)
+			log.add(t, ev)
+			return nil
+		}})
+	require.Eventually(t, func() bool { return log.distinct() == n }, 50*time.Second, 10*time.Millisecond)
+	require.NoError(t, r.stop())
+
+	require.Empty(t, log.bad, "per-key order broken")
+	require.Greater(t, peak.Load(), int64(8), "handlers must run in parallel")
+	require.Equal(t, endOffsets(kc, "orders"), committed(t, kc, "g", "orders"), "committed offsets equal the end offsets")
+	st := r.c.Stats()
+	require.EqualValues(t, n, st.Handled)
+	require.Zero(t, st.Buffered)
+	require.Zero(t, st.InFlight)
+}
+
+// idEvents makes events e0..e(n-1), each with its own key unless keys maps an index to one.
+func idEvents(n int, keys map[int]string) []Event {
+	evs := make([]Event, n)
+	for i := range evs {
+		k := fmt.Sprintf("k%d", i)
+		if s, ok := keys[i]; ok {
+			k = s
+		}
+		evs[i] = Event{ID: fmt.Sprintf("e%d", i), Type: "t", Key: k, Data: []byte("{}")}
+	}
+	return evs
+}
+
+// idSet is a concurrency-safe set of handled event IDs with counts.
+type idSet struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+func (s *idSet) add(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[string]int{}
+	}
+	s.m[id]++
+}
+
+func (s *idSet) count(id string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m[id]
+}
+
+func (s *idSet) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m)
+}
+
+func (s *idSet) snapshot() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.m)
+}
+
+func oneTopic(t *testing.T, topics ...string) *kafkatest.KafkaCluster {
+	return kafkatest.ClusterWith(t, kafkatest.Config{Partitions: 1, Topics: topics})
+}
+
+func TestCommitWaitsForTheGap(t *testing.T) {
+	kc := oneTopic(t, "gap")
+	p := newTestProducer(t, kc)
+	ctx := testCtx(t, 30*time.Second)
+	require.NoError(t, p.Publish(ctx, "gap", idEvents(10, nil)...))
+
+	var open atomic.Bool
+	var done idSet
+	r := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"gap"}, Concurrency: 4,
+		MaxAttempts: 1 << 20, Backoff: func(int) time.Duration { return 5 * time.Millisecond },
+		CommitInterval: 20 * time.Millisecond,
+		Handler: func(_ context.Context, ev Event) error {
+			if ev.ID == "e6" && !open.Load() {
+				return errors.New("not yet")
+			}
+			done.add(ev.ID)
+			return nil
+		}})
+	require.Eventually(t, func() bool { return done.len() == 9 }, 20*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return committed(t, kc, "g", "gap")[0] == 6 }, 20*time.Second, 10*time.Millisecond)
+	// Offsets 7-9 are done, but the commit stays at 6 through many retries and commit ticks.
+	retried := r.c.Stats().Retried
+	require.Eventually(t, func() bool { return r.c.Stats().Retried >= retried+20 }, 20*time.Second, 5*time.Millisecond)
+	require.EqualValues(t, 6, committed(t, kc, "g", "gap")[0])
+	require.EqualValues(t, 4, r.c.Stats().CommitLag, "offsets 6-9 fetched and not committed")
+
+	open.Store(true)
+	require.Eventually(t, func() bool { return committed(t, kc, "g", "gap")[0] == 10 }, 20*time.Second, 10*time.Millisecond)
+	require.NoError(t, r.stop())
+}
+
+func TestPoisonGoesToTheDeadLetterTopicAfterItsWriteIsAcked(t *testing.T) {
+	kc := oneTopic(t, "in", "in.dlq")
+	p := newTestProducer(t, kc)
+	ctx := testCtx(t, 30*time.Second)
+	// e3 is poison; e7 has the same key and must still run, after it.
+	require.NoError(t, p.Publish(ctx, "in", idEvents(10, map[int]string{3: "p", 7: "p"})...))
+	// The first two dead-letter writes fail: the offset must not be committed meanwhile.
+	dlqFault := kc.Fake().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "in.dlq", Err: kerr.InvalidRecord, Count: 2})
+
+	var done idSet
+	var order []string
+	var mu sync.Mutex
+	r := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"in"}, Concurrency: 4,
+		MaxAttempts: 3, Backoff: func(int) time.Duration { return time.Millisecond },
+		DeadLetterTopic: "in.dlq", CommitInterval: 20 * time.Millisecond,
+		Handler: func(_ context.Context, ev Event) error {
+			if ev.ID == "e3" {
+				return errors.New("poison pill")
+			}
+			if ev.Key == "p" {
+				mu.Lock()
+				order = append(order, ev.ID)
+				mu.Unlock()
+			}
+			done.add(ev.ID)
+			return nil
+		}})
+	require.Eventually(t, func() bool { return dlqFault.Hits() == 2 }, 20*time.Second, 5*time.Millisecond)
+	require.LessOrEqual(t, committed(t, kc, "g", "in")[0], int64(3), "nothing past the poison before its DLQ write")
+	require.Eventually(t, func() bool { return committed(t, kc, "g", "in")[0] == 10 }, 20*time.Second, 10*time.Millisecond)
+	require.Equal(t, 9, done.len(), "the partition kept flowing")
+	require.Equal(t, []string{"e7"}, order)
+
+	recs := readAll(t, kc, "in.dlq", 1)
+	require.Len(t, recs, 1)
+	dl := recs[0]
+	require.Equal(t, "p", string(dl.Key))
+	hs := map[string]string{}
+	for _, h := range dl.Headers {
+		hs[h.Key] = string(h.Value)
+	}
+	require.Equal(t, "e3", hs[HeaderID])
+	require.Equal(t, "in", hs[HeaderDLQTopic])
+	require.Equal(t, "0", hs[HeaderDLQPartition])
+	require.Equal(t, "3", hs[HeaderDLQOffset])
+	require.Equal(t, "3", hs[HeaderDLQAttempts])
+	require.Equal(t, "g", hs[HeaderDLQGroup])
+	require.Contains(t, hs[HeaderDLQError], "poison pill")
+	_, err := time.Parse(time.RFC3339Nano, hs[HeaderDLQTime])
+	require.NoError(t, err)
+	ev, err := fromRecord(dl)
+	require.NoError(t, err, "a dead letter is still an event")
+	require.Equal(t, "e3", ev.ID)
+
+	st := r.c.Stats()
+	require.EqualValues(t, 1, st.DeadLettered)
+	require.EqualValues(t, 3, st.Failed)
+	require.EqualValues(t, 2, st.DLQErrors)
+	require.NoError(t, r.stop())
+}
+
+func TestWithoutDeadLetterTopicThePartitionPauses(t *testing.T) {
+	kc := oneTopic(t, "in")
+	p := newTestProducer(t, kc)
+	ctx := testCtx(t, 30*time.Second)
+	require.NoError(t, p.Publish(ctx, "in", idEvents(6, nil)...))
+	var done idSet
+	r := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"in"}, Concurrency: 2,
+		MaxAttempts: 2, Backoff: func(int) time.Duration { return time.Millisecond }, CommitInterval: 20 * time.Millisecond,
+		Handler: func(_ context.Context, ev Event) error {
+			if ev.ID == "e2" {
+				return errors.New("poison pill")
+			}
+			done.add(ev.ID)
+			return nil
+		}})
+	require.Eventually(t, func() bool { return r.c.Stats().Paused == 1 }, 20*time.Second, 5*time.Millisecond)
+	require.Equal(t, map[string][]int32{"in": {0}}, r.c.cl.PauseFetchPartitions(nil), "the partition is paused in the client")
+	require.Eventually(t, func() bool { return done.len() == 5 }, 20*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return committed(t, kc, "g", "in")[0] == 2 }, 20*time.Second, 10*time.Millisecond)
+	st := r.c.Stats()
+	require.EqualValues(t, 2, st.Failed)
+	require.Zero(t, st.DeadLettered)
+	require.NoError(t, r.stop())
+	require.EqualValues(t, 2, committed(t, kc, "g", "in")[0], "never committed past the failed event")
+}
+
+func TestHandlerPanicIsAFailure(t *testing.T) {
+	kc := oneTopic(t, "in", "in.dlq")
+	p := newTestProducer(t, kc)
+	ctx := testCtx(t, 30*time.Second)
+	require.NoError(t, p.Publish(ctx, "in", idEvents(1, nil)...))
+	r := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"in"}, MaxAttempts: 2,
+		Backoff: func(int) time.Duration { return time.Millisecond }, DeadLetterTopic: "in.dlq",
+		Handler: func(context.Context, Event) error { panic("kaboom") }})
+	recs := readAll(t, kc, "in.dlq", 1)
+	require.Contains(t, string(headerValue(recs[0], HeaderDLQError)), "kaboom")
+	require.NoError(t, r.stop())
+	require.ErrorIs(t, r.c.Run(ctx), ErrClosed, "Run runs once")
+}
+
+func headerValue(r *kgo.Record, key string) []byte {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return h.Value
+		}
+	}
+	return nil
+}
+
+func TestUndecodableRecordIsDeadLetteredAtOnce(t *testing.T) {
+	kc := oneTopic(t, "in", "in.dlq")
+	raw := kc.Client(t)
+	ctx := testCtx(t, 30*time.Second)
+	bad := &kgo.Record{Topic: "in", Key: []byte("k"), Value: []byte("v"),
+		Headers: []kgo.RecordHeader{{Key: HeaderTime, Value: []byte("last tuesday")}}}
+	require.NoError(t, raw.ProduceSync(ctx, bad).FirstErr())
+	var calls atomic.Int64
+	r := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"in"}, DeadLetterTopic: "in.dlq",
+		Handler: func(context.Context, Event) error { calls.Add(1); return nil }})
+	recs := readAll(t, kc, "in.dlq", 1)
+	require.Contains(t, string(headerValue(recs[0], HeaderDLQError)), "in/0@0")
+	require.Equal(t, "0", string(headerValue(recs[0], HeaderDLQAttempts)), "the handler never ran")
+	require.Zero(t, calls.Load())
+	require.EqualValues(t, 1, r.c.Stats().DecodeErrors)
+}
