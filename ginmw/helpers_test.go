@@ -1,0 +1,106 @@
+package ginmw
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/gin-gonic/gin"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	gin.SetMode(gin.ReleaseMode)
+	goleak.VerifyTestMain(m)
+}
+
+// newEngine returns a gin engine that trusts no proxy (RemoteAddr is the client) and recovers
+// panics, plus the middleware given.
+func newEngine(t testing.TB, mw ...gin.HandlerFunc) *gin.Engine {
+	t.Helper()
+	r := gin.New()
+	if err := r.SetTrustedProxies(nil); err != nil {
+		t.Fatal(err)
+	}
+	r.Use(gin.CustomRecoveryWithWriter(io.Discard, func(c *gin.Context, _ any) {
+		c.AbortWithStatus(http.StatusInternalServerError)
+	}))
+	r.Use(mw...)
+	return r
+}
+
+// req describes one test request.
+type req struct {
+	method, target, body string
+	remote               string // RemoteAddr, default 192.0.2.10:1234
+	header               http.Header
+}
+
+func do(h http.Handler, r req) *httptest.ResponseRecorder {
+	if r.method == "" {
+		r.method = http.MethodGet
+	}
+	var body io.Reader
+	if r.body != "" {
+		body = strings.NewReader(r.body)
+	}
+	hr := httptest.NewRequest(r.method, r.target, body)
+	if r.remote != "" {
+		hr.RemoteAddr = r.remote
+	} else {
+		hr.RemoteAddr = "192.0.2.10:1234"
+	}
+	for k, vs := range r.header {
+		hr.Header[k] = vs
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, hr)
+	return w
+}
+
+func get(h http.Handler, target string, kv ...string) *httptest.ResponseRecorder {
+	hdr := http.Header{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		hdr.Add(kv[i], kv[i+1])
+	}
+	return do(h, req{target: target, header: hdr})
+}
+
+// logBuffer is a concurrency-safe buffer for a JSON slog handler.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// lines returns the non-empty log lines.
+func (l *logBuffer) lines() []string {
+	var out []string
+	for _, s := range strings.Split(l.String(), "\n") {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func newJSONLogger(level slog.Level) (*slog.Logger, *logBuffer) {
+	buf := &logBuffer{}
+	return slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: level})), buf
+}

@@ -1,0 +1,119 @@
+package ginmw
+
+import (
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// credentialHeaders are never logged, whatever LoggerOptions.Headers says.
+var credentialHeaders = map[string]bool{
+	"Authorization": true, "Proxy-Authorization": true, "Cookie": true, "Set-Cookie": true,
+}
+
+type loggedHeader struct{ name, attr string }
+
+// Logger returns middleware that writes one structured line per request to l (slog.Default()
+// when nil: an access log that discards would be pointless): method, route, path (without the
+// query, which may carry secrets), status, latency, bytes, client_ip and, when [RequestID] ran
+// before, request_id, trace_id and span_id. The level follows the status: Error for 5xx (and for
+// a panic passing through, logged as status 500 with panic=true), Warn for 4xx, Info otherwise.
+// No header is logged: Authorization, Cookie and Set-Cookie never are (see [NewLogger] for
+// chosen headers). Handlers get a logger carrying the ids from [LoggerFrom].
+//
+// The handler blocks only for l's handler; it is safe for concurrent use.
+func Logger(l *slog.Logger) gin.HandlerFunc {
+	h, _ := NewLogger(&LoggerOptions{Logger: l}) // no error without Headers
+	return h
+}
+
+// NewLogger is [Logger] with options. It returns an error wrapping [ErrInvalidOptions] when
+// opt.Headers names a credential header or an invalid name.
+func NewLogger(opt *LoggerOptions) (gin.HandlerFunc, error) {
+	var o LoggerOptions
+	if opt != nil {
+		o = *opt
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	headers := make([]loggedHeader, 0, len(o.Headers))
+	for _, h := range o.Headers {
+		if !validHeaderName(h) {
+			return nil, optionError("LoggerOptions.Headers", "%q is not a valid header field name", h)
+		}
+		canon := http.CanonicalHeaderKey(h)
+		if credentialHeaders[canon] {
+			return nil, optionError("LoggerOptions.Headers", "%s carries credentials and is never logged", canon)
+		}
+		headers = append(headers, loggedHeader{name: canon, attr: "header." + strings.ToLower(canon)})
+	}
+	l, skip := o.Logger, o.Skip
+	return func(c *gin.Context) {
+		start := time.Now()
+		s := stateOf(c)
+		s.base = l
+		if skip != nil && skip(c) {
+			c.Next()
+			return
+		}
+		finished := false
+		defer func() {
+			if !finished { // a panic is passing through; log it, do not stop it
+				logRequest(c, l, s, start, headers, true)
+			}
+		}()
+		c.Next()
+		finished = true
+		logRequest(c, l, s, start, headers, false)
+	}, nil
+}
+
+func logRequest(c *gin.Context, l *slog.Logger, s *state, start time.Time, headers []loggedHeader, panicked bool) {
+	status := c.Writer.Status()
+	if panicked {
+		status = http.StatusInternalServerError
+	}
+	level := slog.LevelInfo
+	switch {
+	case status >= 500:
+		level = slog.LevelError
+	case status >= 400:
+		level = slog.LevelWarn
+	}
+	ctx := c.Request.Context()
+	if !l.Enabled(ctx, level) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 13+len(headers))
+	attrs = append(attrs,
+		slog.String("method", c.Request.Method),
+		slog.String("route", c.FullPath()),
+		slog.String("path", c.Request.URL.Path),
+		slog.Int("status", status),
+		slog.Duration("latency", time.Since(start)),
+		slog.Int("bytes", max(c.Writer.Size(), 0)),
+		slog.String("client_ip", c.ClientIP()),
+	)
+	if s.requestID != "" {
+		attrs = append(attrs, slog.String("request_id", s.requestID))
+	}
+	if s.hasTrace {
+		attrs = append(attrs, slog.String("trace_id", s.trace.TraceID), slog.String("span_id", s.trace.SpanID))
+	}
+	for _, h := range headers {
+		if v := c.Request.Header[h.name]; len(v) > 0 {
+			attrs = append(attrs, slog.String(h.attr, strings.Join(v, ", ")))
+		}
+	}
+	if len(c.Errors) > 0 {
+		attrs = append(attrs, slog.String("errors", c.Errors.String()))
+	}
+	if panicked {
+		attrs = append(attrs, slog.Bool("panic", true))
+	}
+	l.LogAttrs(ctx, level, "request", attrs...)
+}
