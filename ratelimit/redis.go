@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -141,15 +142,14 @@ func (r *Redis) AllowN(ctx context.Context, key string, n int) (Result, error) {
 
 // eval runs the script once.
 func (r *Redis) eval(ctx context.Context, key string, n int) (Result, error) {
-	base := keys.Tagged(r.prefix, key)
-	ks := make([]string, len(r.suffixes))
-	for i, s := range r.suffixes {
-		ks[i] = base + s
-	}
-	args := make([]any, 0, 1+len(r.params))
-	args = append(args, n)
-	args = append(args, r.params...)
-	vals, err := tokenBucket.Run(ctx, r.rdb, ks, args...).Slice()
+	sc := scratchPool.Get().(*scratch)
+	sc.keys = r.keys(sc.keys[:0], key)
+	sc.args = append(append(sc.args[:0], n), r.params...)
+	// go-redis copies keys and args into the command, so the scratch can go back right after.
+	vals, err := tokenBucket.Run(ctx, r.rdb, sc.keys, sc.args...).Slice()
+	clear(sc.keys)
+	clear(sc.args)
+	scratchPool.Put(sc)
 	if err != nil {
 		return Result{}, err
 	}
@@ -172,6 +172,23 @@ func (r *Redis) eval(ctx context.Context, key string, n int) (Result, error) {
 	allowed, _ := vals[0].(int64)
 	return buildResult(r.limits, tokens, allowed == 1, n), nil
 }
+
+// keys appends the Redis keys of key's buckets, one per limit, all with key as hash tag.
+func (r *Redis) keys(dst []string, key string) []string {
+	base := keys.Tagged(r.prefix, key)
+	for _, s := range r.suffixes {
+		dst = append(dst, base+s)
+	}
+	return dst
+}
+
+// scratch holds the per-call slices of eval, reused through scratchPool.
+type scratch struct {
+	keys []string
+	args []any
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 
 // takeProbe reports whether this request is the one that tries Redis in the current interval.
 func (r *Redis) takeProbe() bool {
@@ -238,12 +255,7 @@ func (r *Redis) Reset(ctx context.Context, key string) error {
 	if r.fallback != nil {
 		_ = r.fallback.Reset(ctx, key)
 	}
-	base := keys.Tagged(r.prefix, key)
-	ks := make([]string, len(r.suffixes))
-	for i, s := range r.suffixes {
-		ks[i] = base + s
-	}
-	if err := r.rdb.Del(ctx, ks...).Err(); err != nil && !errors.Is(err, redis.Nil) {
+	if err := r.rdb.Del(ctx, r.keys(nil, key)...).Err(); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("ratelimit: reset %q: %w", key, err)
 	}
 	return nil
