@@ -1,0 +1,155 @@
+package benchcmp
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bsm/redislock"
+	"github.com/go-redsync/redsync/v4"
+	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
+
+	"github.com/surgekit/surge/lock"
+)
+
+func BenchmarkLockUncontended(b *testing.B) {
+	ctx := context.Background()
+	rdb := newRedis(b)
+	const ttl = 10 * time.Second
+
+	b.Run("surge", func(b *testing.B) {
+		c := lock.New(rdb, nil)
+		b.ReportAllocs()
+		for b.Loop() {
+			l, err := c.Obtain(ctx, "bl:surge", ttl, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := l.Release(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("bsm-redislock", func(b *testing.B) {
+		c := redislock.New(rdb)
+		b.ReportAllocs()
+		for b.Loop() {
+			l, err := c.Obtain(ctx, "bl:bsm", ttl, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := l.Release(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("redsync", func(b *testing.B) {
+		rs := redsync.New(goredis.NewPool(rdb))
+		b.ReportAllocs()
+		for b.Loop() {
+			m := rs.NewMutex("bl:redsync", redsync.WithExpiry(ttl), redsync.WithTries(1))
+			if err := m.LockContext(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := m.UnlockContext(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// handoff runs 8 goroutines that take turns on one lock for b.N acquisitions in total and
+// reports the median and p99 time from one holder's release to the next holder's acquisition.
+// A releaser does not contend again until another goroutine has taken the lock, so every gap is
+// a real hand-off to a waiter, not the releaser barging back in.
+func handoff(b *testing.B, obtain func(ctx context.Context) (release func() error, err error)) {
+	const workers = 8
+	var (
+		releasedAt atomic.Int64 // unix nanos of the last release; 0 before the first
+		remaining  atomic.Int64
+		mu         sync.Mutex
+		acquired   = sync.NewCond(&mu)
+		gen        int64 // acquisitions so far, under mu
+		done       bool  // no more acquisitions will happen, under mu
+		gaps       []time.Duration
+	)
+	remaining.Store(int64(b.N))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for remaining.Add(-1) >= 0 {
+				release, err := obtain(ctx)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				mu.Lock()
+				if r := releasedAt.Load(); r != 0 {
+					gaps = append(gaps, time.Since(time.Unix(0, r)))
+				}
+				gen++
+				my := gen
+				acquired.Broadcast()
+				mu.Unlock()
+
+				time.Sleep(200 * time.Microsecond) // the critical section
+				releasedAt.Store(time.Now().UnixNano())
+				if err := release(); err != nil {
+					b.Error(err)
+					return
+				}
+				mu.Lock()
+				for gen == my && !done && remaining.Load() > 0 {
+					acquired.Wait()
+				}
+				mu.Unlock()
+			}
+			mu.Lock()
+			done = true
+			acquired.Broadcast()
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	if len(gaps) == 0 {
+		return
+	}
+	slices.Sort(gaps)
+	b.ReportMetric(float64(gaps[len(gaps)/2])/1e6, "median-ms")
+	b.ReportMetric(float64(gaps[len(gaps)*99/100])/1e6, "p99-ms")
+}
+
+func BenchmarkLockHandoff(b *testing.B) {
+	rdb := newRedis(b)
+	const ttl = 10 * time.Second
+
+	b.Run("surge", func(b *testing.B) {
+		c := lock.New(rdb, nil)
+		handoff(b, func(ctx context.Context) (func() error, error) {
+			l, err := c.Obtain(ctx, "bl:handoff:surge", ttl, &lock.ObtainOptions{Wait: time.Minute})
+			if err != nil {
+				return nil, err
+			}
+			return func() error { return l.Release(context.Background()) }, nil
+		})
+	})
+	b.Run("bsm-redislock-linear10ms", func(b *testing.B) {
+		c := redislock.New(rdb)
+		handoff(b, func(ctx context.Context) (func() error, error) {
+			wctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			l, err := c.Obtain(wctx, "bl:handoff:bsm", ttl, &redislock.Options{RetryStrategy: redislock.LinearBackoff(10 * time.Millisecond)})
+			if err != nil {
+				return nil, err
+			}
+			return func() error { return l.Release(context.Background()) }, nil
+		})
+	})
+}

@@ -1,0 +1,266 @@
+// Command report turns the output of the benchcmp benchmarks into BENCHMARKS.md: a table per
+// package with each surge result, the peer it is measured against, the ratio and the issue's
+// target, marked met or not met.
+//
+//	go test -run '^$' -bench . -benchmem | tee bench.txt
+//	go run ./report -in bench.txt -out ../../BENCHMARKS.md -cmd "bash internal/benchcmp/run.sh"
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// result is one benchmark line: its name without the -GOMAXPROCS suffix and its metrics by unit
+// ("ns/op", "B/op", "allocs/op", and any b.ReportMetric units).
+type result struct {
+	name    string
+	metrics map[string]float64
+}
+
+var suffix = regexp.MustCompile(`-\d+$`)
+
+func parse(r io.Reader) (map[string]result, []string, error) {
+	out := map[string]result{}
+	var header []string
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		line := sc.Text()
+		for _, p := range []string{"goos:", "goarch:", "cpu:"} {
+			if strings.HasPrefix(line, p) {
+				header = append(header, line)
+			}
+		}
+		f := strings.Fields(line)
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+			continue
+		}
+		res := result{name: suffix.ReplaceAllString(f[0], ""), metrics: map[string]float64{}}
+		for i := 2; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				break
+			}
+			res.metrics[f[i+1]] = v
+		}
+		out[res.name] = res
+	}
+	return out, header, sc.Err()
+}
+
+// row is one line of a table: what is measured and how it is judged.
+type row struct {
+	what   string
+	surge  string // benchmark name
+	peer   string // benchmark name; "" for an absolute target
+	unit   string // metric compared
+	target string // in words, as the issue puts it
+	// judge returns the ratio shown and whether the target is met, from surge's and the peer's values.
+	judge func(s, p float64) (ratio string, met bool)
+}
+
+// lowerIsBetter: met when surge/peer <= max.
+func lowerIsBetter(max float64) func(s, p float64) (string, bool) {
+	return func(s, p float64) (string, bool) {
+		r := s / p
+		return fmt.Sprintf("%.2f×", r), r <= max
+	}
+}
+
+// higherIsBetter: met when surge/peer >= min (throughput).
+func higherIsBetter(min float64) func(s, p float64) (string, bool) {
+	return func(s, p float64) (string, bool) {
+		r := s / p
+		return fmt.Sprintf("%.2f×", r), r >= min
+	}
+}
+
+// fasterBy: met when peer/surge >= factor (surge is factor times faster).
+func fasterBy(factor float64) func(s, p float64) (string, bool) {
+	return func(s, p float64) (string, bool) {
+		r := p / s
+		return fmt.Sprintf("%.1f× faster", r), r >= factor
+	}
+}
+
+// atMost: absolute target on surge's value alone.
+func atMost(max float64) func(s, _ float64) (string, bool) {
+	return func(s, _ float64) (string, bool) { return "", s <= max }
+}
+
+type section struct {
+	title string
+	rows  []row
+}
+
+var sections = []section{
+	{"cache", []row{
+		{"Redis-tier hit, 200-byte struct", "BenchmarkCacheRedisHit/surge", "BenchmarkCacheRedisHit/raw-go-redis", "ns/op", "≤ 1.15× raw GET + json.Unmarshal", lowerIsBetter(1.15)},
+		{"Redis-tier hit vs go-redis/cache", "BenchmarkCacheRedisHit/surge", "BenchmarkCacheRedisHit/go-redis-cache", "ns/op", "(information)", nil},
+		{"local-tier hit", "BenchmarkCacheLocalHit/surge", "", "ns/op", "≤ 100 ns/op", atMost(100)},
+		{"local-tier hit allocations", "BenchmarkCacheLocalHit/surge", "", "allocs/op", "0 allocs/op", atMost(0)},
+		{"local-tier hit vs go-redis/cache LocalCache", "BenchmarkCacheLocalHit/surge", "BenchmarkCacheLocalHit/go-redis-cache", "ns/op", "≥ 10× faster", fasterBy(10)},
+		{"stampede: loads per 1000 cold requests vs go-zero Take", "BenchmarkCacheStampede/surge", "BenchmarkCacheStampede/go-zero", "loads", "1 load", atMost(1)},
+		{"stampede: loads per 1000 cold requests vs go-redis/cache Once", "BenchmarkCacheStampede/surge", "BenchmarkCacheStampede/go-redis-cache", "loads", "1 load", atMost(1)},
+		{"Redis-tier Fetch throughput vs redis-benchmark GET (same server, 64 clients)", "BenchmarkCacheThroughput/surge", "BenchmarkPhysicalLimit", "ops/s", "(fraction of the physical limit)", nil},
+	}},
+	{"lock", []row{
+		{"uncontended Obtain+Release vs bsm/redislock", "BenchmarkLockUncontended/surge", "BenchmarkLockUncontended/bsm-redislock", "ns/op", "≤ 1.1×", lowerIsBetter(1.1)},
+		{"uncontended Obtain+Release vs redsync", "BenchmarkLockUncontended/surge", "BenchmarkLockUncontended/redsync", "ns/op", "≤ 1.0×", lowerIsBetter(1.0)},
+		{"hand-off median, 8 goroutines, one key (vs bsm LinearBackoff 10ms)", "BenchmarkLockHandoff/surge", "BenchmarkLockHandoff/bsm-redislock-linear10ms", "median-ms", "median ≤ 2 ms", atMost(2)},
+		{"hand-off p99 (vs bsm LinearBackoff 10ms)", "BenchmarkLockHandoff/surge", "BenchmarkLockHandoff/bsm-redislock-linear10ms", "p99-ms", "(report)", nil},
+	}},
+	{"ratelimit", []row{
+		{"Redis Allow vs redis_rate Allow", "BenchmarkRateLimitRedis/surge", "BenchmarkRateLimitRedis/redis_rate", "ns/op", "≤ 1.05×", lowerIsBetter(1.05)},
+		{"Local Allow over 100k keys vs x/time/rate in a sync.Map", "BenchmarkRateLimitLocal/surge", "BenchmarkRateLimitLocal/xtime-syncmap", "ns/op", "≤ 1.5×", lowerIsBetter(1.5)},
+	}},
+	{"bloom", []row{
+		{"local MightContain vs bits-and-blooms Test behind an RWMutex", "BenchmarkBloomLocal/surge", "BenchmarkBloomLocal/bits-and-blooms-rwmutex", "ns/op", "≤ 1.2×", lowerIsBetter(1.2)},
+		{"Redis MightContain vs one GETBIT round trip", "BenchmarkBloomRedis/surge", "BenchmarkBloomRedis/getbit", "ns/op", "close to 1 round trip (≤ 1.5×)", lowerIsBetter(1.5)},
+	}},
+	{"events", []row{
+		{"PublishAsync+Flush of 200-byte events vs raw kgo Produce+Flush", "BenchmarkEventsPublish/surge", "BenchmarkEventsPublish/kgo", "events/s", "≥ 0.95×", higherIsBetter(0.95)},
+		{"consumer, 1 ms handler, 3 partitions: Concurrency 16 vs 1", "BenchmarkEventsConsume/surge-c16", "BenchmarkEventsConsume/surge-c1", "events/s", "≥ 8×", higherIsBetter(8)},
+		{"consumer: Concurrency 4 vs 1", "BenchmarkEventsConsume/surge-c4", "BenchmarkEventsConsume/surge-c1", "events/s", "(report)", nil},
+		{"consumer: Concurrency 16 vs one in flight per partition (watermill-kafka style)", "BenchmarkEventsConsume/surge-c16", "BenchmarkEventsConsume/one-per-partition", "events/s", "(report)", nil},
+	}},
+	{"ginmw", []row{
+		{"RequestID+Logger+RateLimit(local) vs bare engine", "BenchmarkGinOverhead/surge-stack", "BenchmarkGinOverhead/bare", "ns/op", "(overhead per request)", nil},
+		{"Redis-backed RateLimit vs ulule/limiter Gin middleware + Redis store", "BenchmarkGinRateLimitRedis/surge", "BenchmarkGinRateLimitRedis/ulule", "ns/op", "faster (< 1.0×)", lowerIsBetter(0.999)},
+	}},
+}
+
+func fmtVal(v float64, unit string) string {
+	switch {
+	case unit == "ns/op" && v >= 1e6:
+		return fmt.Sprintf("%.2f ms", v/1e6)
+	case unit == "ns/op" && v >= 1e4:
+		return fmt.Sprintf("%.1f µs", v/1e3)
+	case unit == "ns/op":
+		return fmt.Sprintf("%.0f ns", v)
+	case unit == "allocs/op" || unit == "loads":
+		return fmt.Sprintf("%.0f %s", v, unit)
+	case v >= 1000:
+		return fmt.Sprintf("%.0f %s", v, unit)
+	default:
+		return fmt.Sprintf("%.2f %s", v, unit)
+	}
+}
+
+func render(w io.Writer, res map[string]result, header []string, cmd, machine string) {
+	fmt.Fprintln(w, "# Benchmarks")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "surge against the libraries its users would pick instead, side by side in one process,")
+	fmt.Fprintln(w, "on one private `redis-server` and one in-process kfake cluster. Written by")
+	fmt.Fprintf(w, "`internal/benchcmp/report`; produced with:\n\n```sh\n%s\n```\n\n", cmd)
+	fmt.Fprintln(w, "Machine:")
+	fmt.Fprintln(w)
+	for _, h := range append(header, strings.Split(machine, "\n")...) {
+		if strings.TrimSpace(h) != "" {
+			fmt.Fprintf(w, "- %s\n", strings.TrimSpace(h))
+		}
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Ratios are surge ÷ peer for times (lower is better) and for throughputs (higher is better),")
+	fmt.Fprintln(w, "unless the row says otherwise. A 2-core machine shared with the servers is noisy: rerun")
+	fmt.Fprintln(w, "before drawing conclusions from a few percent.")
+	for _, s := range sections {
+		fmt.Fprintf(w, "\n## %s\n\n", s.title)
+		fmt.Fprintln(w, "| what | surge | peer | ratio | target | met |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|")
+		for _, r := range s.rows {
+			sr, sok := res[r.surge]
+			sv, svok := sr.metrics[r.unit]
+			if !sok || !svok {
+				fmt.Fprintf(w, "| %s | not measured (`%s`) | | | %s | not measured |\n", r.what, r.surge, r.target)
+				continue
+			}
+			peerCell, ratio, met := "", "", "n/a"
+			var pv float64
+			if r.peer != "" {
+				pr, pok := res[r.peer]
+				v, vok := pr.metrics[r.unit]
+				if !pok || !vok {
+					fmt.Fprintf(w, "| %s | %s | not measured (`%s`) | | %s | not measured |\n", r.what, fmtVal(sv, r.unit), r.peer, r.target)
+					continue
+				}
+				pv = v
+				peerCell = fmtVal(pv, r.unit)
+				if r.judge == nil {
+					ratio = fmt.Sprintf("%.2f×", sv/pv)
+				}
+			}
+			if r.judge != nil {
+				var ok bool
+				ratio, ok = r.judge(sv, pv)
+				met = map[bool]string{true: "**met**", false: "not met"}[ok]
+			}
+			extra := ""
+			if a, ok := sr.metrics["allocs/op"]; ok && r.unit == "ns/op" {
+				extra = fmt.Sprintf(" (%.0f allocs)", a)
+			}
+			fmt.Fprintf(w, "| %s | %s%s | %s | %s | %s | %s |\n", r.what, fmtVal(sv, r.unit), extra, peerCell, ratio, r.target, met)
+		}
+	}
+	fmt.Fprintln(w, "\n## All results\n\n```")
+	names := make([]string, 0, len(res))
+	for n := range res {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "%-60s", n)
+		units := make([]string, 0, len(res[n].metrics))
+		for u := range res[n].metrics {
+			units = append(units, u)
+		}
+		slices.Sort(units)
+		for _, u := range units {
+			fmt.Fprintf(w, "  %s", fmtVal(res[n].metrics[u], u))
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w, "```")
+}
+
+func main() {
+	in := flag.String("in", "", "benchmark output (default stdin)")
+	out := flag.String("out", "", "markdown file to write (default stdout)")
+	cmd := flag.String("cmd", "bash internal/benchcmp/run.sh", "the command that produced the results")
+	machine := flag.String("machine", "", "lines describing the machine (cores, Go, Redis versions)")
+	flag.Parse()
+
+	r := io.Reader(os.Stdin)
+	if *in != "" {
+		f, err := os.Open(*in)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "report:", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		r = f
+	}
+	res, header, err := parse(r)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		os.Exit(1)
+	}
+	w := io.Writer(os.Stdout)
+	if *out != "" {
+		f, err := os.Create(*out)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "report:", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		w = f
+	}
+	render(w, res, header, *cmd, *machine)
+}
