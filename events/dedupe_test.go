@@ -1,0 +1,188 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/surgekit/surge/internal/kafkatest"
+	"github.com/surgekit/surge/internal/redistest"
+)
+
+func TestRedisDeduperClaimDoneRelease(t *testing.T) {
+	m, rdb := redistest.Mini(t)
+	d := NewRedisDeduper(rdb, time.Hour)
+	ctx := testCtx(t, 5*time.Second)
+
+	tok, err := d.Claim(ctx, "g:e1", time.Minute)
+	require.NoError(t, err)
+	_, err = d.Claim(ctx, "g:e1", time.Minute)
+	require.ErrorIs(t, err, ErrClaimed, "a second claim waits for the first")
+
+	// A release with a stale token does nothing; the owner's release frees the id.
+	require.NoError(t, d.Release(ctx, "g:e1", "c:someone-else"))
+	_, err = d.Claim(ctx, "g:e1", time.Minute)
+	require.ErrorIs(t, err, ErrClaimed)
+	require.NoError(t, d.Release(ctx, "g:e1", tok))
+	tok, err = d.Claim(ctx, "g:e1", time.Minute)
+	require.NoError(t, err)
+
+	require.NoError(t, d.Done(ctx, "g:e1", tok))
+	_, err = d.Claim(ctx, "g:e1", time.Minute)
+	require.ErrorIs(t, err, ErrDuplicate)
+	require.NoError(t, d.Release(ctx, "g:e1", tok), "releasing after done keeps it done")
+	_, err = d.Claim(ctx, "g:e1", time.Minute)
+	require.ErrorIs(t, err, ErrDuplicate)
+	require.InDelta(t, time.Hour.Seconds(), m.TTL(DedupePrefix+"{g:e1}").Seconds(), 1, "done lasts ttl")
+
+	// A lease that runs out (a crashed handler) lets the next claim through.
+	_, err = d.Claim(ctx, "g:e2", 500*time.Millisecond)
+	require.NoError(t, err)
+	m.FastForward(time.Second)
+	_, err = d.Claim(ctx, "g:e2", time.Minute)
+	require.NoError(t, err)
+
+	_, err = d.Claim(ctx, "g:e3", 0)
+	require.ErrorContains(t, err, "lease")
+	m.SetError("LOADING")
+	_, err = d.Claim(ctx, "g:e4", time.Minute)
+	require.ErrorContains(t, err, "g:e4")
+	require.False(t, errors.Is(err, ErrClaimed) || errors.Is(err, ErrDuplicate))
+}
+
+func TestRedisDeduperOnARealServerOneWinner(t *testing.T) {
+	srv := redistest.Server(t)
+	d := NewRedisDeduper(srv.Client(), time.Minute)
+	ctx := testCtx(t, 10*time.Second)
+	var wins atomic.Int64
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			if _, err := d.Claim(ctx, "g:race", time.Minute); err == nil {
+				wins.Add(1)
+			} else {
+				require.ErrorIs(t, err, ErrClaimed)
+			}
+		})
+	}
+	wg.Wait()
+	require.EqualValues(t, 1, wins.Load())
+
+	_, err := d.Claim(ctx, "g:lease", 200*time.Millisecond)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := d.Claim(ctx, "g:lease", time.Minute)
+		return err == nil
+	}, 5*time.Second, 20*time.Millisecond, "the lease expires on the server's clock")
+}
+
+func TestRebalanceMidProcessingHandlesEachEventOnce(t *testing.T) {
+	const n, keys = 600, 30
+	kc := kafkatest.Cluster(t, "orders")
+	_, rdb := redistest.Mini(t)
+	dd := NewRedisDeduper(rdb, time.Hour)
+	p := newTestProducer(t, kc)
+	ctx := testCtx(t, 60*time.Second)
+	require.NoError(t, p.Publish(ctx, "orders", seqEvents(t, n, keys)...))
+
+	log := newOrderLog()
+	var byA, byB atomic.Int64
+	cfg := func(counter *atomic.Int64) ConsumerConfig {
+		return ConsumerConfig{Group: "g", Topics: []string{"orders"}, Concurrency: 4, Deduper: dd,
+			CommitInterval: 50 * time.Millisecond,
+			Handler: func(ctx context.Context, ev Event) error {
+				time.Sleep(2 * time.Millisecond)
+				counter.Add(1)
+				log.add(t, ev)
+				return nil
+			}}
+	}
+	a := startConsumer(t, kc, cfg(&byA))
+	require.Eventually(t, func() bool { return log.distinct() >= 100 }, 20*time.Second, time.Millisecond)
+	b := startConsumer(t, kc, cfg(&byB))
+	require.Eventually(t, func() bool { return log.distinct() == n }, 40*time.Second, 5*time.Millisecond)
+	require.NoError(t, a.stop())
+	require.NoError(t, b.stop())
+
+	require.Empty(t, log.bad, "per-key order across the handover")
+	for id, c := range log.count {
+		require.Equal(t, 1, c, "event %s handled %d times", id, c)
+	}
+	require.Positive(t, byA.Load())
+	require.Positive(t, byB.Load(), "the second member took partitions over")
+	require.Equal(t, endOffsets(kc, "orders"), committed(t, kc, "g", "orders"))
+}
+
+// TestCrashRedeliversEverythingAndTheDeduperMakesItOnce kills a consumer mid-batch (no final
+// commit, claims left behind) and starts another: every event is handled at least once, and
+// with the Redis deduper exactly once.
+func TestCrashRedeliversEverythingAndTheDeduperMakesItOnce(t *testing.T) {
+	for _, dedupe := range []bool{false, true} {
+		t.Run(fmt.Sprintf("dedupe=%v", dedupe), func(t *testing.T) {
+			const n, keys, beforeCrash = 90, 9, 30
+			kc := kafkatest.Cluster(t, "orders")
+			var dd Deduper
+			if dedupe {
+				dd = NewRedisDeduper(redistest.Server(t).Client(), time.Hour)
+			}
+			p := newTestProducer(t, kc)
+			ctx := testCtx(t, 60*time.Second)
+			require.NoError(t, p.Publish(ctx, "orders", seqEvents(t, n, keys)...))
+
+			var effects idSet
+			var blocked atomic.Int64
+			var handled atomic.Int64
+			a, err := NewConsumer(ConsumerConfig{Brokers: kc.Seeds(), Group: "g", Topics: []string{"orders"},
+				Concurrency: 4, Deduper: dd, DedupeLease: 300 * time.Millisecond, CommitInterval: time.Hour,
+				KafkaOptions: groupOpts(),
+				Handler: func(ctx context.Context, ev Event) error {
+					if handled.Add(1) > beforeCrash {
+						blocked.Add(1)
+						<-ctx.Done() // killed mid-handling: no side effect
+						return ctx.Err()
+					}
+					effects.add(ev.ID)
+					return nil
+				}})
+			require.NoError(t, err)
+			ra := runConsumer(t, a)
+			require.Eventually(t, func() bool { return blocked.Load() >= 4 }, 20*time.Second, time.Millisecond)
+			a.crash.Store(true)
+			require.NoError(t, ra.stop())
+			require.Empty(t, committed(t, kc, "g", "orders"), "the crashed consumer committed nothing")
+
+			b := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"orders"}, Concurrency: 4,
+				Deduper: dd, DedupeLease: 300 * time.Millisecond, CommitInterval: 20 * time.Millisecond,
+				Backoff: func(int) time.Duration { return 50 * time.Millisecond },
+				Handler: func(_ context.Context, ev Event) error {
+					effects.add(ev.ID)
+					return nil
+				}})
+			require.Eventually(t, func() bool { return effects.len() == n }, 30*time.Second, 5*time.Millisecond)
+			require.Eventually(t, func() bool {
+				return total(committed(t, kc, "g", "orders")) == n
+			}, 20*time.Second, 10*time.Millisecond)
+			require.NoError(t, b.stop())
+
+			twice := 0
+			for _, c := range effects.snapshot() {
+				require.GreaterOrEqual(t, c, 1)
+				if c > 1 {
+					twice++
+				}
+			}
+			if dedupe {
+				require.Zero(t, twice, "with the deduper every side effect happens once")
+				require.EqualValues(t, beforeCrash, b.c.Stats().Deduped)
+			} else {
+				require.Equal(t, beforeCrash, twice, "without it the events done before the crash run again")
+			}
+		})
+	}
+}
