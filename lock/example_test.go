@@ -13,18 +13,14 @@ import (
 )
 
 func Example() {
-	mr, err := miniredis.Run()
-	if err != nil {
-		panic(err)
-	}
+	mr, rdb := startRedis() // your *redis.Client, *redis.ClusterClient...
 	defer mr.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer rdb.Close()
 	ctx := context.Background()
 	locks := lock.New(rdb, nil)
 
 	// Do: obtain (waiting up to 5s), run with a watchdog, release.
-	err = locks.Do(ctx, "invoice:42", 10*time.Second, &lock.ObtainOptions{Wait: 5 * time.Second},
+	err := locks.Do(ctx, "invoice:42", 10*time.Second, &lock.ObtainOptions{Wait: 5 * time.Second},
 		func(ctx context.Context) error {
 			l := lock.FromContext(ctx)
 			fmt.Println("holding", l.Key(), "with fence", l.Fence())
@@ -51,12 +47,8 @@ func Example() {
 // A resource protected by fencing tokens rejects writes from a holder whose lock has expired
 // and been taken by someone else meanwhile.
 func ExampleLock_Fence() {
-	mr, err := miniredis.Run()
-	if err != nil {
-		panic(err)
-	}
+	mr, rdb := startRedis() // your *redis.Client, *redis.ClusterClient...
 	defer mr.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer rdb.Close()
 	ctx := context.Background()
 	locks := lock.New(rdb, nil)
@@ -79,4 +71,13 @@ func ExampleLock_Fence() {
 	// Output:
 	// B accepted with fence 2
 	// A rejected: fence 1 < 2
+}
+
+// startRedis starts an in-process miniredis for the examples.
+func startRedis() (*miniredis.Miniredis, *redis.Client) {
+	mr, err := miniredis.Run()
+	if err != nil {
+		panic(err)
+	}
+	return mr, redis.NewClient(&redis.Options{Addr: mr.Addr()})
 }
