@@ -55,16 +55,17 @@ func answers(t testing.TB, f Filter, keys []string) []bool {
 		return out
 	}
 	out := make([]bool, len(keys))
+	var err error
 	for i, k := range keys {
-		ok, err := f.MightContain(ctx, k)
-		require.NoError(t, err)
-		out[i] = ok
+		if out[i], err = f.MightContain(ctx, k); err != nil {
+			require.NoError(t, err, "key %q", k)
+		}
 	}
 	return out
 }
 
 // checkFilter adds n random keys to f (sized for n at fp) and checks there is no false negative
-// among them and the false-positive rate on max(n, 20000) other keys is within 1.5x fp.
+// among them and the false-positive rate on max(n, 10000) other keys is within 1.5x fp.
 func checkFilter(t *testing.T, f Filter, n int, fp float64) {
 	t.Helper()
 	in := randomKeys(1, n, "in:")
@@ -81,7 +82,7 @@ func checkFilter(t *testing.T, f Filter, n int, fp float64) {
 		require.True(t, ok, "false negative for %q", k)
 	}
 	fps := 0
-	probes := max(n, 20_000)
+	probes := max(n, 10_000)
 	for _, ok := range answers(t, f, randomKeys(2, probes, "out:")) {
 		if ok {
 			fps++
@@ -335,15 +336,18 @@ func checkSameAsLocal(t *testing.T, rdb redis.UniversalClient, n uint, fp float6
 	require.NoError(t, err)
 	bitmap, _ := r.ShardKeys(0)
 	rb := redisBits(t, rdb, bitmap)
-	set := 0
+	set, differ := 0, 0
 	for i := range l.Cap() {
-		require.Equal(t, raw.BitSet().Test(i), rb(i), "bit %d", i)
+		if raw.BitSet().Test(i) != rb(i) {
+			differ++
+		}
 		if rb(i) {
 			set++
 		}
 	}
+	require.Zero(t, differ, "bits that differ between Local and Redis")
 	require.Greater(t, set, int(n), "filter barely written")
-	probe := append(in[:1000:1000], randomKeys(9, 3*int(n), "probe:")...)
+	probe := append(in[:1000:1000], randomKeys(9, int(n), "probe:")...)
 	require.Equal(t, answers(t, l, probe), answers(t, r, probe), "local and Redis answers differ")
 	for _, k := range probe[:300] {
 		a, err := r.MightContain(context.Background(), k)

@@ -1,0 +1,110 @@
+package bloom
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/surgekit/surge/internal/redistest"
+)
+
+// Integration tests on a real redis-server: the full 100k-key sizes miniredis is too slow for.
+
+func TestServerNoFalseNegativesAndFPRate(t *testing.T) {
+	srv := redistest.Server(t)
+	for _, shards := range []int{1, 8} {
+		t.Run(fmt.Sprintf("shards=%d", shards), func(t *testing.T) {
+			const n, fp = 100_000, 0.01
+			r, err := NewRedis(srv.Client(), t.Name(), n, fp, &RedisOptions{Shards: shards})
+			require.NoError(t, err)
+			checkFilter(t, r, n, fp)
+			approx, err := r.ApproximateCount(context.Background())
+			require.NoError(t, err)
+			require.InDelta(t, n, float64(approx), 0.03*n)
+		})
+	}
+}
+
+func TestServerSameBitsAsLocal(t *testing.T) {
+	checkSameAsLocal(t, redistest.Server(t).Client(), 100_000, 0.01)
+}
+
+func TestServerConfigMismatch(t *testing.T) {
+	ctx := context.Background()
+	rdb := redistest.Server(t).Client()
+	a, err := NewRedis(rdb, "users", 1000, 0.01, nil)
+	require.NoError(t, err)
+	require.NoError(t, a.Add(ctx, "x"))
+	b, err := NewRedis(rdb, "users", 1000, 0.02, nil)
+	require.NoError(t, err)
+	require.ErrorIs(t, b.Add(ctx, "y"), ErrConfigMismatch)
+	_, err = b.MightContain(ctx, "x")
+	require.ErrorIs(t, err, ErrConfigMismatch)
+}
+
+// TestServerConcurrent runs Adds and MightContains from many goroutines on one filter (under
+// -race): a key handed over after its Add returned must be seen by any reader.
+func TestServerConcurrent(t *testing.T) {
+	ctx := context.Background()
+	r, err := NewRedis(redistest.Server(t).Client(), "conc", 20_000, 0.01, &RedisOptions{Shards: 4})
+	require.NoError(t, err)
+	added := make(chan []string, 16)
+	var writers, readers sync.WaitGroup
+	var mu sync.Mutex
+	var missed []string
+	for w := range 4 {
+		writers.Go(func() {
+			keys := randomKeys(uint64(200+w), 4000, fmt.Sprintf("w%d:", w))
+			for i := 0; i < len(keys); i += 50 {
+				batch := keys[i : i+50]
+				if err := r.Add(ctx, batch...); err != nil {
+					panic(err)
+				}
+				added <- batch
+			}
+		})
+	}
+	for range 4 {
+		readers.Go(func() {
+			for batch := range added {
+				for j, k := range batch {
+					var ok bool
+					var err error
+					if j%10 == 0 { // mostly the batch call, some single-key calls
+						ok, err = r.MightContain(ctx, k)
+					} else {
+						var got []bool
+						got, err = r.MightContainMany(ctx, batch[j:j+1])
+						ok = err == nil && got[0]
+					}
+					if err != nil || !ok {
+						mu.Lock()
+						missed = append(missed, k)
+						mu.Unlock()
+					}
+				}
+			}
+		})
+	}
+	writers.Wait()
+	close(added)
+	readers.Wait()
+	require.Empty(t, missed)
+}
+
+func TestServerScriptCacheLoss(t *testing.T) {
+	ctx := context.Background()
+	rdb := redistest.Server(t).Client()
+	r, err := NewRedis(rdb, "flush", 1000, 0.01, &RedisOptions{Shards: 3})
+	require.NoError(t, err)
+	require.NoError(t, r.Add(ctx, "a", "b", "c", "d"))
+	require.NoError(t, rdb.ScriptFlush(ctx).Err())
+	require.NoError(t, r.Add(ctx, "e", "f", "g", "h"))
+	require.NoError(t, rdb.ScriptFlush(ctx).Err())
+	got, err := r.MightContainMany(ctx, []string{"a", "b", "c", "d", "e", "f", "g", "h"})
+	require.NoError(t, err)
+	require.NotContains(t, got, false)
+}
