@@ -1,0 +1,374 @@
+package events
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Status is a consumer group's (or one partition's) health, judged Burrow-style over a window
+// of samples. Higher values are worse.
+type Status uint8
+
+const (
+	// StatusOK: lag was zero at some point in the window, or commits are moving and lag is not
+	// growing.
+	StatusOK Status = iota
+	// StatusWarn: commits are moving but lag grew at every sample of the window.
+	StatusWarn
+	// StatusRewind: the committed offset went backwards (someone reset the group).
+	StatusRewind
+	// StatusStall: members are present and lag is non-zero, but the committed offset has not
+	// moved over the whole window (stuck handlers, a paused partition).
+	StatusStall
+	// StatusStop: the group has no members and lag is non-zero: nobody is consuming.
+	StatusStop
+)
+
+var statusNames = [...]string{"OK", "WARN", "REWIND", "STALL", "STOP"}
+
+func (s Status) String() string {
+	if int(s) < len(statusNames) {
+		return statusNames[s]
+	}
+	return fmt.Sprintf("Status(%d)", s)
+}
+
+// LagConfig configures [NewLagMonitor].
+type LagConfig struct {
+	// Brokers are the seed brokers, host:port. Required.
+	Brokers []string
+	// Group is the consumer group to watch. Required.
+	Group string
+	// Topics limits the report to these topics; empty means every topic the group has offsets
+	// for.
+	Topics []string
+	// KafkaOptions are passed to kgo.NewClient after the monitor's own.
+	KafkaOptions []kgo.Opt
+	// Interval is how often Run checks. Default 30s.
+	Interval time.Duration
+	// Window is how many samples per partition the evaluation looks at; STALL, STOP and WARN
+	// need a full window. Default 10 (5 minutes at the default Interval).
+	Window int
+	// MaxLag is the group's total lag above which the report is in breach (the seed's P1
+	// alert). Default 10000; negative disables.
+	MaxLag int64
+	// MaxLagAge is the age of the oldest unconsumed event above which the report is in breach
+	// (the seed's "scale out" signal), estimated from the timestamp of the record at each
+	// partition's committed offset. Default 5m; negative disables.
+	MaxLagAge time.Duration
+	// MaxFailureRate is the share of failed handler calls over the window above which the
+	// report is in breach (the seed's "look at the dead letters"). Needs Stats. Default 0.05.
+	MaxFailureRate float64
+	// Stats, when set, is read at each check for the failure rate; pass [Consumer.Stats].
+	Stats func() ConsumerStats
+	// OnAlert is called from Check (and so from Run) when the [Condition] changes, including
+	// the return to healthy. It must not block for long.
+	OnAlert func(Alert)
+	// Logger receives Run's check errors; nil discards.
+	Logger *slog.Logger
+}
+
+// Condition is what alerts are about: the worst partition status and the threshold breaches.
+type Condition struct {
+	Status              Status
+	LagExceeded         bool // TotalLag > MaxLag
+	AgeExceeded         bool // MaxAge > MaxLagAge
+	FailureRateExceeded bool // FailureRate > MaxFailureRate
+}
+
+// Healthy reports whether nothing is wrong.
+func (c Condition) Healthy() bool { return c == Condition{} }
+
+// PartitionLag is one partition's figures in a [LagReport].
+type PartitionLag struct {
+	Topic     string
+	Partition int32
+	Commit    int64         // committed offset; -1 when the group has none
+	End       int64         // high watermark
+	Lag       int64         // End - Commit (from the log start when nothing is committed)
+	Age       time.Duration // how long ago the oldest unconsumed event was written; 0 without lag
+	Status    Status
+}
+
+// LagReport is the result of one [LagMonitor.Check].
+type LagReport struct {
+	Condition
+	Group       string
+	Time        time.Time
+	Members     int   // members in the group now
+	TotalLag    int64 // sum of the partitions' lag
+	MaxAge      time.Duration
+	FailureRate float64 // failed / (handled + failed) over the window; 0 without Stats
+	Partitions  []PartitionLag
+}
+
+// Alert is passed to LagConfig.OnAlert when the condition changes.
+type Alert struct {
+	Report   LagReport
+	Previous Condition
+}
+
+// LagSample is one observation of a partition, the input of the window evaluation.
+type LagSample struct {
+	Time    time.Time
+	Commit  int64 // -1: nothing committed
+	End     int64
+	Members int
+}
+
+func (s LagSample) lag() int64 {
+	if s.Commit < 0 {
+		return max(s.End, 0)
+	}
+	return max(s.End-s.Commit, 0)
+}
+
+// EvaluateWindow judges one partition from its samples, oldest first, Burrow-style. full says
+// whether the window is complete; STALL, STOP and WARN are only given on a full window.
+// It is a pure function, safe for concurrent use.
+func EvaluateWindow(samples []LagSample, full bool) Status {
+	if len(samples) == 0 {
+		return StatusOK
+	}
+	for i := 1; i < len(samples); i++ {
+		if prev, cur := samples[i-1].Commit, samples[i].Commit; prev >= 0 && cur < prev {
+			return StatusRewind
+		}
+	}
+	for _, s := range samples {
+		if s.lag() == 0 {
+			return StatusOK
+		}
+	}
+	if !full || len(samples) < 2 {
+		return StatusOK
+	}
+	first, last := samples[0], samples[len(samples)-1]
+	if first.Commit == last.Commit {
+		if last.Members == 0 {
+			return StatusStop
+		}
+		return StatusStall
+	}
+	for i := 1; i < len(samples); i++ {
+		if samples[i].lag() < samples[i-1].lag() {
+			return StatusOK
+		}
+	}
+	if last.lag() > first.lag() {
+		return StatusWarn
+	}
+	return StatusOK
+}
+
+// LagMonitor samples a consumer group's committed and end offsets with kadm and raises alerts.
+// It is safe for concurrent use. Build it with [NewLagMonitor]; Close releases its client.
+type LagMonitor struct {
+	cfg  LagConfig
+	log  *slog.Logger
+	cl   *kgo.Client
+	adm  *kadm.Client
+	mu   sync.Mutex // serialises checks
+	hist map[tp][]LagSample
+	runs []ConsumerStats
+	last Condition
+	once sync.Once
+	now  func() time.Time
+}
+
+// NewLagMonitor validates cfg and builds the monitor's client (no goroutine of its own until
+// Check or Run). The error wraps [ErrInvalidConfig] naming the bad field.
+func NewLagMonitor(cfg LagConfig) (*LagMonitor, error) {
+	switch {
+	case len(cfg.Brokers) == 0:
+		return nil, configError("Brokers", "empty")
+	case cfg.Group == "":
+		return nil, configError("Group", "empty")
+	case cfg.Interval < 0:
+		return nil, configError("Interval", "negative (%v)", cfg.Interval)
+	case cfg.Window < 0:
+		return nil, configError("Window", "negative (%d)", cfg.Window)
+	case cfg.MaxFailureRate < 0 || cfg.MaxFailureRate > 1:
+		return nil, configError("MaxFailureRate", "%v is outside [0,1]", cfg.MaxFailureRate)
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = 30 * time.Second
+	}
+	if cfg.Window == 0 {
+		cfg.Window = 10
+	}
+	if cfg.MaxLag == 0 {
+		cfg.MaxLag = 10000
+	}
+	if cfg.MaxLagAge == 0 {
+		cfg.MaxLagAge = 5 * time.Minute
+	}
+	if cfg.MaxFailureRate == 0 {
+		cfg.MaxFailureRate = 0.05
+	}
+	cfg.Topics = slices.Clone(cfg.Topics)
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KafkaOptions...)...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: KafkaOptions: %w", ErrInvalidConfig, err)
+	}
+	return &LagMonitor{cfg: cfg, log: discardLogger(cfg.Logger), cl: cl, adm: kadm.NewClient(cl),
+		hist: map[tp][]LagSample{}, now: time.Now}, nil
+}
+
+// Close releases the monitor's client. Idempotent.
+func (m *LagMonitor) Close() { m.once.Do(m.cl.Close) }
+
+// Run checks every Interval until ctx ends, logging check errors, and returns nil then. It
+// blocks; OnAlert fires from it on condition changes.
+func (m *LagMonitor) Run(ctx context.Context) error {
+	t := time.NewTicker(m.cfg.Interval)
+	defer t.Stop()
+	for {
+		if _, err := m.Check(ctx); err != nil && ctx.Err() == nil {
+			m.log.Warn("events: lag check", "group", m.cfg.Group, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Check takes one sample of every partition, evaluates the window and returns the report; when
+// the condition differs from the previous check's it calls OnAlert before returning (so OnAlert
+// must not call Check). It blocks for the
+// admin requests (and, for partitions with lag, one fetch of the record at the committed
+// offset to date it).
+func (m *LagMonitor) Check(ctx context.Context) (LagReport, error) {
+	m.mu.Lock()
+	rep, prev, err := m.check(ctx)
+	m.mu.Unlock()
+	if err == nil && rep.Condition != prev && m.cfg.OnAlert != nil {
+		m.cfg.OnAlert(Alert{Report: rep, Previous: prev})
+	}
+	return rep, err
+}
+
+// check does Check's work under m.mu and returns the previous condition.
+func (m *LagMonitor) check(ctx context.Context) (LagReport, Condition, error) {
+	lags, err := m.adm.Lag(ctx, m.cfg.Group)
+	if err != nil {
+		return LagReport{}, Condition{}, fmt.Errorf("events: lag of %s: %w", m.cfg.Group, err)
+	}
+	g, ok := lags[m.cfg.Group]
+	if !ok {
+		return LagReport{}, Condition{}, fmt.Errorf("events: lag of %s: group not described", m.cfg.Group)
+	}
+	if err := cmp.Or(g.DescribeErr, g.FetchErr); err != nil {
+		return LagReport{}, Condition{}, fmt.Errorf("events: lag of %s: %w", m.cfg.Group, err)
+	}
+	now := m.now()
+	rep := LagReport{Group: m.cfg.Group, Time: now, Members: len(g.Members)}
+	positions := map[string]map[int32]int64{}
+	for _, l := range g.Lag.Sorted() {
+		if len(m.cfg.Topics) > 0 && !slices.Contains(m.cfg.Topics, l.Topic) {
+			continue
+		}
+		if l.Err != nil {
+			return LagReport{}, Condition{}, fmt.Errorf("events: lag of %s %s/%d: %w", m.cfg.Group, l.Topic, l.Partition, l.Err)
+		}
+		pl := PartitionLag{Topic: l.Topic, Partition: l.Partition, Commit: l.Commit.At, End: l.End.Offset, Lag: l.Lag}
+		pos := l.Commit.At
+		if pos < 0 {
+			pos = l.Start.Offset
+			pl.Lag = max(l.End.Offset-pos, 0)
+		}
+		if pl.Lag > 0 {
+			if positions[l.Topic] == nil {
+				positions[l.Topic] = map[int32]int64{}
+			}
+			positions[l.Topic][l.Partition] = pos
+		}
+		rep.Partitions = append(rep.Partitions, pl)
+	}
+	times := m.recordTimes(ctx, positions)
+	for i := range rep.Partitions {
+		pl := &rep.Partitions[i]
+		if ts, ok := times[tp{pl.Topic, pl.Partition}]; ok && pl.Lag > 0 {
+			pl.Age = max(now.Sub(ts), 0)
+		}
+		k := tp{pl.Topic, pl.Partition}
+		h := append(m.hist[k], LagSample{Time: now, Commit: pl.Commit, End: pl.End, Members: rep.Members})
+		if len(h) > m.cfg.Window {
+			h = slices.Delete(h, 0, len(h)-m.cfg.Window)
+		}
+		m.hist[k] = h
+		pl.Status = EvaluateWindow(h, len(h) == m.cfg.Window)
+		rep.Status = max(rep.Status, pl.Status)
+		rep.TotalLag += pl.Lag
+		rep.MaxAge = max(rep.MaxAge, pl.Age)
+	}
+	if m.cfg.Stats != nil {
+		m.runs = append(m.runs, m.cfg.Stats())
+		if len(m.runs) > m.cfg.Window {
+			m.runs = slices.Delete(m.runs, 0, len(m.runs)-m.cfg.Window)
+		}
+		rep.FailureRate = failureRate(m.runs[0], m.runs[len(m.runs)-1])
+	}
+	rep.LagExceeded = m.cfg.MaxLag >= 0 && rep.TotalLag > m.cfg.MaxLag
+	rep.AgeExceeded = m.cfg.MaxLagAge >= 0 && rep.MaxAge > m.cfg.MaxLagAge
+	rep.FailureRateExceeded = rep.FailureRate > m.cfg.MaxFailureRate
+	prev := m.last
+	m.last = rep.Condition
+	return rep, prev, nil
+}
+
+// failureRate is the share of failed handler calls between two snapshots.
+func failureRate(from, to ConsumerStats) float64 {
+	if to.Failed < from.Failed || to.Handled < from.Handled {
+		return 0 // counters restarted
+	}
+	failed := to.Failed - from.Failed
+	calls := to.Handled - from.Handled + failed
+	if calls == 0 {
+		return 0
+	}
+	return float64(failed) / float64(calls)
+}
+
+// recordTimes reads the timestamp of the record at each given offset, waiting at most 2s.
+// Partitions it cannot read in time are left out (their age counts as unknown, 0).
+func (m *LagMonitor) recordTimes(ctx context.Context, at map[string]map[int32]int64) map[tp]time.Time {
+	out := map[tp]time.Time{}
+	if len(at) == 0 {
+		return out
+	}
+	offs := map[string]map[int32]kgo.Offset{}
+	parts := map[string][]int32{}
+	n := 0
+	for t, ps := range at {
+		offs[t] = map[int32]kgo.Offset{}
+		for p, o := range ps {
+			offs[t][p] = kgo.NewOffset().At(o)
+			parts[t] = append(parts[t], p)
+			n++
+		}
+	}
+	m.cl.AddConsumePartitions(offs)
+	defer m.cl.RemoveConsumePartitions(parts)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for len(out) < n && ctx.Err() == nil {
+		m.cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			k := tp{r.Topic, r.Partition}
+			if _, seen := out[k]; !seen && r.Offset >= at[r.Topic][r.Partition] {
+				out[k] = r.Timestamp
+			}
+		})
+	}
+	return out
+}
