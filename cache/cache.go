@@ -42,6 +42,7 @@ type Cache[V any] struct {
 	st    counters
 	fl    flights[V]
 	local *otter.Cache[string, *localEntry[V]] // nil without Options.Local
+	clock *otter.CoarseClock                   // the local tier's clock: reading the precise time would double a hit's cost
 
 	id    string        // instance id: tokens and pub/sub messages carry it
 	seq   atomic.Uint64 // lease token sequence
@@ -60,6 +61,9 @@ type Cache[V any] struct {
 	waiters map[string]chan struct{} // lease waiters per key, closed on a fill notice
 }
 
+// localClockResolution is how often the local tier's clock reads the time.
+const localClockResolution = 10 * time.Millisecond
+
 // localEntry is what the in-process tier holds: the decoded value, never bytes.
 type localEntry[V any] struct {
 	v        V
@@ -71,9 +75,11 @@ type localEntry[V any] struct {
 // the Cache never closes). opt may be nil for all defaults; a bad option is an error naming the
 // field. New does no I/O.
 //
-// With Options.Local set, New starts one goroutine that listens on the invalidation channel
-// (Redis pub/sub, one connection); with Options.Lease set, that goroutine starts at the first
-// wait for another process's lease instead. [Cache.Close] stops it and waits for it.
+// With Options.Local set, New starts goroutines: one that listens on the invalidation channel
+// (Redis pub/sub, one connection of its own), the local tier's periodic clean-up, and a clock
+// that reads the time every 10ms (local entries may expire up to that much late). With only
+// Options.Lease set, the listener starts at the first wait for another process's lease instead.
+// [Cache.Close] stops them all and waits for them.
 func New[V any](rdb redis.UniversalClient, opt *Options) (*Cache[V], error) {
 	if rdb == nil {
 		return nil, errors.New("cache: New: nil redis client")
@@ -92,13 +98,16 @@ func New[V any](rdb redis.UniversalClient, opt *Options) (*Cache[V], error) {
 		waiters: make(map[string]chan struct{}),
 	}
 	if cfg.Local != nil {
+		c.clock = otter.NewCoarseClock(localClockResolution)
 		c.local, err = otter.New(&otter.Options[string, *localEntry[V]]{
+			Clock:       c.clock,
 			MaximumSize: cfg.local.MaxEntries,
 			ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *localEntry[V]]) time.Duration {
 				return e.Value.ttl
 			}),
 		})
 		if err != nil {
+			c.clock.Stop()
 			return nil, fmt.Errorf("cache: local tier: %w", err)
 		}
 		c.mu.Lock()
@@ -271,6 +280,7 @@ func (c *Cache[V]) Close() error {
 	c.wg.Wait()
 	if c.local != nil {
 		c.local.StopAllGoroutines()
+		c.clock.Stop()
 	}
 	return nil
 }
