@@ -62,6 +62,8 @@ type group struct {
 	cfg    *config
 	err    error
 	now    func() time.Time // tests move the clock
+
+	beforeSubscribe func() // tests: runs between the failed first try and the subscription
 }
 
 // drift is the validity a lock loses to clock drift and, across several nodes, network delays.

@@ -280,3 +280,32 @@ func (m *monitorLog) between(from, to string) []string {
 	}
 	return slices.Clone(rest[:j])
 }
+
+// With an hour-long backoff and long TTLs, only release messages can move waiters on: any lost
+// wake-up (a release between a failed try and an active subscription) stalls this test.
+func TestServerNoLostWakeUps(t *testing.T) {
+	s := redistest.Server(t)
+	ctx := ctxT(t)
+	var clients []*Client
+	for range 2 {
+		clients = append(clients, New(s.NewClient(nil), nil))
+	}
+	opt := &ObtainOptions{Wait: 20 * time.Second, Backoff: func(int) time.Duration { return time.Hour }}
+	var held atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			c := clients[i%2]
+			for range 25 {
+				l, err := c.Obtain(ctx, "nolost", time.Minute, opt)
+				if !assert.NoError(t, err) {
+					return
+				}
+				held.Add(1)
+				assert.NoError(t, l.Release(ctx))
+			}
+		})
+	}
+	wg.Wait()
+	assert.Equal(t, int64(200), held.Load())
+}

@@ -519,3 +519,22 @@ func TestNilLockAndEndedContext(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 	assert.Equal(t, before, mr.CommandCount())
 }
+
+// The lost wake-up race, made deterministic: the holder releases after the waiter's failed try
+// and before its subscription exists, so no message reaches it; it must retry once subscribed.
+func TestReleaseBeforeSubscriptionIsNotLost(t *testing.T) {
+	_, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	c := New(rdb, nil)
+	holder, err := c.Obtain(ctx, "k", time.Hour, nil)
+	require.NoError(t, err)
+	c.g.beforeSubscribe = func() { assert.NoError(t, holder.Release(ctx)) }
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second) // only a lost wake-up gets here
+	defer cancel()
+	l, err := c.Obtain(wctx, "k", time.Minute, &ObtainOptions{
+		Wait:    time.Hour,
+		Backoff: func(int) time.Duration { return time.Hour },
+	})
+	require.NoError(t, err)
+	require.NoError(t, l.Release(ctx))
+}

@@ -20,6 +20,9 @@ func (g *group) wait(ctx context.Context, l *Lock, ttl time.Duration, o *ObtainO
 	}
 	w := &waiter{wake: make(chan struct{}, 1)}
 	ch := releaseChannel(l.keys[0])
+	if g.beforeSubscribe != nil {
+		g.beforeSubscribe()
+	}
 	for _, c := range g.nodes {
 		c.hub.join(ctx, c.rdb, ch, w)
 	}
