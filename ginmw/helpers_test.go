@@ -10,7 +10,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 )
 
@@ -103,4 +105,15 @@ func (l *logBuffer) lines() []string {
 func newJSONLogger(level slog.Level) (*slog.Logger, *logBuffer) {
 	buf := &logBuffer{}
 	return slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: level})), buf
+}
+
+// downRedis returns a client of a Redis that has gone away, without retries (which would only
+// make the tests slow).
+func downRedis(t testing.TB) redis.UniversalClient {
+	m := miniredis.RunT(t)
+	addr := m.Addr()
+	m.Close()
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialerRetries: 1})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }
