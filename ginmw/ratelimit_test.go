@@ -115,7 +115,9 @@ type sfItem struct {
 func parseSFList(s string) ([]sfItem, error) {
 	var out []sfItem
 	i := 0
-	bad := func(why string) ([]sfItem, error) { return nil, errors.New(why + " at " + strconv.Itoa(i) + " in " + s) }
+	bad := func(why string) ([]sfItem, error) {
+		return nil, errors.New(why + " at " + strconv.Itoa(i) + " in " + s)
+	}
 	for {
 		if i >= len(s) || s[i] != '"' {
 			return bad("want sf-string")
