@@ -45,8 +45,8 @@ func TestCluster(t *testing.T) {
 
 	t.Run("DoWithWatchdog", func(t *testing.T) {
 		c := New(rdb, nil)
-		err := c.Do(ctx, "job", 150*time.Millisecond, nil, func(ctx context.Context) error {
-			time.Sleep(400 * time.Millisecond) // longer than the ttl: the watchdog keeps it
+		err := c.Do(ctx, "job", 300*time.Millisecond, nil, func(ctx context.Context) error {
+			time.Sleep(700 * time.Millisecond) // longer than the ttl: the watchdog keeps it
 			_, err := c.Obtain(ctx, "job", time.Second, nil)
 			assert.ErrorIs(t, err, ErrNotObtained)
 			return ctx.Err()

@@ -336,16 +336,16 @@ func TestDoCancelsFnWhenLockIsLost(t *testing.T) {
 func TestWatchdogRenewsAndStopsAtRelease(t *testing.T) {
 	mr, rdb := redistest.Mini(t)
 	ctx := ctxT(t)
-	l, err := New(rdb, nil).Obtain(ctx, "k", 90*time.Millisecond, &ObtainOptions{AutoRenew: true})
+	l, err := New(rdb, nil).Obtain(ctx, "k", 300*time.Millisecond, &ObtainOptions{AutoRenew: true})
 	require.NoError(t, err)
-	// miniredis time stands still, so count renewals by moving its clock: each renewal resets TTL.
+	// miniredis time stands still, so see renewals by moving its clock: each renewal resets TTL.
 	for range 3 {
-		mr.FastForward(60 * time.Millisecond)
-		require.Eventually(t, func() bool { return mr.TTL("surge:lock:{k}") == 90*time.Millisecond }, 2*time.Second, time.Millisecond)
+		mr.FastForward(200 * time.Millisecond)
+		require.Eventually(t, func() bool { return mr.TTL("surge:lock:{k}") == 300*time.Millisecond }, 2*time.Second, time.Millisecond)
 	}
 	require.NoError(t, l.Release(ctx))
 	n := mr.CommandCount()
-	time.Sleep(100 * time.Millisecond) // over three renewal periods: none may happen
+	time.Sleep(250 * time.Millisecond) // over two renewal periods: none may happen
 	assert.Equal(t, n, mr.CommandCount(), "no command after Release")
 }
 
