@@ -51,7 +51,9 @@ type ObtainOptions struct {
 
 	// AutoRenew starts a watchdog that renews the lock every ttl/3 until [Lock.Release], and
 	// closes [Lock.Lost] when a renewal finds the lock gone or the lock's local validity runs out
-	// before a renewal succeeds. [Client.Do] always renews.
+	// before a renewal succeeds. [Client.Do] always renews. Transient Redis errors are retried
+	// while the lock is still locally valid. A renewed lock that is never released is held for
+	// as long as the process lives: always Release it.
 	AutoRenew bool
 
 	// Metadata is stored with the lock in Redis (for operators inspecting the key) and returned by
