@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -49,6 +50,8 @@ type Cache[V any] struct {
 	epoch atomic.Uint64 // bumped by every invalidation; a read that saw it move stores nothing locally
 
 	closed atomic.Bool
+	stop   context.Context    // cancelled by Close: background loads and waits end early
+	cancel context.CancelFunc // cancels stop
 
 	now  func() time.Time // tests move the clock
 	rand func() float64   // uniform [0,1); tests make it deterministic
@@ -97,6 +100,7 @@ func New[V any](rdb redis.UniversalClient, opt *Options) (*Cache[V], error) {
 		timers:  make(map[*time.Timer]struct{}),
 		waiters: make(map[string]chan struct{}),
 	}
+	c.stop, c.cancel = context.WithCancel(context.Background())
 	if cfg.Local != nil {
 		c.clock = otter.NewCoarseClock(localClockResolution)
 		c.local, err = otter.New(&otter.Options[string, *localEntry[V]]{
@@ -124,6 +128,9 @@ func New[V any](rdb redis.UniversalClient, opt *Options) (*Cache[V], error) {
 // [ErrClosed].
 func (c *Cache[V]) Get(ctx context.Context, key string) (V, error) {
 	var zero V
+	if key == "" {
+		return zero, errEmptyKey
+	}
 	if e, ok := c.localGet(key); ok {
 		if e.notFound {
 			return zero, ErrNotFound
@@ -157,6 +164,9 @@ func (c *Cache[V]) Get(ctx context.Context, key string) (V, error) {
 func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 	if c.closed.Load() {
 		return ErrClosed
+	}
+	if key == "" {
+		return errEmptyKey
 	}
 	env, h, ttl, err := c.encode(v, 0)
 	if err != nil {
@@ -197,6 +207,9 @@ func (c *Cache[V]) Delete(ctx context.Context, keys ...string) error {
 	}
 	if c.closed.Load() {
 		return ErrClosed
+	}
+	if slices.Contains(keys, "") {
+		return errEmptyKey
 	}
 	err := c.deleteNow(ctx, keys)
 	if c.cfg.DoubleDelete > 0 {
@@ -253,12 +266,14 @@ func (c *Cache[V]) scheduleDelete(keys []string) {
 	c.timers[t] = struct{}{}
 }
 
-// Close cancels pending second deletes, stops the invalidation listener and waits for it and for
-// background loads (each bounded by LoadTimeout) to end. Later calls that need Redis or the
+// Close cancels pending second deletes and the contexts of running loads (their waiters get the
+// loader's error, typically context.Canceled), stops the invalidation listener, and waits for
+// every goroutine of the Cache to end (a loader that ignores its ctx is waited for). Later calls that need Redis or the
 // loader return [ErrClosed]. Close is idempotent, safe for concurrent use, never closes the
 // Redis client, and returns nil.
 func (c *Cache[V]) Close() error {
 	c.closed.Store(true)
+	c.cancel()
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()

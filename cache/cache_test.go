@@ -196,14 +196,19 @@ func TestFetchLoaderPanicIsAnErrorForAll(t *testing.T) {
 	require.EqualValues(t, 1, c.Stats().LoadErrors)
 }
 
+// failingLoader counts its calls and returns err.
+func failingLoader(calls *atomic.Int64, err error) Loader[user] {
+	return func(ctx context.Context, key string) (user, error) {
+		calls.Add(1)
+		return user{}, err
+	}
+}
+
 func TestFetchLoaderErrorIsNotCached(t *testing.T) {
 	c, m, _ := newCache(t, nil)
 	boom := errors.New("db down")
 	var calls atomic.Int64
-	load := func(ctx context.Context, key string) (user, error) {
-		calls.Add(1)
-		return user{}, boom
-	}
+	load := failingLoader(&calls, boom)
 	for range 2 {
 		_, err := c.Fetch(context.Background(), "e", load)
 		require.ErrorIs(t, err, boom)
@@ -216,10 +221,7 @@ func TestFetchLoaderErrorIsNotCached(t *testing.T) {
 func TestNegativeCaching(t *testing.T) {
 	c, m, _ := newCache(t, &Options{NegativeTTL: 30 * time.Second})
 	var calls atomic.Int64
-	load := func(ctx context.Context, key string) (user, error) {
-		calls.Add(1)
-		return user{}, fmt.Errorf("no row: %w", ErrNotFound)
-	}
+	load := failingLoader(&calls, fmt.Errorf("no row: %w", ErrNotFound))
 	for range 3 {
 		_, err := c.Fetch(context.Background(), "ghost", load)
 		require.ErrorIs(t, err, ErrNotFound)
@@ -241,10 +243,7 @@ func TestNegativeCaching(t *testing.T) {
 func TestNegativeCachingDisabled(t *testing.T) {
 	c, m, _ := newCache(t, &Options{NegativeTTL: -1})
 	var calls atomic.Int64
-	load := func(ctx context.Context, key string) (user, error) {
-		calls.Add(1)
-		return user{}, ErrNotFound
-	}
+	load := failingLoader(&calls, ErrNotFound)
 	for range 2 {
 		_, err := c.Fetch(context.Background(), "ghost", load)
 		require.ErrorIs(t, err, ErrNotFound)
@@ -349,6 +348,36 @@ func TestGarbageInRedisIsAMiss(t *testing.T) {
 	require.EqualValues(t, 3, calls.Load())
 	// Per key: Get, Fetch's read, and the claim's second look before it takes the lease.
 	require.EqualValues(t, 9, c.Stats().DecodeErrors)
+}
+
+func TestCloseCancelsRunningLoads(t *testing.T) {
+	c, _, _ := newCache(t, nil)
+	started := make(chan struct{})
+	load := func(ctx context.Context, key string) (user, error) {
+		close(started)
+		<-ctx.Done() // a loader that honours its ctx
+		return user{}, ctx.Err()
+	}
+	done := make(chan error, 1)
+	go func() { _, err := c.Fetch(context.Background(), "k", load); done <- err }()
+	<-started
+	require.NoError(t, c.Close()) // returns once the load has ended
+	require.ErrorIs(t, <-done, context.Canceled)
+}
+
+func TestEmptyKey(t *testing.T) {
+	c, _, _ := newCache(t, nil)
+	ctx := context.Background()
+	var calls atomic.Int64
+	_, err := c.Fetch(ctx, "", countingLoader(&calls))
+	require.ErrorIs(t, err, errEmptyKey)
+	_, err = c.FetchMany(ctx, []string{"a", ""}, func(context.Context, []string) (map[string]user, error) { return nil, nil })
+	require.ErrorIs(t, err, errEmptyKey)
+	_, err = c.Get(ctx, "")
+	require.ErrorIs(t, err, errEmptyKey)
+	require.ErrorIs(t, c.Set(ctx, "", user{}), errEmptyKey)
+	require.ErrorIs(t, c.Delete(ctx, "a", ""), errEmptyKey)
+	require.Zero(t, calls.Load())
 }
 
 func TestClosed(t *testing.T) {

@@ -19,3 +19,6 @@ var ErrLoaderPanic = errors.New("cache: loader panicked")
 
 // errDecode marks an envelope that cannot be decoded (garbage, truncated, future version).
 var errDecode = errors.New("cache: bad envelope")
+
+// errEmptyKey rejects "": its hash tag would be empty, which Redis Cluster does not honour.
+var errEmptyKey = errors.New("cache: empty key")

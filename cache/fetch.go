@@ -41,6 +41,9 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, load Loader[V]) (V, er
 	if load == nil {
 		return zero, fmt.Errorf("cache: fetch %q: nil loader", key)
 	}
+	if key == "" {
+		return zero, errEmptyKey
+	}
 	if c.closed.Load() {
 		return zero, ErrClosed
 	}

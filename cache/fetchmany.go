@@ -26,6 +26,9 @@ func (c *Cache[V]) FetchMany(ctx context.Context, keys []string, load BatchLoade
 	rest := make([]string, 0, len(keys))
 	seen := make(map[string]struct{}, len(keys))
 	for _, k := range keys {
+		if k == "" {
+			return out, errEmptyKey
+		}
 		if _, dup := seen[k]; dup {
 			continue
 		}

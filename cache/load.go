@@ -16,12 +16,14 @@ type result[V any] struct {
 }
 
 // lead loads keys (whose flights fl the caller leads) on a goroutine Close waits for, on
-// context.WithoutCancel(ctx) so that the caller giving up does not fail the other waiters, and
-// finishes every flight. refresh says the keys have (stale) values to replace rather than none.
+// context.WithoutCancel(ctx) so that the caller giving up does not fail the other waiters (but
+// Close cancels it), and finishes every flight. refresh says the keys have (stale) values to replace rather than none.
 // After Close it finishes the flights with ErrClosed and returns false.
 func (c *Cache[V]) lead(ctx context.Context, keys []string, fl []*flight[V], load BatchLoader[V], redisDown, refresh bool) bool {
-	ctx = context.WithoutCancel(ctx)
 	ok := c.goTrack(func() {
+		ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		defer cancel()
+		defer context.AfterFunc(c.stop, cancel)()
 		res := c.loadKeys(ctx, keys, load, redisDown, refresh)
 		for i, k := range keys {
 			c.fl.finish(k, fl[i], res[i].v, res[i].err)

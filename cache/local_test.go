@@ -122,10 +122,7 @@ func TestLocalNegativeEntries(t *testing.T) {
 	_, _, rdb := newCache(t, nil)
 	c := newLocal(t, rdb, Options{})
 	var calls atomic.Int64
-	load := func(ctx context.Context, key string) (user, error) {
-		calls.Add(1)
-		return user{}, ErrNotFound
-	}
+	load := failingLoader(&calls, ErrNotFound)
 	for range 3 {
 		_, err := c.Fetch(context.Background(), "ghost", load)
 		require.ErrorIs(t, err, ErrNotFound)

@@ -2,8 +2,9 @@ package cache
 
 import "sync/atomic"
 
-// Stats is a snapshot of a [Cache]'s counters since [New]. Every Fetch/FetchMany key counts
-// once in exactly one of LocalHits, RedisHits, NegativeHits, GuardRejects or Misses.
+// Stats is a snapshot of a [Cache]'s counters since [New]. Every key a Fetch or FetchMany
+// resolves counts once in exactly one of LocalHits, RedisHits, NegativeHits, GuardRejects or
+// Misses (a Redis read error returned under FailClosed counts in none of them).
 type Stats struct {
 	LocalHits      uint64 // served by the in-process tier (values and negative entries)
 	RedisHits      uint64 // values served by Redis
