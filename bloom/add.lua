@@ -1,17 +1,13 @@
--- Add of one or more keys to one shard.
+-- Add of one or more keys to one shard (after config.lua).
 -- KEYS[1] bitmap, KEYS[2] config (same hash tag)
 -- ARGV[1] expected config, ARGV[2] the keys' bit offsets, 4 bytes little-endian each
 -- Stores the config on first use; an error reply "BLOOMCONFIG <stored>" (and no write) when the
 -- stored config differs or is missing while the bitmap exists.
-local cfg = redis.call('GET', KEYS[2])
-if cfg ~= ARGV[1] then
-  if cfg then
-    return redis.error_reply('BLOOMCONFIG ' .. cfg)
-  end
-  if redis.call('EXISTS', KEYS[1]) == 1 then
-    return redis.error_reply('BLOOMCONFIG <missing>')
-  end
+local state = check_config()
+if state == 'new' then
   redis.call('SET', KEYS[2], ARGV[1])
+elseif state ~= 'ok' then
+  return redis.error_reply(state)
 end
 local offs = ARGV[2]
 for i = 1, #offs, 4 do

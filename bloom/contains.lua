@@ -1,4 +1,4 @@
--- MightContain of one or more keys in one shard.
+-- MightContain of one or more keys in one shard (after config.lua).
 -- KEYS[1] bitmap, KEYS[2] config (same hash tag)
 -- ARGV[1] expected config, ARGV[2] the keys' bit offsets, 4 bytes little-endian each,
 -- ARGV[3] k, the offsets per key
@@ -7,15 +7,11 @@
 -- bitmap exists).
 local offs, k = ARGV[2], tonumber(ARGV[3])
 local nkeys = #offs / (4 * k)
-local cfg = redis.call('GET', KEYS[2])
-if cfg ~= ARGV[1] then
-  if cfg then
-    return redis.error_reply('BLOOMCONFIG ' .. cfg)
-  end
-  if redis.call('EXISTS', KEYS[1]) == 1 then
-    return redis.error_reply('BLOOMCONFIG <missing>')
-  end
+local state = check_config()
+if state == 'new' then
   return string.rep('0', nkeys) -- never added to: nothing is in it
+elseif state ~= 'ok' then
+  return redis.error_reply(state)
 end
 local out = {}
 for j = 0, nkeys - 1 do

@@ -26,13 +26,16 @@ const maxKeysPerScript = 1000
 const configErrPrefix = "BLOOMCONFIG "
 
 var (
+	//go:embed config.lua
+	configSrc string
+
 	//go:embed add.lua
 	addSrc    string
-	addScript = redis.NewScript(addSrc)
+	addScript = redis.NewScript(configSrc + addSrc)
 
 	//go:embed contains.lua
 	containsSrc    string
-	containsScript = redis.NewScript(containsSrc)
+	containsScript = redis.NewScript(configSrc + containsSrc)
 )
 
 // Redis is a Bloom filter kept in Redis bitmaps, shared by every process that uses the same
