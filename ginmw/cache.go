@@ -192,8 +192,8 @@ const (
 )
 
 func (h *HTTPCache) handle(c *gin.Context) {
-	if m := c.Request.Method; m != http.MethodGet && m != http.MethodHead {
-		c.Next()
+	if m := c.Request.Method; (m != http.MethodGet && m != http.MethodHead) || c.FullPath() == "" {
+		c.Next() // not cacheable, or no route matched (gin answers 404/405 itself)
 		return
 	}
 	principal, ok := h.principal(c)

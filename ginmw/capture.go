@@ -24,8 +24,10 @@ type captureWriter struct {
 	body   []byte
 }
 
+// newCaptureWriter starts from orig's status: gin sets 404/405 on the writer before running the
+// middleware of an unmatched route, and that status must not turn into a cached 200.
 func newCaptureWriter(orig gin.ResponseWriter) *captureWriter {
-	return &captureWriter{orig: orig, header: make(http.Header), status: http.StatusOK, size: -1}
+	return &captureWriter{orig: orig, header: make(http.Header), status: orig.Status(), size: -1}
 }
 
 var _ gin.ResponseWriter = (*captureWriter)(nil)

@@ -148,8 +148,8 @@ type idempotency struct {
 }
 
 func (m *idempotency) handle(c *gin.Context) {
-	if !m.methods[c.Request.Method] {
-		c.Next()
+	if !m.methods[c.Request.Method] || c.FullPath() == "" {
+		c.Next() // not ours, or no route matched (gin answers 404/405 itself)
 		return
 	}
 	raw := c.Request.Header[headerIdempotencyKey]
