@@ -538,3 +538,15 @@ func TestReleaseBeforeSubscriptionIsNotLost(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, l.Release(ctx))
 }
+
+func TestWatchdogRenewsWithTheLastRefreshedTTL(t *testing.T) {
+	mr, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	l, err := New(rdb, nil).Obtain(ctx, "k", 150*time.Millisecond, &ObtainOptions{AutoRenew: true})
+	require.NoError(t, err)
+	require.NoError(t, l.Refresh(ctx, 600*time.Millisecond))
+	mr.FastForward(100 * time.Millisecond)
+	// The next renewal (within 200ms) must set 600ms again, not the 150ms of Obtain.
+	require.Eventually(t, func() bool { return mr.TTL("surge:lock:{k}") == 600*time.Millisecond }, 2*time.Second, time.Millisecond)
+	require.NoError(t, l.Release(ctx))
+}
