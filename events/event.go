@@ -1,6 +1,7 @@
 package events
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -91,9 +92,25 @@ func reservedHeader(k string) bool {
 	return k == HeaderID || k == HeaderType || k == HeaderTime
 }
 
-// toRecord builds the record for ev, filling a missing ID or Time. The ID and time header
-// values share one allocation.
-func toRecord(topic string, ev *Event) (*kgo.Record, error) {
+// pubRec is one record on its way to Kafka with everything it needs in one allocation: kgo
+// hands it back to the promise through Record.Context, which it embeds (kgo only reads the
+// context for cancellation, and our pubRec is that context).
+type pubRec struct {
+	context.Context // the caller's ctx
+
+	rec kgo.Record
+	hs  [3]kgo.RecordHeader
+	buf [128]byte // ID, time, type and key bytes when they fit
+
+	p     *Producer
+	done  func(error) // PublishAsync
+	batch *pubBatch   // Publish
+	idx   int
+	tx    *Tx // Tx.Publish
+}
+
+// newPubRec builds the record for ev, filling a missing ID or Time.
+func newPubRec(ctx context.Context, topic string, ev *Event) (*pubRec, error) {
 	if ev.ID == "" {
 		ev.ID = NewID()
 	}
@@ -105,27 +122,52 @@ func toRecord(topic string, ev *Event) (*kgo.Record, error) {
 			return nil, fmt.Errorf("events: event %s: header %q is reserved", ev.ID, k)
 		}
 	}
-	buf := make([]byte, 0, len(ev.ID)+len(time.RFC3339Nano)+6)
+	pr := &pubRec{Context: ctx}
+	var buf []byte
+	if need := len(ev.ID) + len(time.RFC3339Nano) + 6 + len(ev.Type) + len(ev.Key); need <= len(pr.buf) {
+		buf = pr.buf[:0]
+	} else {
+		buf = make([]byte, 0, need)
+	}
+	// Each slice is cut right after its append, so a reallocation never invalidates it.
 	buf = append(buf, ev.ID...)
+	id := buf[:len(buf):len(buf)]
+	n := len(buf)
 	buf = ev.Time.AppendFormat(buf, time.RFC3339Nano)
-	n := 2
-	if ev.Type != "" {
-		n++
+	ts := buf[n:len(buf):len(buf)]
+	n = len(buf)
+	buf = append(buf, ev.Type...)
+	typ := buf[n:len(buf):len(buf)]
+	n = len(buf)
+	buf = append(buf, ev.Key...)
+	key := buf[n:len(buf):len(buf)]
+
+	hs := pr.hs[:0]
+	if len(ev.Headers) > 0 {
+		hs = make([]kgo.RecordHeader, 0, 3+len(ev.Headers))
 	}
-	hs := make([]kgo.RecordHeader, 0, n+len(ev.Headers))
-	hs = append(hs, kgo.RecordHeader{Key: HeaderID, Value: buf[:len(ev.ID):len(ev.ID)]})
+	hs = append(hs, kgo.RecordHeader{Key: HeaderID, Value: id})
 	if ev.Type != "" {
-		hs = append(hs, kgo.RecordHeader{Key: HeaderType, Value: []byte(ev.Type)})
+		hs = append(hs, kgo.RecordHeader{Key: HeaderType, Value: typ})
 	}
-	hs = append(hs, kgo.RecordHeader{Key: HeaderTime, Value: buf[len(ev.ID):]})
+	hs = append(hs, kgo.RecordHeader{Key: HeaderTime, Value: ts})
 	for k, v := range ev.Headers {
 		hs = append(hs, kgo.RecordHeader{Key: k, Value: []byte(v)})
 	}
-	r := &kgo.Record{Topic: topic, Value: ev.Data, Headers: hs, Timestamp: ev.Time}
+	pr.rec = kgo.Record{Topic: topic, Value: ev.Data, Headers: hs, Timestamp: ev.Time, Context: pr}
 	if ev.Key != "" {
-		r.Key = []byte(ev.Key)
+		pr.rec.Key = key
 	}
-	return r, nil
+	return pr, nil
+}
+
+// toRecord is newPubRec for callers that only want the record.
+func toRecord(topic string, ev *Event) (*kgo.Record, error) {
+	pr, err := newPubRec(context.Background(), topic, ev)
+	if err != nil {
+		return nil, err
+	}
+	return &pr.rec, nil
 }
 
 // fromRecord decodes r. A record without an ID header (written by another client) gets the

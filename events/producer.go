@@ -92,52 +92,76 @@ func (p *Producer) Publish(ctx context.Context, topic string, evs ...Event) erro
 	if p.txn {
 		return p.Transact(ctx, func(ctx context.Context, tx *Tx) error { return tx.Publish(ctx, topic, evs...) })
 	}
-	recs, err := records(topic, evs)
+	prs, err := p.records(ctx, topic, evs)
 	if err != nil {
 		return err
 	}
-	return p.produceWait(ctx, recs)
+	return p.produceWait(ctx, prs)
 }
 
-func records(topic string, evs []Event) ([]*kgo.Record, error) {
+func (p *Producer) records(ctx context.Context, topic string, evs []Event) ([]*pubRec, error) {
 	if topic == "" {
 		return nil, errors.New("events: publish: empty topic")
 	}
-	recs := make([]*kgo.Record, len(evs))
+	prs := make([]*pubRec, len(evs))
 	for i := range evs {
 		ev := evs[i]
-		r, err := toRecord(topic, &ev)
+		pr, err := newPubRec(ctx, topic, &ev)
 		if err != nil {
 			return nil, err
 		}
-		recs[i] = r
+		pr.p = p
+		prs[i] = pr
 	}
-	return recs, nil
+	return prs, nil
 }
 
-// produceWait produces recs and waits for all of their promises or ctx.
-func (p *Producer) produceWait(ctx context.Context, recs []*kgo.Record) error {
-	if len(recs) == 0 {
+// pubBatch collects the outcomes of one Publish call.
+type pubBatch struct {
+	errs []error
+	left atomic.Int64
+	done chan struct{}
+}
+
+func batchPromise(r *kgo.Record, err error) {
+	pr := r.Context.(*pubRec)
+	pr.p.count(err)
+	b := pr.batch
+	if err != nil {
+		b.errs[pr.idx] = publishError(r, err)
+	}
+	if b.left.Add(-1) == 0 {
+		close(b.done)
+	}
+}
+
+func asyncPromise(r *kgo.Record, err error) {
+	pr := r.Context.(*pubRec)
+	pr.p.count(err)
+	if err != nil {
+		err = publishError(r, err)
+	}
+	pr.done(err)
+}
+
+func publishError(r *kgo.Record, err error) error {
+	return fmt.Errorf("events: publish %s to %s: %w", eventID(r), r.Topic, err)
+}
+
+// produceWait produces prs and waits for all of their promises or ctx.
+func (p *Producer) produceWait(ctx context.Context, prs []*pubRec) error {
+	if len(prs) == 0 {
 		return nil
 	}
-	errs := make([]error, len(recs))
-	left := atomic.Int64{}
-	left.Store(int64(len(recs)))
-	done := make(chan struct{})
-	for i, r := range recs {
-		p.cl.Produce(ctx, r, func(r *kgo.Record, err error) {
-			p.count(err)
-			if err != nil {
-				errs[i] = fmt.Errorf("events: publish %s to %s: %w", eventID(r), r.Topic, err)
-			}
-			if left.Add(-1) == 0 {
-				close(done)
-			}
-		})
+	b := &pubBatch{errs: make([]error, len(prs)), done: make(chan struct{})}
+	b.left.Store(int64(len(prs)))
+	for i, pr := range prs {
+		pr.batch, pr.idx = b, i
+		p.cl.Produce(ctx, &pr.rec, batchPromise)
 	}
 	select {
-	case <-done:
-		return errors.Join(errs...)
+	case <-b.done:
+		return errors.Join(b.errs...)
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -178,18 +202,13 @@ func (p *Producer) PublishAsync(ctx context.Context, topic string, ev Event, don
 		done(errors.New("events: publish: empty topic"))
 		return
 	}
-	r, err := toRecord(topic, &ev)
+	pr, err := newPubRec(ctx, topic, &ev)
 	if err != nil {
 		done(err)
 		return
 	}
-	p.cl.Produce(ctx, r, func(r *kgo.Record, err error) {
-		p.count(err)
-		if err != nil {
-			err = fmt.Errorf("events: publish %s to %s: %w", eventID(r), r.Topic, err)
-		}
-		done(err)
-	})
+	pr.p, pr.done = p, done
+	p.cl.Produce(ctx, &pr.rec, asyncPromise)
 }
 
 // Flush blocks until every event handed to the producer so far is acknowledged or failed, or

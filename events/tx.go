@@ -21,21 +21,25 @@ type Tx struct {
 // before committing and aborts when any write failed. It returns an error at once for a
 // malformed event or an empty topic.
 func (tx *Tx) Publish(ctx context.Context, topic string, evs ...Event) error {
-	recs, err := records(topic, evs)
+	prs, err := tx.p.records(ctx, topic, evs)
 	if err != nil {
 		return err
 	}
-	for _, r := range recs {
-		tx.p.cl.Produce(ctx, r, func(r *kgo.Record, err error) {
-			tx.p.count(err)
-			if err != nil {
-				tx.mu.Lock()
-				tx.errs = append(tx.errs, fmt.Errorf("events: publish %s to %s: %w", eventID(r), r.Topic, err))
-				tx.mu.Unlock()
-			}
-		})
+	for _, pr := range prs {
+		pr.tx = tx
+		tx.p.cl.Produce(ctx, &pr.rec, txPromise)
 	}
 	return nil
+}
+
+func txPromise(r *kgo.Record, err error) {
+	pr := r.Context.(*pubRec)
+	pr.p.count(err)
+	if err != nil {
+		pr.tx.mu.Lock()
+		pr.tx.errs = append(pr.tx.errs, publishError(r, err))
+		pr.tx.mu.Unlock()
+	}
 }
 
 func (tx *Tx) err() error {

@@ -1,0 +1,177 @@
+package events
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/surgekit/surge/internal/kafkatest"
+)
+
+var payload200 = []byte(fmt.Sprintf("%0200d", 0))
+
+// BenchmarkPublishAsync measures PublishAsync + Flush of 200-byte events on kfake; compare
+// with BenchmarkRawKgoProduce, the same records through kgo directly.
+func BenchmarkPublishAsync(b *testing.B) {
+	kc := kafkatest.Cluster(b, "bench")
+	p := newTestProducer(b, kc)
+	ctx := context.Background()
+	keys := benchKeys(1000)
+	var failed atomic.Int64
+	done := func(err error) {
+		if err != nil {
+			failed.Add(1)
+		}
+	}
+	now := time.Now()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		p.PublishAsync(ctx, "bench", Event{ID: NewID(), Type: "bench", Key: keys[i%len(keys)], Time: now, Data: payload200}, done)
+	}
+	if err := p.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	if failed.Load() > 0 {
+		b.Fatalf("%d publishes failed", failed.Load())
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkRawKgoProduce is the baseline for BenchmarkPublishAsync: kgo Produce + Flush of
+// records with the same key and value and no headers.
+func BenchmarkRawKgoProduce(b *testing.B) {
+	kc := kafkatest.Cluster(b, "bench")
+	cl := kc.Client(b)
+	ctx := context.Background()
+	keys := benchKeys(1000)
+	var failed atomic.Int64
+	promise := func(_ *kgo.Record, err error) {
+		if err != nil {
+			failed.Add(1)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		cl.Produce(ctx, &kgo.Record{Topic: "bench", Key: []byte(keys[i%len(keys)]), Value: payload200}, promise)
+	}
+	if err := cl.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	if failed.Load() > 0 {
+		b.Fatalf("%d produces failed", failed.Load())
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+func benchKeys(n int) []string {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = "key-" + strconv.Itoa(i)
+	}
+	return keys
+}
+
+// BenchmarkConsumer handles b.N events with a 1 ms handler over 3 partitions and reports
+// events/s for several Concurrency values. "per-partition" uses null keys, so at most one
+// event per partition is in flight: the one-in-flight-per-partition model of simpler runners.
+func BenchmarkConsumer(b *testing.B) {
+	for _, tc := range []struct {
+		name        string
+		concurrency int
+		keys        int
+	}{
+		{"concurrency=1", 1, 500},
+		{"concurrency=4", 4, 500},
+		{"concurrency=16", 16, 500},
+		{"per-partition", 16, 0},
+	} {
+		b.Run(tc.name, func(b *testing.B) { benchConsumer(b, tc.concurrency, tc.keys) })
+	}
+}
+
+func benchConsumer(b *testing.B, concurrency, keys int) {
+	kc := kafkatest.Cluster(b, "bench")
+	p := newTestProducer(b, kc)
+	ctx := context.Background()
+	evs := make([]Event, b.N)
+	for i := range evs {
+		evs[i] = Event{Type: "bench", Data: []byte(strconv.Itoa(i))}
+		if keys > 0 {
+			evs[i].Key = "key-" + strconv.Itoa(i%keys)
+		}
+	}
+	for i := 0; i < len(evs); i += 10000 {
+		if err := p.Publish(ctx, "bench", evs[i:min(i+10000, len(evs))]...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var handled atomic.Int64
+	last := make([]atomic.Int64, max(keys, 1))
+	var outOfOrder atomic.Int64
+	all := make(chan struct{})
+	b.ResetTimer()
+	r := startConsumer(b, kc, ConsumerConfig{Group: "bench", Topics: []string{"bench"}, Concurrency: concurrency,
+		Handler: func(_ context.Context, ev Event) error {
+			time.Sleep(time.Millisecond)
+			if keys > 0 {
+				n, _ := strconv.Atoi(string(ev.Data))
+				if int64(n) < last[n%keys].Load() {
+					outOfOrder.Add(1)
+				}
+				last[n%keys].Store(int64(n))
+			}
+			if handled.Add(1) == int64(b.N) {
+				close(all)
+			}
+			return nil
+		}})
+	<-all
+	b.StopTimer()
+	if err := r.stop(); err != nil {
+		b.Fatal(err)
+	}
+	if outOfOrder.Load() > 0 {
+		b.Fatalf("%d events out of key order", outOfOrder.Load())
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkRawKgoProduceWithHeaders is raw kgo producing the same bytes an Event carries (the
+// three event headers), to separate the wire format's cost from the wrapper's.
+func BenchmarkRawKgoProduceWithHeaders(b *testing.B) {
+	kc := kafkatest.Cluster(b, "bench")
+	cl := kc.Client(b)
+	ctx := context.Background()
+	keys := benchKeys(1000)
+	var failed atomic.Int64
+	promise := func(_ *kgo.Record, err error) {
+		if err != nil {
+			failed.Add(1)
+		}
+	}
+	ts := []byte(time.Now().UTC().Format(time.RFC3339Nano))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		cl.Produce(ctx, &kgo.Record{Topic: "bench", Key: []byte(keys[i%len(keys)]), Value: payload200,
+			Headers: []kgo.RecordHeader{{Key: HeaderID, Value: []byte(NewID())}, {Key: HeaderType, Value: []byte("bench")},
+				{Key: HeaderTime, Value: ts}}}, promise)
+	}
+	if err := cl.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	if failed.Load() > 0 {
+		b.Fatalf("%d produces failed", failed.Load())
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}

@@ -1,0 +1,40 @@
+// Package events publishes and consumes Kafka events without losing or repeating work, with
+// parallelism that keeps per-key order. It is built on franz-go (kgo, kadm).
+//
+// An [Event] travels as a plain Kafka record: Key is the record key, Data the value, and ID,
+// Type, Time and user Headers are record headers ([HeaderID], [HeaderType], [HeaderTime]), so
+// any Kafka client can read and write them.
+//
+// [Producer] is an idempotent acks=all producer (options that would weaken that are refused)
+// that places keys like the Java client; [Producer.Transact] writes several events atomically.
+//
+// [Consumer] runs a consumer group (cooperative-sticky) and hands events to Concurrency
+// handler goroutines: one key at a time and in order, different keys in parallel. Offsets are
+// committed only below the first event not yet done, on an interval, on revoke and at the end
+// of [Consumer.Run]. Failing events are retried with backoff without holding other keys, then
+// dead-lettered with provenance headers ([HeaderDLQTopic]...) and committed once the dead
+// letter is acknowledged; without a DeadLetterTopic the partition pauses instead. A [Deduper]
+// ([NewRedisDeduper]) makes redeliveries after a crash or rebalance effectively once.
+//
+// [LagMonitor] watches a group's lag with kadm, judges each partition over a window of samples
+// ([EvaluateWindow]: OK, WARN, STALL, STOP, REWIND) plus MaxLag, MaxLagAge and failure-rate
+// thresholds, and calls OnAlert when the condition changes.
+//
+//	p, err := events.NewProducer(events.ProducerConfig{Brokers: brokers})
+//	ev, err := events.NewEvent("order.created", order.ID, order)
+//	err = p.Publish(ctx, "orders", ev)
+//
+//	c, err := events.NewConsumer(events.ConsumerConfig{
+//		Brokers: brokers, Group: "billing", Topics: []string{"orders"},
+//		Concurrency: 16, DeadLetterTopic: "orders.dlq",
+//		Deduper: events.NewRedisDeduper(rdb, 24*time.Hour),
+//		Handler: func(ctx context.Context, ev events.Event) error {
+//			var o Order
+//			if err := ev.Decode(&o); err != nil {
+//				return events.Permanent(err)
+//			}
+//			return bill(ctx, o)
+//		},
+//	})
+//	err = c.Run(ctx) // until ctx ends: drains, commits, leaves the group
+package events
