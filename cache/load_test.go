@@ -276,3 +276,39 @@ func TestFetchManyLoaderError(t *testing.T) {
 	require.ErrorIs(t, err, boom)
 	require.Equal(t, map[string]user{"hit": {ID: "hit"}}, got, "values found are still returned")
 }
+
+func TestFetchManyWaitsForOtherInstancesLease(t *testing.T) {
+	a, _, rdb := newCache(t, &Options{Lease: time.Minute})
+	b, err := New[user](rdb, &Options{Lease: time.Minute})
+	require.NoError(t, err)
+	defer b.Close()
+	ctx := context.Background()
+	started, release := make(chan string, 1), make(chan struct{})
+	go func() { _, _ = a.Fetch(ctx, "x", slowLoader("from-a", started, release)) }()
+	<-started // a holds x's lease
+
+	var mu sync.Mutex
+	var batches [][]string
+	got := make(chan map[string]user, 1)
+	go func() {
+		m, err := b.FetchMany(ctx, []string{"x", "y"}, func(ctx context.Context, keys []string) (map[string]user, error) {
+			mu.Lock()
+			batches = append(batches, keys)
+			mu.Unlock()
+			out := map[string]user{}
+			for _, k := range keys {
+				out[k] = user{ID: k, Name: "from-b"}
+			}
+			return out, nil
+		})
+		require.NoError(t, err)
+		got <- m
+	}()
+	// y is loaded while x waits for a.
+	require.Eventually(t, func() bool { return b.Stats().Loads == 1 && b.Stats().LeaseWaits == 1 }, 5*time.Second, time.Millisecond)
+	close(release)
+	m := <-got
+	require.Equal(t, "from-a", m["x"].Name)
+	require.Equal(t, "from-b", m["y"].Name)
+	require.Equal(t, [][]string{{"y"}}, batches)
+}

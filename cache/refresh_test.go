@@ -127,3 +127,36 @@ func TestXFetchRefreshesEarly(t *testing.T) {
 	require.Eventually(t, func() bool { return calls.Load() == 2 }, 5*time.Second, time.Millisecond)
 	require.EqualValues(t, 1, c.Stats().EarlyRefreshes)
 }
+
+func TestStaleRefreshOnceAcrossInstancesWithLease(t *testing.T) {
+	opt := Options{TTL: 10 * time.Minute, RefreshAfter: time.Minute, Lease: time.Minute}
+	a, _, rdb := newCache(t, &opt)
+	b, err := New[user](rdb, &opt)
+	require.NoError(t, err)
+	defer b.Close()
+	var clk clock
+	a.now, b.now = clk.now, clk.now
+	ctx := context.Background()
+	var calls atomic.Int64
+	gate := make(chan struct{})
+	load := versionLoader(&calls, gate)
+	_, err = a.Fetch(ctx, "k", load)
+	require.NoError(t, err)
+
+	clk.advance(2 * time.Minute)
+	u, err := a.Fetch(ctx, "k", load) // a starts the refresh and holds the lease
+	require.NoError(t, err)
+	require.Equal(t, "1", u.Name)
+	require.Eventually(t, func() bool { return calls.Load() == 2 }, 5*time.Second, time.Millisecond)
+	u, err = b.Fetch(ctx, "k", load) // b sees the same stale value; its refresh finds a's lease
+	require.NoError(t, err)
+	require.Equal(t, "1", u.Name)
+	require.Eventually(t, func() bool { return b.Stats().LeaseWaits == 1 }, 5*time.Second, time.Millisecond)
+	close(gate)
+	require.Eventually(t, func() bool {
+		u, err := b.Get(ctx, "k")
+		return err == nil && u.Name == "2"
+	}, 5*time.Second, time.Millisecond)
+	require.EqualValues(t, 2, calls.Load(), "one refresh across both instances")
+	require.Zero(t, b.Stats().Loads)
+}
