@@ -19,9 +19,14 @@ import (
 type Local struct {
 	limits  []Limit
 	buckets *otter.Cache[string, *bucket]
-	now     func() time.Time // tests move the clock
+	clock   *otter.CoarseClock // otter's clock for expiry: reading it costs a load, not a syscall
+	now     func() time.Time   // tests move the clock
 	epoch   time.Time
 }
+
+// coarseResolution is how often otter's clock reads the time. Expiry only needs to be right to
+// within a second, while the buckets themselves read the precise time.
+const coarseResolution = 100 * time.Millisecond
 
 // bucket is the state of every limit of one key. Tokens are as of last (ns since Local.epoch).
 type bucket struct {
@@ -49,15 +54,19 @@ func NewLocal(opt *LocalOptions, limits ...Limit) (*Local, error) {
 	// Buckets are only read through otter (their state changes in place), and otter may let an
 	// entry expire up to a second before the duration its last read asked for: keep buckets a
 	// second longer so that none is dropped before it is full.
-	idle += time.Second + time.Millisecond
+	// The coarse clock lags by up to its resolution (more under load): keep that much again.
+	idle += time.Second + 2*coarseResolution
+	clock := otter.NewCoarseClock(coarseResolution)
 	c, err := otter.New(&otter.Options[string, *bucket]{
 		MaximumSize:      o.MaxKeys,
 		ExpiryCalculator: otter.ExpiryAccessing[string, *bucket](idle),
+		Clock:            clock,
 	})
 	if err != nil {
+		clock.Stop()
 		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
-	return &Local{limits: ls, buckets: c, now: time.Now, epoch: time.Now()}, nil
+	return &Local{limits: ls, buckets: c, clock: clock, now: time.Now, epoch: time.Now()}, nil
 }
 
 // Limits returns a copy of the limits the limiter enforces.
@@ -149,5 +158,6 @@ func (l *Local) Len() int { return l.buckets.EstimatedSize() }
 // limiter keeps working afterwards, only expired buckets are then dropped lazily.
 func (l *Local) Close() error {
 	l.buckets.StopAllGoroutines()
+	l.clock.Stop()
 	return nil
 }
