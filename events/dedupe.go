@@ -60,6 +60,7 @@ func NewRedisDeduper(rdb redis.UniversalClient, ttl time.Duration) Deduper {
 	return &redisDeduper{rdb: rdb, ttl: ttl}
 }
 
+// Claim runs dedupe_claim.lua: one round trip, atomic.
 func (d *redisDeduper) Claim(ctx context.Context, id string, lease time.Duration) (string, error) {
 	if lease <= 0 {
 		return "", fmt.Errorf("events: dedupe claim %q: lease %v is not positive", id, lease)
@@ -79,6 +80,7 @@ func (d *redisDeduper) Claim(ctx context.Context, id string, lease time.Duration
 	return token, nil
 }
 
+// Done overwrites the claim with "done" for the deduper's ttl.
 func (d *redisDeduper) Done(ctx context.Context, id, _ string) error {
 	if err := d.rdb.Set(ctx, keys.Tagged(DedupePrefix, id), "done", d.ttl).Err(); err != nil {
 		return fmt.Errorf("events: dedupe done %q: %w", id, err)
@@ -86,6 +88,7 @@ func (d *redisDeduper) Done(ctx context.Context, id, _ string) error {
 	return nil
 }
 
+// Release runs dedupe_release.lua: deletes the key only while it holds token.
 func (d *redisDeduper) Release(ctx context.Context, id, token string) error {
 	err := releaseScript.Run(ctx, d.rdb, []string{keys.Tagged(DedupePrefix, id)}, token).Err()
 	if err != nil && !errors.Is(err, redis.Nil) {

@@ -36,6 +36,7 @@ type DecodeError struct {
 	Err       error
 }
 
+// Error names the record and the offending header.
 func (e *DecodeError) Error() string {
 	if e.Header != "" {
 		return fmt.Sprintf("events: decode record %s/%d@%d: header %q: %v", e.Topic, e.Partition, e.Offset, e.Header, e.Err)

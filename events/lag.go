@@ -34,6 +34,7 @@ const (
 
 var statusNames = [...]string{"OK", "WARN", "REWIND", "STALL", "STOP"}
 
+// String returns the Burrow name: OK, WARN, REWIND, STALL or STOP.
 func (s Status) String() string {
 	if int(s) < len(statusNames) {
 		return statusNames[s]
