@@ -2,19 +2,18 @@
 -- KEYS[1] bitmap, KEYS[2] config (same hash tag)
 -- ARGV[1] expected config, ARGV[2] the keys' bit offsets, 4 bytes little-endian each,
 -- ARGV[3] k, the offsets per key
--- Returns a string with one character per key: '1' when all its bits are set, else '0'; an
--- error reply "BLOOMCONFIG <stored>" when the stored config differs (or is missing while the
--- bitmap exists).
+-- Returns a string with one character per key: '1' when all its bits are set, else '0'; the
+-- empty string when the shard was never written; an error reply "BLOOMCONFIG <stored>" when the
+-- stored config differs (or is missing while the bitmap exists).
 local offs, k = ARGV[2], tonumber(ARGV[3])
-local nkeys = #offs / (4 * k)
 local state = check_config()
 if state == 'new' then
-  return string.rep('0', nkeys) -- never added to: nothing is in it
+  return '' -- never written: nothing is in it
 elseif state ~= 'ok' then
   return redis.error_reply(state)
 end
 local out = {}
-for j = 0, nkeys - 1 do
+for j = 0, #offs / (4 * k) - 1 do
   local hit = '1'
   local first = j * 4 * k + 1
   for i = first, first + 4 * (k - 1), 4 do

@@ -43,6 +43,19 @@ func TestServerConfigMismatch(t *testing.T) {
 	require.ErrorIs(t, b.Add(ctx, "y"), ErrConfigMismatch)
 	_, err = b.MightContain(ctx, "x")
 	require.ErrorIs(t, err, ErrConfigMismatch)
+
+	// Another shard count is caught on every key, also where the first filter has no shard.
+	c, err := NewRedis(rdb, "sessions", 1000, 0.01, &RedisOptions{Shards: 2})
+	require.NoError(t, err)
+	keys := randomKeys(15, 40, "s")
+	require.NoError(t, c.Add(ctx, keys...))
+	d, err := NewRedis(rdb, "sessions", 1000, 0.01, &RedisOptions{Shards: 5})
+	require.NoError(t, err)
+	for _, k := range keys {
+		_, err := d.MightContain(ctx, k)
+		require.ErrorIs(t, err, ErrConfigMismatch, "key %q", k)
+		require.ErrorIs(t, d.Add(ctx, k), ErrConfigMismatch, "key %q", k)
+	}
 }
 
 // TestServerConcurrent runs Adds and MightContains from many goroutines on one filter (under

@@ -145,7 +145,8 @@ func (r *Redis) appendOffsets(buf []byte, h *[4]uint64) []byte {
 
 // MightContain reports whether key may have been added: false means certainly not, true means
 // added or a false positive. It makes one round trip (one script reading the key's k bits in
-// its shard) and blocks until Redis answers or ctx ends. A filter never added to answers false.
+// its shard) and blocks until Redis answers or ctx ends. A filter never added to answers false
+// (with one more round trip, to check the shard-0 config, when the key's shard is not shard 0).
 // Errors: [ErrConfigMismatch] when the stored filter has another size, else the Redis error
 // wrapped; treat an error as "maybe" when guarding a cache.
 func (r *Redis) MightContain(ctx context.Context, key string) (bool, error) {
@@ -155,6 +156,9 @@ func (r *Redis) MightContain(ctx context.Context, key string) (bool, error) {
 	v, err := containsScript.Run(ctx, r.rdb, r.shards[s], r.cfgArg, offs, r.kArg).Text()
 	if err != nil {
 		return false, r.wrap("might contain", s, err)
+	}
+	if v == "" { // the shard was never written
+		return false, r.checkAnchor(ctx, "might contain", s)
 	}
 	return v == "1", nil
 }
@@ -168,13 +172,19 @@ func (r *Redis) MightContainMany(ctx context.Context, keys []string) ([]bool, er
 		return nil, nil
 	}
 	calls := r.group(keys, true)
-	cmds, err := r.run(ctx, containsScript, "might contain", calls, r.kArg)
+	cmds, err := r.run(ctx, containsScript, "might contain", calls, func(call) any { return r.kArg })
 	if err != nil {
 		return nil, err
 	}
 	out := make([]bool, len(keys))
 	for i, c := range calls {
 		v, err := cmds[i].Text()
+		if v == "" && err == nil {
+			if err := r.checkAnchor(ctx, "might contain", c.shard); err != nil {
+				return nil, err
+			}
+			continue // all false
+		}
 		if err != nil || len(v) != len(c.idx) {
 			return nil, fmt.Errorf("bloom: might contain %q: unexpected script reply %.40q for %d keys (err %v)", r.name, v, len(c.idx), err)
 		}
@@ -185,40 +195,110 @@ func (r *Redis) MightContainMany(ctx context.Context, keys []string) ([]bool, er
 	return out, nil
 }
 
+// Shard 0 is the anchor of a sharded filter: its config is stored before any other shard is
+// created, and checked when a call meets a shard that was never written. Each script can only
+// check its own shard (one slot), so without the anchor a process with another Shards value
+// would silently read and create shards the other processes never use.
+
+// checkAnchor is called when shard s was found never written: it fails with ErrConfigMismatch
+// when shard 0 holds another config.
+func (r *Redis) checkAnchor(ctx context.Context, op string, s int) error {
+	if s == 0 {
+		return nil
+	}
+	stored, err := r.rdb.Get(ctx, r.shards[0][1]).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil
+	case err != nil:
+		return fmt.Errorf("bloom: %s %q: read config: %w", op, r.name, err)
+	case stored != r.cfg:
+		return r.mismatch(op, 0, stored)
+	}
+	return nil
+}
+
+// claimAnchor stores the config in shard 0 unless one is there, and fails with ErrConfigMismatch
+// when the one there differs.
+func (r *Redis) claimAnchor(ctx context.Context, op string) error {
+	stored, err := r.rdb.SetArgs(ctx, r.shards[0][1], r.cfg, redis.SetArgs{Mode: "NX", Get: true}).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil // stored now
+	case err != nil:
+		return fmt.Errorf("bloom: %s %q: store config: %w", op, r.name, err)
+	case stored != r.cfg:
+		return r.mismatch(op, 0, stored)
+	}
+	return nil
+}
+
 // call is one script invocation on one shard.
 type call struct {
-	shard int
-	offs  []byte
-	n     int   // keys in offs
-	idx   []int // positions of those keys in the caller's slice, when asked for
+	shard  int
+	offs   []byte
+	n      int   // keys in offs
+	idx    []int // positions of those keys in the caller's slice, when asked for
+	create bool  // Add: create the shard if it was never written
+}
+
+// Add script flags (ARGV[3]): whether the script may create a never-written shard.
+const (
+	mayCreate = "1"
+	mustExist = "0"
+)
+
+func addFlag(c call) any {
+	if c.shard == 0 || c.create {
+		return mayCreate
+	}
+	return mustExist
 }
 
 // Add inserts keys. It makes one round trip whatever the number of keys: one script per shard
 // touched (and per 1000 keys), sent as a pipeline when there are several; each script is atomic,
-// the whole Add is not. It blocks until Redis answers or ctx ends, does not keep or modify keys
-// and is safe for concurrent use. The first Add stores the filter's config. Errors:
-// [ErrConfigMismatch] when the stored filter has another size (nothing is written to that
-// shard), else the Redis error wrapped; after an error some keys may have been added.
+// the whole Add is not. The first write to a shard other than shard 0 takes two more round trips
+// (the shard-0 config check). It blocks until Redis answers or ctx ends, does not keep or modify
+// keys and is safe for concurrent use. Errors: [ErrConfigMismatch] when the stored filter has
+// another size (nothing is written to that shard), else the Redis error wrapped; after an error
+// some keys may have been added.
 func (r *Redis) Add(ctx context.Context, keys ...string) error {
-	switch len(keys) {
-	case 0:
-		return nil
-	case 1:
-		h := hashKey(keys[0])
-		s := r.shardOf(&h)
-		offs := r.appendOffsets(make([]byte, 0, 4*r.k), &h)
-		if err := addScript.Run(ctx, r.rdb, r.shards[s], r.cfgArg, offs).Err(); err != nil {
-			return r.wrap("add", s, err)
-		}
+	if len(keys) == 0 {
 		return nil
 	}
-	_, err := r.run(ctx, addScript, "add", r.group(keys, false))
+	calls := r.group(keys, false)
+	cmds, err := r.run(ctx, addScript, "add", calls, addFlag)
+	if err != nil {
+		return err
+	}
+	var fresh []call
+	for i, c := range calls {
+		if v, _ := cmds[i].Int64(); v == 0 { // a shard never written: check shard 0 first
+			c.create = true
+			fresh = append(fresh, c)
+		}
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	if err := r.claimAnchor(ctx, "add"); err != nil {
+		return err
+	}
+	_, err = r.run(ctx, addScript, "add", fresh, addFlag)
 	return err
 }
 
 // group splits keys into script calls: per shard, at most maxKeysPerScript keys each; with
 // withIdx each call records the positions of its keys in keys.
 func (r *Redis) group(keys []string, withIdx bool) []call {
+	if len(keys) == 1 { // the common single-key Add: no map
+		h := hashKey(keys[0])
+		c := call{shard: r.shardOf(&h), offs: r.appendOffsets(make([]byte, 0, 4*r.k), &h), n: 1}
+		if withIdx {
+			c.idx = []int{0}
+		}
+		return []call{c}
+	}
 	var calls []call
 	open := make(map[int]int) // shard -> index in calls of its call being filled
 	for at, key := range keys {
@@ -243,15 +323,22 @@ func (r *Redis) group(keys []string, withIdx bool) []call {
 	return calls
 }
 
-// run sends calls (with extra as the scripts' trailing arguments) in one pipeline of EVALSHAs,
-// re-sending those that failed with NOSCRIPT (a server restarted or flushed) as EVAL, and
-// returns the commands in the order of calls.
-func (r *Redis) run(ctx context.Context, script *redis.Script, op string, calls []call, extra ...any) ([]*redis.Cmd, error) {
-	args := func(c call) []any { return append([]any{r.cfgArg, c.offs}, extra...) }
+// run sends calls, each with the config, its offsets and extra(c) as arguments: one call with
+// [redis.Script.Run], several in one pipeline of EVALSHAs, re-sending those that failed with
+// NOSCRIPT (a server restarted or flushed) as EVAL. It returns the commands in the order of calls.
+func (r *Redis) run(ctx context.Context, script *redis.Script, op string, calls []call, extra func(call) any) ([]*redis.Cmd, error) {
+	if len(calls) == 1 {
+		c := calls[0]
+		cmd := script.Run(ctx, r.rdb, r.shards[c.shard], r.cfgArg, c.offs, extra(c))
+		if err := cmd.Err(); err != nil {
+			return nil, r.wrap(op, c.shard, err)
+		}
+		return []*redis.Cmd{cmd}, nil
+	}
 	cmds := make([]*redis.Cmd, len(calls))
 	pipe := r.rdb.Pipeline()
 	for i, c := range calls {
-		cmds[i] = script.EvalSha(ctx, pipe, r.shards[c.shard], args(c)...)
+		cmds[i] = script.EvalSha(ctx, pipe, r.shards[c.shard], r.cfgArg, c.offs, extra(c))
 	}
 	_, _ = pipe.Exec(ctx) // errors are read per command below
 	var retry []int
@@ -264,7 +351,7 @@ func (r *Redis) run(ctx context.Context, script *redis.Script, op string, calls 
 		pipe = r.rdb.Pipeline()
 		for _, i := range retry {
 			c := calls[i]
-			cmds[i] = script.Eval(ctx, pipe, r.shards[c.shard], args(c)...)
+			cmds[i] = script.Eval(ctx, pipe, r.shards[c.shard], r.cfgArg, c.offs, extra(c))
 		}
 		_, _ = pipe.Exec(ctx)
 	}
@@ -291,11 +378,15 @@ func (r *Redis) run(ctx context.Context, script *redis.Script, op string, calls 
 func (r *Redis) wrap(op string, s int, err error) error {
 	var rerr redis.Error
 	if errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), configErrPrefix) {
-		stored := strings.TrimPrefix(rerr.Error(), configErrPrefix)
-		return fmt.Errorf("%w: %s %q: %s holds %q, this filter is %q "+
-			"(n, fp or Shards differ between users of the name?)", ErrConfigMismatch, op, r.name, r.shards[s][1], stored, r.cfg)
+		return r.mismatch(op, s, strings.TrimPrefix(rerr.Error(), configErrPrefix))
 	}
 	return fmt.Errorf("bloom: %s %q: %w", op, r.name, err)
+}
+
+// mismatch is the ErrConfigMismatch error for shard s holding the config stored.
+func (r *Redis) mismatch(op string, s int, stored string) error {
+	return fmt.Errorf("%w: %s %q: %s holds %q, this filter is %q "+
+		"(n, fp or Shards differ between users of the name?)", ErrConfigMismatch, op, r.name, r.shards[s][1], stored, r.cfg)
 }
 
 // bitCounts returns the set bits of every shard, in one pipelined round trip.

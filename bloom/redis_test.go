@@ -3,6 +3,7 @@ package bloom
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -51,9 +52,15 @@ func TestRedisEmptyFilterAnswersFalseWithoutWriting(t *testing.T) {
 	require.Equal(t, []bool{false, false, false}, many)
 	require.Empty(t, mr.Keys(), "a read created keys")
 
-	require.NoError(t, r.Add(ctx, "a"))
-	bitmap, cfg := r.ShardKeys(r.shardOf(new(hashKey("a"))))
-	require.ElementsMatch(t, []string{bitmap, cfg}, mr.Keys(), "Add writes one shard's bitmap and config")
+	key := "a"
+	for r.shardOf(new(hashKey(key))) == 0 {
+		key += "a"
+	}
+	require.NoError(t, r.Add(ctx, key))
+	bitmap, cfg := r.ShardKeys(r.shardOf(new(hashKey(key))))
+	_, cfg0 := r.ShardKeys(0)
+	require.ElementsMatch(t, []string{bitmap, cfg, cfg0}, mr.Keys(),
+		"Add writes one shard's bitmap and config, and the config of shard 0")
 }
 
 func TestRedisConfigMismatch(t *testing.T) {
@@ -78,10 +85,6 @@ func TestRedisConfigMismatch(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			r, err := NewRedis(rdb, "users", other.n, other.fp, &RedisOptions{Shards: other.shards})
 			require.NoError(t, err)
-			s := r.shardOf(new(hashKey("c")))
-			if s != 0 {
-				t.Skip("key c maps to a shard that does not exist in the original") // kept for clarity
-			}
 			err = r.Add(ctx, "c")
 			require.ErrorIs(t, err, ErrConfigMismatch)
 			require.ErrorContains(t, err, "surge-bloom/1 m=")
@@ -113,6 +116,38 @@ func TestRedisConfigMismatch(t *testing.T) {
 	ok, err := bigger.MightContain(ctx, "a")
 	require.NoError(t, err)
 	require.True(t, ok)
+}
+
+// TestRedisShardCountMismatch: processes that disagree on Shards get ErrConfigMismatch on every
+// key, including keys whose shard the other process never wrote.
+func TestRedisShardCountMismatch(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct{ first, second int }{{4, 3}, {3, 4}, {1, 2}, {2, 1}} {
+		t.Run(fmt.Sprintf("%d then %d", tc.first, tc.second), func(t *testing.T) {
+			_, rdb := redistest.Mini(t)
+			a, err := NewRedis(rdb, "users", 1000, 0.01, &RedisOptions{Shards: tc.first})
+			require.NoError(t, err)
+			in := randomKeys(14, 50, "k")
+			require.NoError(t, a.Add(ctx, in...))
+			b, err := NewRedis(rdb, "users", 1000, 0.01, &RedisOptions{Shards: tc.second})
+			require.NoError(t, err)
+			shards := map[int]bool{}
+			for _, k := range in {
+				shards[b.shardOf(new(hashKey(k)))] = true
+				_, err := b.MightContain(ctx, k)
+				require.ErrorIs(t, err, ErrConfigMismatch, "key %q", k)
+				require.ErrorIs(t, b.Add(ctx, k), ErrConfigMismatch, "key %q", k)
+			}
+			require.Len(t, shards, tc.second, "the keys do not reach every shard of the second filter")
+			_, err = b.MightContainMany(ctx, in)
+			require.ErrorIs(t, err, ErrConfigMismatch)
+			require.ErrorIs(t, b.Add(ctx, in...), ErrConfigMismatch)
+			// The first filter is intact.
+			got, err := a.MightContainMany(ctx, in)
+			require.NoError(t, err)
+			require.NotContains(t, got, false)
+		})
+	}
 }
 
 func TestRedisDoesNotMutateCallerKeys(t *testing.T) {
