@@ -1,0 +1,103 @@
+package events
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// bareConsumer is a Consumer whose dispatch state works without a client or Run.
+func bareConsumer(t *testing.T) *Consumer {
+	c, err := NewConsumer(ConsumerConfig{Brokers: []string{"b:1"}, Group: "g", Topics: []string{"t"},
+		Handler: func(context.Context, Event) error { return nil }})
+	require.NoError(t, err)
+	c.work = sync.NewCond(&c.mu)
+	c.hctx, c.hcancel = context.WithCancel(context.Background())
+	t.Cleanup(c.hcancel)
+	return c
+}
+
+func TestCommitPointCoversOnlyContiguousDoneOffsets(t *testing.T) {
+	c := bareConsumer(t)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.newPart(tp{"t", 0})
+	// Offsets with holes, as compaction and transaction markers leave them.
+	for i, off := range []int64{10, 11, 13, 17, 18} {
+		c.enqueue(p, &kgo.Record{Topic: "t", Offset: off, LeaderEpoch: int32(i), Key: []byte{byte('a' + i)}})
+	}
+	require.Equal(t, 5, c.buffered)
+	require.Len(t, c.ready, 5, "five keys, all ready at once")
+
+	c.markDone(p, 2) // offset 13
+	c.markDone(p, 4) // offset 18
+	require.EqualValues(t, -1, p.commit.Offset, "nothing before 10 is done")
+	c.markDone(p, 0) // offset 10
+	require.EqualValues(t, 11, p.commit.Offset)
+	c.markDone(p, 1) // offset 11: 13 was done already
+	require.EqualValues(t, 14, p.commit.Offset)
+	require.EqualValues(t, 2, p.commit.Epoch, "the epoch of the last record covered")
+	c.markDone(p, 3)
+	require.EqualValues(t, 19, p.commit.Offset)
+	require.Empty(t, p.pending)
+	require.Zero(t, c.buffered)
+}
+
+func TestSameKeyQueuesBehindItsHead(t *testing.T) {
+	c := bareConsumer(t)
+	c.mu.Lock()
+	p := c.newPart(tp{"t", 0})
+	for off := range int64(3) {
+		c.enqueue(p, &kgo.Record{Topic: "t", Offset: off, Key: []byte("k")})
+	}
+	c.enqueue(p, &kgo.Record{Topic: "t", Offset: 3}) // null key: its own per-partition queue
+	require.Len(t, c.ready, 2, "one entry per key, not per record")
+	c.mu.Unlock()
+
+	q := finishNext(c, outDone)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	require.Len(t, c.ready, 2, "the key went back in line for its next record")
+	require.Same(t, q, c.ready[1])
+	require.EqualValues(t, 1, q.items[0].r.Offset)
+	require.EqualValues(t, 1, p.commit.Offset)
+}
+
+func TestLostPartitionsCommitNothing(t *testing.T) {
+	c := bareConsumer(t)
+	c.mu.Lock()
+	p := c.newPart(tp{"t", 0})
+	for off := range int64(4) {
+		c.enqueue(p, &kgo.Record{Topic: "t", Offset: off, Key: []byte{byte(off)}})
+	}
+	c.mu.Unlock()
+	finishNext(c, outDone)
+	finishNext(c, outDone)
+	require.EqualValues(t, 2, p.commit.Offset, "there is something to commit")
+
+	c.onLost(context.Background(), nil, map[string][]int32{"t": {0}})
+	require.True(t, p.gone)
+	require.Error(t, p.ctx.Err(), "handlers of a lost partition are cancelled")
+	require.Empty(t, c.parts)
+	require.Zero(t, c.buffered)
+	require.Empty(t, c.ready)
+	// No client is set: a commit attempt would panic, so returning nil proves nothing was sent.
+	require.NoError(t, c.commit(context.Background(), nil))
+	require.NoError(t, c.commit(context.Background(), []*part{p}))
+}
+
+// finishNext takes the first ready key as a worker would and finishes its head with out.
+func finishNext(c *Consumer, out outcome) *keyQueue {
+	c.mu.Lock()
+	q := c.ready[0]
+	c.ready = c.ready[1:]
+	q.running = true
+	q.p.running++
+	c.running++
+	c.mu.Unlock()
+	c.finish(q, q.items[0], result{out: out})
+	return q
+}
