@@ -13,9 +13,9 @@ import (
 // cache. A key's buckets are dropped once they would be full again (nothing is lost: a missing key
 // starts full), or earlier when more than MaxKeys keys are active.
 //
-// NewLocal starts otter's clean-up goroutine; call [Local.Close] when done with the limiter (an
-// unreachable Local's goroutine also ends by itself within a second). All methods are safe for
-// concurrent use.
+// NewLocal starts two goroutines (otter's periodic clean-up and its coarse clock); call
+// [Local.Close] when done with the limiter (those of an unreachable Local also end by themselves
+// within a second). All methods are safe for concurrent use.
 type Local struct {
 	limits  []Limit
 	buckets *otter.Cache[string, *bucket]
@@ -154,8 +154,8 @@ func (l *Local) Reset(_ context.Context, key string) error {
 // Len returns about how many keys hold a bucket.
 func (l *Local) Len() int { return l.buckets.EstimatedSize() }
 
-// Close stops otter's clean-up goroutine and waits for it. It is idempotent and returns nil; the
-// limiter keeps working afterwards, only expired buckets are then dropped lazily.
+// Close stops the goroutines NewLocal started and waits for them. It is idempotent and returns
+// nil; the limiter keeps working afterwards, only expired buckets are then dropped lazily.
 func (l *Local) Close() error {
 	l.buckets.StopAllGoroutines()
 	l.clock.Stop()

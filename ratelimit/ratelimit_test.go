@@ -359,3 +359,12 @@ func TestWaitLocal(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 	require.False(t, errors.Is(err, ErrWaitDeadline))
 }
+
+func TestLocalCloseIdempotentAndUsable(t *testing.T) {
+	l, err := NewLocal(nil, PerSecond(2))
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+	require.NoError(t, l.Close())
+	got, _ := countAllowed(t, l, "k", 10)
+	require.Equal(t, 2, got, "still limits after Close")
+}

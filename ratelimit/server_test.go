@@ -158,3 +158,35 @@ func TestServerKillFallbackBack(t *testing.T) {
 	require.False(t, res.Allowed)
 	require.Equal(t, limit, res.Limit)
 }
+
+// TestServerConcurrentMultiLimit: under contention a call takes from all buckets or from none,
+// so each bucket ends with exactly Burst minus the number of allowed calls.
+func TestServerConcurrentMultiLimit(t *testing.T) {
+	srv := redistest.Server(t)
+	rdb := srv.NewClient(&redis.Options{PoolSize: 50})
+	r, err := NewRedis(rdb, nil, Limit{Rate: 1e-4, Burst: 30, Name: "a"}, Limit{Rate: 1e-4, Burst: 12, Name: "b"})
+	require.NoError(t, err)
+	ctx := context.Background()
+	var allowed atomic.Int64
+	var wg sync.WaitGroup
+	for g := 0; g < 50; g++ {
+		wg.Go(func() {
+			for i := 0; i < 4; i++ {
+				// n alternates 1 and 2 so that some calls fit one bucket but not the other.
+				res, err := r.AllowN(ctx, "hot", 1+(g+i)%2)
+				if err == nil && res.Allowed {
+					allowed.Add(int64(1 + (g+i)%2))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	a, err := rdb.HGet(ctx, "surge:rl:{hot}:a", "t").Float64()
+	require.NoError(t, err)
+	b, err := rdb.HGet(ctx, "surge:rl:{hot}:b", "t").Float64()
+	require.NoError(t, err)
+	taken := float64(allowed.Load())
+	require.InDelta(t, 30-taken, a, 0.01)
+	require.InDelta(t, 12-taken, b, 0.01)
+	require.GreaterOrEqual(t, taken, 11.0, "b was drained to below 2 tokens")
+}
