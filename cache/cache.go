@@ -370,12 +370,12 @@ func (c *Cache[V]) decode(b []byte) (header, V, error) {
 }
 
 // redisGet reads and decodes key's entry: redis.Nil when absent, errDecode-wrapped when
-// undecodable (counted), other errors are Redis errors (counted).
+// undecodable (counted), other errors are Redis errors (counted unless ctx ended).
 func (c *Cache[V]) redisGet(ctx context.Context, key string) (header, V, error) {
 	b, err := c.rdb.Get(ctx, c.valueKey(key)).Bytes()
 	if err != nil {
 		var zero V
-		if err != redis.Nil {
+		if err != redis.Nil && ctx.Err() == nil {
 			c.st.redisErrors.Add(1)
 		}
 		return header{}, zero, err

@@ -66,6 +66,8 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, load Loader[V]) (V, er
 		}
 		return v, nil
 	case errors.Is(err, redis.Nil), errors.Is(err, errDecode):
+	case ctx.Err() != nil:
+		return zero, ctx.Err() // the caller gave up: no reason to load
 	case c.cfg.RedisErrors == FailClosed:
 		return zero, fmt.Errorf("cache: fetch %q: %w", key, err)
 	default:

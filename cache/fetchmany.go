@@ -64,6 +64,9 @@ func (c *Cache[V]) FetchMany(ctx context.Context, keys []string, load BatchLoade
 		b, err := cmds[i].Bytes()
 		if err != nil {
 			if err != redis.Nil {
+				if ctx.Err() != nil {
+					return out, ctx.Err()
+				}
 				c.st.redisErrors.Add(1)
 				if c.cfg.RedisErrors == FailClosed {
 					return out, fmt.Errorf("cache: fetch many %q: %w", k, err)

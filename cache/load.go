@@ -17,8 +17,8 @@ type result[V any] struct {
 
 // lead loads keys (whose flights fl the caller leads) on a goroutine Close waits for, on
 // context.WithoutCancel(ctx) so that the caller giving up does not fail the other waiters (but
-// Close cancels it), and finishes every flight. refresh says the keys have (stale) values to replace rather than none.
-// After Close it finishes the flights with ErrClosed and returns false.
+// Close cancels it), and finishes every flight. refresh says the keys have (stale) values to
+// replace rather than none. After Close it finishes the flights with ErrClosed and returns false.
 func (c *Cache[V]) lead(ctx context.Context, keys []string, fl []*flight[V], load BatchLoader[V], redisDown, refresh bool) bool {
 	ok := c.goTrack(func() {
 		ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -85,10 +85,15 @@ func (c *Cache[V]) loadKeys(ctx context.Context, keys []string, load BatchLoader
 		c.loadAndWrite(ctx, keys, loadIdx, tokens, plans, res, load, epoch)
 	}
 	wg.Wait()
-	// Keys whose wait ended with the lease in our hands, or with the wait running out.
+	// Keys whose wait ended with the lease in our hands, or with the wait running out (unless
+	// Close ended it).
 	loadIdx = loadIdx[:0]
 	for _, i := range waitIdx {
-		if plans[i] != planDone {
+		switch {
+		case plans[i] == planDone:
+		case ctx.Err() != nil:
+			res[i].err = fmt.Errorf("cache: load %q: %w", keys[i], ctx.Err())
+		default:
 			loadIdx = append(loadIdx, i)
 		}
 	}
@@ -216,8 +221,12 @@ func (c *Cache[V]) loadAndWrite(ctx context.Context, keys []string, idx []int, t
 	m, dur, err := c.callLoader(ctx, load, batch)
 	channel, notice := "", ""
 	calls := make([]scriptCall, 0, len(idx))
-	written := make([]int, 0, len(idx))
-	hdrs := make([]header, 0, len(idx))
+	type write struct {
+		i     int
+		h     header
+		store bool // a value or negative entry that may go to the local tier once written
+	}
+	writes := make([]write, 0, len(idx))
 	for _, i := range idx {
 		k := keys[i]
 		var env []byte
@@ -248,27 +257,22 @@ func (c *Cache[V]) loadAndWrite(ctx context.Context, keys []string, idx []int, t
 		vk := c.valueKey(k)
 		// An empty envelope only releases the lease, so that waiters take over at once.
 		calls = append(calls, scriptCall{fillScript, []string{vk, leaseKey(vk)},
-			[]any{tokens[i], env, ttl.Milliseconds(), channel, notice}})
-		if env == nil {
-			i = -1 // nothing stored locally
-		}
-		written = append(written, i)
-		hdrs = append(hdrs, h)
+			[]any{tokens[i], env, max(ttl.Milliseconds(), 1), channel, notice}})
+		writes = append(writes, write{i: i, h: h, store: env != nil})
 	}
 	if len(calls) == 0 {
 		return
 	}
-	cmds := runScripts(ctx, c.rdb, calls)
-	for j, cmd := range cmds {
-		i := written[j]
+	for j, cmd := range runScripts(ctx, c.rdb, calls) {
+		w := writes[j]
 		switch n, err := cmd.Int64(); {
 		case err != nil:
 			c.st.redisErrors.Add(1)
-			c.cfg.Logger.Warn("cache: write after load failed", "key", keys[max(i, 0)], "err", err)
+			c.cfg.Logger.Warn("cache: write after load failed", "key", keys[w.i], "err", err)
 		case n == 0:
 			c.st.fenceRejects.Add(1)
-		case i >= 0:
-			c.storeLocal(epoch, keys[i], res[i].v, hdrs[j])
+		case w.store:
+			c.storeLocal(epoch, keys[w.i], res[w.i].v, w.h)
 		}
 	}
 }

@@ -251,3 +251,30 @@ func TestCluster(t *testing.T) {
 		}, 5*time.Second, time.Millisecond)
 	})
 }
+
+func TestServerPausedRedisCostsOnlyTheClientTimeout(t *testing.T) {
+	s := redistest.Server(t)
+	rdb := s.NewClient(&redis.Options{MaxRetries: -1, ReadTimeout: 100 * time.Millisecond, WriteTimeout: 100 * time.Millisecond})
+	c, err := New[user](rdb, &Options{Prefix: "pause:"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := context.Background()
+	require.NoError(t, c.Set(ctx, "k", user{ID: "k", Name: "cached"}))
+
+	s.Pause(time.Minute) // connections stay open, nothing answers
+	defer s.Resume()
+	done := make(chan user, 1)
+	var calls atomic.Int64
+	go func() {
+		u, err := c.Fetch(ctx, "k", countingLoader(&calls))
+		require.NoError(t, err)
+		done <- u
+	}()
+	select {
+	case u := <-done:
+		require.Equal(t, "name-k", u.Name, "served by the loader while Redis hangs")
+	case <-time.After(20 * time.Second):
+		t.Fatal("Fetch hung on a paused Redis") // a hang detector; the bound is the 100ms read timeout
+	}
+	require.NotZero(t, c.Stats().RedisErrors)
+}
