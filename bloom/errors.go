@@ -12,5 +12,6 @@ var ErrConfigMismatch = errors.New("bloom: config mismatch")
 // loaded with [Local.ReadFrom]).
 var ErrNoFilter = errors.New("bloom: local filter not initialised (use NewLocal or ReadFrom)")
 
-// ErrRebuilding is returned by [Live.Rebuild] when another rebuild of the same Live is running.
+// ErrRebuilding is returned by [Live.BeginRebuild] and [Live.Rebuild] when another rebuild of
+// the same Live is running.
 var ErrRebuilding = errors.New("bloom: rebuild already running")

@@ -114,8 +114,9 @@ func (l *Live) AbortRebuild() {
 
 // Rebuild runs the whole rebuild path: [Live.BeginRebuild] with next, [Warm] next from keys,
 // then [Live.Switch]. It returns the number of keys warmed and the replaced filter (to delete,
-// e.g. with [Redis.Delete]). It blocks until keys is exhausted or ctx ends; on error (ctx,
-// next's Add, [ErrRebuilding]) the current filter stays and dual-writing stops.
+// e.g. with [Redis.Delete]). It blocks until keys is exhausted or ctx ends. When ctx ends or
+// next's Add fails the current filter stays and dual-writing stops; when another rebuild is
+// running it returns [ErrRebuilding] and leaves that rebuild alone.
 func (l *Live) Rebuild(ctx context.Context, next Filter, keys iter.Seq[string]) (int, Filter, error) {
 	if err := l.BeginRebuild(next); err != nil {
 		return 0, nil, err

@@ -46,9 +46,11 @@ var (
 // Keys: shard s of filter name is the bitmap "{name:s}" and its config "{name:s}:cfg" (name
 // escaped inside the hash tag as [keys.Tagged] does), so a shard's two keys share a cluster slot
 // and different filters' shards spread over slots. The config holds the format version, the
-// bits per shard, k and the shard count; every script checks it, so processes that size the
-// same name differently get [ErrConfigMismatch] instead of silent false negatives. To change
-// the sizing, build a filter under a new name (see [Live]) and [Redis.Delete] the old one.
+// bits per shard, k and the shard count; every script checks it (and shard 0's config, stored
+// before any other shard is created, is checked whenever a call meets a never-written shard), so
+// processes that size the same name differently get [ErrConfigMismatch] instead of silent false
+// negatives. To change the sizing, build a filter under a new name (see [Live]) and
+// [Redis.Delete] the old one.
 //
 // Every method is safe for concurrent use. Redis errors (connection, timeout, ctx) are returned
 // wrapped; a [Filter] user such as cache.Guard should treat an error from MightContain as "maybe".
@@ -117,9 +119,12 @@ func (r *Redis) K() uint { return uint(r.k) }
 // Shards returns the number of bitmaps the filter is split over.
 func (r *Redis) Shards() int { return len(r.shards) }
 
-// ShardKeys returns the Redis keys of shard s: its bitmap and its config. It panics when s is
-// outside [0, Shards()).
+// ShardKeys returns the Redis keys of shard s: its bitmap and its config; two empty strings
+// when s is outside [0, Shards()).
 func (r *Redis) ShardKeys(s int) (bitmap, config string) {
+	if s < 0 || s >= len(r.shards) {
+		return "", ""
+	}
 	return r.shards[s][0], r.shards[s][1]
 }
 

@@ -207,6 +207,8 @@ func TestRedisShardKeysShareASlotWhateverTheName(t *testing.T) {
 	for _, name := range []string{"users", "a}b{c", "x:{1}", "}", "users:0"} {
 		r, err := NewRedis(rdb, name, 100, 0.01, &RedisOptions{Shards: 3})
 		require.NoError(t, err)
+		bitmap, cfg := r.ShardKeys(3)
+		require.Empty(t, bitmap+cfg, "keys of a shard that does not exist")
 		for s := range 3 {
 			bitmap, cfg := r.ShardKeys(s)
 			require.Equal(t, hashTag(bitmap), hashTag(cfg), "name %q shard %d: %q and %q in different slots", name, s, bitmap, cfg)
