@@ -2,7 +2,7 @@ package events
 
 import (
 	"context"
-	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -13,7 +13,16 @@ import (
 	"github.com/surgekit/surge/internal/kafkatest"
 )
 
-var payload200 = []byte(fmt.Sprintf("%0200d", 0))
+// payload200 is a 200-byte JSON document with realistic entropy: all zeros would compress to
+// nothing and flatter whichever side carries fewer other bytes.
+var payload200 = func() []byte {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	b := []byte(`{"order":"`)
+	for len(b) < 198 {
+		b = append(b, "abcdefghijklmnopqrstuvwxyz0123456789"[rnd.IntN(36)])
+	}
+	return append(b, `"}`...)
+}()
 
 // BenchmarkPublishAsync measures PublishAsync + Flush of 200-byte events on kfake; compare
 // with BenchmarkRawKgoProduce, the same records through kgo directly.

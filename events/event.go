@@ -66,6 +66,12 @@ func (e Event) Decode(v any) error {
 func NewID() string { return newID(time.Now()) }
 
 func newID(t time.Time) string {
+	var s [36]byte
+	return string(appendID(s[:0], t))
+}
+
+// appendID appends a fresh ID made at t to dst.
+func appendID(dst []byte, t time.Time) []byte {
 	var b [16]byte
 	ns := t.UnixNano()
 	ms := ns / 1e6
@@ -75,17 +81,15 @@ func newID(t time.Time) string {
 	b[7] = byte(sub)
 	_, _ = rand.Read(b[8:]) // never fails (crypto/rand documents it)
 	b[8] = 0x80 | b[8]&0x3f
-	var s [36]byte
+	n := len(dst)
+	dst = append(dst, "00000000-0000-0000-0000-000000000000"...)
+	s := dst[n:]
 	hex.Encode(s[0:8], b[0:4])
-	s[8] = '-'
 	hex.Encode(s[9:13], b[4:6])
-	s[13] = '-'
 	hex.Encode(s[14:18], b[6:8])
-	s[18] = '-'
 	hex.Encode(s[19:23], b[8:10])
-	s[23] = '-'
 	hex.Encode(s[24:36], b[10:16])
-	return string(s[:])
+	return dst
 }
 
 func reservedHeader(k string) bool {
@@ -109,28 +113,34 @@ type pubRec struct {
 	tx    *Tx // Tx.Publish
 }
 
-// newPubRec builds the record for ev, filling a missing ID or Time.
+// newPubRec builds the record for ev, filling a missing ID or Time. ev is the caller's copy:
+// a generated ID goes straight into the record's bytes, never into a string.
 func newPubRec(ctx context.Context, topic string, ev *Event) (*pubRec, error) {
-	if ev.ID == "" {
-		ev.ID = NewID()
-	}
-	if ev.Time.IsZero() {
-		ev.Time = time.Now().UTC()
-	}
 	for k := range ev.Headers {
 		if reservedHeader(k) {
 			return nil, fmt.Errorf("events: event %s: header %q is reserved", ev.ID, k)
 		}
 	}
+	var now time.Time
+	if ev.ID == "" || ev.Time.IsZero() {
+		now = time.Now()
+	}
+	if ev.Time.IsZero() {
+		ev.Time = now.UTC()
+	}
 	pr := &pubRec{Context: ctx}
 	var buf []byte
-	if need := len(ev.ID) + len(time.RFC3339Nano) + 6 + len(ev.Type) + len(ev.Key); need <= len(pr.buf) {
+	if need := max(len(ev.ID), 36) + len(time.RFC3339Nano) + 6 + len(ev.Type) + len(ev.Key); need <= len(pr.buf) {
 		buf = pr.buf[:0]
 	} else {
 		buf = make([]byte, 0, need)
 	}
 	// Each slice is cut right after its append, so a reallocation never invalidates it.
-	buf = append(buf, ev.ID...)
+	if ev.ID == "" {
+		buf = appendID(buf, now)
+	} else {
+		buf = append(buf, ev.ID...)
+	}
 	id := buf[:len(buf):len(buf)]
 	n := len(buf)
 	buf = ev.Time.AppendFormat(buf, time.RFC3339Nano)
@@ -161,11 +171,14 @@ func newPubRec(ctx context.Context, topic string, ev *Event) (*pubRec, error) {
 	return pr, nil
 }
 
-// toRecord is newPubRec for callers that only want the record.
+// toRecord is newPubRec for callers that only want the record; it fills ev.ID too.
 func toRecord(topic string, ev *Event) (*kgo.Record, error) {
 	pr, err := newPubRec(context.Background(), topic, ev)
 	if err != nil {
 		return nil, err
+	}
+	if ev.ID == "" {
+		ev.ID = string(pr.rec.Headers[0].Value)
 	}
 	return &pr.rec, nil
 }
