@@ -121,8 +121,8 @@ func (r *Redis) AllowN(ctx context.Context, key string, n int) (Result, error) {
 		}
 		return r.count(res, nil)
 	}
-	if ctx.Err() != nil {
-		return Result{}, fmt.Errorf("ratelimit: allow %q: %w", key, ctx.Err())
+	if cerr := ctxEnded(ctx); cerr != nil {
+		return Result{}, fmt.Errorf("ratelimit: allow %q: %w (%v)", key, cerr, err)
 	}
 	r.stats.redisErrors.Add(1)
 	if !r.down.Load() && r.down.CompareAndSwap(false, true) {
@@ -138,6 +138,18 @@ func (r *Redis) AllowN(ctx context.Context, key string, n int) (Result, error) {
 	default:
 		return Result{}, fmt.Errorf("ratelimit: allow %q: %w", key, err)
 	}
+}
+
+// ctxEnded returns ctx's error, or DeadlineExceeded once its deadline has passed: a client with
+// ContextTimeoutEnabled fails the read at the deadline, a moment before ctx's own timer fires.
+func ctxEnded(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // eval runs the script once.
