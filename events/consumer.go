@@ -101,9 +101,24 @@ type item struct {
 }
 
 // NewConsumer validates cfg and returns a consumer. It does not connect or start goroutines;
-// [Consumer.Run] does. The error wraps [ErrInvalidConfig] and names the bad field.
+// [Consumer.Run] does. The error wraps [ErrInvalidConfig] and names the bad field; with a
+// DeadLetterTopic, KafkaOptions that would make dead-letter writes non-idempotent or acks
+// below all are refused as for [NewProducer].
 func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	// Try the caller's options on a client that neither joins nor fetches, so a bad option
+	// fails here, naming the field, rather than in Run.
+	probe, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.Brokers...)}, c.KafkaOptions...)...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: KafkaOptions: %w", ErrInvalidConfig, err)
+	}
+	if c.DeadLetterTopic != "" {
+		err = checkDurable(probe)
+	}
+	probe.Close()
 	if err != nil {
 		return nil, err
 	}

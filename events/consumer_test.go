@@ -42,6 +42,17 @@ func TestNewConsumerValidates(t *testing.T) {
 		require.ErrorIs(t, err, ErrInvalidConfig, field)
 		require.ErrorContains(t, err, field)
 	}
+	dlq := ok
+	dlq.DeadLetterTopic, dlq.KafkaOptions = "t.dlq", []kgo.Opt{kgo.DisableIdempotentWrite()}
+	_, err := NewConsumer(dlq)
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	require.ErrorContains(t, err, "DisableIdempotentWrite")
+	bad := ok
+	bad.KafkaOptions = []kgo.Opt{kgo.RequiredAcks(kgo.LeaderAck())}
+	_, err = NewConsumer(bad)
+	require.ErrorIs(t, err, ErrInvalidConfig, "a kgo option kgo itself refuses")
+	require.ErrorContains(t, err, "KafkaOptions")
+
 	c, err := NewConsumer(ok)
 	require.NoError(t, err)
 	require.Equal(t, 16, c.cfg.Concurrency)

@@ -71,7 +71,11 @@ type ConsumerConfig struct {
 	ShutdownTimeout time.Duration
 	// KafkaOptions are passed to kgo.NewClient before the consumer's own, which win: the group,
 	// topics, manual commits, cooperative-sticky balancing and rebalance callbacks are the
-	// consumer's.
+	// consumer's. They may override the defaults the consumer sets first: the reset offset
+	// (default: the start of the partition, so a new group misses nothing) and the isolation
+	// level (default read-committed, so aborted transactions are never handled). Dead letters
+	// are written with this client, so with a DeadLetterTopic the producer rules of
+	// [ProducerConfig.KafkaOptions] apply.
 	KafkaOptions []kgo.Opt
 	// Logger receives handler failures, dead letters, pauses and commit errors; nil discards.
 	Logger *slog.Logger
