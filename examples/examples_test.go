@@ -1,0 +1,209 @@
+// Package examples_test builds every example program once and runs each in embedded mode
+// (miniredis, kfake: REDIS_ADDR and KAFKA_BROKERS are removed from its environment) with
+// short flags, checking that it exits 0 and prints the line that shows it worked.
+package examples_test
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var programs = []string{"workerpool", "cache", "lock", "bloom", "ratelimit", "events", "ginmw", "orderservice"}
+
+// build compiles every program into one temporary directory with a single go build.
+func build(t *testing.T) string {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go tool not on PATH")
+	}
+	dir := t.TempDir()
+	args := []string{"build", "-o", dir + string(filepath.Separator)}
+	for _, p := range programs {
+		args = append(args, "./"+p)
+	}
+	cmd := exec.Command(goBin, args...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// embeddedEnv is the test's environment without the variables that select real servers.
+func embeddedEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "REDIS_ADDR=") && !strings.HasPrefix(kv, "KAFKA_BROKERS=") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func TestExamples(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs every example program")
+	}
+	bin := build(t)
+	cases := []struct {
+		name string
+		args []string
+		want []string // substrings of the combined output
+	}{
+		{"workerpool", []string{"-duration", "300ms"}, []string{"workerpool: shut down cleanly", "jobs/s"}},
+		{"cache", nil, []string{"embedded miniredis", "200 concurrent fetches of a cold key:\n   1 db queries", "Bloom says no) : cache: not found"}},
+		{"lock", []string{"-duration", "1s"}, []string{"runs the job (fence 1)", "rejected: fence"}},
+		{"bloom", []string{"-n", "2000", "-probes", "500"}, []string{"local filter:", "redis=true  local=true"}},
+		{"ratelimit", []string{"-duration", "500ms"}, []string{"request 11: denied", "answered by the fallback"}},
+		{"events", []string{"-accounts", "4", "-per-account", "5"}, []string{"embedded kfake", "out of order within an account: 0", "dead-lettered: 1"}},
+		{"ginmw", nil, []string{"Cache-Status: surge; hit", "[Retry-After: 1]", "Idempotent-Replayed: true"}},
+		{"orderservice", []string{"-demo", "-warmup", "500ms", "-duration", "2s", "-clients", "20", "-orders", "1000"},
+			[]string{"seed (the bar)", "inventory consumer applied 9", "held the lock and expired"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, filepath.Join(bin, tc.name), tc.args...)
+			cmd.Env = embeddedEnv()
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s %v: %v\n%s", tc.name, tc.args, err, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			if tc.name == "orderservice" {
+				checkDemoTable(t, string(out))
+			}
+		})
+	}
+	t.Run("orderservice-server", func(t *testing.T) {
+		t.Parallel()
+		testServer(t, filepath.Join(bin, "orderservice"))
+	})
+}
+
+// checkDemoTable asserts that both rows of the demo table saw traffic and no request errors.
+func checkDemoTable(t *testing.T, out string) {
+	t.Helper()
+	row := func(name string) []string {
+		m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `\s+(\S+)\s+(\S+)`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no %q row in:\n%s", name, out)
+		}
+		return m[1:]
+	}
+	if errs := row("request errors"); errs[0] != "0" || errs[1] != "0" {
+		t.Errorf("request errors: no cache %s, surge %s; want 0 and 0\n%s", errs[0], errs[1], out)
+	}
+	if rps := row("requests/s"); rps[0] == "0" || rps[1] == "0" {
+		t.Errorf("requests/s: %v, want traffic in both phases", rps)
+	}
+	if hit := row("hit rate"); hit[0] != "0.0%" || hit[1] == "0.0%" {
+		t.Errorf("hit rate: %v, want 0.0%% without cache and more with surge", hit)
+	}
+}
+
+// testServer starts orderservice in server mode on a free port, exercises the API and
+// stops it with SIGINT, expecting a graceful exit 0.
+func testServer(t *testing.T, bin string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "-addr", "127.0.0.1:0", "-orders", "1000", "-db-latency", "5ms")
+	cmd.Env = embeddedEnv()
+	cmd.Stderr = io.Discard // the access log
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu   sync.Mutex
+		text strings.Builder
+		url  = make(chan string, 1)
+		read = make(chan struct{})
+	)
+	go func() {
+		defer close(read)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line := sc.Text()
+			mu.Lock()
+			text.WriteString(line + "\n")
+			mu.Unlock()
+			if m := regexp.MustCompile(`listening on (http://\S+)`).FindStringSubmatch(line); m != nil {
+				url <- m[1]
+			}
+		}
+	}()
+	var base string
+	select {
+	case base = <-url:
+	case <-read:
+		t.Fatalf("orderservice exited before listening:\n%s", text.String())
+	case <-ctx.Done():
+		t.Fatal("orderservice did not start listening in time")
+	}
+
+	expect := func(method, path, token string, want int) string {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, method, base+path, strings.NewReader(`{"item":"mouse","quantity":1,"amount_cents":2500}`))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+			req.Header.Set("Idempotency-Key", "test-1")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != want {
+			t.Errorf("%s %s: HTTP %d, want %d: %s", method, path, resp.StatusCode, want, body)
+		}
+		if resp.Header.Get("X-Request-ID") == "" {
+			t.Errorf("%s %s: no X-Request-ID", method, path)
+		}
+		return string(body)
+	}
+	expect("GET", "/orders/42", "", http.StatusOK)
+	expect("GET", "/orders/42", "", http.StatusOK)
+	expect("GET", "/orders/99999999", "", http.StatusNotFound)
+	expect("POST", "/orders", "", http.StatusUnauthorized)
+	token := expect("GET", "/token?sub=tester", "", http.StatusOK)
+	first := expect("POST", "/orders", token, http.StatusCreated)
+	if again := expect("POST", "/orders", token, http.StatusCreated); again != first {
+		t.Errorf("idempotent retry answered %s, want the first answer %s", again, first)
+	}
+	expect("PUT", "/orders/1001/pay", token, http.StatusOK)
+
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	<-read
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("orderservice after SIGINT: %v\n%s", err, text.String())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(text.String(), "shut down cleanly") {
+		t.Errorf("no clean shutdown line:\n%s", text.String())
+	}
+}

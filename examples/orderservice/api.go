@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/surgekit/surge/cache"
+	"github.com/surgekit/surge/ginmw"
+)
+
+// demoKey signs the demo's JWTs (HS256). A real service verifies tokens from its identity
+// provider, with a key it does not print in its source.
+var demoKey = []byte("surge-orderservice-demo-key-not-for-production!")
+
+const demoIssuer = "orderservice-demo"
+
+// apiKeyHeader names the caller for the per-client rate limit of GET /orders/:id; callers
+// without it are limited per client IP.
+const apiKeyHeader = "X-API-Key"
+
+// router returns the HTTP API. With bypassCache, GET /orders/:id reads the database directly
+// (the "no cache" baseline of the demo); everything else is identical.
+func (s *service) router(access *slog.Logger, bypassCache bool) *gin.Engine {
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	_ = r.SetTrustedProxies(nil) // no proxy in front: the client IP is the peer address
+	r.Use(gin.Recovery(), ginmw.RequestID(nil), ginmw.Logger(access))
+
+	get := s.getOrder
+	if bypassCache {
+		get = s.getOrderUncached
+	}
+	r.GET("/orders/:id", ginmw.RateLimit(s.limiter, &ginmw.RateLimitOptions{Key: rateLimitKey, Logger: s.log}), get)
+
+	auth := ginmw.JWT(ginmw.JWTOptions{Key: demoKey, ValidMethods: []string{"HS256"}, Issuer: demoIssuer, Logger: s.log})
+	w := r.Group("/orders", auth)
+	w.POST("", ginmw.Idempotency(s.redis.Client, &ginmw.IdempotencyOptions{Prefix: "orderservice:idem:", Logger: s.log}), s.createOrder)
+	w.PUT("/:id/pay", s.payOrder)
+
+	r.GET("/token", s.issueToken)
+	r.GET("/stats", func(c *gin.Context) { c.JSON(http.StatusOK, s.stats()) })
+	return r
+}
+
+// rateLimitKey charges a request to its API key, else to its client IP. (A real service would
+// check the API key before trusting it as an identity.)
+func rateLimitKey(c *gin.Context) string {
+	if k := strings.TrimSpace(c.GetHeader(apiKeyHeader)); k != "" && len(k) <= 64 {
+		return "key:" + k
+	}
+	return "ip:" + ginmw.ClientIPKey(c)
+}
+
+// load is the cache's loader: one database query, "not found" reported as cache.ErrNotFound
+// so that it is cached as a negative entry.
+func (s *service) load(ctx context.Context, id string) (Order, error) {
+	o, err := s.db.Get(ctx, id)
+	if errors.Is(err, errNoSuchOrder) {
+		return Order{}, fmt.Errorf("order %s: %w", id, cache.ErrNotFound)
+	}
+	return o, err
+}
+
+// getOrder serves GET /orders/:id through the cache: local tier, Redis, then one load per key
+// however many requests wait for it; ids the Bloom guard rules out never reach Redis or the
+// database.
+func (s *service) getOrder(c *gin.Context) {
+	o, err := s.orders.Fetch(c.Request.Context(), c.Param("id"), s.load)
+	s.replyOrder(c, o, err)
+}
+
+// getOrderUncached serves GET /orders/:id from the database only.
+func (s *service) getOrderUncached(c *gin.Context) {
+	o, err := s.load(c.Request.Context(), c.Param("id"))
+	s.replyOrder(c, o, err)
+}
+
+func (s *service) replyOrder(c *gin.Context, o Order, err error) {
+	switch {
+	case err == nil:
+		c.JSON(http.StatusOK, o)
+	case errors.Is(err, cache.ErrNotFound):
+		problem(c, http.StatusNotFound, "no such order")
+	case c.Request.Context().Err() != nil:
+		c.Abort() // the client went away
+	default:
+		ginmw.LoggerFrom(c).Error("get order", "id", c.Param("id"), "err", err)
+		problem(c, http.StatusInternalServerError, "could not read the order")
+	}
+}
+
+// newOrder is the body of POST /orders.
+type newOrder struct {
+	Item        string `json:"item" binding:"required"`
+	Quantity    int    `json:"quantity" binding:"required,min=1,max=100"`
+	AmountCents int64  `json:"amount_cents" binding:"required,min=1"`
+}
+
+// createOrder serves POST /orders: write the database, add the id to the Bloom guard, drop any
+// cached "not found" for it, publish OrderCreated. Idempotency (in front) replays the first
+// response to a retry carrying the same Idempotency-Key.
+func (s *service) createOrder(c *gin.Context) {
+	var req newOrder
+	if err := c.ShouldBindJSON(&req); err != nil {
+		problem(c, http.StatusBadRequest, "body: "+err.Error())
+		return
+	}
+	claims, _ := ginmw.Claims[*jwt.RegisteredClaims](c)
+	ctx := c.Request.Context()
+	o, err := s.db.Create(ctx, Order{Customer: claims.Subject, Item: req.Item, Quantity: req.Quantity, AmountCents: req.AmountCents})
+	if err != nil {
+		s.writeFailed(c, "create order", err)
+		return
+	}
+	_ = s.guard.Add(ctx, o.ID) // bloom.Local.Add cannot fail once built
+	if err := s.afterWrite(ctx, OrderCreated, o); err != nil {
+		s.writeFailed(c, "create order", err)
+		return
+	}
+	c.Header("Location", "/orders/"+o.ID)
+	c.JSON(http.StatusCreated, o)
+}
+
+// payOrder serves PUT /orders/:id/pay.
+func (s *service) payOrder(c *gin.Context) {
+	ctx := c.Request.Context()
+	o, err := s.db.Pay(ctx, c.Param("id"))
+	switch {
+	case errors.Is(err, errNoSuchOrder):
+		problem(c, http.StatusNotFound, "no such order")
+		return
+	case errors.Is(err, errNotPending):
+		problem(c, http.StatusConflict, "order is "+o.Status)
+		return
+	case err != nil:
+		s.writeFailed(c, "pay order", err)
+		return
+	}
+	if err := s.afterWrite(ctx, OrderPaid, o); err != nil {
+		s.writeFailed(c, "pay order", err)
+		return
+	}
+	c.JSON(http.StatusOK, o)
+}
+
+// afterWrite is what follows every database write: delete the cached copy (in Redis and in
+// every instance's local tier), then publish the event, keyed by order id.
+func (s *service) afterWrite(ctx context.Context, typ string, o Order) error {
+	if err := s.orders.Delete(ctx, o.ID); err != nil {
+		return fmt.Errorf("invalidate order %s: %w", o.ID, err)
+	}
+	if err := s.publish(ctx, typ, o); err != nil {
+		return fmt.Errorf("publish %s for order %s: %w", typ, o.ID, err)
+	}
+	return nil
+}
+
+func (s *service) writeFailed(c *gin.Context, what string, err error) {
+	ginmw.LoggerFrom(c).Error(what, "err", err)
+	problem(c, http.StatusInternalServerError, what+" failed")
+}
+
+// issueToken serves GET /token?sub=alice: a one-hour demo token for the write routes, as
+// plain text so that a shell can capture it.
+func (s *service) issueToken(c *gin.Context) {
+	sub := c.DefaultQuery("sub", "demo-user")
+	tok, err := signToken(sub, time.Hour)
+	if err != nil {
+		problem(c, http.StatusInternalServerError, "sign token")
+		return
+	}
+	c.String(http.StatusOK, tok)
+}
+
+// signToken returns an HS256 JWT for sub signed with the demo key.
+func signToken(sub string, ttl time.Duration) (string, error) {
+	now := time.Now()
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{
+		Subject: sub, Issuer: demoIssuer, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+	}).SignedString(demoKey)
+}
+
+// problem answers with an RFC 9457 problem document.
+func problem(c *gin.Context, status int, detail string) {
+	body, _ := json.Marshal(gin.H{"title": http.StatusText(status), "status": status, "detail": detail})
+	c.Data(status, "application/problem+json", body)
+	c.Abort()
+}
+
+// stats is what GET /stats reports.
+func (s *service) stats() gin.H {
+	return gin.H{
+		"db_queries":          s.db.Queries(),
+		"cache":               s.orders.Stats(),
+		"consumers":           []any{s.cons[0].Stats(), s.cons[1].Stats()},
+		"inventory_applied":   s.inv.applied.Load(),
+		"cache_invalidations": s.invals.Load(),
+		"producer":            s.pub.Stats(),
+	}
+}

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/surgekit/surge/events"
+)
+
+// orderEvent is the payload of OrderCreated and OrderPaid.
+type orderEvent struct {
+	OrderID  string `json:"order_id"`
+	Item     string `json:"item"`
+	Quantity int    `json:"quantity"`
+}
+
+// publish sends one event about o, keyed by its id so that all events of an order stay in
+// order, and waits for Kafka to acknowledge it.
+func (s *service) publish(ctx context.Context, typ string, o Order) error {
+	ev, err := events.NewEvent(typ, o.ID, orderEvent{OrderID: o.ID, Item: o.Item, Quantity: o.Quantity})
+	if err != nil {
+		return err
+	}
+	return s.pub.Publish(ctx, ordersTopic, ev)
+}
+
+// newConsumers builds the two in-process consumers of the orders topic:
+//   - inventory: reserves stock on OrderCreated and releases it to shipping on OrderPaid;
+//     keyed and concurrent (events of one order in order, orders in parallel) and deduplicated
+//     through Redis, so a redelivered or re-published event is applied once;
+//   - order-cache: drops the order from the cache on every event, so writers that do not
+//     delete the cache themselves (another service, a replay) cannot leave it stale.
+func (s *service) newConsumers() error {
+	inv, err := events.NewConsumer(events.ConsumerConfig{
+		Brokers:     s.kafka.Brokers,
+		Group:       "orderservice-inventory",
+		Topics:      []string{ordersTopic},
+		Handler:     s.inv.handle,
+		Concurrency: 8,
+		Deduper:     events.NewRedisDeduper(s.redis.Client, 24*time.Hour),
+		Logger:      s.log,
+	})
+	if err != nil {
+		return fmt.Errorf("inventory consumer: %w", err)
+	}
+	inval, err := events.NewConsumer(events.ConsumerConfig{
+		Brokers:     s.kafka.Brokers,
+		Group:       "orderservice-cache",
+		Topics:      []string{ordersTopic},
+		Concurrency: 4,
+		Logger:      s.log,
+		Handler: func(ctx context.Context, ev events.Event) error {
+			if err := s.orders.Delete(ctx, ev.Key); err != nil {
+				return err // retried by the consumer
+			}
+			s.invals.Add(1)
+			return nil
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("cache invalidation consumer: %w", err)
+	}
+	s.cons = []*events.Consumer{inv, inval}
+	return nil
+}
+
+// inventory is the state the inventory consumer keeps: units reserved by pending orders and
+// units released to shipping by paid ones, per item.
+type inventory struct {
+	mu       sync.Mutex
+	reserved map[string]int
+	shipping map[string]int
+	applied  atomic.Int64 // events applied (each once, thanks to the Deduper)
+}
+
+func newInventory() *inventory {
+	return &inventory{reserved: map[string]int{}, shipping: map[string]int{}}
+}
+
+func (inv *inventory) handle(_ context.Context, ev events.Event) error {
+	var e orderEvent
+	if err := ev.Decode(&e); err != nil {
+		return events.Permanent(fmt.Errorf("event %s: %w", ev.ID, err)) // retrying cannot fix it
+	}
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	switch ev.Type {
+	case OrderCreated:
+		inv.reserved[e.Item] += e.Quantity
+	case OrderPaid:
+		inv.reserved[e.Item] -= e.Quantity
+		inv.shipping[e.Item] += e.Quantity
+	default:
+		return nil // not ours
+	}
+	inv.applied.Add(1)
+	return nil
+}

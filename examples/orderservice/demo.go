@@ -1,0 +1,277 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// The seed's measurements, before and after its cache: the bar surge's row has to beat.
+const (
+	seedHitBefore, seedHitAfter   = 0.48, 0.92
+	seedMeanBefore, seedMeanAfter = 128 * time.Millisecond, 8 * time.Millisecond
+)
+
+// runDemo starts the service on a random loopback port, runs the write tour, then drives
+// GET /orders/:id twice with the same load, first with the cache bypassed and then through
+// surge, runs the nightly job from two "instances" at once, and prints the comparison.
+func runDemo(ctx context.Context, cfg config) error {
+	out := os.Stdout
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	access := slog.New(slog.DiscardHandler) // one line per request would drown the table
+	fmt.Fprintf(out, "orderservice demo: %d orders, database latency %v; per phase %d clients (pausing ~%v between requests),\n",
+		cfg.Orders, cfg.DBLatency, cfg.Clients, cfg.Think)
+	fmt.Fprintf(out, "  %v warm-up + %v measured, ids Zipf s=%.2f over the orders plus %.1f%% ids that do not exist\n",
+		cfg.Warmup, cfg.Duration, cfg.Zipf, 100*cfg.Missing)
+	cfg.JobEvery = 0 // the demo runs the job itself, once
+	s, err := newService(ctx, cfg, out, log)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	fmt.Fprintf(out, "rate limit: %s per %s\n", s.limName, apiKeyHeader)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	var current atomic.Pointer[gin.Engine]
+	current.Store(s.router(access, false))
+	srv := &http.Server{
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { current.Load().ServeHTTP(w, r) }),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		<-served
+	}()
+	s.start()
+	base := "http://" + ln.Addr().String()
+	fmt.Fprintf(out, "service on %s\n\n", base)
+
+	if err := writeTour(ctx, s, base, out); err != nil {
+		return fmt.Errorf("write tour: %w", err)
+	}
+
+	live := isTerminal(out)
+	phase := func(name string, bypass bool) loadResult {
+		current.Store(s.router(access, bypass))
+		st := s.orders.Stats()
+		r := runLoad(ctx, loadConfig{
+			Name: name, BaseURL: base, Orders: cfg.Orders, Missing: cfg.Missing, Clients: cfg.Clients, Think: cfg.Think,
+			Warmup: cfg.Warmup, Duration: cfg.Duration, Zipf: cfg.Zipf, Seed: cfg.Seed, DB: s.db, Progress: out, Live: live,
+		})
+		after := s.orders.Stats()
+		r.CacheLine = fmt.Sprintf("local hits %d, redis hits %d, negative hits %d, misses %d, loads %d (shared %d), guard rejects %d",
+			after.LocalHits-st.LocalHits, after.RedisHits-st.RedisHits, after.NegativeHits-st.NegativeHits,
+			after.Misses-st.Misses, after.Loads-st.Loads, after.SharedLoads-st.SharedLoads, after.GuardRejects-st.GuardRejects)
+		return r
+	}
+	fmt.Fprintln(out, "load: GET /orders/:id")
+	noCache := phase("no cache", true)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	withSurge := phase("surge", false)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	fmt.Fprintf(out, "  surge cache, whole phase: %s\n", withSurge.CacheLine)
+
+	if err := nightlyJob(ctx, s, out); err != nil {
+		return err
+	}
+	printTable(out, noCache, withSurge)
+	if n := noCache.Errors + withSurge.Errors; n > 0 {
+		first := noCache.FirstError
+		if first == "" {
+			first = withSurge.FirstError
+		}
+		return fmt.Errorf("%d request errors (first: %s)", n, first)
+	}
+	return nil
+}
+
+// writeTour exercises the write path over HTTP: JWT, Idempotency, events and consumers.
+func writeTour(ctx context.Context, s *service, base string, out io.Writer) error {
+	hc := &http.Client{Timeout: 10 * time.Second}
+	defer hc.CloseIdleConnections()
+	call := func(method, path, token, idemKey, body string) (int, string, error) {
+		req, err := http.NewRequestWithContext(ctx, method, base+path, strings.NewReader(body))
+		if err != nil {
+			return 0, "", err
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		if idemKey != "" {
+			req.Header.Set("Idempotency-Key", idemKey)
+		}
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(bytes.TrimSpace(b)), err
+	}
+
+	code, _, err := call(http.MethodPost, "/orders", "", "", `{"item":"mouse","quantity":1,"amount_cents":2500}`)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusUnauthorized {
+		return fmt.Errorf("POST /orders without a token: HTTP %d, want 401", code)
+	}
+	code, token, err := call(http.MethodGet, "/token?sub=demo-customer", "", "", "")
+	if err != nil || code != http.StatusOK {
+		return fmt.Errorf("GET /token: HTTP %d: %v", code, err)
+	}
+
+	const created, paid = 5, 3
+	var ids []string
+	for i := range created {
+		body := fmt.Sprintf(`{"item":"keyboard","quantity":%d,"amount_cents":%d}`, 1+i%2, 4900+100*i)
+		code, resp, err := call(http.MethodPost, "/orders", token, fmt.Sprintf("tour-%d-%d", time.Now().UnixNano(), i), body)
+		if err != nil || code != http.StatusCreated {
+			return fmt.Errorf("POST /orders: HTTP %d %s: %v", code, resp, err)
+		}
+		ids = append(ids, jsonField(resp, "id"))
+	}
+	// A client retry after a lost response, same Idempotency-Key: replayed, no second order.
+	retryKey := fmt.Sprintf("tour-retry-%d", time.Now().UnixNano())
+	var replayed []string
+	for range 2 {
+		code, resp, err := call(http.MethodPost, "/orders", token, retryKey, `{"item":"webcam","quantity":1,"amount_cents":5900}`)
+		if err != nil || code != http.StatusCreated {
+			return fmt.Errorf("POST /orders (retried): HTTP %d %s: %v", code, resp, err)
+		}
+		replayed = append(replayed, jsonField(resp, "id"))
+	}
+	for _, id := range ids[:paid] {
+		if code, resp, err := call(http.MethodPut, "/orders/"+id+"/pay", token, "", ""); err != nil || code != http.StatusOK {
+			return fmt.Errorf("PUT /orders/%s/pay: HTTP %d %s: %v", id, code, resp, err)
+		}
+	}
+	code, _, err = call(http.MethodPut, "/orders/"+ids[0]+"/pay", token, "", "")
+	if err != nil || code != http.StatusConflict {
+		return fmt.Errorf("paying order %s twice: HTTP %d, want 409: %v", ids[0], code, err)
+	}
+
+	// Wait for both consumers to see every event (the write path published created+1+paid).
+	want := int64(created + 1 + paid)
+	deadline := time.Now().Add(15 * time.Second)
+	for s.inv.applied.Load() < want || s.invals.Load() < want {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("consumers saw %d (inventory) and %d (cache) of %d events after 15s", s.inv.applied.Load(), s.invals.Load(), want)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	fmt.Fprintf(out, "writes: POST without a token -> 401; %d orders created with a JWT (%s..%s); a retried POST with one Idempotency-Key\n",
+		created, ids[0], ids[len(ids)-1])
+	fmt.Fprintf(out, "        -> same order twice (%s, %s); %d paid, paying again -> 409\n", replayed[0], replayed[1], paid)
+	fmt.Fprintf(out, "events: %d published; inventory consumer applied %d, cache-invalidation consumer dropped %d keys\n\n",
+		s.pub.Stats().Published, s.inv.applied.Load(), s.invals.Load())
+	return nil
+}
+
+// nightlyJob runs the expire-unpaid job from two "instances" at the same moment: lock.Do lets
+// one of them run it.
+func nightlyJob(ctx context.Context, s *service, out io.Writer) error {
+	type outcome struct {
+		ran     bool
+		expired int
+		err     error
+	}
+	var (
+		wg  sync.WaitGroup
+		res [2]outcome
+	)
+	for i, who := range []string{"instance A", "instance B"} {
+		wg.Go(func() {
+			ran, n, err := s.expireUnpaid(ctx, who)
+			res[i] = outcome{ran, n, err}
+		})
+	}
+	wg.Wait()
+	for i, r := range res {
+		who := string(rune('A' + i))
+		switch {
+		case r.err != nil:
+			return fmt.Errorf("nightly job on instance %s: %w", who, r.err)
+		case r.ran:
+			fmt.Fprintf(out, "nightly job: instance %s held the lock and expired %d unpaid orders; ", who, r.expired)
+		}
+	}
+	fmt.Fprintln(out, "the other found it held and skipped")
+	return nil
+}
+
+// printTable prints the comparison, with the seed's figures as the bar.
+func printTable(out io.Writer, a, b loadResult) {
+	pct := func(f float64) string { return fmt.Sprintf("%.1f%%", 100*f) }
+	num := func(n int64) string { return fmt.Sprintf("%d", n) }
+	rows := [][4]string{
+		{"", a.Name, b.Name, "seed (the bar)"},
+		{"requests/s", fmt.Sprintf("%.0f", a.RPS()), fmt.Sprintf("%.0f", b.RPS()), ""},
+		{"hit rate", pct(a.HitRate()), pct(b.HitRate()), fmt.Sprintf("%.0f%% -> %.0f%%", 100*seedHitBefore, 100*seedHitAfter)},
+		{"mean latency", fmtMs(a.Mean), fmtMs(b.Mean), fmt.Sprintf("%v -> %v", seedMeanBefore, seedMeanAfter)},
+		{"p50 latency", fmtMs(a.P50), fmtMs(b.P50), ""},
+		{"p99 latency", fmtMs(a.P99), fmtMs(b.P99), ""},
+		{"database queries", num(a.DBQueries), num(b.DBQueries), ""},
+		{"rejected non-existent ids", num(a.Rejected), num(b.Rejected), ""},
+		{"rate-limited requests", num(a.Limited), num(b.Limited), ""},
+		{"request errors", num(a.Errors), num(b.Errors), ""},
+	}
+	fmt.Fprintln(out)
+	for _, r := range rows {
+		fmt.Fprintf(out, "%-26s %14s %14s   %s\n", r[0], r[1], r[2], r[3])
+	}
+	fmt.Fprintf(out, "(measured over %v after the warm-up: %d and %d requests; hit rate = share answered without a database query)\n",
+		a.Elapsed.Round(100*time.Millisecond), a.Requests, b.Requests)
+	beats := b.HitRate() > seedHitAfter && b.Mean < seedMeanAfter
+	verdict := "surge beats the seed's bar"
+	if !beats {
+		verdict = "surge does NOT beat the seed's bar on this run"
+	}
+	fmt.Fprintf(out, "%s: hit rate %s vs %.0f%%, mean %s vs %v\n", verdict, pct(b.HitRate()), 100*seedHitAfter, fmtMs(b.Mean), seedMeanAfter)
+}
+
+// jsonField pulls a top-level string field out of a small JSON object without a struct.
+func jsonField(body, field string) string {
+	var m map[string]any
+	if err := json.Unmarshal([]byte(body), &m); err != nil {
+		return ""
+	}
+	v, _ := m[field].(string)
+	return v
+}
+
+// isTerminal reports whether f is a character device, where the progress line can redraw.
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
