@@ -36,6 +36,7 @@ type Consumer struct {
 	buffered int          // records dispatched and not yet done or dropped
 	running  int          // handlers running
 	stopping bool
+	runDone  <-chan struct{} // Run's ctx.Done(): workers start nothing once it is closed
 	wantRoom bool
 	room     chan struct{} // poll loop wakes when buffered drops below MaxBuffered
 
@@ -161,6 +162,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 	}
 	c.cl = cl
+	c.runDone = ctx.Done()
 	c.work = sync.NewCond(&c.mu)
 	c.hctx, c.hcancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer c.hcancel()
@@ -384,6 +386,11 @@ func (c *Consumer) worker() {
 		q := c.ready[0]
 		c.ready[0] = nil
 		c.ready = c.ready[1:]
+		if c.ending() {
+			// Run's ctx ended: start nothing new; the drain drops q's records.
+			c.mu.Unlock()
+			continue
+		}
 		p := q.p
 		it := q.items[0]
 		q.running = true
@@ -394,6 +401,16 @@ func (c *Consumer) worker() {
 
 		res := c.process(p.ctx, it.r, attempt, lastErr)
 		c.finish(q, it, res)
+	}
+}
+
+// ending reports whether Run's ctx has ended.
+func (c *Consumer) ending() bool {
+	select {
+	case <-c.runDone:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -298,3 +298,45 @@ func TestUndecodableRecordIsDeadLetteredAtOnce(t *testing.T) {
 	require.Zero(t, calls.Load())
 	require.EqualValues(t, 1, r.c.Stats().DecodeErrors)
 }
+
+func TestRunDrainsInFlightWorkAndCommitsIt(t *testing.T) {
+	kc := oneTopic(t, "in")
+	p := newTestProducer(t, kc)
+	ctx := testCtx(t, 30*time.Second)
+	// One key: e0 runs, e1-e4 wait behind it.
+	require.NoError(t, p.Publish(ctx, "in", idEvents(5, map[int]string{0: "k", 1: "k", 2: "k", 3: "k", 4: "k"})...))
+	started, gate := make(chan struct{}), make(chan struct{})
+	var handled atomic.Int64
+	r := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"in"}, CommitInterval: time.Hour,
+		Handler: func(context.Context, Event) error {
+			if handled.Add(1) == 1 {
+				close(started)
+				<-gate
+			}
+			return nil
+		}})
+	<-started
+	r.cancel()
+	close(gate)
+	require.NoError(t, r.stop())
+	require.EqualValues(t, 1, handled.Load(), "queued events are left for the next run")
+	require.EqualValues(t, 1, committed(t, kc, "g", "in")[0], "the in-flight event finished and was committed")
+}
+
+func TestShutdownTimeoutCancelsStuckHandlers(t *testing.T) {
+	kc := oneTopic(t, "in")
+	p := newTestProducer(t, kc)
+	ctx := testCtx(t, 30*time.Second)
+	require.NoError(t, p.Publish(ctx, "in", idEvents(1, nil)...))
+	started := make(chan struct{})
+	r := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"in"}, ShutdownTimeout: 100 * time.Millisecond,
+		Handler: func(ctx context.Context, _ Event) error {
+			close(started)
+			<-ctx.Done()
+			return ctx.Err()
+		}})
+	<-started
+	require.NoError(t, r.stop())
+	require.Empty(t, committed(t, kc, "g", "in"), "an event cut short is not committed")
+	require.EqualValues(t, 1, r.c.Stats().Failed)
+}
