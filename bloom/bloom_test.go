@@ -160,8 +160,11 @@ func TestLocalIsBitsAndBlooms(t *testing.T) {
 	require.Equal(t, want.Bytes(), got.Bytes(), "serialised filters differ")
 
 	probe := randomKeys(4, 4*n, "p")
+	many, err := l.MightContainMany(context.Background(), probe)
+	require.NoError(t, err)
 	for i, ok := range answers(t, l, probe) {
 		require.Equal(t, raw.TestString(probe[i]), ok, "key %q", probe[i])
+		require.Equal(t, ok, many[i], "MightContainMany, key %q", probe[i])
 	}
 }
 
@@ -242,6 +245,8 @@ func TestZeroLocal(t *testing.T) {
 	var z Local
 	require.ErrorIs(t, z.Add(ctx, "a"), ErrNoFilter)
 	_, err := z.MightContain(ctx, "a")
+	require.ErrorIs(t, err, ErrNoFilter)
+	_, err = z.MightContainMany(ctx, []string{"a"})
 	require.ErrorIs(t, err, ErrNoFilter)
 	_, err = z.WriteTo(&bytes.Buffer{})
 	require.ErrorIs(t, err, ErrNoFilter)

@@ -97,6 +97,20 @@ func (l *Local) MightContain(_ context.Context, key string) (bool, error) {
 	return true, nil
 }
 
+// MightContainMany is [Local.MightContain] for several keys: out[i] answers keys[i] (the same
+// call as [Redis.MightContainMany]). It never blocks, ignores ctx, does not keep or modify keys
+// and is safe for concurrent use. Its only error is [ErrNoFilter] on a zero Local.
+func (l *Local) MightContainMany(ctx context.Context, keys []string) ([]bool, error) {
+	if _, err := l.state(); err != nil {
+		return nil, err
+	}
+	out := make([]bool, len(keys))
+	for i, key := range keys {
+		out[i], _ = l.MightContain(ctx, key)
+	}
+	return out, nil
+}
+
 // Cap returns m, the number of bits (0 on a zero Local).
 func (l *Local) Cap() uint {
 	if s := l.st.Load(); s != nil {

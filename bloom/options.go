@@ -20,7 +20,8 @@ type RedisOptions struct {
 	// all live in the shard chosen by a hash of the key, so every call stays one atomic script
 	// per shard. Default 1 (one bitmap, bit for bit equal to a [Local] of the same n and fp).
 	// Must be in [0, 16384]; 0 means 1. It is part of the stored config: every process using the
-	// name must agree on it.
+	// name must agree on it. A shard's bitmap soon takes its full ceil(m/S)/8 bytes on its node
+	// (Redis grows a string up to the highest bit set); one shard holds at most 2^32 bits.
 	Shards int
 }
 
