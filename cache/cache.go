@@ -125,7 +125,7 @@ func New[V any](rdb redis.UniversalClient, opt *Options) (*Cache[V], error) {
 // entry, or [ErrMiss] when nothing is cached (or the entry cannot be decoded). It blocks for at
 // most one Redis round trip (none on a local hit) and returns Redis errors (wrapped) whatever
 // the RedisErrors policy, since there is no loader to fall back on; after Close it returns
-// [ErrClosed].
+// [ErrClosed]. Safe for concurrent use.
 func (c *Cache[V]) Get(ctx context.Context, key string) (V, error) {
 	var zero V
 	if key == "" {
@@ -160,7 +160,7 @@ func (c *Cache[V]) Get(ctx context.Context, key string) (V, error) {
 // Set stores v for key with a jittered TTL, replacing what is there, and invalidates the key in
 // the local tier of every process. It also drops any lease on the key, so a load already running
 // for it cannot overwrite v with an older value. One Redis round trip; Redis errors are returned
-// (wrapped) whatever the policy. After Close it returns [ErrClosed].
+// (wrapped) whatever the policy. After Close it returns [ErrClosed]. Safe for concurrent use.
 func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 	if c.closed.Load() {
 		return ErrClosed
@@ -200,7 +200,7 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 // concurrently does not write back the value it read before the update. With
 // Options.DoubleDelete it deletes them again after that delay (in the background; Close cancels
 // pending second deletes). One Redis round trip; errors are returned wrapped. After Close it
-// returns [ErrClosed].
+// returns [ErrClosed]. Safe for concurrent use.
 func (c *Cache[V]) Delete(ctx context.Context, keys ...string) error {
 	if len(keys) == 0 {
 		return nil

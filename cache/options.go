@@ -77,6 +77,7 @@ type Options struct {
 }
 
 // LocalOptions configures the in-process tier, which holds decoded values (no decoding on a hit).
+// A Cache with a local tier owns goroutines from [New] on (see there) until [Cache.Close].
 type LocalOptions struct {
 	// MaxEntries bounds the tier. Default 10000.
 	MaxEntries int
