@@ -191,7 +191,7 @@ func signToken(sub string, ttl time.Duration) (string, error) {
 
 // problem answers with an RFC 9457 problem document.
 func problem(c *gin.Context, status int, detail string) {
-	body, _ := json.Marshal(gin.H{"title": http.StatusText(status), "status": status, "detail": detail})
+	body, _ := json.Marshal(gin.H{"type": "about:blank", "title": http.StatusText(status), "status": status, "detail": detail})
 	c.Data(status, "application/problem+json", body)
 	c.Abort()
 }
@@ -201,7 +201,7 @@ func (s *service) stats() gin.H {
 	return gin.H{
 		"db_queries":          s.db.Queries(),
 		"cache":               s.orders.Stats(),
-		"consumers":           []any{s.cons[0].Stats(), s.cons[1].Stats()},
+		"consumers":           gin.H{"inventory": s.cons[0].Stats(), "cache_invalidation": s.cons[1].Stats()},
 		"inventory_applied":   s.inv.applied.Load(),
 		"cache_invalidations": s.invals.Load(),
 		"producer":            s.pub.Stats(),

@@ -64,7 +64,37 @@ func (s *service) newConsumers() error {
 		return fmt.Errorf("cache invalidation consumer: %w", err)
 	}
 	s.cons = []*events.Consumer{inv, inval}
+
+	// The lag monitor samples the inventory group's offsets every LagEvery and logs when its
+	// condition changes: a growing backlog, a stalled consumer, too many failing handlers.
+	s.lag, err = events.NewLagMonitor(events.LagConfig{
+		Brokers:   s.kafka.Brokers,
+		Group:     "orderservice-inventory",
+		Topics:    []string{ordersTopic},
+		Interval:  max(s.cfg.LagEvery, time.Second),
+		MaxLag:    1000,
+		MaxLagAge: time.Minute,
+		Stats:     inv.Stats,
+		Logger:    s.log,
+		OnAlert:   s.lagAlert,
+	})
+	if err != nil {
+		return fmt.Errorf("lag monitor: %w", err)
+	}
 	return nil
+}
+
+// lagAlert logs a change of the inventory consumer's lag condition.
+func (s *service) lagAlert(a events.Alert) {
+	r := a.Report
+	attrs := []any{"group", r.Group, "status", r.Status.String(), "previous", a.Previous.Status.String(),
+		"total_lag", r.TotalLag, "oldest", r.MaxAge.Round(time.Millisecond), "failure_rate", r.FailureRate,
+		"lag_exceeded", r.LagExceeded, "age_exceeded", r.AgeExceeded, "failures_exceeded", r.FailureRateExceeded}
+	if r.Healthy() {
+		s.log.Info("lag monitor: consumer healthy", attrs...)
+		return
+	}
+	s.log.Warn("lag monitor: consumer unhealthy", attrs...)
 }
 
 // inventory is the state the inventory consumer keeps: units reserved by pending orders and

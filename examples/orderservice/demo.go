@@ -97,6 +97,11 @@ func runDemo(ctx context.Context, cfg config) error {
 	if err := nightlyJob(ctx, s, out); err != nil {
 		return err
 	}
+	if r, err := s.lag.Check(ctx); err == nil {
+		fmt.Fprintf(out, "lag monitor: group %s, %d members, total lag %d, status %s\n", r.Group, r.Members, r.TotalLag, r.Status)
+	} else {
+		fmt.Fprintf(out, "lag monitor: check failed: %v\n", err)
+	}
 	printTable(out, noCache, withSurge)
 	if n := noCache.Errors + withSurge.Errors; n > 0 {
 		first := noCache.FirstError

@@ -7,7 +7,7 @@
 //   - POST /orders (ginmw.JWT + ginmw.Idempotency) and PUT /orders/:id/pay (ginmw.JWT): write
 //     the database, delete the cached order, publish OrderCreated / OrderPaid keyed by id;
 //   - in-process consumers: inventory (keyed, concurrent, deduplicated through Redis) and
-//     cache invalidation;
+//     cache invalidation, with a LagMonitor logging alerts about the inventory group;
 //   - a nightly-style job (expire unpaid orders) that lock.Do lets one instance run at a time;
 //   - ginmw.RequestID and ginmw.Logger on every route.
 //
@@ -43,6 +43,7 @@ type config struct {
 	Rate      float64
 	Limiter   string
 	JobEvery  time.Duration
+	LagEvery  time.Duration
 	Seed      uint64
 
 	Demo     bool
@@ -64,6 +65,7 @@ func parseFlags(args []string) (config, error) {
 	fs.Float64Var(&c.Rate, "rate", 1000, "GET /orders/:id requests per second allowed per client (burst the same)")
 	fs.StringVar(&c.Limiter, "limiter", "auto", "rate limiter: redis, local, or auto (redis with REDIS_ADDR, else local)")
 	fs.DurationVar(&c.JobEvery, "job-every", time.Minute, "how often the expire-unpaid job is scheduled (0: never; not in -demo)")
+	fs.DurationVar(&c.LagEvery, "lag-every", 10*time.Second, "how often the lag monitor checks the inventory consumer (0: never)")
 	fs.Uint64Var(&c.Seed, "seed", 1, "seed of the data and of the load generator")
 	fs.BoolVar(&c.Demo, "demo", false, "run the load-test demo on a random port, print the table, exit")
 	fs.IntVar(&c.Clients, "clients", 200, "demo: concurrent clients")

@@ -44,7 +44,8 @@ type service struct {
 	pub     *events.Producer
 	inv     *inventory
 	cons    []*events.Consumer
-	invals  atomic.Int64 // cache invalidations made by the invalidation consumer
+	lag     *events.LagMonitor // watches the inventory consumer's group
+	invals  atomic.Int64       // cache invalidations made by the invalidation consumer
 
 	closers  []func() error // closed last, in order
 	wg       sync.WaitGroup // background goroutines started by start
@@ -150,6 +151,22 @@ func (s *service) start() {
 			}
 		}()
 	}
+	if s.cfg.LagEvery > 0 {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			// Give the consumer group one interval to join and commit: before that the
+			// group does not exist and a check could only report that.
+			t := time.NewTimer(s.cfg.LagEvery)
+			defer t.Stop()
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			_ = s.lag.Run(ctx) // returns nil when ctx ends; check errors go to s.log
+		}()
+	}
 	if s.cfg.JobEvery > 0 {
 		s.wg.Add(1)
 		go func() {
@@ -206,6 +223,9 @@ func (s *service) Close() error {
 			s.stop()
 		}
 		s.wg.Wait()
+		if s.lag != nil {
+			s.lag.Close()
+		}
 		if s.pub != nil {
 			s.pub.Close()
 		}
