@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -129,7 +130,7 @@ func TestRedisClockStepBack(t *testing.T) {
 
 // TestLocalAndRedisAgree runs one sequence of calls on both limiters and compares the Results.
 func TestLocalAndRedisAgree(t *testing.T) {
-	limits := []Limit{{Rate: 3, Burst: 4, Name: "a"}, {Rate: 0.25, Burst: 9, Name: "b"}}
+	limits := []Limit{{Rate: 3, Burst: 4, Name: "a"}, {Rate: 1.5, Burst: 9, Name: "b"}}
 	l, clk := newLocal(t, nil, limits...)
 	r, _, mt := newMiniRedis(t, nil, limits...)
 	steps := []struct {
@@ -137,18 +138,35 @@ func TestLocalAndRedisAgree(t *testing.T) {
 		n    int
 	}{{0, 1}, {0, 2}, {0, 2}, {0, 0}, {100 * time.Millisecond, 1}, {400 * time.Millisecond, 1},
 		{0, 4}, {time.Second, 3}, {0, 0}, {3 * time.Second, 4}, {0, 1}, {10 * time.Second, 4}, {0, 4}, {0, 0}}
+	// Then a long seeded random walk: waits in whole milliseconds, n from 0 to 3.
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for range 300 {
+		steps = append(steps, struct {
+			wait time.Duration
+			n    int
+		}{time.Duration(rnd.IntN(1000)) * time.Millisecond, rnd.IntN(4)})
+	}
+	outcomes, bindings := map[bool]int{}, map[string]int{}
 	for i, s := range steps {
 		clk.Add(s.wait)
 		mt.Add(s.wait)
 		lr := allowN(t, l, "k", s.n)
 		rr := allowN(t, r, "k", s.n)
-		msg := fmt.Sprintf("step %d: local %+v redis %+v", i, lr, rr)
+		msg := fmt.Sprintf("step %d (wait %v, n %d): local %+v redis %+v", i, s.wait, s.n, lr, rr)
 		require.Equal(t, lr.Allowed, rr.Allowed, msg)
+		outcomes[lr.Allowed]++
+		bindings[lr.Limit.Name]++
 		require.Equal(t, lr.Remaining, rr.Remaining, msg)
 		require.Equal(t, lr.Limit, rr.Limit, msg)
 		require.InDelta(t, float64(lr.RetryAfter), float64(rr.RetryAfter), float64(time.Microsecond), msg)
 		require.InDelta(t, float64(lr.ResetAfter), float64(rr.ResetAfter), float64(time.Microsecond), msg)
 	}
+	// The walk is only worth something if it visits both answers and both binding limits.
+	t.Logf("outcomes %v bindings %v", outcomes, bindings)
+	require.Greater(t, outcomes[true], 30, "%v", outcomes)
+	require.Greater(t, outcomes[false], 30, "%v", outcomes)
+	require.Greater(t, bindings["a"], 30, "%v", bindings)
+	require.Greater(t, bindings["b"], 30, "%v", bindings)
 }
 
 func TestRedisArgumentErrors(t *testing.T) {
