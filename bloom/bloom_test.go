@@ -3,6 +3,9 @@ package bloom
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"io"
+	"runtime"
 
 	"fmt"
 	"math"
@@ -238,6 +241,60 @@ func TestLocalWriteToReadFrom(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Equal(t, l.Cap(), z.Cap())
+}
+
+func TestLocalReadFromHugeHeaderDoesNotAllocate(t *testing.T) {
+	var head [24]byte
+	binary.BigEndian.PutUint64(head[:8], 1<<40) // m: 128 GiB of bits
+	binary.BigEndian.PutUint64(head[8:16], 7)
+	binary.BigEndian.PutUint64(head[16:], 1<<40)
+	var l Local
+	allocs := testing.AllocsPerRun(1, func() {
+		_, err := l.ReadFrom(bytes.NewReader(head[:]))
+		require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	})
+	require.Less(t, allocs, 20.0)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	require.Less(t, ms.HeapAlloc, uint64(1<<30), "a 24-byte stream made ReadFrom allocate")
+	require.Zero(t, l.Cap())
+
+	binary.BigEndian.PutUint64(head[16:], 1<<63) // a bitset far longer than m
+	_, err := l.ReadFrom(bytes.NewReader(head[:]))
+	require.ErrorContains(t, err, "too long")
+}
+
+// FuzzLocalReadFrom: any input is read or refused without panicking, and what is read writes
+// back to a stream that reads back the same.
+func FuzzLocalReadFrom(f *testing.F) {
+	l, _ := NewLocal(100, 0.05)
+	_ = l.Add(context.Background(), "a", "b")
+	var buf bytes.Buffer
+	_, _ = l.WriteTo(&buf)
+	f.Add(buf.Bytes())
+	f.Add(buf.Bytes()[:30])
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var got Local
+		if _, err := got.ReadFrom(bytes.NewReader(data)); err != nil {
+			return
+		}
+		if got.Cap() > 1<<20 {
+			return // a valid but large filter: skip the round trip
+		}
+		var out bytes.Buffer
+		_, err := got.WriteTo(&out)
+		require.NoError(t, err)
+		var again Local
+		_, err = again.ReadFrom(&out)
+		require.NoError(t, err)
+		require.Equal(t, got.Cap(), again.Cap())
+		require.Equal(t, got.K(), again.K())
+		require.Equal(t, got.FillRatio(), again.FillRatio())
+		ok1, _ := got.MightContain(context.Background(), "a")
+		ok2, _ := again.MightContain(context.Background(), "a")
+		require.Equal(t, ok1, ok2)
+	})
 }
 
 func TestZeroLocal(t *testing.T) {

@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 
 	"github.com/bits-and-blooms/bitset"
-	bbloom "github.com/bits-and-blooms/bloom/v3"
 )
 
 // Local is an in-process Bloom filter with the sizing, hashing and serialised form of
@@ -198,25 +197,66 @@ func (l *Local) WriteTo(w io.Writer) (int64, error) {
 	return int64(n) + nb, nil
 }
 
+// maxK bounds the hash count ReadFrom accepts (EstimateParameters gives about 1000 at fp=1e-300).
+const maxK = 4096
+
 // ReadFrom replaces the filter with one read from r in bits-and-blooms' binary format (as
-// written by [Local.WriteTo] or bloom.BloomFilter.WriteTo); m and k come from the stream, so
-// [Local.Cap] and [Local.K] may change. It works on a zero Local. It is safe for concurrent use,
-// but Adds that overlap it may land in the replaced filter and be lost. On error the filter is
-// unchanged. It returns the number of bytes read.
+// written by [Local.WriteTo] or bloom.BloomFilter.WriteTo, with bitset's current byte order); m
+// and k come from the stream, so [Local.Cap] and [Local.K] may change. It works on a zero Local.
+// Memory grows with the bytes actually read, so a corrupt header cannot make it allocate more
+// than the stream holds. It is safe for concurrent use, but Adds that overlap it may land in the
+// replaced filter and be lost. On error the filter is unchanged. It returns the number of bytes
+// read.
 func (l *Local) ReadFrom(r io.Reader) (int64, error) {
-	var f bbloom.BloomFilter
-	n, err := f.ReadFrom(r)
+	var head [24]byte // m, k (big-endian), bitset length in bits (bitset's byte order)
+	n, err := io.ReadFull(r, head[:])
 	if err != nil {
-		return n, fmt.Errorf("bloom: read filter: %w", err)
+		return int64(n), fmt.Errorf("bloom: read filter header: %w", noEOF(err))
 	}
-	m, k := uint64(f.Cap()), uint64(f.K())
-	words, nw := f.BitSet().Words(), (m+63)/64
+	order := bitset.BinaryOrder()
+	m, k, length := binary.BigEndian.Uint64(head[:8]), binary.BigEndian.Uint64(head[8:16]), order.Uint64(head[16:])
 	switch {
-	case m == 0 || k == 0:
-		return n, fmt.Errorf("bloom: read filter: m=%d k=%d, both must be at least 1", m, k)
-	case uint64(len(words)) < nw:
-		return n, fmt.Errorf("bloom: read filter: bitset has %d words, m=%d needs %d", len(words), m, nw)
+	case m == 0 || k == 0 || k > maxK:
+		return int64(n), fmt.Errorf("bloom: read filter: m=%d k=%d, need m >= 1 and k in [1, %d]", m, k, maxK)
+	case length < m:
+		return int64(n), fmt.Errorf("bloom: read filter: bitset of %d bits cannot hold m=%d", length, m)
+	case length > math.MaxInt64:
+		return int64(n), fmt.Errorf("bloom: read filter: bitset of %d bits is too long", length)
+	}
+	nw := m/64 + min(m%64, 1)
+	streamWords := length/64 + min(length%64, 1)
+	words := make([]uint64, 0, min(nw, 1<<16))
+	var buf [8 * 512]byte
+	total := int64(n)
+	for uint64(len(words)) < nw {
+		chunk := buf[:8*min(nw-uint64(len(words)), 512)]
+		n, err := io.ReadFull(r, chunk)
+		total += int64(n)
+		if err != nil {
+			return total, fmt.Errorf("bloom: read filter bits: %w", noEOF(err))
+		}
+		for i := 0; i < len(chunk); i += 8 {
+			words = append(words, order.Uint64(chunk[i:]))
+		}
+	}
+	if extra := streamWords - nw; extra > 0 { // words past m (a bitset longer than the filter)
+		n, err := io.CopyN(io.Discard, r, int64(8*extra))
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("bloom: read filter bits: %w", noEOF(err))
+		}
+	}
+	if m%64 != 0 {
+		words[nw-1] &= 1<<(m%64) - 1 // bits past m are never used; do not let them count
 	}
 	l.st.Store(&localState{m: m, k: k, words: words[:nw:nw]})
-	return n, nil
+	return total, nil
+}
+
+// noEOF turns io.EOF into io.ErrUnexpectedEOF: a stream that ends inside a filter is truncated.
+func noEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
