@@ -36,8 +36,8 @@ type RedisOptions struct {
 	// is in use (default DefaultProbeInterval). No goroutine is started: the probe is one ordinary
 	// request, at most one per interval.
 	ProbeInterval time.Duration
-	// Logger receives a warning when Redis starts failing and a note when it answers again.
-	// nil discards.
+	// Logger receives, with FailOpen or Fallback (which do not return Redis errors), a warning
+	// when Redis starts failing and a note when it answers again. nil discards.
 	Logger *slog.Logger
 }
 

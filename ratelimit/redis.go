@@ -117,7 +117,9 @@ func (r *Redis) AllowN(ctx context.Context, key string, n int) (Result, error) {
 	if err == nil {
 		if r.down.Load() && r.down.CompareAndSwap(true, false) {
 			r.stats.recoveries.Add(1)
-			r.log.LogAttrs(ctx, slog.LevelInfo, "ratelimit: redis answers again")
+			if r.mode != FailClosed {
+				r.log.LogAttrs(ctx, slog.LevelInfo, "ratelimit: redis answers again")
+			}
 		}
 		return r.count(res, nil)
 	}
@@ -125,7 +127,8 @@ func (r *Redis) AllowN(ctx context.Context, key string, n int) (Result, error) {
 		return Result{}, fmt.Errorf("ratelimit: allow %q: %w (%v)", key, cerr, err)
 	}
 	r.stats.redisErrors.Add(1)
-	if !r.down.Load() && r.down.CompareAndSwap(false, true) {
+	// FailClosed returns the error, so it is not logged too.
+	if !r.down.Load() && r.down.CompareAndSwap(false, true) && r.mode != FailClosed {
 		r.log.LogAttrs(ctx, slog.LevelWarn, "ratelimit: redis failing", slog.String("policy", r.policyName()), slog.Any("error", err))
 	}
 	switch r.mode {

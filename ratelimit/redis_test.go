@@ -1,10 +1,13 @@
 package ratelimit
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -211,10 +214,12 @@ func TestRedisErrorPolicies(t *testing.T) {
 	ctx := context.Background()
 	limit := Limit{Rate: 1, Burst: 3, Name: "b"}
 	t.Run("fail closed", func(t *testing.T) {
-		r, m, _ := newMiniRedis(t, nil, limit)
+		var logs bytes.Buffer
+		r, m, _ := newMiniRedis(t, &RedisOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, limit)
 		m.Close()
 		res, err := r.Allow(ctx, "k")
 		require.Error(t, err)
+		require.Empty(t, logs.String(), "a returned error is not logged too")
 		require.False(t, errors.Is(err, ErrInvalidArgument))
 		require.False(t, res.Allowed)
 		require.Equal(t, uint64(1), r.Stats().RedisErrors)
@@ -247,7 +252,9 @@ func TestRedisFallbackAndProbe(t *testing.T) {
 	limit := Limit{Rate: 0.001, Burst: 3, Name: "b"}
 	local, _ := newLocal(t, nil, Limit{Rate: 0.001, Burst: 2, Name: "b"})
 	m, _ := redistest.Mini(t)
-	r, err := NewRedis(failFast(t, m.Addr()), &RedisOptions{OnRedisError: Fallback(local), ProbeInterval: time.Minute}, limit)
+	var logs bytes.Buffer
+	r, err := NewRedis(failFast(t, m.Addr()), &RedisOptions{OnRedisError: Fallback(local), ProbeInterval: time.Minute,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, limit)
 	require.NoError(t, err)
 	clk := newFakeClock()
 	r.now = clk.Now
@@ -293,6 +300,10 @@ func TestRedisFallbackAndProbe(t *testing.T) {
 	require.Equal(t, uint64(3), st.RedisErrors)
 	allowN(t, r, "x", 1)
 	require.Equal(t, uint64(3), r.Stats().RedisErrors)
+
+	// One line per change of state, not one per failed call.
+	require.Equal(t, 2, strings.Count(logs.String(), "level=WARN msg=\"ratelimit: redis failing\""), logs.String())
+	require.Equal(t, 1, strings.Count(logs.String(), "level=INFO msg=\"ratelimit: redis answers again\""), logs.String())
 }
 
 func TestWaitRedis(t *testing.T) {
