@@ -178,8 +178,8 @@ func TestPoisonGoesToTheDeadLetterTopicAfterItsWriteIsAcked(t *testing.T) {
 	ctx := testCtx(t, 30*time.Second)
 	// e3 is poison; e7 has the same key and must still run, after it.
 	require.NoError(t, p.Publish(ctx, "in", idEvents(10, map[int]string{3: "p", 7: "p"})...))
-	// The first two dead-letter writes fail: the offset must not be committed meanwhile.
-	dlqFault := kc.Fake().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "in.dlq", Err: kerr.InvalidRecord, Count: 2})
+	// Dead-letter writes fail until the fault is removed: the offset must not be committed meanwhile.
+	dlqFault := kc.Fake().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "in.dlq", Err: kerr.InvalidRecord, Count: -1})
 
 	var done idSet
 	var order []string
@@ -199,8 +199,11 @@ func TestPoisonGoesToTheDeadLetterTopicAfterItsWriteIsAcked(t *testing.T) {
 			done.add(ev.ID)
 			return nil
 		}})
-	require.Eventually(t, func() bool { return dlqFault.Hits() == 2 }, 20*time.Second, 5*time.Millisecond)
-	require.LessOrEqual(t, committed(t, kc, "g", "in")[0], int64(3), "nothing past the poison before its DLQ write")
+	require.Eventually(t, func() bool { return committed(t, kc, "g", "in")[0] == 3 }, 20*time.Second, 5*time.Millisecond)
+	hits := dlqFault.Hits()
+	require.Eventually(t, func() bool { return dlqFault.Hits() >= hits+2 }, 20*time.Second, time.Millisecond)
+	require.EqualValues(t, 3, committed(t, kc, "g", "in")[0], "nothing past the poison before its DLQ write")
+	dlqFault.Remove()
 	require.Eventually(t, func() bool { return committed(t, kc, "g", "in")[0] == 10 }, 20*time.Second, 10*time.Millisecond)
 	require.Equal(t, 9, done.len(), "the partition kept flowing")
 	require.Equal(t, []string{"e7"}, order)
@@ -229,7 +232,7 @@ func TestPoisonGoesToTheDeadLetterTopicAfterItsWriteIsAcked(t *testing.T) {
 	st := r.c.Stats()
 	require.EqualValues(t, 1, st.DeadLettered)
 	require.EqualValues(t, 3, st.Failed)
-	require.EqualValues(t, 2, st.DLQErrors)
+	require.GreaterOrEqual(t, st.DLQErrors, uint64(2))
 	require.NoError(t, r.stop())
 }
 
