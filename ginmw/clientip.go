@@ -27,12 +27,11 @@ func ClientIPKey(c *gin.Context) string {
 	if err != nil {
 		return ip // a platform header (TrustedPlatform) may hold anything; use it as is
 	}
-	addr = addr.Unmap()
-	if addr.Is4() {
-		if addr.String() == ip {
-			return ip // common case: no new string
-		}
-		return addr.String()
+	switch {
+	case addr.Is4():
+		return ip // as Gin gave it: no new string
+	case addr.Is4In6():
+		return addr.Unmap().String()
 	}
 	p, _ := addr.WithZone("").Prefix(64)
 	return p.String()

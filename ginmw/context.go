@@ -18,6 +18,8 @@ type stateKey struct{}
 // Fields are written only by middleware, before they call c.Next, and read afterwards; the
 // lazily built logger is the one field written later, hence atomic.
 type state struct {
+	context.Context // the request's original context: state is its child, saving a WithValue
+
 	requestID string
 	trace     Trace
 	hasTrace  bool
@@ -28,6 +30,16 @@ type state struct {
 	authed  bool   // JWT verified a token
 	subject string // the verified token's "sub"
 	payload []byte // the verified token's claims JSON
+
+	hdr [2][1]string // backing arrays of the response header values RequestID sets
+}
+
+// Value returns the state itself for stateKey and defers to the parent context otherwise.
+func (s *state) Value(key any) any {
+	if key == (stateKey{}) {
+		return s
+	}
+	return s.Context.Value(key)
 }
 
 // requestContext returns the context a gin handler's values live on: for a *gin.Context its
@@ -57,8 +69,8 @@ func stateOf(c *gin.Context) *state {
 	if s, ok := c.Request.Context().Value(stateKey{}).(*state); ok {
 		return s
 	}
-	s := new(state)
-	c.Request = c.Request.WithContext(context.WithValue(c.Request.Context(), stateKey{}, s))
+	s := &state{Context: c.Request.Context()}
+	c.Request = c.Request.WithContext(s)
 	return s
 }
 

@@ -330,3 +330,23 @@ func TestIdempotencyRealRedis(t *testing.T) {
 	<-first
 	assert.EqualValues(t, 3, a.runs.Load())
 }
+
+func FuzzParseIdempotencyKey(f *testing.F) {
+	f.Add(`"abc"`)
+	f.Add(`"a\"b"`)
+	f.Add("plain")
+	f.Fuzz(func(t *testing.T, s string) {
+		k, ok := parseIdempotencyKey([]string{s})
+		if !ok {
+			return
+		}
+		if len(k) == 0 || len(k) > maxIdempotencyKeyLen {
+			t.Fatalf("%q gave key of length %d", s, len(k))
+		}
+		for i := 0; i < len(k); i++ {
+			if k[i] < 0x20 || k[i] > 0x7e {
+				t.Fatalf("%q gave key %q with byte %#x", s, k, k[i])
+			}
+		}
+	})
+}

@@ -88,8 +88,8 @@ func logRequest(c *gin.Context, l *slog.Logger, s *state, start time.Time, heade
 	if !l.Enabled(ctx, level) {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 13+len(headers))
-	attrs = append(attrs,
+	var buf [16]slog.Attr // on the stack unless many headers are logged
+	attrs := append(buf[:0],
 		slog.String("method", c.Request.Method),
 		slog.String("route", c.FullPath()),
 		slog.String("path", c.Request.URL.Path),

@@ -85,8 +85,9 @@ func NewRequestID(opt *RequestIDOptions) (gin.HandlerFunc, error) {
 		s.hasTrace = true
 
 		wh := c.Writer.Header()
-		wh[o.header] = []string{id}
-		wh[headerTraceparent] = []string{tp}
+		s.hdr[0][0], s.hdr[1][0] = id, tp
+		wh[o.header] = s.hdr[0][:]
+		wh[headerTraceparent] = s.hdr[1][:]
 		c.Next()
 	}, nil
 }

@@ -178,3 +178,23 @@ func TestNewRequestIDErrorIsOptionError(t *testing.T) {
 	_, err := NewRequestID(&RequestIDOptions{Header: "é"})
 	assert.True(t, errors.Is(err, ErrInvalidOptions))
 }
+
+func FuzzParseTraceparent(f *testing.F) {
+	f.Add("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	f.Add("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-x")
+	f.Add("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	f.Fuzz(func(t *testing.T, s string) {
+		traceID, parentID, flags, ok := parseTraceparent([]string{s})
+		if !ok {
+			return
+		}
+		if !lowerHex(traceID) || len(traceID) != 32 || allZeroHex(traceID) ||
+			!lowerHex(parentID) || len(parentID) != 16 || allZeroHex(parentID) || flags > 3 {
+			t.Fatalf("accepted %q as %q %q %d", s, traceID, parentID, flags)
+		}
+		tr, tp := newTrace(traceID, parentID, flags)
+		if !validTraceResp.MatchString(tp) || tr.TraceID != traceID || tr.Traceparent() != tp {
+			t.Fatalf("continued %q as %q", s, tp)
+		}
+	})
+}
