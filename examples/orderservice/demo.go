@@ -33,8 +33,9 @@ func runDemo(ctx context.Context, cfg config) error {
 	access := slog.New(slog.DiscardHandler) // one line per request would drown the table
 	fmt.Fprintf(out, "orderservice demo: %d orders, database latency %v; per phase %d clients (pausing ~%v between requests),\n",
 		cfg.Orders, cfg.DBLatency, cfg.Clients, cfg.Think)
-	fmt.Fprintf(out, "  %v warm-up + %v measured, ids Zipf s=%.2f over the orders plus %.1f%% ids that do not exist\n",
-		cfg.Warmup, cfg.Duration, cfg.Zipf, 100*cfg.Missing)
+	fmt.Fprintf(out, "  ids Zipf s=%.2f over the orders plus %.1f%% ids that do not exist; each phase measured for %v,\n",
+		cfg.Zipf, 100*cfg.Missing, cfg.Duration)
+	fmt.Fprintf(out, "  surge's after a %v warm-up that fills the cache as a running service's is (not measured)\n", cfg.Warmup)
 	cfg.JobEvery = 0 // the demo runs the job itself, once
 	s, err := newService(ctx, cfg, out, log)
 	if err != nil {
@@ -70,12 +71,12 @@ func runDemo(ctx context.Context, cfg config) error {
 	}
 
 	live := isTerminal(out)
-	phase := func(name string, bypass bool) loadResult {
+	phase := func(name string, bypass bool, warmup time.Duration) loadResult {
 		current.Store(s.router(access, bypass))
 		st := s.orders.Stats()
 		r := runLoad(ctx, loadConfig{
 			Name: name, BaseURL: base, Orders: cfg.Orders, Missing: cfg.Missing, Clients: cfg.Clients, Think: cfg.Think,
-			Warmup: cfg.Warmup, Duration: cfg.Duration, Zipf: cfg.Zipf, Seed: cfg.Seed, DB: s.db, Progress: out, Live: live,
+			Warmup: warmup, Duration: cfg.Duration, Zipf: cfg.Zipf, Seed: cfg.Seed, DB: s.db, Progress: out, Live: live,
 		})
 		after := s.orders.Stats()
 		r.CacheLine = fmt.Sprintf("local hits %d, redis hits %d, negative hits %d, misses %d, loads %d (shared %d), guard rejects %d",
@@ -84,11 +85,11 @@ func runDemo(ctx context.Context, cfg config) error {
 		return r
 	}
 	fmt.Fprintln(out, "load: GET /orders/:id")
-	noCache := phase("no cache", true)
+	noCache := phase("no cache", true, 0) // nothing to warm up: every request is a query
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	withSurge := phase("surge", false)
+	withSurge := phase("surge", false, cfg.Warmup)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -255,8 +256,11 @@ func printTable(out io.Writer, a, b loadResult) {
 	for _, r := range rows {
 		fmt.Fprintf(out, "%-26s %14s %14s   %s\n", r[0], r[1], r[2], r[3])
 	}
-	fmt.Fprintf(out, "(measured over %v after the warm-up: %d and %d requests; hit rate = share answered without a database query)\n",
-		a.Elapsed.Round(100*time.Millisecond), a.Requests, b.Requests)
+	fmt.Fprintf(out, "(%d and %d requests measured over %v and %v; hit rate = share answered without a database query)\n",
+		a.Requests, b.Requests, a.Elapsed.Round(100*time.Millisecond), b.Elapsed.Round(100*time.Millisecond))
+	if b.Warm != "" {
+		fmt.Fprintf(out, "(surge's warm-up, not in the table: %s)\n", strings.TrimSpace(b.Warm))
+	}
 	beats := b.HitRate() > seedHitAfter && b.Mean < seedMeanAfter
 	verdict := "surge beats the seed's bar"
 	if !beats {
