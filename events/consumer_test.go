@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/surgekit/surge/internal/kafkatest"
+	"github.com/surgekit/surge/internal/redistest"
 )
 
 func TestNewConsumerValidates(t *testing.T) {
@@ -184,7 +185,9 @@ func TestPoisonGoesToTheDeadLetterTopicAfterItsWriteIsAcked(t *testing.T) {
 	var done idSet
 	var order []string
 	var mu sync.Mutex
+	m, rdb := redistest.Mini(t)
 	r := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"in"}, Concurrency: 4,
+		Deduper:     NewRedisDeduper(rdb, time.Hour),
 		MaxAttempts: 3, Backoff: func(int) time.Duration { return time.Millisecond },
 		DeadLetterTopic: "in.dlq", CommitInterval: 20 * time.Millisecond,
 		Handler: func(_ context.Context, ev Event) error {
@@ -228,6 +231,10 @@ func TestPoisonGoesToTheDeadLetterTopicAfterItsWriteIsAcked(t *testing.T) {
 	ev, err := fromRecord(dl)
 	require.NoError(t, err, "a dead letter is still an event")
 	require.Equal(t, "e3", ev.ID)
+
+	v, err := m.Get(DedupePrefix + "{g:e3}")
+	require.NoError(t, err)
+	require.Equal(t, "done", v, "a dead-lettered event is disposed of: a redelivery skips it")
 
 	st := r.c.Stats()
 	require.EqualValues(t, 1, st.DeadLettered)

@@ -55,6 +55,7 @@ func (c *Consumer) deadLetter(ctx context.Context, r *kgo.Record, cause error, a
 		return result{out: outWait, err: cause, attempts: attempts}
 	}
 	c.st.deadLettered.Add(1)
+	c.disposed(ctx, r)
 	c.log.Warn("events: event dead-lettered", "group", c.cfg.Group, "topic", r.Topic, "partition", r.Partition,
 		"offset", r.Offset, "dlq", c.cfg.DeadLetterTopic, "attempts", attempts, "err", msg)
 	return result{out: outDone}
@@ -72,5 +73,23 @@ func (c *Consumer) pause(r *kgo.Record) {
 	if first {
 		c.st.paused.Add(1)
 		c.cl.PauseFetchPartitions(map[string][]int32{r.Topic: {r.Partition}})
+	}
+}
+
+// disposed marks a dead-lettered event done in the Deduper, so a redelivery (a crash before
+// the commit) is skipped instead of failing again into a second dead letter. Undecodable
+// records have no trustworthy ID and are left alone.
+func (c *Consumer) disposed(ctx context.Context, r *kgo.Record) {
+	if c.cfg.Deduper == nil {
+		return
+	}
+	ev, err := fromRecord(r)
+	if err != nil {
+		return
+	}
+	id := c.cfg.Group + ":" + ev.ID
+	if err := c.cfg.Deduper.Done(context.WithoutCancel(ctx), id, ""); err != nil {
+		c.st.dedupeErrors.Add(1)
+		c.log.Warn("events: dedupe done after dead letter", "group", c.cfg.Group, "id", ev.ID, "err", err)
 	}
 }

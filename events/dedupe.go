@@ -22,7 +22,8 @@ type Deduper interface {
 	// Claim takes id for handling for lease and returns a token for Done or Release. It returns
 	// [ErrDuplicate] when id is done and [ErrClaimed] while another unexpired claim holds it.
 	Claim(ctx context.Context, id string, lease time.Duration) (token string, err error)
-	// Done records id as handled, whoever holds the claim now.
+	// Done records id as handled (or dead-lettered), whoever holds the claim now; token may be
+	// "" when the consumer holds no claim.
 	Done(ctx context.Context, id, token string) error
 	// Release gives up a claim after a failure, if token still holds it, so a retry or another
 	// consumer can take id at once.
