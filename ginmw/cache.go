@@ -139,11 +139,7 @@ func NewCache(rdb redis.UniversalClient, opt *CacheOptions) (*HTTPCache, error) 
 func Cache(rdb redis.UniversalClient, opt *CacheOptions) gin.HandlerFunc {
 	h, err := NewCache(rdb, opt)
 	if err != nil {
-		var l *slog.Logger
-		if opt != nil {
-			l = opt.Logger
-		}
-		return misconfigured(err, l)
+		return misconfigured(err, opt.logger())
 	}
 	return h.Handler()
 }

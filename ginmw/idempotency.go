@@ -129,11 +129,7 @@ func NewIdempotency(rdb redis.UniversalClient, opt *IdempotencyOptions) (gin.Han
 func Idempotency(rdb redis.UniversalClient, opt *IdempotencyOptions) gin.HandlerFunc {
 	h, err := NewIdempotency(rdb, opt)
 	if err != nil {
-		var l *slog.Logger
-		if opt != nil {
-			l = opt.Logger
-		}
-		return misconfigured(err, l)
+		return misconfigured(err, opt.logger())
 	}
 	return h
 }

@@ -164,32 +164,48 @@ type IdempotencyOptions struct {
 	Logger *slog.Logger
 }
 
+func (o *CacheOptions) logger() *slog.Logger {
+	if o == nil {
+		return nil
+	}
+	return o.Logger
+}
+
+func (o *IdempotencyOptions) logger() *slog.Logger {
+	if o == nil {
+		return nil
+	}
+	return o.Logger
+}
+
 // validHeaderName reports whether s is an RFC 9110 token.
 func validHeaderName(s string) bool {
 	if s == "" {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x80 || !tokenChars[c] {
+		if !tokenChars[s[i]] {
 			return false
 		}
 	}
 	return true
 }
 
-var tokenChars = func() (t [128]bool) {
+var tokenChars = charTable("!#$%&'*+-.^_`|~")
+
+// charTable returns the set of ASCII letters, digits and the bytes of extra.
+func charTable(extra string) (t [256]bool) {
 	for c := '0'; c <= '9'; c++ {
 		t[c] = true
 	}
 	for c := 'a'; c <= 'z'; c++ {
 		t[c], t[c-'a'+'A'] = true, true
 	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
+	for i := 0; i < len(extra); i++ {
+		t[extra[i]] = true
 	}
 	return t
-}()
+}
 
 // discard returns l, or a logger that drops everything when l is nil.
 func discard(l *slog.Logger) *slog.Logger {

@@ -162,18 +162,7 @@ func validRequestID(s string) bool {
 	return true
 }
 
-var requestIDChars = func() (t [256]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c], t[c-'a'+'A'] = true, true
-	}
-	for _, c := range "._:-" {
-		t[c] = true
-	}
-	return t
-}()
+var requestIDChars = charTable("._:-")
 
 // parseTraceparent parses the traceparent header values per W3C Trace Context level 1: exactly one
 // header; version two lowercase hex digits other than ff; for version 00 exactly 55 characters, for
