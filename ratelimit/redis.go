@@ -25,8 +25,9 @@ var tokenBucket = redis.NewScript(tokenBucketLua)
 // Each AllowN is one round trip (EVALSHA of one Lua script) that reads the server's clock, so
 // clients' clocks do not matter. Buckets expire once they would be full again.
 //
-// Keys are Prefix + "{" + key + "}:" + limit name; the user key is the cluster hash tag (escaped
-// when it contains '}'), so the buckets of all limits of one key live in one slot.
+// Keys are Prefix + "{" + key + "}:" + limit name, each a string "<tokens> <server time in µs>";
+// the user key is the cluster hash tag (escaped when it contains '}'), so the buckets of all
+// limits of one key live in one slot.
 //
 // NewRedis starts no goroutine; there is nothing to close. All methods are safe for concurrent use.
 type Redis struct {

@@ -2,6 +2,8 @@ package ratelimit
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -181,12 +183,21 @@ func TestServerConcurrentMultiLimit(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	a, err := rdb.HGet(ctx, "surge:rl:{hot}:a", "t").Float64()
-	require.NoError(t, err)
-	b, err := rdb.HGet(ctx, "surge:rl:{hot}:b", "t").Float64()
-	require.NoError(t, err)
+	a, b := bucketTokens(t, rdb, "surge:rl:{hot}:a"), bucketTokens(t, rdb, "surge:rl:{hot}:b")
 	taken := float64(allowed.Load())
 	require.InDelta(t, 30-taken, a, 0.01)
 	require.InDelta(t, 12-taken, b, 0.01)
 	require.GreaterOrEqual(t, taken, 11.0, "b was drained to below 2 tokens")
+}
+
+// bucketTokens reads the tokens stored in a bucket key ("<tokens> <µs>").
+func bucketTokens(t *testing.T, rdb redis.UniversalClient, key string) float64 {
+	t.Helper()
+	v, err := rdb.Get(context.Background(), key).Result()
+	require.NoError(t, err)
+	tk, _, ok := strings.Cut(v, " ")
+	require.True(t, ok, "bucket %q", v)
+	f, err := strconv.ParseFloat(tk, 64)
+	require.NoError(t, err)
+	return f
 }
