@@ -31,10 +31,7 @@ func main() {
 	fp := flag.Float64("fp", 0.01, "target false-positive rate")
 	probes := flag.Int("probes", 5_000, "ids that do not exist to test against the filters")
 	flag.Parse()
-	if err := run(*n, *fp, *probes); err != nil {
-		fmt.Fprintln(os.Stderr, "bloom:", err)
-		os.Exit(1)
-	}
+	backend.Main("bloom", 0, func(ctx context.Context) error { return run(ctx, *n, *fp, *probes) })
 }
 
 // ids yields "order:<from>" .. "order:<to-1>", standing in for a scan of the database.
@@ -48,9 +45,7 @@ func ids(from, to uint) iter.Seq[string] {
 	}
 }
 
-func run(n uint, fp float64, probes int) error {
-	ctx, stop := backend.RunContext(0)
-	defer stop()
+func run(ctx context.Context, n uint, fp float64, probes int) error {
 	rb, err := backend.StartRedis(ctx, os.Stdout)
 	if err != nil {
 		return err

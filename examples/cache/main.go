@@ -50,16 +50,9 @@ func (d *db) load(ctx context.Context, id string) (int, error) {
 	return p, nil
 }
 
-func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "cache:", err)
-		os.Exit(1)
-	}
-}
+func main() { backend.Main("cache", 0, run) }
 
-func run() error {
-	ctx, stop := backend.RunContext(0)
-	defer stop()
+func run(ctx context.Context) error {
 	rb, err := backend.StartRedis(ctx, os.Stdout)
 	if err != nil {
 		return err

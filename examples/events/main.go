@@ -34,15 +34,10 @@ func main() {
 	perAccount := flag.Int("per-account", 20, "events per account")
 	timeout := flag.Duration("timeout", 30*time.Second, "give up if the events are not all handled by then")
 	flag.Parse()
-	if err := run(*accounts, *perAccount, *timeout); err != nil {
-		fmt.Fprintln(os.Stderr, "events:", err)
-		os.Exit(1)
-	}
+	backend.Main("events", *timeout, func(ctx context.Context) error { return run(ctx, *accounts, *perAccount) })
 }
 
-func run(accounts, perAccount int, timeout time.Duration) error {
-	ctx, stop := backend.RunContext(timeout)
-	defer stop()
+func run(ctx context.Context, accounts, perAccount int) error {
 	suffix := fmt.Sprint(time.Now().UnixNano()) // fresh topics and group on a shared cluster
 	topic, dlq := "deposits-"+suffix, "deposits-dlq-"+suffix
 	kb, err := backend.StartKafka(ctx, os.Stdout, topic, dlq)

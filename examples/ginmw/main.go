@@ -41,15 +41,10 @@ func main() {
 	serve := flag.Bool("serve", false, "keep serving after the tour")
 	duration := flag.Duration("duration", 0, "with -serve: stop after this long (0: until Ctrl-C)")
 	flag.Parse()
-	if err := run(*serve, *duration); err != nil {
-		fmt.Fprintln(os.Stderr, "ginmw:", err)
-		os.Exit(1)
-	}
+	backend.Main("ginmw", 0, func(ctx context.Context) error { return run(ctx, *serve, *duration) })
 }
 
-func run(serve bool, duration time.Duration) error {
-	ctx, stop := backend.RunContext(0)
-	defer stop()
+func run(ctx context.Context, serve bool, duration time.Duration) error {
 	rb, err := backend.StartRedis(ctx, os.Stdout)
 	if err != nil {
 		return err
@@ -128,9 +123,13 @@ func run(serve bool, duration time.Duration) error {
 	fmt.Printf("charges made: %d (the retry was replayed)\n", charges.Load())
 	if serve {
 		fmt.Printf("\nserving until Ctrl-C (or -duration %v)\n", duration)
-		sctx, cancel := backend.RunContext(duration)
-		<-sctx.Done()
-		cancel()
+		wait := ctx
+		if duration > 0 {
+			var cancel context.CancelFunc
+			wait, cancel = context.WithTimeout(ctx, duration)
+			defer cancel()
+		}
+		<-wait.Done()
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()

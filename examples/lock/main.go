@@ -28,15 +28,10 @@ import (
 func main() {
 	duration := flag.Duration("duration", 2*time.Second, "how long the instances of step 1 keep scheduling the job")
 	flag.Parse()
-	if err := run(*duration); err != nil {
-		fmt.Fprintln(os.Stderr, "lock:", err)
-		os.Exit(1)
-	}
+	backend.Main("lock", 0, func(ctx context.Context) error { return run(ctx, *duration) })
 }
 
-func run(duration time.Duration) error {
-	ctx, stop := backend.RunContext(0)
-	defer stop()
+func run(ctx context.Context, duration time.Duration) error {
 	rb, err := backend.StartRedis(ctx, os.Stdout)
 	if err != nil {
 		return err

@@ -167,6 +167,19 @@ func createTopics(ctx context.Context, brokers, topics []string) error {
 	return nil
 }
 
+// Main runs an example's body: run gets a context cancelled on Ctrl-C or SIGTERM, and after
+// timeout when it is positive. An error is printed to stderr as "name: error" and the program
+// exits 1.
+func Main(name string, timeout time.Duration, run func(ctx context.Context) error) {
+	ctx, stop := RunContext(timeout)
+	err := run(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
+}
+
 // RunContext returns a context cancelled on Ctrl-C or SIGTERM, or after d when d > 0.
 // Call stop to release its resources.
 func RunContext(d time.Duration) (ctx context.Context, stop context.CancelFunc) {
