@@ -217,3 +217,27 @@ func TestTransactCommitsAllOrNothing(t *testing.T) {
 	plain := newTestProducer(t, kc)
 	require.ErrorIs(t, plain.Transact(ctx, func(context.Context, *Tx) error { return nil }), ErrNotTransactional)
 }
+
+func TestTransactAbortsWhenAWriteFails(t *testing.T) {
+	kc := kafkatest.Cluster(t, "orders", "payments")
+	ctx := testCtx(t, 30*time.Second)
+	p, err := NewProducer(ProducerConfig{Brokers: kc.Seeds(), TransactionalID: "tx-2"})
+	require.NoError(t, err)
+	t.Cleanup(p.Close)
+	h := kc.Fake().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "orders", Err: kerr.InvalidRecord, Count: -1})
+	err = p.Transact(ctx, func(ctx context.Context, tx *Tx) error {
+		if err := tx.Publish(ctx, "payments", Event{ID: "p-1", Key: "k"}); err != nil {
+			return err
+		}
+		return tx.Publish(ctx, "orders", Event{ID: "o-bad", Key: "k"})
+	})
+	require.ErrorIs(t, err, kerr.InvalidRecord)
+	require.ErrorContains(t, err, "o-bad")
+	h.Remove()
+
+	// The producer is usable again, and the payment written next to the failed order was aborted.
+	require.NoError(t, p.Publish(ctx, "payments", Event{ID: "p-2", Key: "k"}))
+	recs := readAll(t, kc, "payments", 1)
+	require.Len(t, recs, 1)
+	require.Equal(t, "p-2", string(headerValue(recs[0], HeaderID)))
+}
