@@ -199,8 +199,48 @@ func writeTour(ctx context.Context, s *service, base string, out io.Writer) erro
 	fmt.Fprintf(out, "writes: POST without a token -> 401; %d orders created with a JWT (%s..%s); a retried POST with one Idempotency-Key\n",
 		created, ids[0], ids[len(ids)-1])
 	fmt.Fprintf(out, "        -> same order twice (%s, %s); %d paid, paying again -> 409\n", replayed[0], replayed[1], paid)
-	fmt.Fprintf(out, "events: %d published; inventory consumer applied %d, cache-invalidation consumer dropped %d keys\n\n",
+	fmt.Fprintf(out, "events: %d published; inventory consumer applied %d, cache-invalidation consumer dropped %d keys\n",
 		s.pub.Stats().Published, s.inv.applied.Load(), s.invals.Load())
+	return rateLimitBurst(ctx, s, base, out)
+}
+
+// rateLimitBurst shows the per-client limit at work: one API key sends three bursts' worth of
+// requests as fast as 32 connections allow.
+func rateLimitBurst(ctx context.Context, s *service, base string, out io.Writer) error {
+	n := 3 * max(1, int(s.cfg.Rate))
+	tr := &http.Transport{MaxIdleConnsPerHost: 32}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	var (
+		next, allowed, limited atomic.Int64
+		firstErr               atomic.Pointer[error]
+		wg                     sync.WaitGroup
+	)
+	start := time.Now()
+	for range 32 {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) && ctx.Err() == nil {
+				status, _, err := get(ctx, hc, base+"/orders/1", "tour-burst")
+				switch {
+				case err != nil:
+					firstErr.CompareAndSwap(nil, &err)
+				case status == http.StatusTooManyRequests:
+					limited.Add(1)
+				case status == http.StatusOK:
+					allowed.Add(1)
+				default:
+					err := fmt.Errorf("GET /orders/1: HTTP %d", status)
+					firstErr.CompareAndSwap(nil, &err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if p := firstErr.Load(); p != nil {
+		return fmt.Errorf("rate-limit burst: %w", *p)
+	}
+	fmt.Fprintf(out, "rate limit: one API key sent %d requests in %v: %d allowed, %d answered 429 (limit %g/s per key)\n\n",
+		n, time.Since(start).Round(time.Millisecond), allowed.Load(), limited.Load(), s.cfg.Rate)
 	return nil
 }
 

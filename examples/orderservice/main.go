@@ -62,7 +62,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.Timeout, "timeout", 0, "server mode: shut down after this long (0: run until Ctrl-C)")
 	fs.IntVar(&c.Orders, "orders", 10_000, "orders in the simulated database (ids 1..orders)")
 	fs.DurationVar(&c.DBLatency, "db-latency", 100*time.Millisecond, "latency of every database query")
-	fs.Float64Var(&c.Rate, "rate", 1000, "GET /orders/:id requests per second allowed per client (burst the same)")
+	fs.Float64Var(&c.Rate, "rate", 200, "GET /orders/:id requests per second allowed per client (burst the same)")
 	fs.StringVar(&c.Limiter, "limiter", "auto", "rate limiter: redis, local, or auto (redis with REDIS_ADDR, else local)")
 	fs.DurationVar(&c.JobEvery, "job-every", time.Minute, "how often the expire-unpaid job is scheduled (0: never; not in -demo)")
 	fs.DurationVar(&c.LagEvery, "lag-every", 10*time.Second, "how often the lag monitor checks the inventory consumer (0: never)")
