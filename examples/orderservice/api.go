@@ -43,7 +43,7 @@ func (s *service) router(access *slog.Logger, bypassCache bool) *gin.Engine {
 
 	auth := ginmw.JWT(ginmw.JWTOptions{Key: demoKey, ValidMethods: []string{"HS256"}, Issuer: demoIssuer, Logger: s.log})
 	w := r.Group("/orders", auth)
-	w.POST("", ginmw.Idempotency(s.redis.Client, &ginmw.IdempotencyOptions{Prefix: "orderservice:idem:", Logger: s.log}), s.createOrder)
+	w.POST("", ginmw.Idempotency(s.redis.Client, &ginmw.IdempotencyOptions{Prefix: s.prefix + "idem:", Logger: s.log}), s.createOrder)
 	w.PUT("/:id/pay", s.payOrder)
 
 	r.GET("/token", s.issueToken)

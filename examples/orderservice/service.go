@@ -32,6 +32,7 @@ const (
 // with Close.
 type service struct {
 	cfg     config
+	prefix  string       // starts the Redis keys of the cache, rate limit and idempotency records
 	log     *slog.Logger // application log (background errors, job runs, lag alerts)
 	db      *DB
 	redis   *backend.Redis
@@ -57,7 +58,11 @@ type service struct {
 // newService connects the backends and builds every component. It starts no goroutine
 // except those the components document (the cache's invalidation listener).
 func newService(ctx context.Context, cfg config, out io.Writer, log *slog.Logger) (s *service, err error) {
-	s = &service{cfg: cfg, log: log, inv: newInventory()}
+	// The database lives in this process's memory and is seeded anew on every start, so what
+	// is cached about it must not outlive the process: keys carry a per-process prefix. (A real
+	// service, whose instances share one database, uses a fixed prefix.) The nightly job's lock
+	// keeps a fixed name: it is what the instances share.
+	s = &service{cfg: cfg, log: log, inv: newInventory(), prefix: fmt.Sprintf("orderservice:%x:", time.Now().UnixNano())}
 	defer func() {
 		if err != nil {
 			_ = s.Close()
@@ -80,7 +85,7 @@ func newService(ctx context.Context, cfg config, out io.Writer, log *slog.Logger
 		return s, err
 	}
 	s.orders, err = cache.New[Order](s.redis.Client, &cache.Options{
-		Prefix:       "orderservice:order:",
+		Prefix:       s.prefix + "order:",
 		TTL:          10 * time.Minute,
 		Jitter:       0.1,             // TTLs spread over 9-11 min: no avalanche of expiries
 		NegativeTTL:  time.Minute,     // "no such order" remembered for ids the Bloom filter let by
@@ -126,7 +131,7 @@ func (s *service) newLimiter() error {
 		s.limiter, s.limName = local, fmt.Sprintf("ratelimit.Local (in-process), %g/s burst %d", lim.Rate, lim.Burst)
 	case "redis":
 		r, err := ratelimit.NewRedis(s.redis.Client, &ratelimit.RedisOptions{
-			Prefix: "orderservice:rl:", OnRedisError: ratelimit.Fallback(local), Logger: s.log,
+			Prefix: s.prefix + "rl:", OnRedisError: ratelimit.Fallback(local), Logger: s.log,
 		}, lim)
 		if err != nil {
 			return err
