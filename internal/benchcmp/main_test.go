@@ -12,17 +12,13 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/surgekit/surge/internal/redistest"
 )
 
-// The shared backends, started once by TestMain for every benchmark.
-var (
-	redisAddr  string
-	kafkaSeeds []string
-	kafka      *kfake.Cluster
-)
+// redisAddr is the shared redis-server, started once by TestMain for every benchmark. Kafka
+// benchmarks start their own in-process kfake cluster (internal/kafkatest).
+var redisAddr string
 
 // newRedis returns a client for the shared server, with a pool large enough for the parallel
 // benchmarks, closed when b ends.
@@ -70,17 +66,7 @@ func TestMain(m *testing.M) {
 	}
 	_ = c.Close()
 
-	kafka, err = kfake.NewCluster(kfake.NumBrokers(1), kfake.DefaultNumPartitions(3),
-		kfake.SeedTopics(3, "bench-produce-surge", "bench-produce-kgo"))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "benchcmp: kfake:", err)
-		_ = cmd.Process.Kill()
-		os.Exit(1)
-	}
-	kafkaSeeds = kafka.ListenAddrs()
-
 	code := m.Run()
-	kafka.Close()
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
 	_ = os.RemoveAll(dir)

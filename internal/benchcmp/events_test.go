@@ -1,0 +1,181 @@
+package benchcmp
+
+import (
+	"context"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/surgekit/surge/events"
+	"github.com/surgekit/surge/internal/kafkatest"
+)
+
+// payload200 is a 200-byte value with realistic entropy (zeros would compress to nothing).
+var payload200 = func() []byte {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	b := make([]byte, 200)
+	for i := range b {
+		b[i] = "abcdefghijklmnopqrstuvwxyz0123456789"[rnd.IntN(36)]
+	}
+	return b
+}()
+
+func groupOpts() []kgo.Opt {
+	return []kgo.Opt{kgo.SessionTimeout(time.Second), kgo.HeartbeatInterval(100 * time.Millisecond),
+		kgo.RebalanceTimeout(5 * time.Second)}
+}
+
+// produce sends b.N records over 1000 keys, flushes, and reports events/s.
+func produce(b *testing.B, flush func(context.Context) error, send func(ctx context.Context, key string, done func(error))) {
+	ctx := context.Background()
+	keys := make([]string, 1000)
+	for i := range keys {
+		keys[i] = "key-" + strconv.Itoa(i)
+	}
+	var failures atomic.Int64
+	done := func(err error) {
+		if err != nil {
+			failures.Add(1)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		send(ctx, keys[i%len(keys)], done)
+	}
+	if err := flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	if failures.Load() > 0 {
+		b.Fatalf("%d of %d records failed", failures.Load(), b.N)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+func BenchmarkEventsPublish(b *testing.B) {
+	b.Run("surge", func(b *testing.B) {
+		kc := kafkatest.Cluster(b, "p")
+		p, err := events.NewProducer(events.ProducerConfig{Brokers: kc.Seeds()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer p.Close()
+		now := time.Now()
+		produce(b, p.Flush, func(ctx context.Context, key string, done func(error)) {
+			p.PublishAsync(ctx, "p", events.Event{Type: "bench", Key: key, Time: now, Data: payload200}, done)
+		})
+	})
+	// kgo: the same key and value, no headers. An Event always carries its ID, type and time as
+	// headers (about 100 bytes more per record), so kgo-same-headers is the like-for-like peer.
+	b.Run("kgo", func(b *testing.B) {
+		cl := kafkatest.Cluster(b, "p").Client(b)
+		produce(b, cl.Flush, func(ctx context.Context, key string, done func(error)) {
+			cl.Produce(ctx, &kgo.Record{Topic: "p", Key: []byte(key), Value: payload200},
+				func(_ *kgo.Record, err error) { done(err) })
+		})
+	})
+	b.Run("kgo-same-headers", func(b *testing.B) {
+		cl := kafkatest.Cluster(b, "p").Client(b)
+		ts := []byte(time.Now().UTC().Format(time.RFC3339Nano))
+		produce(b, cl.Flush, func(ctx context.Context, key string, done func(error)) {
+			hs := []kgo.RecordHeader{{Key: events.HeaderID, Value: []byte(events.NewID())},
+				{Key: events.HeaderType, Value: []byte("bench")}, {Key: events.HeaderTime, Value: ts}}
+			cl.Produce(ctx, &kgo.Record{Topic: "p", Key: []byte(key), Value: payload200, Headers: hs},
+				func(_ *kgo.Record, err error) { done(err) })
+		})
+	})
+}
+
+// seedEvents writes n events over 500 keys to topic c of a new cluster and returns it.
+func seedEvents(b *testing.B, n int) *kafkatest.KafkaCluster {
+	kc := kafkatest.Cluster(b, "c")
+	p, err := events.NewProducer(events.ProducerConfig{Brokers: kc.Seeds()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	evs := make([]events.Event, n)
+	for i := range evs {
+		evs[i] = events.Event{Type: "bench", Key: "key-" + strconv.Itoa(i%500), Data: []byte(strconv.Itoa(i))}
+	}
+	for i := 0; i < n; i += 10000 {
+		if err := p.Publish(context.Background(), "c", evs[i:min(i+10000, n)]...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return kc
+}
+
+// BenchmarkEventsConsume handles b.N events over 3 partitions with a 1 ms handler and reports
+// events/s: surge's runner at Concurrency 1, 4 and 16, and a watermill-kafka style runner on raw
+// kgo that handles one record at a time per partition.
+func BenchmarkEventsConsume(b *testing.B) {
+	for _, c := range []int{1, 4, 16} {
+		b.Run("surge-c"+strconv.Itoa(c), func(b *testing.B) {
+			kc := seedEvents(b, b.N)
+			var handled atomic.Int64
+			all := make(chan struct{})
+			cons, err := events.NewConsumer(events.ConsumerConfig{
+				Brokers: kc.Seeds(), Group: "g", Topics: []string{"c"}, Concurrency: c, KafkaOptions: groupOpts(),
+				Handler: func(context.Context, events.Event) error {
+					time.Sleep(time.Millisecond)
+					if handled.Add(1) == int64(b.N) {
+						close(all)
+					}
+					return nil
+				},
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			b.ResetTimer()
+			go func() { done <- cons.Run(ctx) }()
+			<-all
+			b.StopTimer()
+			cancel()
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+	b.Run("one-per-partition", func(b *testing.B) {
+		kc := seedEvents(b, b.N)
+		cl := kc.Client(b, append(groupOpts(), kgo.ConsumerGroup("g"), kgo.ConsumeTopics("c"),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit())...)
+		ctx := context.Background()
+		handled := 0
+		b.ResetTimer()
+		for handled < b.N {
+			fs := cl.PollFetches(ctx)
+			if err := fs.Err0(); err != nil {
+				b.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			var n atomic.Int64
+			fs.EachPartition(func(p kgo.FetchTopicPartition) {
+				wg.Go(func() {
+					for range p.Records {
+						time.Sleep(time.Millisecond) // the handler, one record at a time per partition
+						n.Add(1)
+					}
+				})
+			})
+			wg.Wait()
+			handled += int(n.Load())
+			if err := cl.CommitUncommittedOffsets(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	})
+}
