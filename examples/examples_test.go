@@ -69,7 +69,7 @@ func TestExamples(t *testing.T) {
 		{"events", []string{"-accounts", "4", "-per-account", "5"}, []string{"embedded kfake", "out of order within an account: 0", "dead-lettered: 1"}},
 		{"ginmw", nil, []string{"Cache-Status: surge; hit", "[Retry-After: 1]", "Idempotent-Replayed: true"}},
 		{"orderservice", []string{"-demo", "-warmup", "500ms", "-duration", "2s", "-clients", "20", "-orders", "1000"},
-			[]string{"seed (the bar)", "inventory consumer applied 9", "answered 429", "held the lock and expired", "lag monitor: group"}},
+			[]string{"seed (the bar)", "inventory consumer applied 9", "answered 429", "held the lock and expired", "found the lock held and skipped", "lag monitor: group"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

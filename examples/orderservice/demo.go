@@ -35,7 +35,7 @@ func runDemo(ctx context.Context, cfg config) error {
 		cfg.Orders, cfg.DBLatency, cfg.Clients, cfg.Think)
 	fmt.Fprintf(out, "  ids Zipf s=%.2f over the orders plus %.1f%% ids that do not exist; each phase measured for %v,\n",
 		cfg.Zipf, 100*cfg.Missing, cfg.Duration)
-	fmt.Fprintf(out, "  surge's after a %v warm-up that fills the cache as a running service's is (not measured)\n", cfg.Warmup)
+	fmt.Fprintf(out, "  surge's phase after a %v warm-up (not measured) that fills the cache, as in a service already running\n", cfg.Warmup)
 	cfg.JobEvery = 0 // the demo runs the job itself, once
 	s, err := newService(ctx, cfg, out, log)
 	if err != nil {
@@ -263,16 +263,19 @@ func nightlyJob(ctx context.Context, s *service, out io.Writer) error {
 		})
 	}
 	wg.Wait()
+	line := "nightly job, started by instances A and B at once:"
 	for i, r := range res {
 		who := string(rune('A' + i))
 		switch {
 		case r.err != nil:
 			return fmt.Errorf("nightly job on instance %s: %w", who, r.err)
 		case r.ran:
-			fmt.Fprintf(out, "nightly job: instance %s held the lock and expired %d unpaid orders; ", who, r.expired)
+			line += fmt.Sprintf(" %s held the lock and expired %d unpaid orders;", who, r.expired)
+		default:
+			line += fmt.Sprintf(" %s found the lock held and skipped;", who)
 		}
 	}
-	fmt.Fprintln(out, "the other found it held and skipped")
+	fmt.Fprintln(out, strings.TrimSuffix(line, ";"))
 	return nil
 }
 

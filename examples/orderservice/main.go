@@ -117,6 +117,9 @@ func main() {
 		err = runServer(ctx, cfg)
 	}
 	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			err = errors.New("interrupted")
+		}
 		fmt.Fprintln(os.Stderr, "orderservice:", err)
 		stop()
 		os.Exit(1)
