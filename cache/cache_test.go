@@ -55,6 +55,17 @@ func newOutageCache(t *testing.T, opt *Options) (*Cache[user], *miniredis.Minire
 	return c, m
 }
 
+// await blocks until ch is closed or ctx ends: test loaders use it so that Close (which
+// cancels running loads) ends them even when a test fails before releasing them.
+func await(ctx context.Context, ch <-chan struct{}) error {
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // countingLoader returns a loader that counts its calls and returns user{ID: key}.
 func countingLoader(n *atomic.Int64) Loader[user] {
 	return func(ctx context.Context, key string) (user, error) {
@@ -123,7 +134,9 @@ func TestFetchSingleflight1000(t *testing.T) {
 	var calls atomic.Int64
 	load := func(ctx context.Context, key string) (user, error) {
 		calls.Add(1)
-		<-release
+		if err := await(ctx, release); err != nil {
+			return user{}, err
+		}
 		return user{ID: key}, nil
 	}
 	const n = 1000
@@ -179,7 +192,9 @@ func TestFetchLoaderPanicIsAnErrorForAll(t *testing.T) {
 	c, _, _ := newCache(t, nil)
 	release := make(chan struct{})
 	load := func(ctx context.Context, key string) (user, error) {
-		<-release
+		if err := await(ctx, release); err != nil {
+			return user{}, err
+		}
 		panic("boom")
 	}
 	errs := make(chan error, 3)

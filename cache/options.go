@@ -78,6 +78,8 @@ type Options struct {
 
 // LocalOptions configures the in-process tier, which holds decoded values (no decoding on a hit).
 // A Cache with a local tier owns goroutines from [New] on (see there) until [Cache.Close].
+// Callers share the values it holds: treat a V that contains pointers, slices or maps as
+// read-only.
 type LocalOptions struct {
 	// MaxEntries bounds the tier. Default 10000.
 	MaxEntries int

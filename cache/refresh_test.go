@@ -22,7 +22,9 @@ func versionLoader(calls *atomic.Int64, gate <-chan struct{}) Loader[user] {
 	return func(ctx context.Context, key string) (user, error) {
 		n := calls.Add(1)
 		if n > 1 {
-			<-gate
+			if err := await(ctx, gate); err != nil {
+				return user{}, err
+			}
 		}
 		return user{ID: key, Name: string(rune('0' + n))}, nil
 	}
