@@ -120,7 +120,7 @@ func run(ctx context.Context) error {
 	if err := a.Delete(ctx, "9"); err != nil {
 		return err
 	}
-	time.Sleep(50 * time.Millisecond) // the invalidation crosses Redis pub/sub to B
+	time.Sleep(100 * time.Millisecond) // the invalidation crosses Redis pub/sub to B
 	fmt.Println("   B after A's Delete      :", fetch(b, "9"))
 
 	fmt.Println("\n5. stale-while-revalidate (RefreshAfter 300ms, Redis tier only):")
@@ -133,7 +133,7 @@ func run(ctx context.Context) error {
 	src.set("7", 777)
 	time.Sleep(400 * time.Millisecond)
 	fmt.Println("   400ms later: stale, fast:", fetch(swr, "7"))
-	time.Sleep(100 * time.Millisecond) // the background refresh lands
+	time.Sleep(200 * time.Millisecond) // the background refresh lands
 	fmt.Println("   refreshed in background :", fetch(swr, "7"))
 
 	s := a.Stats()

@@ -109,7 +109,7 @@ func run(ctx context.Context, duration time.Duration) error {
 		return err
 	}
 	time.Sleep(300 * time.Millisecond) // a GC pause or a slow call: the TTL runs out
-	fast, err := locks.Obtain(ctx, job+":fence", 5*time.Second, nil)
+	fast, err := locks.Obtain(ctx, job+":fence", 5*time.Second, &lock.ObtainOptions{Wait: 2 * time.Second})
 	if err != nil {
 		return err
 	}
