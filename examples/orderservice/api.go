@@ -114,7 +114,11 @@ func (s *service) createOrder(c *gin.Context) {
 		problem(c, http.StatusBadRequest, "body: "+err.Error())
 		return
 	}
-	claims, _ := ginmw.Claims[*jwt.RegisteredClaims](c)
+	claims, ok := ginmw.Claims[*jwt.RegisteredClaims](c)
+	if !ok || claims.Subject == "" {
+		problem(c, http.StatusUnauthorized, "the token names no subject")
+		return
+	}
 	ctx := c.Request.Context()
 	o, err := s.db.Create(ctx, Order{Customer: claims.Subject, Item: req.Item, Quantity: req.Quantity, AmountCents: req.AmountCents})
 	if err != nil {
@@ -130,7 +134,8 @@ func (s *service) createOrder(c *gin.Context) {
 	c.JSON(http.StatusCreated, o)
 }
 
-// payOrder serves PUT /orders/:id/pay.
+// payOrder serves PUT /orders/:id/pay. (A real service would also check that the token's
+// subject may pay this order.)
 func (s *service) payOrder(c *gin.Context) {
 	ctx := c.Request.Context()
 	o, err := s.db.Pay(ctx, c.Param("id"))
