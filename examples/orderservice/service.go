@@ -78,6 +78,9 @@ func newService(ctx context.Context, cfg config, out io.Writer, log *slog.Logger
 
 	// The Bloom guard holds every order id, warmed from the database at start-up and added to
 	// on every create. It is in-process (bloom.Local): lookups cost ~100 ns and no round trip.
+	// With several instances over one database, each must also learn the ids the others
+	// create: consume OrderCreated in a consumer group of its own (every instance sees every
+	// event), or share one bloom.Redis filter instead.
 	if s.guard, err = bloom.NewLocal(uint(max(2*cfg.Orders, 1000)), 0.001); err != nil {
 		return s, err
 	}
