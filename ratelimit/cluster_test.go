@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/surgekit/surge/internal/redistest"
@@ -41,7 +42,16 @@ func TestCluster(t *testing.T) {
 		local, err := NewLocal(nil, Limit{Rate: 1e-3, Burst: 1000})
 		require.NoError(t, err)
 		defer local.Close()
-		r, err := NewRedis(c.Client(), &RedisOptions{OnRedisError: Fallback(local), ProbeInterval: 50 * time.Millisecond},
+		// A client that reports a dead node quickly (go-redis's defaults retry for seconds, which
+		// would hold calls until their own deadline instead of letting the fallback answer).
+		var addrs []string
+		for _, n := range c.Nodes() {
+			addrs = append(addrs, n.Addr())
+		}
+		rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, MaxRetries: -1,
+			DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond})
+		defer rdb.Close()
+		r, err := NewRedis(rdb, &RedisOptions{OnRedisError: Fallback(local), ProbeInterval: 50 * time.Millisecond},
 			Limit{Rate: 1e-3, Burst: 1000})
 		require.NoError(t, err)
 		res := allowN(t, r, "victim", 1)
@@ -67,6 +77,9 @@ func TestCluster(t *testing.T) {
 			}
 		}()
 		c.KillMaster("{victim}")
+		// go-redis refreshes a cluster client's slot map on MOVED or every few seconds; a refused
+		// dial to the dead master triggers neither, so refresh it as the shared client was.
+		rdb.ReloadState(ctx)
 		// Eventually a call is answered by Redis (the promoted replica), not by the fallback.
 		require.Eventually(t, func() bool {
 			before := r.Stats().Fallback

@@ -17,7 +17,7 @@ import (
 // [Local.Close] when done with the limiter (those of an unreachable Local also end by themselves
 // within a second). All methods are safe for concurrent use.
 type Local struct {
-	limits  []Limit
+	derived // Allow, Wait, WaitN, Limits
 	buckets *otter.Cache[string, *bucket]
 	clock   *otter.CoarseClock // otter's clock for expiry: reading it costs a load, not a syscall
 	now     func() time.Time   // tests move the clock
@@ -66,15 +66,9 @@ func NewLocal(opt *LocalOptions, limits ...Limit) (*Local, error) {
 		clock.Stop()
 		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
-	return &Local{limits: ls, buckets: c, clock: clock, now: time.Now, epoch: time.Now()}, nil
-}
-
-// Limits returns a copy of the limits the limiter enforces.
-func (l *Local) Limits() []Limit { return append([]Limit(nil), l.limits...) }
-
-// Allow is AllowN(ctx, key, 1).
-func (l *Local) Allow(ctx context.Context, key string) (Result, error) {
-	return l.AllowN(ctx, key, 1)
+	l := &Local{buckets: c, clock: clock, now: time.Now, epoch: time.Now()}
+	l.derived = derived{limits: ls, allowN: l.AllowN}
+	return l, nil
 }
 
 // AllowN takes n tokens from every bucket of key if all of them hold n, and none otherwise.
@@ -129,16 +123,6 @@ func (l *Local) AllowN(_ context.Context, key string, n int) (Result, error) {
 	}
 	b.mu.Unlock()
 	return buildResult(l.limits, tokens, allowed, n), nil
-}
-
-// Wait is WaitN(ctx, key, 1).
-func (l *Local) Wait(ctx context.Context, key string) error { return l.WaitN(ctx, key, 1) }
-
-// WaitN blocks until n tokens of key can be taken, sleeping RetryAfter plus a little jitter between
-// tries. It returns an error wrapping [ErrWaitDeadline] at once when the next try would come after
-// ctx's deadline, the context's error when ctx ends while sleeping, and AllowN's errors.
-func (l *Local) WaitN(ctx context.Context, key string, n int) error {
-	return waitN(ctx, l.AllowN, key, n)
 }
 
 // Reset forgets key's buckets, so it starts full again. It never blocks; it returns an error

@@ -31,8 +31,8 @@ var tokenBucket = redis.NewScript(tokenBucketLua)
 //
 // NewRedis starts no goroutine; there is nothing to close. All methods are safe for concurrent use.
 type Redis struct {
+	derived  // Allow, Wait, WaitN, Limits
 	rdb      redis.UniversalClient
-	limits   []Limit
 	prefix   string
 	suffixes []string // ":" + limit id, one per limit
 	params   []any    // rate, burst of each limit as ARGV strings
@@ -80,21 +80,14 @@ func NewRedis(rdb redis.UniversalClient, opt *RedisOptions, limits ...Limit) (*R
 	if err != nil {
 		return nil, err
 	}
-	r := &Redis{rdb: rdb, limits: ls, prefix: o.Prefix, probe: o.ProbeInterval, log: o.Logger, now: time.Now}
+	r := &Redis{rdb: rdb, prefix: o.Prefix, probe: o.ProbeInterval, log: o.Logger, now: time.Now}
+	r.derived = derived{limits: ls, allowN: r.AllowN}
 	r.mode, r.fallback = o.OnRedisError.policy()
 	for _, l := range ls {
 		r.suffixes = append(r.suffixes, ":"+l.id())
 		r.params = append(r.params, strconv.FormatFloat(l.Rate, 'f', -1, 64), strconv.Itoa(l.Burst))
 	}
 	return r, nil
-}
-
-// Limits returns a copy of the limits the limiter enforces.
-func (r *Redis) Limits() []Limit { return append([]Limit(nil), r.limits...) }
-
-// Allow is AllowN(ctx, key, 1).
-func (r *Redis) Allow(ctx context.Context, key string) (Result, error) {
-	return r.AllowN(ctx, key, 1)
 }
 
 // AllowN takes n tokens from every bucket of key if all of them hold n, and none otherwise, in one
@@ -248,17 +241,6 @@ func (r *Redis) policyName() string {
 	default:
 		return "fail-closed"
 	}
-}
-
-// Wait is WaitN(ctx, key, 1).
-func (r *Redis) Wait(ctx context.Context, key string) error { return r.WaitN(ctx, key, 1) }
-
-// WaitN blocks until n tokens of key can be taken, sleeping RetryAfter plus a little jitter between
-// tries (so that waiters in many processes do not retry together). It returns an error wrapping
-// [ErrWaitDeadline] at once when the next try would come after ctx's deadline, the context's error
-// when ctx ends while sleeping, and AllowN's errors.
-func (r *Redis) WaitN(ctx context.Context, key string, n int) error {
-	return waitN(ctx, r.AllowN, key, n)
 }
 
 // Reset deletes key's buckets in Redis (one DEL; all are in one slot), so the key starts full again,
