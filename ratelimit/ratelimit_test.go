@@ -369,3 +369,13 @@ func TestLocalCloseIdempotentAndUsable(t *testing.T) {
 	got, _ := countAllowed(t, l, "k", 10)
 	require.Equal(t, 2, got, "still limits after Close")
 }
+
+func TestLimitsReturnsACopy(t *testing.T) {
+	l, _ := newLocal(t, nil, PerSecond(5), PerHour(100))
+	got := l.Limits()
+	require.Equal(t, []Limit{PerSecond(5), PerHour(100)}, got)
+	got[0].Burst = 1000
+	require.Equal(t, 5, l.Limits()[0].Burst)
+	countAllowedN, _ := countAllowed(t, l, "k", 10)
+	require.Equal(t, 5, countAllowedN, "changing the copy changes nothing")
+}
