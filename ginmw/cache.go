@@ -218,7 +218,7 @@ func (h *HTTPCache) handle(c *gin.Context) {
 		age := max(h.now().UnixMilli()-v.Stored, 0) / 1000
 		writeStored(c, &v, "Cache-Status", cacheStatusHit, "Age", strconv.FormatInt(age, 10))
 	case c.Request.Context().Err() != nil:
-		c.Abort() // the client is gone; nothing to answer
+		abortContextDone(c)
 	default:
 		// The load we joined produced a response that may not be shared (or failed, or was
 		// another request's that gave up): run our own handler, uncached.

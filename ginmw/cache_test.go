@@ -194,7 +194,7 @@ func TestCacheConcurrentMissesRunHandlerOnce(t *testing.T) {
 	h := newHTTPCache(t, rdb, nil)
 	r := newEngine(t, h.Handler())
 	var runs atomic.Int64
-	release := make(chan struct{})
+	release, unblock := blocker(t)
 	r.GET("/slow", countingHandler(&runs, func(*gin.Context) { <-release }))
 
 	const n = 8
@@ -209,7 +209,7 @@ func TestCacheConcurrentMissesRunHandlerOnce(t *testing.T) {
 	}
 	// Every request is waiting once each has counted a miss (one leads, the others join it).
 	require.Eventually(t, func() bool { return h.Stats().Misses == n }, 5*time.Second, time.Millisecond)
-	close(release)
+	unblock()
 	wg.Wait()
 	assert.EqualValues(t, 1, runs.Load())
 	stored := 0
@@ -228,7 +228,7 @@ func TestCacheConcurrentUnshareableRunsEach(t *testing.T) {
 	h := newHTTPCache(t, rdb, nil)
 	r := newEngine(t, h.Handler())
 	var runs atomic.Int64
-	release := make(chan struct{})
+	release, unblock := blocker(t)
 	r.GET("/cookie", countingHandler(&runs, func(c *gin.Context) {
 		if runs.Load() == 1 {
 			<-release
@@ -245,7 +245,7 @@ func TestCacheConcurrentUnshareableRunsEach(t *testing.T) {
 		})
 	}
 	require.Eventually(t, func() bool { return h.Stats().Misses == n }, 5*time.Second, time.Millisecond)
-	close(release)
+	unblock()
 	wg.Wait()
 	assert.EqualValues(t, n, runs.Load(), "joined requests ran their own handler")
 }
@@ -387,4 +387,34 @@ func FuzzDecodeResponse(f *testing.F) {
 			t.Fatalf("round trip changed %+v into %+v", r, r2)
 		}
 	})
+}
+
+func TestCacheWaiterContextEnds(t *testing.T) {
+	_, rdb := redistest.Mini(t)
+	h := newHTTPCache(t, rdb, nil)
+	r := newEngine(t, h.Handler())
+	var runs atomic.Int64
+	release, unblock := blocker(t)
+	r.GET("/", countingHandler(&runs, func(*gin.Context) { <-release }))
+
+	leader := make(chan *httptest.ResponseRecorder, 1)
+	go func() { leader <- get(r, "/") }()
+	require.Eventually(t, func() bool { return h.Stats().Misses == 1 }, 5*time.Second, time.Millisecond)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	waiter := make(chan *httptest.ResponseRecorder, 1)
+	go func() {
+		w := httptest.NewRecorder()
+		hr := httptest.NewRequest(http.MethodGet, "/", nil).WithContext(ctx)
+		hr.RemoteAddr = "192.0.2.10:1234" // the leader's client: same key
+		r.ServeHTTP(w, hr)
+		waiter <- w
+	}()
+	require.Eventually(t, func() bool { return h.Stats().SharedLoads == 1 }, 5*time.Second, time.Millisecond)
+	cancel()
+	w := <-waiter
+	assert.Equal(t, http.StatusServiceUnavailable, w.Code, "a waiter whose context ended gets 503, not an empty 200")
+	unblock()
+	assert.Equal(t, http.StatusOK, (<-leader).Code)
+	assert.EqualValues(t, 1, runs.Load())
 }

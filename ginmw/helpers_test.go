@@ -2,6 +2,7 @@ package ginmw
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -116,4 +117,29 @@ func downRedis(t testing.TB) redis.UniversalClient {
 	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialerRetries: 1})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// doCancelled sends a request whose context has already ended.
+func doCancelled(h http.Handler, method, target string, header http.Header) *httptest.ResponseRecorder {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	hr := httptest.NewRequest(method, target, strings.NewReader("x")).WithContext(ctx)
+	hr.RemoteAddr = "192.0.2.10:1234"
+	for k, vs := range header {
+		hr.Header[k] = vs
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, hr)
+	return w
+}
+
+// blocker returns a channel handlers wait on and the function that closes it (idempotent). It is
+// also closed when the test ends, so that a failing test does not leave handlers blocked (and
+// Close waiting for them): register it after the things whose cleanup waits for handlers.
+func blocker(t testing.TB) (<-chan struct{}, func()) {
+	ch := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(ch) }) }
+	t.Cleanup(unblock)
+	return ch, unblock
 }

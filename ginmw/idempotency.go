@@ -173,7 +173,7 @@ func (m *idempotency) handle(c *gin.Context) {
 	res, err := idemBegin.Run(ctx, m.rdb, []string{rk}, fp, tok, m.opt.Lease.Milliseconds()).Slice()
 	if err != nil {
 		if ctx.Err() != nil {
-			c.Abort()
+			abortContextDone(c)
 			return
 		}
 		m.log.LogAttrs(ctx, slog.LevelError, "ginmw: idempotency: Redis failed before the handler ran",

@@ -112,14 +112,15 @@ func TestIdempotencyMismatch(t *testing.T) {
 
 func TestIdempotencyConflictWhileInFlight(t *testing.T) {
 	a := newOrderAPI(t, &IdempotencyOptions{Lease: 30 * time.Second})
-	started, release := make(chan struct{}), make(chan struct{})
+	started := make(chan struct{})
+	release, unblock := blocker(t)
 	a.hook = func(c *gin.Context, run int64) {
 		if run == 1 {
 			close(started)
 			<-release
 		}
 	}
-	first := make(chan *httptest.ResponseRecorder)
+	first := make(chan *httptest.ResponseRecorder, 1)
 	go func() { first <- a.post("k", "x") }()
 	<-started
 	w := a.post("k", "x")
@@ -128,7 +129,7 @@ func TestIdempotencyConflictWhileInFlight(t *testing.T) {
 	require.NoError(t, err)
 	assert.InDelta(t, 30, ra, 1)
 	assert.Equal(t, http.StatusUnprocessableEntity, a.post("k", "y").Code, "different body: 422 even in flight")
-	close(release)
+	unblock()
 	assert.Equal(t, http.StatusCreated, (<-first).Code)
 	assert.Equal(t, "true", a.post("k", "x").Header().Get("Idempotent-Replayed"))
 	assert.EqualValues(t, 1, a.runs.Load())
@@ -151,14 +152,15 @@ func TestIdempotencyPanicReleasesLease(t *testing.T) {
 func TestIdempotencyCrashedLeaseExpires(t *testing.T) {
 	logger, logs := newJSONLogger(slog.LevelWarn)
 	a := newOrderAPI(t, &IdempotencyOptions{Lease: 10 * time.Second, Logger: logger})
-	started, release := make(chan struct{}), make(chan struct{})
+	started := make(chan struct{})
+	release, unblock := blocker(t)
 	a.hook = func(c *gin.Context, run int64) {
 		if run == 1 { // a process that hangs (or died) holding the lease
 			close(started)
 			<-release
 		}
 	}
-	first := make(chan *httptest.ResponseRecorder)
+	first := make(chan *httptest.ResponseRecorder, 1)
 	go func() { first <- a.post("k", "x") }()
 	<-started
 	assert.Equal(t, http.StatusConflict, a.post("k", "x").Code)
@@ -167,7 +169,7 @@ func TestIdempotencyCrashedLeaseExpires(t *testing.T) {
 	assert.Equal(t, http.StatusCreated, w.Code, "the lease expired: the retry runs")
 	assert.Equal(t, "order 2: x", w.Body.String())
 
-	close(release) // the first finishes late: its lease is gone, it must not overwrite
+	unblock() // the first finishes late: its lease is gone, it must not overwrite
 	<-first
 	assert.Contains(t, logs.String(), "lease expired")
 	r := a.post("k", "x")
@@ -313,20 +315,21 @@ func TestIdempotencyRealRedis(t *testing.T) {
 	assert.Equal(t, "true", a.post("k", "x").Header().Get("Idempotent-Replayed"))
 	assert.Equal(t, http.StatusUnprocessableEntity, a.post("k", "y").Code)
 
-	started, release := make(chan struct{}), make(chan struct{})
+	started := make(chan struct{})
+	release, unblock := blocker(t)
 	a.hook = func(c *gin.Context, run int64) {
 		if run == 2 {
 			close(started)
 			<-release
 		}
 	}
-	first := make(chan *httptest.ResponseRecorder)
+	first := make(chan *httptest.ResponseRecorder, 1)
 	go func() { first <- a.post("k2", "x") }()
 	<-started
 	assert.Equal(t, http.StatusConflict, a.post("k2", "x").Code)
 	require.Eventually(t, func() bool { return a.post("k2", "x").Code == http.StatusCreated }, 5*time.Second, 20*time.Millisecond,
 		"the lease expires on the server")
-	close(release)
+	unblock()
 	<-first
 	assert.EqualValues(t, 3, a.runs.Load())
 }

@@ -164,6 +164,13 @@ type IdempotencyOptions struct {
 	Logger *slog.Logger
 }
 
+func (o *RateLimitOptions) logger() *slog.Logger {
+	if o == nil {
+		return nil
+	}
+	return o.Logger
+}
+
 func (o *CacheOptions) logger() *slog.Logger {
 	if o == nil {
 		return nil

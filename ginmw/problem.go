@@ -46,3 +46,10 @@ func abortProblem(c *gin.Context, status int, detail string) {
 func retryAfter(h http.Header, seconds int64) {
 	h["Retry-After"] = []string{strconv.FormatInt(max(seconds, 1), 10)}
 }
+
+// abortContextDone answers a request whose context ended while a middleware waited on Redis: 503
+// (a deadline set by a timeout middleware must not turn into an empty 200; a client that went
+// away never reads it).
+func abortContextDone(c *gin.Context) {
+	abortProblem(c, http.StatusServiceUnavailable, "")
+}

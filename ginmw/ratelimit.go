@@ -47,19 +47,29 @@ func FailClosed(c *gin.Context, _ error) {
 // burst (never allowed) gets 429 without Retry-After.
 //
 // When l fails the error is logged through opt.Logger and opt.OnError decides: [FailOpen] (the
-// default) or [FailClosed] (503). A request whose context ended is aborted without an answer.
+// default) or [FailClosed] (503). A request whose context ended while waiting gets 503.
 // Set opt.Engine to have [CheckProxies] warn at construction when Gin trusts every proxy.
 //
 // The handler blocks for l.AllowN (a Redis round trip for ratelimit.Redis) and is safe for
 // concurrent use. It never panics on limiter errors; a nil l makes every request answer 500 (and
-// logs that once).
+// logs that once through opt.Logger or slog.Default()); [NewRateLimit] returns the error instead.
 func RateLimit(l ratelimit.Limiter, opt *RateLimitOptions) gin.HandlerFunc {
+	h, err := NewRateLimit(l, opt)
+	if err != nil {
+		return misconfigured(err, opt.logger())
+	}
+	return h
+}
+
+// NewRateLimit is [RateLimit] returning an error wrapping [ErrInvalidOptions] for a nil limiter
+// instead of a handler that answers 500.
+func NewRateLimit(l ratelimit.Limiter, opt *RateLimitOptions) (gin.HandlerFunc, error) {
 	var o RateLimitOptions
 	if opt != nil {
 		o = *opt
 	}
 	if l == nil {
-		return misconfigured(optionError("l", "nil ratelimit.Limiter"), o.Logger)
+		return nil, optionError("l", "nil ratelimit.Limiter")
 	}
 	if o.Engine != nil {
 		CheckProxies(o.Engine, o.Logger)
@@ -71,7 +81,7 @@ func RateLimit(l ratelimit.Limiter, opt *RateLimitOptions) gin.HandlerFunc {
 	if m.onError == nil {
 		m.onError = FailOpen
 	}
-	return m.handle
+	return m.handle, nil
 }
 
 type rateLimiter struct {
@@ -101,7 +111,7 @@ func (m *rateLimiter) handle(c *gin.Context) {
 		case errors.Is(err, ratelimit.ErrExceedsBurst):
 			abortProblem(c, http.StatusTooManyRequests, "the request costs more than the limit's burst")
 		case ctx.Err() != nil:
-			c.Abort() // the client is gone
+			abortContextDone(c)
 		default:
 			m.log.LogAttrs(ctx, slog.LevelError, "ginmw: rate limiter failed",
 				slog.String("key", key), slog.Any("error", err), slog.String("request_id", RequestIDFrom(c)))

@@ -285,3 +285,22 @@ func TestRateLimitHeaderFormat(t *testing.T) {
 	assert.Equal(t, int64(1), ceilSeconds(1))
 	assert.Equal(t, int64(2), ceilSeconds(1001*1e6))
 }
+
+func TestContextEndedWhileWaitingOnRedis(t *testing.T) {
+	_, rdb := redistest.Mini(t)
+	l, err := ratelimit.NewRedis(rdb, nil, ratelimit.PerSecond(10))
+	require.NoError(t, err)
+	var runs int
+	handler := func(c *gin.Context) { runs++; c.Status(http.StatusOK) }
+
+	r := rlEngine(t, l, nil, nil)
+	assert.Equal(t, http.StatusServiceUnavailable, doCancelled(r, http.MethodGet, "/", nil).Code, "RateLimit")
+
+	r = newEngine(t, Idempotency(rdb, nil))
+	r.POST("/", handler)
+	w := doCancelled(r, http.MethodPost, "/", http.Header{"Idempotency-Key": {"k"}})
+	assert.Equal(t, http.StatusServiceUnavailable, w.Code, "Idempotency")
+
+	_, err = NewRateLimit(nil, nil)
+	require.ErrorIs(t, err, ErrInvalidOptions)
+}
