@@ -113,10 +113,10 @@ func NewIdempotency(rdb redis.UniversalClient, opt *IdempotencyOptions) (gin.Han
 // is scoped by opt.Principal (default [Principal]). The request is fingerprinted by method, path
 // with query, and a SHA-256 of the body, read up to opt.MaxBody (larger bodies get 413, so memory
 // stays bounded; the handler reads the buffered copy). Then, atomically in Redis:
-//   - an unknown key takes a lease (opt.Lease) and the handler runs; a response below 500 is
-//     stored for opt.TTL (default 24h) with its status, headers (only those the handler set) and
-//     body; a 5xx or a panic gives the lease up so that a retry runs at once, and a crashed
-//     process's lease expires after opt.Lease;
+//   - an unknown key takes a lease (opt.Lease) and the handler runs; its response is stored for
+//     opt.TTL (default 24h) with its status, headers (only those the handler set) and body,
+//     except a 5xx, a 429 or a panic, which give the lease up so that a retry runs at once; a
+//     crashed process's lease expires after opt.Lease;
 //   - a key used with a different fingerprint gets 422;
 //   - a key whose request is still running gets 409 with Retry-After;
 //   - a completed key is replayed with Idempotent-Replayed: true.
@@ -229,8 +229,8 @@ func (m *idempotency) run(c *gin.Context, rk, tok string) {
 	c.Next()
 	finished = true
 	status := tee.Status()
-	if status >= 500 {
-		m.release(c, rk, tok)
+	if status >= 500 || status == http.StatusTooManyRequests {
+		m.release(c, rk, tok) // not an outcome: the client may retry
 		return
 	}
 	r := storedResponse{Status: status, Header: http.Header{}, Body: tee.body, Stored: time.Now().UnixMilli()}

@@ -186,13 +186,20 @@ func TestIdempotencyServerErrorNotStored(t *testing.T) {
 	}
 	assert.Equal(t, http.StatusServiceUnavailable, a.post("k", "x").Code)
 	assert.Equal(t, http.StatusCreated, a.post("k", "x").Code, "a 5xx can be retried")
+	a.hook = func(c *gin.Context, run int64) {
+		if run == 3 {
+			c.AbortWithStatus(http.StatusTooManyRequests) // e.g. a limiter placed after Idempotency
+		}
+	}
+	assert.Equal(t, http.StatusTooManyRequests, a.post("k429", "x").Code)
+	assert.Equal(t, http.StatusCreated, a.post("k429", "x").Code, "a 429 can be retried")
 	// A 4xx is an answer and is replayed.
 	a.hook = func(c *gin.Context, run int64) { c.AbortWithStatus(http.StatusBadRequest) }
 	assert.Equal(t, http.StatusBadRequest, a.post("k2", "x").Code)
 	w := a.post("k2", "x")
 	assert.Equal(t, http.StatusBadRequest, w.Code)
 	assert.Equal(t, "true", w.Header().Get("Idempotent-Replayed"))
-	assert.EqualValues(t, 3, a.runs.Load())
+	assert.EqualValues(t, 5, a.runs.Load())
 }
 
 func TestIdempotencyBodyBound(t *testing.T) {
