@@ -35,7 +35,7 @@ func runDemo(ctx context.Context, cfg config) error {
 		cfg.Orders, cfg.DBLatency, cfg.Clients, cfg.Think)
 	fmt.Fprintf(out, "  ids Zipf s=%.2f over the orders plus %.1f%% ids that do not exist; each phase measured for %v,\n",
 		cfg.Zipf, 100*cfg.Missing, cfg.Duration)
-	fmt.Fprintf(out, "  surge's phase after a %v warm-up (not measured) that fills the cache, as in a service already running\n", cfg.Warmup)
+	fmt.Fprintf(out, "  surge's after a %v warm-up (clients not pausing; not measured) that fills the cache as a running service's\n", cfg.Warmup)
 	cfg.JobEvery = 0 // the demo runs the job itself, once
 	s, err := newService(ctx, cfg, out, log)
 	if err != nil {

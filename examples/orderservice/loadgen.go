@@ -17,7 +17,8 @@ import (
 // GET /orders/:id, ids drawn from a Zipf distribution over 1..Orders plus a Missing fraction
 // of ids that do not exist, each pausing about Think between its requests, as users or an
 // upstream service would (with no pause, the latency measured is mostly the CPU queue of a
-// saturated machine). They run for Warmup+Duration; only the last Duration is measured.
+// saturated machine). They run for Warmup (without pauses) and then Duration; only Duration
+// is measured.
 type loadConfig struct {
 	Name     string        // phase name shown in the progress line
 	BaseURL  string        // e.g. http://127.0.0.1:41234
@@ -129,7 +130,9 @@ func runLoad(ctx context.Context, cfg loadConfig) loadResult {
 			pause := time.NewTimer(0)
 			defer pause.Stop()
 			for ctx.Err() == nil && time.Now().Before(stopAt) {
-				if cfg.Think > 0 {
+				// The warm-up runs back to back: it stands for the traffic a running service
+				// has already served, and more of it in less time fills the cache sooner.
+				if cfg.Think > 0 && cur.Load() == &meas {
 					pause.Reset(time.Duration(r.ExpFloat64() * float64(cfg.Think)))
 					select {
 					case <-pause.C:
