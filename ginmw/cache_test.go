@@ -305,7 +305,14 @@ func TestCacheRedisDownServesFromHandler(t *testing.T) {
 }
 
 func TestCacheInvalidate(t *testing.T) {
-	_, rdb := redistest.Mini(t)
+	t.Run("miniredis", func(t *testing.T) {
+		_, rdb := redistest.Mini(t)
+		testCacheInvalidate(t, rdb)
+	})
+	t.Run("redis-server", func(t *testing.T) { testCacheInvalidate(t, redistest.Server(t).Client()) })
+}
+
+func testCacheInvalidate(t *testing.T, rdb redis.UniversalClient) {
 	h := newHTTPCache(t, rdb, nil)
 	r := newEngine(t, h.Handler())
 	var runs atomic.Int64
