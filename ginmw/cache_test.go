@@ -27,6 +27,14 @@ func newHTTPCache(t *testing.T, rdb redis.UniversalClient, opt *CacheOptions) *H
 	return h
 }
 
+// miniCache returns an HTTPCache on miniredis and an engine with it in front.
+func miniCache(t *testing.T, opt *CacheOptions) (*HTTPCache, *gin.Engine) {
+	t.Helper()
+	_, rdb := redistest.Mini(t)
+	h := newHTTPCache(t, rdb, opt)
+	return h, newEngine(t, h.Handler())
+}
+
 // countingHandler answers with a body naming the run number, so a cached answer is recognisable.
 func countingHandler(runs *atomic.Int64, extra func(c *gin.Context)) gin.HandlerFunc {
 	return func(c *gin.Context) {
@@ -116,9 +124,7 @@ func TestCacheUsersNeverShare(t *testing.T) {
 }
 
 func TestCacheDefaultPrincipalWithoutJWT(t *testing.T) {
-	_, rdb := redistest.Mini(t)
-	h := newHTTPCache(t, rdb, nil)
-	r := newEngine(t, h.Handler())
+	_, r := miniCache(t, nil)
 	var runs atomic.Int64
 	r.GET("/", countingHandler(&runs, nil))
 	do(r, req{target: "/", remote: "198.51.100.1:1"})
@@ -136,8 +142,7 @@ func TestCacheDefaultPrincipalWithoutJWT(t *testing.T) {
 	assert.EqualValues(t, 6, runs.Load())
 
 	// An explicit principal shares as told.
-	shared := newHTTPCache(t, rdb, &CacheOptions{Prefix: "shared:", Principal: func(*gin.Context) string { return "" }})
-	r = newEngine(t, shared.Handler())
+	_, r = miniCache(t, &CacheOptions{Principal: func(*gin.Context) string { return "" }})
 	r.GET("/", countingHandler(&runs, nil))
 	do(r, req{target: "/", remote: "198.51.100.1:1", header: http.Header{"Cookie": {"a=1"}}})
 	w = do(r, req{target: "/", remote: "198.51.100.7:1"})
@@ -190,9 +195,7 @@ func TestCacheDoesNotStoreUnshareable(t *testing.T) {
 }
 
 func TestCacheConcurrentMissesRunHandlerOnce(t *testing.T) {
-	_, rdb := redistest.Mini(t)
-	h := newHTTPCache(t, rdb, nil)
-	r := newEngine(t, h.Handler())
+	h, r := miniCache(t, nil)
 	var runs atomic.Int64
 	release, unblock := blocker(t)
 	r.GET("/slow", countingHandler(&runs, func(*gin.Context) { <-release }))
@@ -224,9 +227,7 @@ func TestCacheConcurrentMissesRunHandlerOnce(t *testing.T) {
 }
 
 func TestCacheConcurrentUnshareableRunsEach(t *testing.T) {
-	_, rdb := redistest.Mini(t)
-	h := newHTTPCache(t, rdb, nil)
-	r := newEngine(t, h.Handler())
+	h, r := miniCache(t, nil)
 	var runs atomic.Int64
 	release, unblock := blocker(t)
 	r.GET("/cookie", countingHandler(&runs, func(c *gin.Context) {
@@ -251,9 +252,7 @@ func TestCacheConcurrentUnshareableRunsEach(t *testing.T) {
 }
 
 func TestCacheLeaderGivesUpWhileHandlerRuns(t *testing.T) {
-	_, rdb := redistest.Mini(t)
-	h := newHTTPCache(t, rdb, nil)
-	r := newEngine(t, h.Handler())
+	_, r := miniCache(t, nil)
 	started := make(chan struct{})
 	var finished atomic.Bool
 	r.GET("/", func(c *gin.Context) {
@@ -276,9 +275,7 @@ func TestCacheLeaderGivesUpWhileHandlerRuns(t *testing.T) {
 }
 
 func TestCachePanicIsReraisedInRequest(t *testing.T) {
-	_, rdb := redistest.Mini(t)
-	h := newHTTPCache(t, rdb, nil)
-	r := newEngine(t, h.Handler())
+	_, r := miniCache(t, nil)
 	var runs atomic.Int64
 	r.GET("/", countingHandler(&runs, func(c *gin.Context) {
 		if runs.Load() == 1 {
@@ -397,9 +394,7 @@ func FuzzDecodeResponse(f *testing.F) {
 }
 
 func TestCacheWaiterContextEnds(t *testing.T) {
-	_, rdb := redistest.Mini(t)
-	h := newHTTPCache(t, rdb, nil)
-	r := newEngine(t, h.Handler())
+	h, r := miniCache(t, nil)
 	var runs atomic.Int64
 	release, unblock := blocker(t)
 	r.GET("/", countingHandler(&runs, func(*gin.Context) { <-release }))
