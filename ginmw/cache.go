@@ -129,7 +129,8 @@ func NewCache(rdb redis.UniversalClient, opt *CacheOptions) (*HTTPCache, error) 
 // or RateLimit ones set by earlier middleware), so put Cache after those. Responses carry
 // Cache-Status (RFC 9211): "surge; hit" with Age, "surge; fwd=miss; stored" or "surge; fwd=miss".
 // Request Cache-Control directives are ignored, so clients cannot bust the cache. A cached route
-// cannot stream (Flush buffers) or hijack.
+// cannot stream (Flush buffers) or hijack, and its handler must not depend on request headers
+// outside opt.Vary (X-Forwarded-Host, say), or one client's response is served to others.
 //
 // Redis failures are served from the handler (cache's FailOpen). An invalid opt makes every
 // request answer 500 and logs once through opt.Logger or slog.Default(); [NewCache] returns the
