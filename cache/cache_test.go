@@ -66,6 +66,17 @@ func await(ctx context.Context, ch <-chan struct{}) error {
 	}
 }
 
+// gatedLoader counts its calls, waits for release, and returns user{ID: key, Name: name}.
+func gatedLoader(calls *atomic.Int64, release <-chan struct{}, name string) Loader[user] {
+	return func(ctx context.Context, key string) (user, error) {
+		calls.Add(1)
+		if err := await(ctx, release); err != nil {
+			return user{}, err
+		}
+		return user{ID: key, Name: name}, nil
+	}
+}
+
 // countingLoader returns a loader that counts its calls and returns user{ID: key}.
 func countingLoader(n *atomic.Int64) Loader[user] {
 	return func(ctx context.Context, key string) (user, error) {
@@ -132,13 +143,7 @@ func TestFetchSingleflight1000(t *testing.T) {
 	c, _, _ := newCache(t, nil)
 	release := make(chan struct{})
 	var calls atomic.Int64
-	load := func(ctx context.Context, key string) (user, error) {
-		calls.Add(1)
-		if err := await(ctx, release); err != nil {
-			return user{}, err
-		}
-		return user{ID: key}, nil
-	}
+	load := gatedLoader(&calls, release, "")
 	const n = 1000
 	var wg sync.WaitGroup
 	errs := make(chan error, n)

@@ -76,13 +76,7 @@ func TestFailOpenServesFromLoaderOnce(t *testing.T) {
 
 	release := make(chan struct{})
 	var calls atomic.Int64
-	load := func(ctx context.Context, key string) (user, error) {
-		calls.Add(1)
-		if err := await(ctx, release); err != nil {
-			return user{}, err
-		}
-		return user{ID: key, Name: "db"}, nil
-	}
+	load := gatedLoader(&calls, release, "db")
 	var wg sync.WaitGroup
 	for range 50 {
 		wg.Go(func() {
