@@ -278,6 +278,13 @@ func TestJWTKeyfuncRotation(t *testing.T) {
 	s, err := tok.SignedString(hmacSecret)
 	require.NoError(t, err)
 	assertInvalidToken(t, bearer(r, s), "unknown kid")
+
+	// The Keyfunc hands out HMAC secrets whatever the alg: only the pinned methods refuse HS384.
+	tok = jwt.NewWithClaims(jwt.SigningMethodHS384, validClaims())
+	tok.Header["kid"] = "k1"
+	s, err = tok.SignedString(hmacSecret)
+	require.NoError(t, err)
+	assertInvalidToken(t, bearer(r, s), "HS384 not in ValidMethods")
 }
 
 func TestNewJWTRejectsBadConfig(t *testing.T) {
