@@ -251,6 +251,41 @@ func TestCluster(t *testing.T) {
 			return err == nil && u.Name == "new"
 		}, 5*time.Second, time.Millisecond)
 	})
+
+	t.Run("FailoverKeepsServing", func(t *testing.T) { // last: it kills a master
+		c, err := New[user](rdb, &Options{Prefix: "clf:"})
+		require.NoError(t, err)
+		defer c.Close()
+		var calls atomic.Int64
+		_, err = c.Fetch(ctx, "k", countingLoader(&calls))
+		require.NoError(t, err)
+
+		stop, done := make(chan struct{}), make(chan error, 1)
+		go func() {
+			for {
+				select {
+				case <-stop:
+					done <- nil
+					return
+				default:
+				}
+				if u, err := c.Fetch(ctx, "k", countingLoader(&calls)); err != nil || u.ID != "k" {
+					done <- fmt.Errorf("during failover: %+v, %v", u, err)
+					return
+				}
+			}
+		}()
+		cl.KillMaster("clf:{k}")
+		close(stop)
+		require.NoError(t, <-done, "FailOpen kept serving while the master died")
+
+		before := c.Stats().RedisHits
+		for range 2 {
+			_, err = c.Fetch(ctx, "after", countingLoader(&calls))
+			require.NoError(t, err)
+		}
+		require.Equal(t, before+1, c.Stats().RedisHits, "cached in the healed cluster")
+	})
 }
 
 func TestServerPausedRedisCostsOnlyTheClientTimeout(t *testing.T) {
