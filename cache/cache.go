@@ -174,8 +174,10 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 	}
 	vk := c.valueKey(key)
 	_, err = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.Set(ctx, vk, env, ttl)
+		// Lease first: a fill that runs between the two commands then finds its lease gone,
+		// instead of overwriting v after it landed.
 		p.Del(ctx, leaseKey(vk))
+		p.Set(ctx, vk, env, ttl)
 		if c.notifies() {
 			p.Publish(ctx, c.cfg.channel, encodeNotice(noticeInvalidate, c.id, []string{key}))
 		}
