@@ -3,16 +3,19 @@ package cache
 import "encoding/json"
 
 // Codec turns values into bytes for the Redis tier and back. Implementations must be safe for
-// concurrent use. Unmarshal receives a pointer to a V.
+// concurrent use. Unmarshal receives a pointer to a V. Changing the codec (or V) of a cache in
+// place is safe: entries that no longer decode are misses (counted in Stats.DecodeErrors) and
+// are replaced by the next load.
 type Codec interface {
 	Marshal(v any) ([]byte, error)
 	Unmarshal(data []byte, v any) error
 }
 
-// JSON is the default [Codec]: encoding/json.
-var JSON Codec = jsonCodec{}
+// JSONCodec is the default [Codec]: encoding/json. Safe for concurrent use.
+type JSONCodec struct{}
 
-type jsonCodec struct{}
+// Marshal is json.Marshal.
+func (JSONCodec) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
 
-func (jsonCodec) Marshal(v any) ([]byte, error)      { return json.Marshal(v) }
-func (jsonCodec) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+// Unmarshal is json.Unmarshal.
+func (JSONCodec) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }

@@ -13,10 +13,10 @@ import (
 // countingCodec is JSON counting Unmarshal calls.
 type countingCodec struct{ decodes atomic.Int64 }
 
-func (c *countingCodec) Marshal(v any) ([]byte, error) { return JSON.Marshal(v) }
+func (c *countingCodec) Marshal(v any) ([]byte, error) { return JSONCodec{}.Marshal(v) }
 func (c *countingCodec) Unmarshal(b []byte, v any) error {
 	c.decodes.Add(1)
-	return JSON.Unmarshal(b, v)
+	return JSONCodec{}.Unmarshal(b, v)
 }
 
 // newLocal returns a Cache with a local tier on rdb whose listener is subscribed.

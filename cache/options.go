@@ -65,7 +65,7 @@ type Options struct {
 	Local *LocalOptions
 	// Guard, when set, is asked before Redis; a key it rules out is ErrNotFound at once.
 	Guard Guard
-	// Codec encodes values for Redis. Default [JSON].
+	// Codec encodes values for Redis. Default [JSONCodec].
 	Codec Codec
 	// RedisErrors is the policy for Redis failures. Default [FailOpen].
 	RedisErrors RedisErrorPolicy
@@ -145,7 +145,7 @@ func (o *Options) resolve() (config, error) {
 		return bad("DoubleDelete", c.DoubleDelete, "must not be negative")
 	}
 	if c.Codec == nil {
-		c.Codec = JSON
+		c.Codec = JSONCodec{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
