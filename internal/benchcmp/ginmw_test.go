@@ -1,0 +1,84 @@
+package benchcmp
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/gin-gonic/gin"
+	"github.com/ulule/limiter/v3"
+	mgin "github.com/ulule/limiter/v3/drivers/middleware/gin"
+	sredis "github.com/ulule/limiter/v3/drivers/store/redis"
+
+	"github.com/surgekit/surge/ginmw"
+	"github.com/surgekit/surge/ratelimit"
+)
+
+// discardWriter is a reusable ResponseWriter, so the benchmarks measure middleware, not recorders.
+type discardWriter struct {
+	h    http.Header
+	code int
+}
+
+func (w *discardWriter) Header() http.Header         { return w.h }
+func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *discardWriter) WriteHeader(code int)        { w.code = code }
+
+func serve(b *testing.B, mw ...gin.HandlerFunc) {
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	if err := r.SetTrustedProxies(nil); err != nil {
+		b.Fatal(err)
+	}
+	r.Use(mw...)
+	r.GET("/orders/:id", func(c *gin.Context) { c.String(http.StatusOK, "ok") })
+	req := httptest.NewRequest(http.MethodGet, "/orders/42", nil)
+	req.RemoteAddr = "198.51.100.7:4711"
+	w := &discardWriter{h: http.Header{}}
+	r.ServeHTTP(w, req)
+	if w.code != http.StatusOK {
+		b.Fatalf("status %d", w.code)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		clear(w.h)
+		r.ServeHTTP(w, req)
+	}
+}
+
+// BenchmarkGinOverhead is what RequestID + Logger (slog JSON to io.Discard) + RateLimit on a
+// local limiter add to a request, against a bare engine.
+func BenchmarkGinOverhead(b *testing.B) {
+	b.Run("bare", func(b *testing.B) { serve(b) })
+	b.Run("surge-stack", func(b *testing.B) {
+		l, err := ratelimit.NewLocal(nil, ratelimit.Limit{Rate: 1e9, Burst: 1e9, Name: "bench"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer l.Close()
+		serve(b, ginmw.RequestID(nil), ginmw.Logger(slog.New(slog.NewJSONHandler(io.Discard, nil))), ginmw.RateLimit(l, nil))
+	})
+}
+
+// BenchmarkGinRateLimitRedis compares the Redis-backed rate-limit middlewares on one server,
+// both with a limit high enough that every request passes and both keyed by client IP.
+func BenchmarkGinRateLimitRedis(b *testing.B) {
+	rdb := newRedis(b)
+	b.Run("surge", func(b *testing.B) {
+		l, err := ratelimit.NewRedis(rdb, &ratelimit.RedisOptions{Prefix: "bg:surge:"}, ratelimit.Limit{Rate: 1e9, Burst: 1e9, Name: "bench"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		serve(b, ginmw.RateLimit(l, nil))
+	})
+	b.Run("ulule", func(b *testing.B) {
+		store, err := sredis.NewStoreWithOptions(rdb, limiter.StoreOptions{Prefix: "bg:ulule"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		serve(b, mgin.NewMiddleware(limiter.New(store, limiter.Rate{Period: 1e9, Limit: 1e9})))
+	})
+}
