@@ -109,3 +109,31 @@ func TestNoticeRoundTrip(t *testing.T) {
 		require.ErrorIs(t, err, errNotice, "%q", bad)
 	}
 }
+
+func TestBytesCodec(t *testing.T) {
+	_, m, rdb := newCache(t, nil)
+	c, err := New[[]byte](rdb, &Options{Prefix: "b:", Codec: BytesCodec{}})
+	require.NoError(t, err)
+	defer c.Close()
+	ctx := t.Context()
+	require.NoError(t, c.Set(ctx, "k", []byte(`<html>`)))
+	raw, err := m.Get("b:{k}")
+	require.NoError(t, err)
+	require.Equal(t, "<html>", raw[headerLen:], "stored as is, after the header")
+	got, err := c.Get(ctx, "k")
+	require.NoError(t, err)
+	require.Equal(t, []byte("<html>"), got)
+
+	s, err := New[string](rdb, &Options{Prefix: "s:", Codec: BytesCodec{}})
+	require.NoError(t, err)
+	defer s.Close()
+	require.NoError(t, s.Set(ctx, "k", "hi"))
+	v, err := s.Get(ctx, "k")
+	require.NoError(t, err)
+	require.Equal(t, "hi", v)
+
+	bad, err := New[int](rdb, &Options{Codec: BytesCodec{}})
+	require.NoError(t, err)
+	defer bad.Close()
+	require.ErrorContains(t, bad.Set(ctx, "k", 1), "BytesCodec cannot marshal int")
+}
