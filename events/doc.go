@@ -18,7 +18,8 @@
 //
 // [LagMonitor] watches a group's lag with kadm, judges each partition over a window of samples
 // ([EvaluateWindow]: OK, WARN, STALL, STOP, REWIND) plus MaxLag, MaxLagAge and failure-rate
-// thresholds, and calls OnAlert when the condition changes.
+// thresholds, and calls OnAlert when the condition changes. With LagConfig.Topics set it also
+// watches a group that has not joined yet, counting its backlog from the log start.
 //
 //	p, err := events.NewProducer(events.ProducerConfig{Brokers: brokers})
 //	ev, err := events.NewEvent("order.created", order.ID, order)

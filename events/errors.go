@@ -22,6 +22,10 @@ var (
 	ErrDuplicate = errors.New("events: already handled")
 	// ErrClaimed is returned by [Deduper.Claim] while another handler holds an unexpired claim.
 	ErrClaimed = errors.New("events: claimed by another handler")
+	// ErrGroupNotFound is returned by [LagMonitor.Check] when the consumer group does not exist
+	// (never joined, no offsets) and LagConfig.Topics is empty, so there is nothing to measure.
+	// With Topics set, such a group is reported with its backlog instead.
+	ErrGroupNotFound = errors.New("events: consumer group not found")
 	// ErrInvalidConfig marks every error a constructor returns for a bad configuration field.
 	ErrInvalidConfig = errors.New("events: invalid config")
 )

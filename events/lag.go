@@ -3,13 +3,16 @@ package events
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -48,8 +51,14 @@ type LagConfig struct {
 	Brokers []string
 	// Group is the consumer group to watch. Required.
 	Group string
-	// Topics limits the report to these topics; empty means every topic the group has offsets
-	// for.
+	// Topics are the topics the group consumes; the report covers every partition of them.
+	// A partition the group has never committed to (or a group that does not exist yet: never
+	// joined, never committed) counts its lag from the partition's log start, which is where a
+	// [Consumer] starts reading (unless its KafkaOptions reset it elsewhere), and its Commit is
+	// -1; such a group has 0 members, so a backlog there is STOP after a full Window and
+	// MaxLag/MaxLagAge fire from the first check: a consumer that never starts is alerted on.
+	// Empty means every topic the group has offsets for or is assigned; then a group that does
+	// not exist yet has nothing to measure and Check returns [ErrGroupNotFound]. Set Topics.
 	Topics []string
 	// KafkaOptions are passed to kgo.NewClient after the monitor's own.
 	KafkaOptions []kgo.Opt
@@ -92,7 +101,7 @@ func (c Condition) Healthy() bool { return c == Condition{} }
 type PartitionLag struct {
 	Topic     string
 	Partition int32
-	Commit    int64         // committed offset; -1 when the group has none
+	Commit    int64         // committed offset; -1 when the group has none (or does not exist)
 	End       int64         // high watermark
 	Lag       int64         // End - Commit (from the log start when nothing is committed)
 	Age       time.Duration // how long ago the oldest unconsumed event was written; 0 without lag
@@ -104,7 +113,7 @@ type LagReport struct {
 	Condition
 	Group       string
 	Time        time.Time
-	Members     int   // members in the group now
+	Members     int   // members in the group now; 0 when the group does not exist
 	TotalLag    int64 // sum of the partitions' lag
 	MaxAge      time.Duration
 	FailureRate float64 // failed / (handled + failed) over the window; 0 without Stats
@@ -121,13 +130,14 @@ type Alert struct {
 type LagSample struct {
 	Time    time.Time
 	Commit  int64 // -1: nothing committed
+	Start   int64 // log start offset: lag counts from it while nothing is committed
 	End     int64
 	Members int
 }
 
 func (s LagSample) lag() int64 {
 	if s.Commit < 0 {
-		return max(s.End, 0)
+		return max(s.End-s.Start, 0)
 	}
 	return max(s.End-s.Commit, 0)
 }
@@ -246,9 +256,11 @@ func (m *LagMonitor) Run(ctx context.Context) error {
 
 // Check takes one sample of every partition, evaluates the window and returns the report; when
 // the condition differs from the previous check's it calls OnAlert before returning (so OnAlert
-// must not call Check). It blocks for the
-// admin requests (and, for partitions with lag, one fetch of the record at the committed
-// offset to date it).
+// must not call Check). It blocks for the admin requests (and, for partitions with lag, one
+// fetch of the record at the committed offset, or at the log start when nothing is committed,
+// to date it). A group that does not exist yet is not an error when LagConfig.Topics is set:
+// it is reported with 0 members and its backlog from the log start; without Topics, Check
+// returns [ErrGroupNotFound].
 func (m *LagMonitor) Check(ctx context.Context) (LagReport, error) {
 	m.mu.Lock()
 	rep, prev, err := m.check(ctx)
@@ -261,38 +273,24 @@ func (m *LagMonitor) Check(ctx context.Context) (LagReport, error) {
 
 // check does Check's work under m.mu and returns the previous condition.
 func (m *LagMonitor) check(ctx context.Context) (LagReport, Condition, error) {
-	lags, err := m.adm.Lag(ctx, m.cfg.Group)
+	rows, members, err := m.offsets(ctx)
 	if err != nil {
 		return LagReport{}, Condition{}, fmt.Errorf("events: lag of %s: %w", m.cfg.Group, err)
 	}
-	g, ok := lags[m.cfg.Group]
-	if !ok {
-		return LagReport{}, Condition{}, fmt.Errorf("events: lag of %s: group not described", m.cfg.Group)
-	}
-	if err := cmp.Or(g.DescribeErr, g.FetchErr); err != nil {
-		return LagReport{}, Condition{}, fmt.Errorf("events: lag of %s: %w", m.cfg.Group, err)
-	}
 	now := m.now()
-	rep := LagReport{Group: m.cfg.Group, Time: now, Members: len(g.Members)}
+	rep := LagReport{Group: m.cfg.Group, Time: now, Members: members}
 	positions := map[string]map[int32]int64{}
-	for _, l := range g.Lag.Sorted() {
-		if len(m.cfg.Topics) > 0 && !slices.Contains(m.cfg.Topics, l.Topic) {
-			continue
-		}
-		if l.Err != nil {
-			return LagReport{}, Condition{}, fmt.Errorf("events: lag of %s %s/%d: %w", m.cfg.Group, l.Topic, l.Partition, l.Err)
-		}
-		pl := PartitionLag{Topic: l.Topic, Partition: l.Partition, Commit: l.Commit.At, End: l.End.Offset, Lag: l.Lag}
-		pos := l.Commit.At
-		if pos < 0 {
-			pos = l.Start.Offset
-			pl.Lag = max(l.End.Offset-pos, 0)
-		}
+	for _, r := range rows {
+		pl := PartitionLag{Topic: r.topic, Partition: r.partition, Commit: r.commit, End: r.end, Lag: r.lag()}
 		if pl.Lag > 0 {
-			if positions[l.Topic] == nil {
-				positions[l.Topic] = map[int32]int64{}
+			pos := r.commit
+			if pos < 0 {
+				pos = r.start
 			}
-			positions[l.Topic][l.Partition] = pos
+			if positions[r.topic] == nil {
+				positions[r.topic] = map[int32]int64{}
+			}
+			positions[r.topic][r.partition] = pos
 		}
 		rep.Partitions = append(rep.Partitions, pl)
 	}
@@ -303,7 +301,7 @@ func (m *LagMonitor) check(ctx context.Context) (LagReport, Condition, error) {
 			pl.Age = max(now.Sub(ts), 0)
 		}
 		k := tp{pl.Topic, pl.Partition}
-		h := append(m.hist[k], LagSample{Time: now, Commit: pl.Commit, End: pl.End, Members: rep.Members})
+		h := append(m.hist[k], LagSample{Time: now, Commit: pl.Commit, Start: rows[i].start, End: pl.End, Members: rep.Members})
 		if len(h) > m.cfg.Window {
 			h = slices.Delete(h, 0, len(h)-m.cfg.Window)
 		}
@@ -326,6 +324,144 @@ func (m *LagMonitor) check(ctx context.Context) (LagReport, Condition, error) {
 	prev := m.last
 	m.last = rep.Condition
 	return rep, prev, nil
+}
+
+// offsetRow is one partition's offsets as read from the cluster.
+type offsetRow struct {
+	topic     string
+	partition int32
+	commit    int64 // -1: nothing committed
+	start     int64 // log start offset
+	end       int64 // high watermark
+}
+
+func (r offsetRow) lag() int64 {
+	return LagSample{Commit: r.commit, Start: r.start, End: r.end}.lag()
+}
+
+// offsets reads the group's members and every monitored partition's offsets, sorted by topic
+// and partition. A group the coordinator does not know (GROUP_ID_NOT_FOUND, or state Dead
+// before Kafka 4) has no members; its partitions are those of LagConfig.Topics (or of any
+// offsets it still has), with commit -1 where nothing is committed, and without either it
+// is ErrGroupNotFound. With Topics set, partitions the group never committed to nor was
+// assigned are added with commit -1 too.
+func (m *LagMonitor) offsets(ctx context.Context) ([]offsetRow, int, error) {
+	lags, err := m.adm.Lag(ctx, m.cfg.Group)
+	if err != nil {
+		return nil, 0, err
+	}
+	g, ok := lags[m.cfg.Group]
+	if !ok {
+		return nil, 0, errors.New("group not described")
+	}
+	if err := g.DescribeErr; err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
+		return nil, 0, err
+	}
+	if g.DescribeErr != nil || g.State == "Dead" {
+		return m.missingGroup(ctx)
+	}
+	if err := g.FetchErr; err != nil {
+		return nil, 0, err
+	}
+	var rows []offsetRow
+	have := map[tp]bool{}
+	for _, l := range g.Lag.Sorted() {
+		if !m.monitors(l.Topic) {
+			continue
+		}
+		if l.Err != nil {
+			return nil, 0, fmt.Errorf("%s/%d: %w", l.Topic, l.Partition, l.Err)
+		}
+		// kadm lists start offsets too; without one (a failed listing) count from 0.
+		start := l.Start.Offset
+		if l.Start.Err != nil {
+			start = 0
+		}
+		rows = append(rows, offsetRow{l.Topic, l.Partition, l.Commit.At, start, l.End.Offset})
+		have[tp{l.Topic, l.Partition}] = true
+	}
+	if len(m.cfg.Topics) == 0 {
+		return rows, len(g.Members), nil
+	}
+	more, err := m.listTopics(ctx, m.cfg.Topics, nil, have)
+	if err != nil {
+		return nil, 0, err
+	}
+	return sortRows(append(rows, more...)), len(g.Members), nil
+}
+
+// missingGroup reads the offsets of a group the coordinator does not describe: no members,
+// and commits only if some remain (FetchOffsets answers for groups DescribeGroups does not).
+func (m *LagMonitor) missingGroup(ctx context.Context) ([]offsetRow, int, error) {
+	commits, err := m.adm.FetchOffsets(ctx, m.cfg.Group)
+	if err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
+		return nil, 0, err
+	}
+	topics := m.cfg.Topics
+	if len(topics) == 0 {
+		topics = slices.Sorted(maps.Keys(commits))
+	}
+	if len(topics) == 0 {
+		return nil, 0, fmt.Errorf("%w (set LagConfig.Topics to watch a group before it first joins)", ErrGroupNotFound)
+	}
+	rows, err := m.listTopics(ctx, topics, commits, nil)
+	return rows, 0, err
+}
+
+// listTopics lists the start and end offsets of every partition of topics not in skip, with
+// the group's commit from commits, or -1.
+func (m *LagMonitor) listTopics(ctx context.Context, topics []string, commits kadm.OffsetResponses, skip map[tp]bool) ([]offsetRow, error) {
+	starts, err := m.adm.ListStartOffsets(ctx, topics...)
+	if err = cmp.Or(err, listedErr(starts)); err != nil {
+		return nil, fmt.Errorf("list start offsets: %w", err)
+	}
+	ends, err := m.adm.ListEndOffsets(ctx, topics...)
+	if err = cmp.Or(err, listedErr(ends)); err != nil {
+		return nil, fmt.Errorf("list end offsets: %w", err)
+	}
+	var rows []offsetRow
+	var ferr error
+	ends.Each(func(e kadm.ListedOffset) {
+		if skip[tp{e.Topic, e.Partition}] {
+			return
+		}
+		r := offsetRow{topic: e.Topic, partition: e.Partition, commit: -1, end: e.Offset}
+		if s, ok := starts.Lookup(e.Topic, e.Partition); ok {
+			r.start = s.Offset
+		}
+		if c, ok := commits.Lookup(e.Topic, e.Partition); ok {
+			if c.Err != nil {
+				ferr = cmp.Or(ferr, fmt.Errorf("%s/%d: %w", e.Topic, e.Partition, c.Err))
+			}
+			r.commit = c.At
+		}
+		rows = append(rows, r)
+	})
+	return sortRows(rows), ferr
+}
+
+// listedErr returns the first partition error of l, naming the topic (a topic that does not
+// exist is listed as partition -1 with UNKNOWN_TOPIC_OR_PARTITION).
+func listedErr(l kadm.ListedOffsets) error {
+	var err error
+	l.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil && err == nil {
+			err = fmt.Errorf("topic %q: %w", o.Topic, o.Err)
+		}
+	})
+	return err
+}
+
+func sortRows(rows []offsetRow) []offsetRow {
+	slices.SortFunc(rows, func(a, b offsetRow) int {
+		return cmp.Or(cmp.Compare(a.topic, b.topic), cmp.Compare(a.partition, b.partition))
+	})
+	return rows
+}
+
+// monitors reports whether topic is in the report.
+func (m *LagMonitor) monitors(topic string) bool {
+	return len(m.cfg.Topics) == 0 || slices.Contains(m.cfg.Topics, topic)
 }
 
 // failureRate is the share of failed handler calls between two snapshots.

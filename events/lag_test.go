@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/surgekit/surge/internal/kafkatest"
 )
@@ -173,4 +174,126 @@ func TestLagMonitorAlertsOnKfake(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 	require.True(t, a.Report.LagExceeded)
+}
+
+func TestEvaluateWindowCountsFromLogStart(t *testing.T) {
+	nothingLeft := []LagSample{{Commit: -1, Start: 7, End: 7}, {Commit: -1, Start: 9, End: 9}, {Commit: -1, Start: 9, End: 9}}
+	require.Equal(t, StatusOK, EvaluateWindow(nothingLeft, true), "retention deleted everything: no backlog, not STOP")
+	backlog := []LagSample{{Commit: -1, Start: 7, End: 9}, {Commit: -1, Start: 7, End: 12}}
+	require.Equal(t, StatusStop, EvaluateWindow(backlog, true), "never committed, nobody consuming, events waiting")
+	require.EqualValues(t, 5, backlog[1].lag())
+}
+
+// A group that never joined nor committed, while its topic fills up, is reported from the log
+// start with 0 members, STOP after a full window, and alerted on by Check and by Run.
+func TestLagMonitorAlertsForGroupThatNeverJoined(t *testing.T) {
+	kc := kafkatest.ClusterWith(t, kafkatest.Config{Partitions: 2, Topics: []string{"orders", "other"}})
+	p := newTestProducer(t, kc)
+	ctx := testCtx(t, 30*time.Second)
+	old := time.Now().Add(-10 * time.Minute)
+	var evs []Event
+	for i := range 40 {
+		evs = append(evs, Event{Type: "t", Key: fmt.Sprint(i), Time: old})
+	}
+	require.NoError(t, p.Publish(ctx, "orders", evs...))
+	ends := endOffsets(kc, "orders")
+	require.Len(t, ends, 2)
+
+	// Retention moved partition 0's log start: its lag counts from there.
+	adm := kadm.NewClient(kc.Client(t))
+	del := kadm.Offsets{}
+	del.Add(kadm.Offset{Topic: "orders", Partition: 0, At: 2, LeaderEpoch: -1})
+	deleted, err := adm.DeleteRecords(ctx, del)
+	require.NoError(t, err)
+	require.NoError(t, deleted.Error())
+
+	var mu sync.Mutex
+	var alerts []Alert
+	m, err := NewLagMonitor(LagConfig{Brokers: kc.Seeds(), Group: "never-joined", Topics: []string{"orders"},
+		Window: 2, MaxLag: 10, OnAlert: func(a Alert) {
+			mu.Lock()
+			alerts = append(alerts, a)
+			mu.Unlock()
+		}})
+	require.NoError(t, err)
+	t.Cleanup(m.Close)
+
+	rep, err := m.Check(ctx)
+	require.NoError(t, err, "a group that does not exist is not a check error")
+	require.Zero(t, rep.Members)
+	require.Len(t, rep.Partitions, 2)
+	for _, pl := range rep.Partitions {
+		require.Equal(t, "orders", pl.Topic)
+		require.EqualValues(t, -1, pl.Commit)
+		require.Equal(t, ends[pl.Partition], pl.End)
+	}
+	require.Equal(t, ends[0]-2, rep.Partitions[0].Lag, "from the log start")
+	require.Equal(t, ends[1], rep.Partitions[1].Lag)
+	require.EqualValues(t, 38, rep.TotalLag)
+	require.True(t, rep.LagExceeded)
+	require.True(t, rep.AgeExceeded, "dated by the record at the log start: %v", rep.MaxAge)
+	require.InDelta(t, (10 * time.Minute).Seconds(), rep.MaxAge.Seconds(), 30)
+	require.Len(t, alerts, 1)
+
+	rep, err = m.Check(ctx)
+	require.NoError(t, err)
+	require.Equal(t, StatusStop, rep.Status, "no commits and nobody in the group")
+	require.Len(t, alerts, 2)
+	require.Equal(t, StatusStop, alerts[1].Report.Status)
+
+	// A group that exists but never committed to some monitored partitions: those count too.
+	commit := kadm.Offsets{}
+	commit.Add(kadm.Offset{Topic: "orders", Partition: 1, At: ends[1], LeaderEpoch: -1})
+	commit.Add(kadm.Offset{Topic: "other", Partition: 0, At: 0, LeaderEpoch: -1})
+	resp, err := adm.CommitOffsets(ctx, "partial", commit)
+	require.NoError(t, err)
+	require.NoError(t, resp.Error())
+	mp, err := NewLagMonitor(LagConfig{Brokers: kc.Seeds(), Group: "partial", Topics: []string{"orders"}, MaxLag: 10})
+	require.NoError(t, err)
+	t.Cleanup(mp.Close)
+	rep, err = mp.Check(ctx)
+	require.NoError(t, err)
+	require.Len(t, rep.Partitions, 2, "only the monitored topic")
+	require.EqualValues(t, -1, rep.Partitions[0].Commit)
+	require.Equal(t, ends[0]-2, rep.Partitions[0].Lag)
+	require.Equal(t, ends[1], rep.Partitions[1].Commit)
+	require.Zero(t, rep.Partitions[1].Lag)
+	require.True(t, rep.LagExceeded)
+
+	// Without Topics there is nothing to measure for a group that does not exist.
+	mn, err := NewLagMonitor(LagConfig{Brokers: kc.Seeds(), Group: "never-joined"})
+	require.NoError(t, err)
+	t.Cleanup(mn.Close)
+	_, err = mn.Check(ctx)
+	require.ErrorIs(t, err, ErrGroupNotFound)
+
+	// A monitored topic that does not exist (a typo) is a check error, not a silent zero.
+	mt, err := NewLagMonitor(LagConfig{Brokers: kc.Seeds(), Group: "never-joined", Topics: []string{"nope"}})
+	require.NoError(t, err)
+	t.Cleanup(mt.Close)
+	_, err = mt.Check(ctx)
+	require.ErrorIs(t, err, kerr.UnknownTopicOrPartition)
+	require.ErrorContains(t, err, `"nope"`)
+
+	// Run reaches OnAlert too, up to STOP, instead of logging check errors.
+	got := make(chan Alert, 4)
+	mr, err := NewLagMonitor(LagConfig{Brokers: kc.Seeds(), Group: "never-joined", Topics: []string{"orders"},
+		Window: 2, MaxLag: 10, Interval: 10 * time.Millisecond,
+		OnAlert: func(a Alert) {
+			select {
+			case got <- a:
+			default:
+			}
+		}})
+	require.NoError(t, err)
+	t.Cleanup(mr.Close)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- mr.Run(rctx) }()
+	first, second := <-got, <-got
+	cancel()
+	require.NoError(t, <-done)
+	require.True(t, first.Report.LagExceeded)
+	require.Equal(t, StatusStop, second.Report.Status)
+	require.Zero(t, second.Report.Members)
 }
