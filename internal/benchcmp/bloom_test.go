@@ -19,27 +19,32 @@ func bloomKeys(n int) []string {
 	return keys
 }
 
-func BenchmarkBloomLocal(b *testing.B) {
+// lookUp adds keys to a new filter (err is its constructor's) and measures MightContain over them.
+func lookUp(b *testing.B, f bloom.Filter, err error, keys []string) {
 	ctx := context.Background()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Add(ctx, keys...); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := f.MightContain(ctx, keys[i%len(keys)]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+func BenchmarkBloomLocal(b *testing.B) {
 	const n = 1_000_000
 	keys := bloomKeys(100_000)
 
 	b.Run("surge", func(b *testing.B) {
 		f, err := bloom.NewLocal(n, 0.01)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := f.Add(ctx, keys...); err != nil {
-			b.Fatal(err)
-		}
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			if _, err := f.MightContain(ctx, keys[i%len(keys)]); err != nil {
-				b.Fatal(err)
-			}
-			i++
-		}
+		lookUp(b, f, err, keys)
 	})
 	b.Run("bits-and-blooms-rwmutex", func(b *testing.B) {
 		f := bb.NewWithEstimates(n, 0.01)
@@ -65,20 +70,7 @@ func BenchmarkBloomRedis(b *testing.B) {
 
 	b.Run("surge", func(b *testing.B) {
 		f, err := bloom.NewRedis(rdb, "bb:surge", 1_000_000, 0.01, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := f.Add(ctx, keys...); err != nil {
-			b.Fatal(err)
-		}
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			if _, err := f.MightContain(ctx, keys[i%len(keys)]); err != nil {
-				b.Fatal(err)
-			}
-			i++
-		}
+		lookUp(b, f, err, keys)
 	})
 	b.Run("getbit", func(b *testing.B) {
 		if err := rdb.SetBit(ctx, "bb:getbit", 9_585_058, 1).Err(); err != nil {
