@@ -8,8 +8,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/surgekit/surge/cache"
 	"github.com/surgekit/surge/internal/redistest"
 )
@@ -150,5 +148,3 @@ func BenchmarkStampede(b *testing.B) {
 	}
 	b.ReportMetric(float64(calls.Load())/float64(round), "loads/1000req")
 }
-
-var _ redis.UniversalClient = (*redis.Client)(nil)
