@@ -192,7 +192,7 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 		return fmt.Errorf("cache: set %q: %w", key, err)
 	}
 	if c.local != nil {
-		c.putLocal(key, &localEntry[V]{v: v}, h.hard)
+		c.putLocal(key, &localEntry[V]{v: v}, h)
 	}
 	return nil
 }
@@ -402,12 +402,18 @@ func (c *Cache[V]) storeLocal(epoch uint64, key string, v V, h header) {
 	if c.local == nil || c.epoch.Load() != epoch {
 		return
 	}
-	c.putLocal(key, &localEntry[V]{v: v, notFound: h.tombstone}, h.hard)
+	c.putLocal(key, &localEntry[V]{v: v, notFound: h.tombstone}, h)
 }
 
-// putLocal stores e for min(Local.TTL, the time left until the Redis copy expires).
-func (c *Cache[V]) putLocal(key string, e *localEntry[V], hard int64) {
-	left := time.Duration(hard-c.now().UnixMilli()) * time.Millisecond
+// putLocal stores e for min(Local.TTL, the time left until the Redis copy expires or, with
+// RefreshAfter, turns stale): a local hit is never stale, so once the soft expiry passes the next
+// read goes to Redis, serves the stale value there and starts the refresh.
+func (c *Cache[V]) putLocal(key string, e *localEntry[V], h header) {
+	until := h.hard
+	if h.soft != 0 && h.soft < until {
+		until = h.soft
+	}
+	left := time.Duration(until-c.now().UnixMilli()) * time.Millisecond
 	e.ttl = min(c.cfg.local.TTL, left)
 	if e.ttl <= 0 {
 		return

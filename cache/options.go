@@ -47,8 +47,8 @@ type Options struct {
 	NegativeTTL time.Duration
 	// RefreshAfter enables stale-while-revalidate: a value older than RefreshAfter is served at
 	// once while one caller (per process, or across processes with Lease) reloads it in the
-	// background. Must be below TTL. 0 (default) disables it. Staleness is judged on Redis-tier
-	// reads: a local-tier hit is served as is, so keep Local.TTL short next to RefreshAfter.
+	// background. Must be below TTL. 0 (default) disables it. A local-tier entry lives at most
+	// until its value turns stale, so the read after that goes to Redis and starts the refresh.
 	RefreshAfter time.Duration
 	// EarlyRefreshBeta enables probabilistic early refresh (XFetch): a read refreshes in the
 	// background when now - delta·beta·ln(rand) >= expiry, delta being the last load duration.

@@ -162,3 +162,30 @@ func TestStaleRefreshOnceAcrossInstancesWithLease(t *testing.T) {
 	require.EqualValues(t, 2, calls.Load(), "one refresh across both instances")
 	require.Zero(t, b.Stats().Loads)
 }
+
+// A local-tier entry must not hide staleness: once RefreshAfter passes, a Fetch reaches Redis,
+// serves the stale value and starts the refresh, even though Local.TTL is far longer.
+func TestStaleWhileRevalidateWithLocalTier(t *testing.T) {
+	c, _, _ := newCache(t, &Options{TTL: time.Minute, RefreshAfter: 200 * time.Millisecond,
+		Local: &LocalOptions{TTL: time.Hour}})
+	ctx := context.Background()
+	var calls atomic.Int64
+	open := make(chan struct{})
+	close(open)
+	load := versionLoader(&calls, open)
+
+	u, err := c.Fetch(ctx, "k", load)
+	require.NoError(t, err)
+	require.Equal(t, "1", u.Name)
+	u, err = c.Fetch(ctx, "k", load)
+	require.NoError(t, err)
+	require.Equal(t, "1", u.Name)
+	require.EqualValues(t, 1, c.Stats().LocalHits, "a fresh value is served from the local tier")
+
+	require.Eventually(t, func() bool {
+		u, err := c.Fetch(ctx, "k", load)
+		return err == nil && u.Name == "2"
+	}, 10*time.Second, 5*time.Millisecond, "the refreshed value must replace the locally held one")
+	require.GreaterOrEqual(t, c.Stats().StaleServed, uint64(1))
+	require.EqualValues(t, 2, calls.Load(), "one refresh")
+}
