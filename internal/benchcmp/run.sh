@@ -13,12 +13,12 @@ out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
 bench="${BENCH:-.}"
 benchtime="${BENCHTIME:-1s}"
-go test -run '^$' -bench "$bench" -benchmem -benchtime "$benchtime" -count 1 -timeout 20m . | tee "$out"
+go test -run '^$' -bench "$bench" -benchmem -benchtime "$benchtime" -count "${COUNT:-5}" -timeout 20m . | tee "$out"
 
 machine="cores: $(nproc)
 $(go version)
 $(redis-server --version | cut -d' ' -f1-3)
 date: $(date -u +%Y-%m-%d)"
-cmd="bash internal/benchcmp/run.sh   # = cd internal/benchcmp && go test -run '^\$' -bench '$bench' -benchmem -benchtime $benchtime -count 1 ."
+cmd="bash internal/benchcmp/run.sh   # = cd internal/benchcmp && go test -run '^\$' -bench '$bench' -benchmem -benchtime $benchtime -count ${COUNT:-5} ."
 go run ./report -in "$out" -out "$root/BENCHMARKS.md" -cmd "$cmd" -machine "$machine"
 echo "run.sh: wrote $root/BENCHMARKS.md"

@@ -18,17 +18,19 @@ import (
 	"strings"
 )
 
-// result is one benchmark line: its name without the -GOMAXPROCS suffix and its metrics by unit
-// ("ns/op", "B/op", "allocs/op", and any b.ReportMetric units).
+// result is one benchmark: its name without the -GOMAXPROCS suffix and its metrics by unit
+// ("ns/op", "B/op", "allocs/op", and any b.ReportMetric units). With -count > 1 each metric is
+// the median of the runs, so one disturbed run on a shared machine does not decide a row.
 type result struct {
 	name    string
+	runs    int
 	metrics map[string]float64
 }
 
 var suffix = regexp.MustCompile(`-\d+$`)
 
 func parse(r io.Reader) (map[string]result, []string, error) {
-	out := map[string]result{}
+	samples := map[string]map[string][]float64{} // name -> unit -> values
 	var header []string
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
@@ -42,15 +44,27 @@ func parse(r io.Reader) (map[string]result, []string, error) {
 		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
 			continue
 		}
-		res := result{name: suffix.ReplaceAllString(f[0], ""), metrics: map[string]float64{}}
+		name := suffix.ReplaceAllString(f[0], "")
+		if samples[name] == nil {
+			samples[name] = map[string][]float64{}
+		}
 		for i := 2; i+1 < len(f); i += 2 {
 			v, err := strconv.ParseFloat(f[i], 64)
 			if err != nil {
 				break
 			}
-			res.metrics[f[i+1]] = v
+			samples[name][f[i+1]] = append(samples[name][f[i+1]], v)
 		}
-		out[res.name] = res
+	}
+	out := map[string]result{}
+	for name, units := range samples {
+		res := result{name: name, metrics: map[string]float64{}}
+		for unit, vs := range units {
+			slices.Sort(vs)
+			res.metrics[unit] = vs[len(vs)/2]
+			res.runs = len(vs)
+		}
+		out[name] = res
 	}
 	return out, header, sc.Err()
 }
@@ -169,7 +183,8 @@ func render(w io.Writer, res map[string]result, header []string, cmd, machine st
 		}
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Ratios are surge ÷ peer for times (lower is better) and for throughputs (higher is better),")
+	fmt.Fprintln(w, "Each figure is the median of the runs (`-count`). Ratios are surge ÷ peer for times (lower")
+	fmt.Fprintln(w, "is better) and for throughputs (higher is better),")
 	fmt.Fprintln(w, "unless the row says otherwise. A 2-core machine shared with the servers is noisy: rerun")
 	fmt.Fprintln(w, "before drawing conclusions from a few percent.")
 	for _, s := range sections {
