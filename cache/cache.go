@@ -42,6 +42,7 @@ type Cache[V any] struct {
 	cfg   config
 	st    counters
 	fl    flights[V]
+	rd    reads                                // concurrent GETs of one key share a round trip
 	local *otter.Cache[string, *localEntry[V]] // nil without Options.Local
 	clock *otter.CoarseClock                   // the local tier's clock: reading the precise time would double a hit's cost
 
@@ -374,7 +375,7 @@ func (c *Cache[V]) decode(b []byte) (header, V, error) {
 // redisGet reads and decodes key's entry: redis.Nil when absent, errDecode-wrapped when
 // undecodable (counted), other errors are Redis errors (counted unless ctx ended).
 func (c *Cache[V]) redisGet(ctx context.Context, key string) (header, V, error) {
-	b, err := c.rdb.Get(ctx, c.valueKey(key)).Bytes()
+	b, err := c.get(ctx, key)
 	if err != nil {
 		var zero V
 		if err != redis.Nil && ctx.Err() == nil {

@@ -7,7 +7,8 @@ import (
 )
 
 // Codec turns values into bytes for the Redis tier and back. Implementations must be safe for
-// concurrent use. Unmarshal receives a pointer to a V. Changing the codec (or V) of a cache in
+// concurrent use. Unmarshal receives a pointer to a V; it must neither modify data nor keep it
+// (concurrent readers of one key decode the same bytes). Changing the codec (or V) of a cache in
 // place is safe: entries that no longer decode are misses (counted in Stats.DecodeErrors) and
 // are replaced by the next load.
 type Codec interface {

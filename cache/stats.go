@@ -13,6 +13,7 @@ type Stats struct {
 	Loads          uint64 // loader calls (a BatchLoader call counts once)
 	LoadErrors     uint64 // loader calls that failed or panicked (ErrNotFound is no failure)
 	SharedLoads    uint64 // misses that joined a load already running in this process
+	SharedReads    uint64 // Redis reads that joined a GET of the same key already in flight
 	StaleServed    uint64 // values served past RefreshAfter while a refresh runs
 	EarlyRefreshes uint64 // background refreshes started early by EarlyRefreshBeta (XFetch)
 	LeaseWaits     uint64 // loads that waited for another process's lease instead of loading
@@ -26,7 +27,7 @@ type Stats struct {
 }
 
 type counters struct {
-	localHits, redisHits, negativeHits, misses, loads, loadErrors, sharedLoads, staleServed,
+	localHits, redisHits, negativeHits, misses, loads, loadErrors, sharedLoads, sharedReads, staleServed,
 	earlyRefreshes, leaseWaits, fenceRejects, redisErrors, decodeErrors, guardRejects,
 	guardErrors, invalidations, localFlushes atomic.Uint64
 }
@@ -43,6 +44,7 @@ func (c *Cache[V]) Stats() Stats {
 		Loads:          s.loads.Load(),
 		LoadErrors:     s.loadErrors.Load(),
 		SharedLoads:    s.sharedLoads.Load(),
+		SharedReads:    s.sharedReads.Load(),
 		StaleServed:    s.staleServed.Load(),
 		EarlyRefreshes: s.earlyRefreshes.Load(),
 		LeaseWaits:     s.leaseWaits.Load(),
