@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/zeromicro/go-zero/core/logx"
 
 	"github.com/surgekit/surge/internal/redistest"
 )
@@ -36,6 +37,7 @@ func flush(b testing.TB, c *redis.Client) {
 }
 
 func TestMain(m *testing.M) {
+	logx.Disable() // go-zero would print stat lines into the benchmark output
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "benchcmp: redis-server is not on PATH (apt-get install -y redis-server)")

@@ -123,7 +123,8 @@ var sections = []section{
 		{"local-tier hit vs go-redis/cache LocalCache", "BenchmarkCacheLocalHit/surge", "BenchmarkCacheLocalHit/go-redis-cache", "ns/op", "≥ 10× faster", fasterBy(10)},
 		{"stampede: loads per 1000 cold requests vs go-zero Take", "BenchmarkCacheStampede/surge", "BenchmarkCacheStampede/go-zero", "loads", "1 load", atMost(1)},
 		{"stampede: loads per 1000 cold requests vs go-redis/cache Once", "BenchmarkCacheStampede/surge", "BenchmarkCacheStampede/go-redis-cache", "loads", "1 load", atMost(1)},
-		{"Redis-tier Fetch throughput vs redis-benchmark GET (same server, 64 clients)", "BenchmarkCacheThroughput/surge", "BenchmarkPhysicalLimit", "ops/s", "(fraction of the physical limit)", nil},
+		{"Redis-tier Fetch throughput vs redis-benchmark GET (same server, 64 clients, 10k keys)", "BenchmarkCacheThroughput/surge", "BenchmarkPhysicalLimit", "ops/s", "(fraction of the physical limit)", nil},
+		{"the same on one hot key (concurrent reads share a GET)", "BenchmarkCacheThroughput/surge-hot-key", "BenchmarkPhysicalLimit", "ops/s", "(information)", nil},
 	}},
 	{"lock", []row{
 		{"uncontended Obtain+Release vs bsm/redislock", "BenchmarkLockUncontended/surge", "BenchmarkLockUncontended/bsm-redislock", "ns/op", "≤ 1.1×", lowerIsBetter(1.1)},
