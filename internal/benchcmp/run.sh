@@ -9,8 +9,7 @@ root="$(cd "$here/../.." && pwd)"
 cd "$here"
 command -v redis-server >/dev/null || { echo "run.sh: needs redis-server and redis-benchmark (apt-get install -y redis-server redis-tools)"; exit 1; }
 
-out="$(mktemp)"
-trap 'rm -f "$out"' EXIT
+out="$here/results.txt" # the raw output, kept so the report can be re-rendered and checked
 bench="${BENCH:-.}"
 benchtime="${BENCHTIME:-1s}"
 go test -run '^$' -bench "$bench" -benchmem -benchtime "$benchtime" -count "${COUNT:-5}" -timeout 20m . | tee "$out"
