@@ -3,7 +3,9 @@ package redistest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -114,18 +116,41 @@ func TestParallelServersGetDistinctPorts(t *testing.T) {
 	}
 }
 
+// outcome records how a helper ended a test, standing in for testing.TB so that both the skip
+// and the failure can be observed without ending the real test.
+type outcome struct {
+	testing.TB
+	skipped, failed bool
+	msg             string
+}
+
+func (o *outcome) Helper()          {}
+func (o *outcome) Skip(args ...any) { o.skipped, o.msg = true, fmt.Sprint(args...); runtime.Goexit() }
+func (o *outcome) Fatalf(f string, args ...any) {
+	o.failed, o.msg = true, fmt.Sprintf(f, args...)
+	runtime.Goexit()
+}
+
+// run calls fn with o on its own goroutine (Skip and Fatalf end it) and waits.
+func (o *outcome) run(fn func(testing.TB)) {
+	done := make(chan struct{})
+	go func() { defer close(done); fn(o) }()
+	<-done
+}
+
 func TestMissingBinarySkipsOrFails(t *testing.T) {
-	if Required() {
-		t.Skip("only meaningful without " + RequireEnv)
-	}
 	t.Setenv("PATH", t.TempDir())
-	var skipped bool
-	t.Run("inner", func(t *testing.T) {
-		defer func() { skipped = t.Skipped() }()
-		Server(t)
-		t.Fatal("Server must not return without redis-server on PATH")
-	})
-	require.True(t, skipped, "a missing redis-server must skip the test")
+	for _, required := range []string{"", "1"} {
+		t.Setenv(RequireEnv, required)
+		o := &outcome{TB: t}
+		o.run(func(tb testing.TB) {
+			Server(tb)
+			t.Error("Server returned without redis-server on PATH")
+		})
+		require.Equal(t, required == "", o.skipped, "%s=%q: skipped", RequireEnv, required)
+		require.Equal(t, required == "1", o.failed, "%s=%q: failed", RequireEnv, required)
+		require.Contains(t, o.msg, "apt-get install -y redis-server", "the message says how to install it")
+	}
 }
 
 func TestClusterSurvivesMasterKill(t *testing.T) {
