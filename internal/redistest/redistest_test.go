@@ -38,6 +38,7 @@ func TestMini(t *testing.T) {
 }
 
 func TestServerAnswersAndIsKilledAtCleanup(t *testing.T) {
+	LookPath(t, "redis-server", "redis-server") // skip here, not in the subtest, so the PID check below runs only with a server
 	var pids []int
 	t.Run("server", func(t *testing.T) {
 		s := Server(t)
@@ -157,6 +158,8 @@ func TestClusterSurvivesMasterKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster start takes seconds")
 	}
+	LookPath(t, "redis-server", "redis-server")
+	LookPath(t, "redis-cli", "redis-tools")
 	var pids []int
 	t.Run("cluster", func(t *testing.T) {
 		c := Cluster(t, 3, 1)
