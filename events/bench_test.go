@@ -2,7 +2,6 @@ package events
 
 import (
 	"context"
-	"math/rand/v2"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -10,19 +9,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/surgekit/surge/internal/benchkit"
 	"github.com/surgekit/surge/internal/kafkatest"
 )
-
-// payload200 is a 200-byte JSON document with realistic entropy: all zeros would compress to
-// nothing and flatter whichever side carries fewer other bytes.
-var payload200 = func() []byte {
-	rnd := rand.New(rand.NewPCG(1, 2))
-	b := []byte(`{"order":"`)
-	for len(b) < 198 {
-		b = append(b, "abcdefghijklmnopqrstuvwxyz0123456789"[rnd.IntN(36)])
-	}
-	return append(b, `"}`...)
-}()
 
 // BenchmarkPublishAsync measures PublishAsync + Flush of 200-byte events on kfake; compare
 // with BenchmarkRawKgoProduce, the same records through kgo directly.
@@ -30,8 +19,8 @@ func BenchmarkPublishAsync(b *testing.B) {
 	kc := kafkatest.Cluster(b, "bench")
 	p := newTestProducer(b, kc)
 	now := time.Now()
-	benchProduce(b, p.Flush, func(ctx context.Context, key string, failed func(error)) {
-		p.PublishAsync(ctx, "bench", Event{Type: "bench", Key: key, Time: now, Data: payload200}, failed)
+	benchkit.Produce(b, p.Flush, func(ctx context.Context, key string, failed func(error)) {
+		p.PublishAsync(ctx, "bench", Event{Type: "bench", Key: key, Time: now, Data: benchkit.Payload200}, failed)
 	})
 }
 
@@ -39,8 +28,8 @@ func BenchmarkPublishAsync(b *testing.B) {
 // records with the same key and value and no headers.
 func BenchmarkRawKgoProduce(b *testing.B) {
 	cl := kafkatest.Cluster(b, "bench").Client(b)
-	benchProduce(b, cl.Flush, func(ctx context.Context, key string, failed func(error)) {
-		cl.Produce(ctx, &kgo.Record{Topic: "bench", Key: []byte(key), Value: payload200},
+	benchkit.Produce(b, cl.Flush, func(ctx context.Context, key string, failed func(error)) {
+		cl.Produce(ctx, &kgo.Record{Topic: "bench", Key: []byte(key), Value: benchkit.Payload200},
 			func(_ *kgo.Record, err error) { failed(err) })
 	})
 }
@@ -50,45 +39,12 @@ func BenchmarkRawKgoProduce(b *testing.B) {
 func BenchmarkRawKgoProduceWithHeaders(b *testing.B) {
 	cl := kafkatest.Cluster(b, "bench").Client(b)
 	ts := []byte(time.Now().UTC().Format(time.RFC3339Nano))
-	benchProduce(b, cl.Flush, func(ctx context.Context, key string, failed func(error)) {
+	benchkit.Produce(b, cl.Flush, func(ctx context.Context, key string, failed func(error)) {
 		hs := []kgo.RecordHeader{{Key: HeaderID, Value: []byte(NewID())}, {Key: HeaderType, Value: []byte("bench")},
 			{Key: HeaderTime, Value: ts}}
-		cl.Produce(ctx, &kgo.Record{Topic: "bench", Key: []byte(key), Value: payload200, Headers: hs},
+		cl.Produce(ctx, &kgo.Record{Topic: "bench", Key: []byte(key), Value: benchkit.Payload200, Headers: hs},
 			func(_ *kgo.Record, err error) { failed(err) })
 	})
-}
-
-// benchProduce sends b.N records over 1000 keys with send, flushes, and reports events/s.
-func benchProduce(b *testing.B, flush func(context.Context) error, send func(ctx context.Context, key string, failed func(error))) {
-	ctx := context.Background()
-	keys := benchKeys(1000)
-	var failures atomic.Int64
-	failed := func(err error) {
-		if err != nil {
-			failures.Add(1)
-		}
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := range b.N {
-		send(ctx, keys[i%len(keys)], failed)
-	}
-	if err := flush(ctx); err != nil {
-		b.Fatal(err)
-	}
-	b.StopTimer()
-	if failures.Load() > 0 {
-		b.Fatalf("%d of %d records failed", failures.Load(), b.N)
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-}
-
-func benchKeys(n int) []string {
-	keys := make([]string, n)
-	for i := range keys {
-		keys[i] = "key-" + strconv.Itoa(i)
-	}
-	return keys
 }
 
 // BenchmarkConsumer handles b.N events with a 1 ms handler over 3 partitions and reports

@@ -4,41 +4,15 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 
 	"github.com/gin-gonic/gin"
 	"github.com/stretchr/testify/require"
 
+	"github.com/surgekit/surge/internal/benchkit"
 	"github.com/surgekit/surge/internal/redistest"
 	"github.com/surgekit/surge/ratelimit"
 )
-
-// benchWriter is a reusable http.ResponseWriter, so benchmarks measure the middleware rather than
-// httptest.ResponseRecorder.
-type benchWriter struct {
-	h    http.Header
-	code int
-}
-
-func (w *benchWriter) Header() http.Header         { return w.h }
-func (w *benchWriter) Write(b []byte) (int, error) { return len(b), nil }
-func (w *benchWriter) WriteHeader(code int)        { w.code = code }
-
-func runBench(b *testing.B, r *gin.Engine, target string, wantCode int) {
-	b.Helper()
-	req := httptest.NewRequest(http.MethodGet, target, nil)
-	req.RemoteAddr = "198.51.100.7:4711"
-	w := &benchWriter{h: http.Header{}}
-	r.ServeHTTP(w, req)
-	require.Equal(b, wantCode, w.code)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		clear(w.h)
-		r.ServeHTTP(w, req)
-	}
-}
 
 func benchEngine(b *testing.B, mw ...gin.HandlerFunc) *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
@@ -61,14 +35,14 @@ var benchLogger = slog.New(slog.NewJSONHandler(io.Discard, nil))
 // BenchmarkOverhead compares a bare engine with RequestID, Logger (JSON to io.Discard) and
 // RateLimit on a local limiter, alone and together.
 func BenchmarkOverhead(b *testing.B) {
-	b.Run("bare", func(b *testing.B) { runBench(b, benchEngine(b), "/users/1", 200) })
-	b.Run("RequestID", func(b *testing.B) { runBench(b, benchEngine(b, RequestID(nil)), "/users/1", 200) })
-	b.Run("Logger", func(b *testing.B) { runBench(b, benchEngine(b, Logger(benchLogger)), "/users/1", 200) })
+	b.Run("bare", func(b *testing.B) { benchkit.Serve(b, benchEngine(b), "/users/1", 200) })
+	b.Run("RequestID", func(b *testing.B) { benchkit.Serve(b, benchEngine(b, RequestID(nil)), "/users/1", 200) })
+	b.Run("Logger", func(b *testing.B) { benchkit.Serve(b, benchEngine(b, Logger(benchLogger)), "/users/1", 200) })
 	b.Run("RateLimit-local", func(b *testing.B) {
-		runBench(b, benchEngine(b, RateLimit(benchLocal(b), nil)), "/users/1", 200)
+		benchkit.Serve(b, benchEngine(b, RateLimit(benchLocal(b), nil)), "/users/1", 200)
 	})
 	b.Run("RequestID+Logger+RateLimit-local", func(b *testing.B) {
-		runBench(b, benchEngine(b, RequestID(nil), Logger(benchLogger), RateLimit(benchLocal(b), nil)), "/users/1", 200)
+		benchkit.Serve(b, benchEngine(b, RequestID(nil), Logger(benchLogger), RateLimit(benchLocal(b), nil)), "/users/1", 200)
 	})
 }
 
@@ -79,12 +53,12 @@ func BenchmarkRedis(b *testing.B) {
 	b.Run("RateLimit-redis", func(b *testing.B) {
 		l, err := ratelimit.NewRedis(rdb, nil, ratelimit.Limit{Rate: 1e9, Burst: 1e9, Name: "bench"})
 		require.NoError(b, err)
-		runBench(b, benchEngine(b, RateLimit(l, nil)), "/users/1", 200)
+		benchkit.Serve(b, benchEngine(b, RateLimit(l, nil)), "/users/1", 200)
 	})
 	b.Run("Cache-hit", func(b *testing.B) {
 		h, err := NewCache(rdb, nil)
 		require.NoError(b, err)
 		b.Cleanup(func() { _ = h.Close() })
-		runBench(b, benchEngine(b, h.Handler()), "/users/1?b=2&a=1", 200)
+		benchkit.Serve(b, benchEngine(b, h.Handler()), "/users/1?b=2&a=1", 200)
 	})
 }

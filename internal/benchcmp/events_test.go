@@ -2,7 +2,6 @@ package benchcmp
 
 import (
 	"context"
-	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -12,50 +11,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/surgekit/surge/events"
+	"github.com/surgekit/surge/internal/benchkit"
 	"github.com/surgekit/surge/internal/kafkatest"
 )
-
-// payload200 is a 200-byte value with realistic entropy (zeros would compress to nothing).
-var payload200 = func() []byte {
-	rnd := rand.New(rand.NewPCG(1, 2))
-	b := make([]byte, 200)
-	for i := range b {
-		b[i] = "abcdefghijklmnopqrstuvwxyz0123456789"[rnd.IntN(36)]
-	}
-	return b
-}()
 
 func groupOpts() []kgo.Opt {
 	return []kgo.Opt{kgo.SessionTimeout(time.Second), kgo.HeartbeatInterval(100 * time.Millisecond),
 		kgo.RebalanceTimeout(5 * time.Second)}
-}
-
-// produce sends b.N records over 1000 keys, flushes, and reports events/s.
-func produce(b *testing.B, flush func(context.Context) error, send func(ctx context.Context, key string, done func(error))) {
-	ctx := context.Background()
-	keys := make([]string, 1000)
-	for i := range keys {
-		keys[i] = "key-" + strconv.Itoa(i)
-	}
-	var failures atomic.Int64
-	done := func(err error) {
-		if err != nil {
-			failures.Add(1)
-		}
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := range b.N {
-		send(ctx, keys[i%len(keys)], done)
-	}
-	if err := flush(ctx); err != nil {
-		b.Fatal(err)
-	}
-	b.StopTimer()
-	if failures.Load() > 0 {
-		b.Fatalf("%d of %d records failed", failures.Load(), b.N)
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
 
 func BenchmarkEventsPublish(b *testing.B) {
@@ -67,26 +29,26 @@ func BenchmarkEventsPublish(b *testing.B) {
 		}
 		defer p.Close()
 		now := time.Now()
-		produce(b, p.Flush, func(ctx context.Context, key string, done func(error)) {
-			p.PublishAsync(ctx, "p", events.Event{Type: "bench", Key: key, Time: now, Data: payload200}, done)
+		benchkit.Produce(b, p.Flush, func(ctx context.Context, key string, done func(error)) {
+			p.PublishAsync(ctx, "p", events.Event{Type: "bench", Key: key, Time: now, Data: benchkit.Payload200}, done)
 		})
 	})
 	// kgo: the same key and value, no headers. An Event always carries its ID, type and time as
 	// headers (about 100 bytes more per record), so kgo-same-headers is the like-for-like peer.
 	b.Run("kgo", func(b *testing.B) {
 		cl := kafkatest.Cluster(b, "p").Client(b)
-		produce(b, cl.Flush, func(ctx context.Context, key string, done func(error)) {
-			cl.Produce(ctx, &kgo.Record{Topic: "p", Key: []byte(key), Value: payload200},
+		benchkit.Produce(b, cl.Flush, func(ctx context.Context, key string, done func(error)) {
+			cl.Produce(ctx, &kgo.Record{Topic: "p", Key: []byte(key), Value: benchkit.Payload200},
 				func(_ *kgo.Record, err error) { done(err) })
 		})
 	})
 	b.Run("kgo-same-headers", func(b *testing.B) {
 		cl := kafkatest.Cluster(b, "p").Client(b)
 		ts := []byte(time.Now().UTC().Format(time.RFC3339Nano))
-		produce(b, cl.Flush, func(ctx context.Context, key string, done func(error)) {
+		benchkit.Produce(b, cl.Flush, func(ctx context.Context, key string, done func(error)) {
 			hs := []kgo.RecordHeader{{Key: events.HeaderID, Value: []byte(events.NewID())},
 				{Key: events.HeaderType, Value: []byte("bench")}, {Key: events.HeaderTime, Value: ts}}
-			cl.Produce(ctx, &kgo.Record{Topic: "p", Key: []byte(key), Value: payload200, Headers: hs},
+			cl.Produce(ctx, &kgo.Record{Topic: "p", Key: []byte(key), Value: benchkit.Payload200, Headers: hs},
 				func(_ *kgo.Record, err error) { done(err) })
 		})
 	})

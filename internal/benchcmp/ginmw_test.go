@@ -4,7 +4,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 
 	"github.com/gin-gonic/gin"
@@ -13,19 +12,11 @@ import (
 	sredis "github.com/ulule/limiter/v3/drivers/store/redis"
 
 	"github.com/surgekit/surge/ginmw"
+	"github.com/surgekit/surge/internal/benchkit"
 	"github.com/surgekit/surge/ratelimit"
 )
 
-// discardWriter is a reusable ResponseWriter, so the benchmarks measure middleware, not recorders.
-type discardWriter struct {
-	h    http.Header
-	code int
-}
-
-func (w *discardWriter) Header() http.Header         { return w.h }
-func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
-func (w *discardWriter) WriteHeader(code int)        { w.code = code }
-
+// serve measures a gin engine with mw in front of a plain handler.
 func serve(b *testing.B, mw ...gin.HandlerFunc) {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
@@ -34,19 +25,7 @@ func serve(b *testing.B, mw ...gin.HandlerFunc) {
 	}
 	r.Use(mw...)
 	r.GET("/orders/:id", func(c *gin.Context) { c.String(http.StatusOK, "ok") })
-	req := httptest.NewRequest(http.MethodGet, "/orders/42", nil)
-	req.RemoteAddr = "198.51.100.7:4711"
-	w := &discardWriter{h: http.Header{}}
-	r.ServeHTTP(w, req)
-	if w.code != http.StatusOK {
-		b.Fatalf("status %d", w.code)
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		clear(w.h)
-		r.ServeHTTP(w, req)
-	}
+	benchkit.Serve(b, r, "/orders/42", http.StatusOK)
 }
 
 // BenchmarkGinOverhead is what RequestID + Logger (slog JSON to io.Discard) + RateLimit on a
