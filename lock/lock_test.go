@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/surgekit/surge/internal/keys"
 	"github.com/surgekit/surge/internal/redistest"
 )
 
@@ -117,11 +118,14 @@ func TestWaitEndedByContextWrapsBoth(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 
 	ctx, cancel = context.WithCancel(ctxT(t))
+	errc := make(chan error, 1)
 	go func() {
-		time.Sleep(20 * time.Millisecond) // let the waiter block; the test holds either way
-		cancel()
+		_, err := c.Obtain(ctx, "k", time.Minute, &ObtainOptions{Wait: time.Hour})
+		errc <- err
 	}()
-	_, err = c.Obtain(ctx, "k", time.Minute, &ObtainOptions{Wait: time.Hour})
+	waitSubscribed(t, rdb, keys.Tagged(DefaultPrefix, "k")) // the waiter is blocked now
+	cancel()
+	err = <-errc
 	require.ErrorIs(t, err, ErrNotObtained)
 	require.ErrorIs(t, err, context.Canceled)
 }
