@@ -2,9 +2,9 @@ package ratelimit
 
 import "errors"
 
-// ErrInvalidConfig is wrapped by [NewLocal] and [NewRedis] when a [Limit] or an option is unusable;
-// the message names the bad field.
-var ErrInvalidConfig = errors.New("ratelimit: invalid config")
+// ErrInvalidOptions is wrapped by the constructors ([NewLocal], [NewRedis]) when a [Limit], an
+// argument or an option is unusable; the message names the bad field.
+var ErrInvalidOptions = errors.New("ratelimit: invalid options")
 
 // ErrInvalidArgument is wrapped when a call gets an empty key or a negative n.
 var ErrInvalidArgument = errors.New("ratelimit: invalid argument")

@@ -84,24 +84,24 @@ const maxRefill = 10 * 365 * 24 * time.Hour
 // validateLimits checks the limits given to a constructor and returns a private copy.
 func validateLimits(limits []Limit) ([]Limit, error) {
 	if len(limits) == 0 {
-		return nil, fmt.Errorf("%w: at least one Limit is required", ErrInvalidConfig)
+		return nil, fmt.Errorf("%w: at least one Limit is required", ErrInvalidOptions)
 	}
 	seen := make(map[string]bool, len(limits))
 	out := make([]Limit, len(limits))
 	for i, l := range limits {
 		switch {
 		case math.IsNaN(l.Rate) || math.IsInf(l.Rate, 0) || l.Rate <= 0:
-			return nil, fmt.Errorf("%w: limits[%d] (%s): Rate must be a positive number, got %v", ErrInvalidConfig, i, l, l.Rate)
+			return nil, fmt.Errorf("%w: limits[%d] (%s): Rate must be a positive number, got %v", ErrInvalidOptions, i, l, l.Rate)
 		case l.Burst < 1:
-			return nil, fmt.Errorf("%w: limits[%d] (%s): Burst must be at least 1, got %d", ErrInvalidConfig, i, l, l.Burst)
+			return nil, fmt.Errorf("%w: limits[%d] (%s): Burst must be at least 1, got %d", ErrInvalidOptions, i, l, l.Burst)
 		case l.Burst > 1<<50:
-			return nil, fmt.Errorf("%w: limits[%d] (%s): Burst %d is too large (max 2^50)", ErrInvalidConfig, i, l, l.Burst)
+			return nil, fmt.Errorf("%w: limits[%d] (%s): Burst %d is too large (max 2^50)", ErrInvalidOptions, i, l, l.Burst)
 		case float64(l.Burst)/l.Rate > maxRefill.Seconds():
-			return nil, fmt.Errorf("%w: limits[%d] (%s): Burst/Rate (time to refill) exceeds %v", ErrInvalidConfig, i, l, maxRefill)
+			return nil, fmt.Errorf("%w: limits[%d] (%s): Burst/Rate (time to refill) exceeds %v", ErrInvalidOptions, i, l, maxRefill)
 		}
 		id := l.id()
 		if seen[id] {
-			return nil, fmt.Errorf("%w: limits[%d]: duplicate limit %q (give each limit a distinct Name)", ErrInvalidConfig, i, id)
+			return nil, fmt.Errorf("%w: limits[%d]: duplicate limit %q (give each limit a distinct Name)", ErrInvalidOptions, i, id)
 		}
 		seen[id] = true
 		out[i] = l

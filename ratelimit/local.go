@@ -36,10 +36,10 @@ type bucket struct {
 }
 
 // NewLocal returns a Local enforcing every limit at once on each key. It returns an error wrapping
-// [ErrInvalidConfig], naming the field, when no limit is given, a Rate is not positive, a Burst is
+// [ErrInvalidOptions], naming the field, when no limit is given, a Rate is not positive, a Burst is
 // below 1, two limits share a Name, or opt.MaxKeys is negative. opt may be nil.
 func NewLocal(opt *LocalOptions, limits ...Limit) (*Local, error) {
-	o, err := opt.withDefaults()
+	cfg, err := opt.resolve()
 	if err != nil {
 		return nil, err
 	}
@@ -58,13 +58,13 @@ func NewLocal(opt *LocalOptions, limits ...Limit) (*Local, error) {
 	idle += time.Second + 2*coarseResolution
 	clock := otter.NewCoarseClock(coarseResolution)
 	c, err := otter.New(&otter.Options[string, *bucket]{
-		MaximumSize:      o.MaxKeys,
+		MaximumSize:      cfg.maxKeys,
 		ExpiryCalculator: otter.ExpiryAccessing[string, *bucket](idle),
 		Clock:            clock,
 	})
 	if err != nil {
 		clock.Stop()
-		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+		return nil, fmt.Errorf("%w: %v", ErrInvalidOptions, err)
 	}
 	l := &Local{buckets: c, clock: clock, now: time.Now, epoch: time.Now()}
 	l.derived = derived{limits: ls, allowN: l.AllowN}

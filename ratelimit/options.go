@@ -17,6 +17,9 @@ const DefaultPrefix = "surge:rl:"
 // DefaultProbeInterval is the default [RedisOptions.ProbeInterval].
 const DefaultProbeInterval = time.Second
 
+// DefaultOnRedisError is the default [RedisOptions.OnRedisError]: [FailClosed].
+const DefaultOnRedisError = FailClosed
+
 // LocalOptions configures [NewLocal]. A nil *LocalOptions means all defaults.
 type LocalOptions struct {
 	// MaxKeys bounds how many keys keep a bucket in memory (default DefaultMaxKeys). When more keys
@@ -30,7 +33,8 @@ type RedisOptions struct {
 	// Prefix starts every Redis key (default DefaultPrefix). It must not contain '{' or '}': the
 	// user key becomes the {hash tag}, so all buckets of one key share a cluster slot.
 	Prefix string
-	// OnRedisError decides what AllowN answers when Redis fails (default FailClosed).
+	// OnRedisError decides what AllowN answers when Redis fails; nil means DefaultOnRedisError
+	// (FailClosed).
 	OnRedisError ErrorPolicy
 	// ProbeInterval is, with Fallback, how often a request tries Redis again while the fallback
 	// is in use (default DefaultProbeInterval). No goroutine is started: the probe is one ordinary
@@ -71,45 +75,65 @@ func (f fallbackPolicy) policy() (FailMode, *Local) { return modeFallback, f.loc
 // the number of instances). Fallback(nil) is rejected by [NewRedis].
 func Fallback(local *Local) ErrorPolicy { return fallbackPolicy{local: local} }
 
-func (o *LocalOptions) withDefaults() (LocalOptions, error) {
-	var out LocalOptions
-	if o != nil {
-		out = *o
-	}
-	switch {
-	case out.MaxKeys < 0:
-		return out, fmt.Errorf("%w: LocalOptions.MaxKeys must not be negative, got %d", ErrInvalidConfig, out.MaxKeys)
-	case out.MaxKeys == 0:
-		out.MaxKeys = DefaultMaxKeys
-	}
-	return out, nil
+// localConfig is the resolved form of LocalOptions.
+type localConfig struct {
+	maxKeys int
 }
 
-func (o *RedisOptions) withDefaults() (RedisOptions, error) {
-	var out RedisOptions
+// resolve validates o (nil means all defaults) and fills in the defaults.
+func (o *LocalOptions) resolve() (localConfig, error) {
+	var in LocalOptions
 	if o != nil {
-		out = *o
+		in = *o
 	}
-	if out.Prefix == "" {
-		out.Prefix = DefaultPrefix
+	c := localConfig{maxKeys: in.MaxKeys}
+	switch {
+	case in.MaxKeys < 0:
+		return c, fmt.Errorf("%w: LocalOptions.MaxKeys must not be negative, got %d", ErrInvalidOptions, in.MaxKeys)
+	case in.MaxKeys == 0:
+		c.maxKeys = DefaultMaxKeys
 	}
-	if !keys.ValidPrefix(out.Prefix) {
-		return out, fmt.Errorf("%w: RedisOptions.Prefix %q must not contain '{' or '}'", ErrInvalidConfig, out.Prefix)
+	return c, nil
+}
+
+// redisConfig is the resolved form of RedisOptions.
+type redisConfig struct {
+	prefix   string
+	mode     FailMode
+	fallback *Local
+	probe    time.Duration
+	log      *slog.Logger
+}
+
+// resolve validates o (nil means all defaults) and fills in the defaults.
+func (o *RedisOptions) resolve() (redisConfig, error) {
+	var in RedisOptions
+	if o != nil {
+		in = *o
 	}
-	if out.OnRedisError == nil {
-		out.OnRedisError = FailClosed
+	c := redisConfig{prefix: in.Prefix, probe: in.ProbeInterval, log: in.Logger}
+	if c.prefix == "" {
+		c.prefix = DefaultPrefix
 	}
-	if mode, local := out.OnRedisError.policy(); mode == modeFallback && local == nil {
-		return out, fmt.Errorf("%w: RedisOptions.OnRedisError: Fallback needs a non-nil *Local", ErrInvalidConfig)
+	if !keys.ValidPrefix(c.prefix) {
+		return c, fmt.Errorf("%w: RedisOptions.Prefix %q must not contain '{' or '}'", ErrInvalidOptions, c.prefix)
+	}
+	pol := in.OnRedisError
+	if pol == nil {
+		pol = DefaultOnRedisError
+	}
+	c.mode, c.fallback = pol.policy()
+	if c.mode == modeFallback && c.fallback == nil {
+		return c, fmt.Errorf("%w: RedisOptions.OnRedisError: Fallback needs a non-nil *Local", ErrInvalidOptions)
 	}
 	switch {
-	case out.ProbeInterval < 0:
-		return out, fmt.Errorf("%w: RedisOptions.ProbeInterval must not be negative, got %v", ErrInvalidConfig, out.ProbeInterval)
-	case out.ProbeInterval == 0:
-		out.ProbeInterval = DefaultProbeInterval
+	case c.probe < 0:
+		return c, fmt.Errorf("%w: RedisOptions.ProbeInterval must not be negative, got %v", ErrInvalidOptions, c.probe)
+	case c.probe == 0:
+		c.probe = DefaultProbeInterval
 	}
-	if out.Logger == nil {
-		out.Logger = slog.New(slog.DiscardHandler)
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
 	}
-	return out, nil
+	return c, nil
 }

@@ -301,7 +301,7 @@ func TestConstructorValidation(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := NewLocal(c.opt, c.limits...)
-			require.ErrorIs(t, err, ErrInvalidConfig)
+			require.ErrorIs(t, err, ErrInvalidOptions)
 			require.ErrorContains(t, err, c.field)
 		})
 	}

@@ -61,7 +61,7 @@ type Stats struct {
 }
 
 // NewRedis returns a Redis limiter enforcing every limit at once on each key. It never closes rdb.
-// It returns an error wrapping [ErrInvalidConfig], naming the field, when rdb is nil, no limit is
+// It returns an error wrapping [ErrInvalidOptions], naming the field, when rdb is nil, no limit is
 // given, a Rate is not positive, a Burst is below 1, two limits share a Name, the Prefix holds a
 // brace, Fallback got nil or ProbeInterval is negative. opt may be nil.
 //
@@ -70,9 +70,9 @@ type Stats struct {
 // a stalled Redis cannot hold requests for long.
 func NewRedis(rdb redis.UniversalClient, opt *RedisOptions, limits ...Limit) (*Redis, error) {
 	if rdb == nil {
-		return nil, fmt.Errorf("%w: nil redis client", ErrInvalidConfig)
+		return nil, fmt.Errorf("%w: rdb: nil redis client", ErrInvalidOptions)
 	}
-	o, err := opt.withDefaults()
+	cfg, err := opt.resolve()
 	if err != nil {
 		return nil, err
 	}
@@ -80,9 +80,9 @@ func NewRedis(rdb redis.UniversalClient, opt *RedisOptions, limits ...Limit) (*R
 	if err != nil {
 		return nil, err
 	}
-	r := &Redis{rdb: rdb, prefix: o.Prefix, probe: o.ProbeInterval, log: o.Logger, now: time.Now}
+	r := &Redis{rdb: rdb, prefix: cfg.prefix, mode: cfg.mode, fallback: cfg.fallback, probe: cfg.probe,
+		log: cfg.log, now: time.Now}
 	r.derived = derived{limits: ls, allowN: r.AllowN}
-	r.mode, r.fallback = o.OnRedisError.policy()
 	for _, l := range ls {
 		r.suffixes = append(r.suffixes, ":"+l.id())
 		r.params = append(r.params, strconv.FormatFloat(l.Rate, 'f', -1, 64), strconv.Itoa(l.Burst))

@@ -206,7 +206,7 @@ func TestNewRedisValidation(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := NewRedis(c.rdb, c.opt, PerSecond(1))
-			require.ErrorIs(t, err, ErrInvalidConfig)
+			require.ErrorIs(t, err, ErrInvalidOptions)
 			require.ErrorContains(t, err, c.field)
 		})
 	}
