@@ -20,7 +20,7 @@ func (c *Consumer) commitLoop(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(c.hctx, 10*time.Second)
+			ctx, cancel := context.WithTimeout(c.hctx, commitTimeout)
 			if err := c.commit(ctx, nil); err != nil {
 				c.log.Warn("events: commit", "group", c.cfg.Group, "err", err)
 			}

@@ -21,7 +21,7 @@ import (
 // while other keys keep flowing; after MaxAttempts it goes to DeadLetterTopic, or, without one,
 // its partition is paused. Build it with [NewConsumer] and start it with [Consumer.Run].
 type Consumer struct {
-	cfg     ConsumerConfig
+	cfg     consumerConfig
 	log     *slog.Logger
 	started atomic.Bool
 
@@ -102,11 +102,11 @@ type item struct {
 }
 
 // NewConsumer validates cfg and returns a consumer. It does not connect or start goroutines;
-// [Consumer.Run] does. The error wraps [ErrInvalidConfig] and names the bad field; with a
+// [Consumer.Run] does. The error wraps [ErrInvalidOptions] and names the bad field; with a
 // DeadLetterTopic, KafkaOptions that would make dead-letter writes non-idempotent or acks
 // below all are refused as for [NewProducer].
 func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
-	c, err := cfg.withDefaults()
+	c, err := cfg.resolve()
 	if err != nil {
 		return nil, err
 	}
@@ -114,10 +114,10 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	// fails here, naming the field, rather than in Run.
 	probe, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.Brokers...)}, c.KafkaOptions...)...)
 	if err != nil {
-		return nil, fmt.Errorf("%w: KafkaOptions: %w", ErrInvalidConfig, err)
+		return nil, fmt.Errorf("%w: ConsumerConfig.KafkaOptions: %w", ErrInvalidOptions, err)
 	}
 	if c.DeadLetterTopic != "" {
-		err = checkDurable(probe)
+		err = checkDurable(probe, "ConsumerConfig.KafkaOptions")
 	}
 	probe.Close()
 	if err != nil {
@@ -156,7 +156,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return fmt.Errorf("events: consumer %s: %w", c.cfg.Group, err)
 	}
 	if c.cfg.DeadLetterTopic != "" {
-		if err := checkDurable(cl); err != nil {
+		if err := checkDurable(cl, "ConsumerConfig.KafkaOptions"); err != nil {
 			cl.Close()
 			return err
 		}
@@ -197,7 +197,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	close(stopCommits)
 	committer.Wait()
 	if !c.crash.Load() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 		err = c.commit(cctx, nil)
 		cancel()
 	}
@@ -584,7 +584,7 @@ func (c *Consumer) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[str
 	for _, p := range ps {
 		c.waitIdle(p)
 	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, commitTimeout)
 	if err := c.commit(cctx, ps); err != nil {
 		c.log.Warn("events: commit on revoke", "group", c.cfg.Group, "err", err)
 	}

@@ -40,18 +40,18 @@ func TestNewConsumerValidates(t *testing.T) {
 		cfg := ok
 		mutate(&cfg)
 		_, err := NewConsumer(cfg)
-		require.ErrorIs(t, err, ErrInvalidConfig, field)
+		require.ErrorIs(t, err, ErrInvalidOptions, field)
 		require.ErrorContains(t, err, field)
 	}
 	dlq := ok
 	dlq.DeadLetterTopic, dlq.KafkaOptions = "t.dlq", []kgo.Opt{kgo.DisableIdempotentWrite()}
 	_, err := NewConsumer(dlq)
-	require.ErrorIs(t, err, ErrInvalidConfig)
+	require.ErrorIs(t, err, ErrInvalidOptions)
 	require.ErrorContains(t, err, "DisableIdempotentWrite")
 	bad := ok
 	bad.KafkaOptions = []kgo.Opt{kgo.RequiredAcks(kgo.LeaderAck())}
 	_, err = NewConsumer(bad)
-	require.ErrorIs(t, err, ErrInvalidConfig, "a kgo option kgo itself refuses")
+	require.ErrorIs(t, err, ErrInvalidOptions, "a kgo option kgo itself refuses")
 	require.ErrorContains(t, err, "KafkaOptions")
 
 	c, err := NewConsumer(ok)

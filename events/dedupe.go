@@ -42,21 +42,18 @@ var (
 // DedupePrefix starts every key [NewRedisDeduper] writes: DedupePrefix + "{" + id + "}".
 const DedupePrefix = "surge:events:dedupe:"
 
-// defaultDedupeTTL is how long a done mark lasts when NewRedisDeduper gets ttl <= 0.
-const defaultDedupeTTL = 24 * time.Hour
-
 type redisDeduper struct {
 	rdb redis.UniversalClient
 	ttl time.Duration
 }
 
 // NewRedisDeduper returns a [Deduper] on Redis: one key per event holding the claim token
-// (expiring with the lease) and then "done" for ttl (24h when ttl <= 0), which should exceed
+// (expiring with the lease) and then "done" for ttl ([DefaultDedupeTTL] when ttl <= 0), which should exceed
 // how long a redelivery can take (the topic's retention is the safe bound). It does not block
 // and never closes rdb. Safe for concurrent use; errors are the client's, wrapped.
 func NewRedisDeduper(rdb redis.UniversalClient, ttl time.Duration) Deduper {
 	if ttl <= 0 {
-		ttl = defaultDedupeTTL
+		ttl = DefaultDedupeTTL
 	}
 	return &redisDeduper{rdb: rdb, ttl: ttl}
 }

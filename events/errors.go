@@ -26,8 +26,9 @@ var (
 	// (never joined, no offsets) and LagConfig.Topics is empty, so there is nothing to measure.
 	// With Topics set, such a group is reported with its backlog instead.
 	ErrGroupNotFound = errors.New("events: consumer group not found")
-	// ErrInvalidConfig marks every error a constructor returns for a bad configuration field.
-	ErrInvalidConfig = errors.New("events: invalid config")
+	// ErrInvalidOptions marks every error a constructor returns for a bad configuration field;
+	// the message names the field.
+	ErrInvalidOptions = errors.New("events: invalid options")
 )
 
 // DecodeError says which record could not be decoded and why. It matches [ErrDecode] with
@@ -70,8 +71,4 @@ func Permanent(err error) error {
 func IsPermanent(err error) bool {
 	var p permanentError
 	return errors.As(err, &p)
-}
-
-func configError(field, format string, args ...any) error {
-	return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, field, fmt.Sprintf(format, args...))
 }

@@ -62,20 +62,21 @@ type LagConfig struct {
 	Topics []string
 	// KafkaOptions are passed to kgo.NewClient after the monitor's own.
 	KafkaOptions []kgo.Opt
-	// Interval is how often Run checks. Default 30s.
+	// Interval is how often Run checks. Default [DefaultLagInterval].
 	Interval time.Duration
 	// Window is how many samples per partition the evaluation looks at; STALL, STOP and WARN
-	// need a full window. Default 10 (5 minutes at the default Interval).
+	// need a full window. Default [DefaultLagWindow] (5 minutes at the default Interval).
 	Window int
-	// MaxLag is the group's total lag above which the report is in breach (the seed's P1
-	// alert). Default 10000; negative disables.
+	// MaxLag is the group's total lag above which the report is in breach: a page-worthy
+	// backlog. Default [DefaultMaxLag]; negative disables.
 	MaxLag int64
 	// MaxLagAge is the age of the oldest unconsumed event above which the report is in breach
-	// (the seed's "scale out" signal), estimated from the timestamp of the record at each
-	// partition's committed offset. Default 5m; negative disables.
+	// (the signal to add consumers), estimated from the timestamp of the record at each
+	// partition's committed offset. Default [DefaultMaxLagAge]; negative disables.
 	MaxLagAge time.Duration
 	// MaxFailureRate is the share of failed handler calls over the window above which the
-	// report is in breach (the seed's "look at the dead letters"). Needs Stats. Default 0.05.
+	// report is in breach (time to look at the dead letters). Needs Stats. Default
+	// [DefaultMaxFailureRate]; at most 1; negative disables.
 	MaxFailureRate float64
 	// Stats, when set, is read at each check for the failure rate; pass [Consumer.Stats].
 	Stats func() ConsumerStats
@@ -183,7 +184,7 @@ func EvaluateWindow(samples []LagSample, full bool) Status {
 // LagMonitor samples a consumer group's committed and end offsets with kadm and raises alerts.
 // It is safe for concurrent use. Build it with [NewLagMonitor]; Close releases its client.
 type LagMonitor struct {
-	cfg  LagConfig
+	cfg  lagConfig
 	log  *slog.Logger
 	cl   *kgo.Client
 	adm  *kadm.Client
@@ -195,46 +196,25 @@ type LagMonitor struct {
 	now  func() time.Time
 }
 
-// NewLagMonitor validates cfg and builds the monitor's client (no goroutine of its own until
-// Check or Run). The error wraps [ErrInvalidConfig] naming the bad field.
+// NewLagMonitor validates cfg and builds the monitor's kgo client, which starts franz-go's
+// background goroutines (metadata refresh, connection reaping) at once; [LagMonitor.Close]
+// stops them, so always Close a monitor. It does not block: the client connects on the first
+// Check. The error wraps [ErrInvalidOptions] naming the bad field.
 func NewLagMonitor(cfg LagConfig) (*LagMonitor, error) {
-	switch {
-	case len(cfg.Brokers) == 0:
-		return nil, configError("Brokers", "empty")
-	case cfg.Group == "":
-		return nil, configError("Group", "empty")
-	case cfg.Interval < 0:
-		return nil, configError("Interval", "negative (%v)", cfg.Interval)
-	case cfg.Window < 0:
-		return nil, configError("Window", "negative (%d)", cfg.Window)
-	case cfg.MaxFailureRate < 0 || cfg.MaxFailureRate > 1:
-		return nil, configError("MaxFailureRate", "%v is outside [0,1]", cfg.MaxFailureRate)
-	}
-	if cfg.Interval == 0 {
-		cfg.Interval = 30 * time.Second
-	}
-	if cfg.Window == 0 {
-		cfg.Window = 10
-	}
-	if cfg.MaxLag == 0 {
-		cfg.MaxLag = 10000
-	}
-	if cfg.MaxLagAge == 0 {
-		cfg.MaxLagAge = 5 * time.Minute
-	}
-	if cfg.MaxFailureRate == 0 {
-		cfg.MaxFailureRate = 0.05
-	}
-	cfg.Topics = slices.Clone(cfg.Topics)
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KafkaOptions...)...)
+	c, err := cfg.resolve()
 	if err != nil {
-		return nil, fmt.Errorf("%w: KafkaOptions: %w", ErrInvalidConfig, err)
+		return nil, err
 	}
-	return &LagMonitor{cfg: cfg, log: discardLogger(cfg.Logger), cl: cl, adm: kadm.NewClient(cl),
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.Brokers...)}, c.KafkaOptions...)...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: LagConfig.KafkaOptions: %w", ErrInvalidOptions, err)
+	}
+	return &LagMonitor{cfg: c, log: c.Logger, cl: cl, adm: kadm.NewClient(cl),
 		hist: map[tp][]LagSample{}, now: time.Now}, nil
 }
 
-// Close releases the monitor's client. Idempotent.
+// Close stops the goroutines of the monitor's client and closes its connections. It is
+// idempotent, blocks until they are gone, and must not run concurrently with Check.
 func (m *LagMonitor) Close() { m.once.Do(m.cl.Close) }
 
 // Run checks every Interval until ctx ends, logging check errors, and returns nil then. It
@@ -320,7 +300,7 @@ func (m *LagMonitor) check(ctx context.Context) (LagReport, Condition, error) {
 	}
 	rep.LagExceeded = m.cfg.MaxLag >= 0 && rep.TotalLag > m.cfg.MaxLag
 	rep.AgeExceeded = m.cfg.MaxLagAge >= 0 && rep.MaxAge > m.cfg.MaxLagAge
-	rep.FailureRateExceeded = rep.FailureRate > m.cfg.MaxFailureRate
+	rep.FailureRateExceeded = m.cfg.MaxFailureRate >= 0 && rep.FailureRate > m.cfg.MaxFailureRate
 	prev := m.last
 	m.last = rep.Condition
 	return rep, prev, nil

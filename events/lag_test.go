@@ -72,13 +72,19 @@ func TestNewLagMonitorValidates(t *testing.T) {
 		cfg := ok
 		mutate(&cfg)
 		_, err := NewLagMonitor(cfg)
-		require.ErrorIs(t, err, ErrInvalidConfig, field)
+		require.ErrorIs(t, err, ErrInvalidOptions, field)
 		require.ErrorContains(t, err, field)
 	}
 	m, err := NewLagMonitor(ok)
 	require.NoError(t, err)
-	require.EqualValues(t, 10000, m.cfg.MaxLag)
-	require.Equal(t, 5*time.Minute, m.cfg.MaxLagAge)
+	require.EqualValues(t, DefaultMaxLag, m.cfg.MaxLag)
+	require.Equal(t, DefaultMaxLagAge, m.cfg.MaxLagAge)
+	require.Equal(t, DefaultMaxFailureRate, m.cfg.MaxFailureRate)
+	m.Close()
+	off := ok
+	off.MaxFailureRate = -1
+	m, err = NewLagMonitor(off)
+	require.NoError(t, err, "a negative MaxFailureRate turns the check off")
 	m.Close()
 	m.Close()
 }

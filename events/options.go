@@ -2,8 +2,10 @@ package events
 
 import (
 	"context"
-	"io"
+	"fmt"
 	"log/slog"
+	"math"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -43,12 +45,13 @@ type ConsumerConfig struct {
 	Handler Handler
 	// Concurrency is the number of handler goroutines; events with one key (per partition) are
 	// still handled one at a time and in order, records without a key one at a time per
-	// partition. Default 16.
+	// partition. Default [DefaultConcurrency].
 	Concurrency int
-	// MaxAttempts is how many times an event is handled before it is dead-lettered. Default 3.
+	// MaxAttempts is how many times an event is handled before it is dead-lettered. Default [DefaultMaxAttempts].
 	MaxAttempts int
 	// Backoff returns the wait before attempt n+1 after n failed attempts (n >= 1). While a key
-	// waits, other keys keep flowing. Default: exponential from 100ms to 10s with full jitter.
+	// waits, other keys keep flowing. Default: exponential from [DefaultBackoffMin] to
+	// [DefaultBackoffMax] with full jitter.
 	Backoff func(n int) time.Duration
 	// DeadLetterTopic receives events that failed MaxAttempts times, with provenance headers
 	// (see [HeaderDLQTopic]); their offset is committed once the write is acknowledged. Empty:
@@ -58,16 +61,16 @@ type ConsumerConfig struct {
 	// handler runs, marked done after it succeeds and released when it fails.
 	Deduper Deduper
 	// DedupeLease is how long a claim lasts before another consumer may take the event over
-	// (after a crash). It should exceed the slowest handler. Default 30s.
+	// (after a crash). It should exceed the slowest handler. Default [DefaultDedupeLease].
 	DedupeLease time.Duration
 	// CommitInterval is how often done offsets are committed; they are also committed on
-	// revoke and when Run ends. Default 1s.
+	// revoke and when Run ends. Default [DefaultCommitInterval].
 	CommitInterval time.Duration
 	// MaxBuffered caps the records fetched and not yet done; polling waits above it.
-	// Default 64 × Concurrency, at least 1024.
+	// Default [DefaultBufferedPerWorker] × Concurrency, at least [DefaultMinBuffered].
 	MaxBuffered int
 	// ShutdownTimeout bounds how long Run waits for running handlers when ctx ends; their
-	// context is cancelled then. Default 30s.
+	// context is cancelled then. Default [DefaultShutdownTimeout].
 	ShutdownTimeout time.Duration
 	// KafkaOptions are passed to kgo.NewClient before the consumer's own, which win: the group,
 	// topics, manual commits, cooperative-sticky balancing and rebalance callbacks are the
@@ -81,70 +84,192 @@ type ConsumerConfig struct {
 	Logger *slog.Logger
 }
 
+// Defaults of the configuration fields, used where a field is left zero.
+const (
+	// DefaultConcurrency is ConsumerConfig.Concurrency's default.
+	DefaultConcurrency = 16
+	// DefaultMaxAttempts is ConsumerConfig.MaxAttempts's default.
+	DefaultMaxAttempts = 3
+	// DefaultBackoffMin is the first wait of the default ConsumerConfig.Backoff, which doubles
+	// up to DefaultBackoffMax, with full jitter.
+	DefaultBackoffMin = 100 * time.Millisecond
+	// DefaultBackoffMax caps the default ConsumerConfig.Backoff.
+	DefaultBackoffMax = 10 * time.Second
+	// DefaultDedupeLease is ConsumerConfig.DedupeLease's default.
+	DefaultDedupeLease = 30 * time.Second
+	// DefaultCommitInterval is ConsumerConfig.CommitInterval's default.
+	DefaultCommitInterval = time.Second
+	// DefaultBufferedPerWorker times Concurrency, but at least DefaultMinBuffered, is
+	// ConsumerConfig.MaxBuffered's default.
+	DefaultBufferedPerWorker = 64
+	// DefaultMinBuffered is the floor of ConsumerConfig.MaxBuffered's default.
+	DefaultMinBuffered = 1024
+	// DefaultShutdownTimeout is ConsumerConfig.ShutdownTimeout's default.
+	DefaultShutdownTimeout = 30 * time.Second
+	// DefaultDedupeTTL is how long [NewRedisDeduper] remembers a handled event when its ttl is
+	// not positive.
+	DefaultDedupeTTL = 24 * time.Hour
+	// DefaultLagInterval is LagConfig.Interval's default.
+	DefaultLagInterval = 30 * time.Second
+	// DefaultLagWindow is LagConfig.Window's default.
+	DefaultLagWindow = 10
+	// DefaultMaxLag is LagConfig.MaxLag's default.
+	DefaultMaxLag = 10000
+	// DefaultMaxLagAge is LagConfig.MaxLagAge's default.
+	DefaultMaxLagAge = 5 * time.Minute
+	// DefaultMaxFailureRate is LagConfig.MaxFailureRate's default.
+	DefaultMaxFailureRate = 0.05
+)
+
+// commitTimeout bounds each offset commit: on the interval, on revoke and at the end of Run.
+const commitTimeout = 10 * time.Second
+
 func discardLogger(l *slog.Logger) *slog.Logger {
 	if l != nil {
 		return l
 	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
+	return slog.New(slog.DiscardHandler)
 }
 
 func defaultBackoff(n int) time.Duration {
-	return jitter.Exponential(n-1, 100*time.Millisecond, 10*time.Second)
+	return jitter.Exponential(n-1, DefaultBackoffMin, DefaultBackoffMax)
 }
 
-func (cfg *ConsumerConfig) withDefaults() (ConsumerConfig, error) {
-	c := *cfg
+// invalid returns an error wrapping ErrInvalidOptions that names the field, e.g.
+// "events: invalid options: ConsumerConfig.Group must not be empty".
+func invalid(field, format string, args ...any) error {
+	return fmt.Errorf("%w: %s %s", ErrInvalidOptions, field, fmt.Sprintf(format, args...))
+}
+
+// producerConfig is ProducerConfig resolved: validated, defaults filled in.
+type producerConfig struct {
+	ProducerConfig
+}
+
+func (cfg *ProducerConfig) resolve() (producerConfig, error) {
+	var c producerConfig
+	if cfg != nil {
+		c.ProducerConfig = *cfg
+	}
+	if len(c.Brokers) == 0 {
+		return c, invalid("ProducerConfig.Brokers", "must not be empty")
+	}
+	c.Brokers = slices.Clone(c.Brokers)
+	c.KafkaOptions = slices.Clone(c.KafkaOptions)
+	c.Logger = discardLogger(c.Logger)
+	return c, nil
+}
+
+// consumerConfig is ConsumerConfig resolved: validated, defaults filled in.
+type consumerConfig struct {
+	ConsumerConfig
+}
+
+func (cfg *ConsumerConfig) resolve() (consumerConfig, error) {
+	var c consumerConfig
+	if cfg != nil {
+		c.ConsumerConfig = *cfg
+	}
+	neg := func(field string, v any) error {
+		return invalid("ConsumerConfig."+field, "must not be negative, got %v", v)
+	}
 	switch {
 	case len(c.Brokers) == 0:
-		return c, configError("Brokers", "empty")
+		return c, invalid("ConsumerConfig.Brokers", "must not be empty")
 	case c.Group == "":
-		return c, configError("Group", "empty")
+		return c, invalid("ConsumerConfig.Group", "must not be empty")
 	case len(c.Topics) == 0:
-		return c, configError("Topics", "empty")
+		return c, invalid("ConsumerConfig.Topics", "must not be empty")
 	case c.Handler == nil:
-		return c, configError("Handler", "nil")
+		return c, invalid("ConsumerConfig.Handler", "must not be nil")
 	case c.Concurrency < 0:
-		return c, configError("Concurrency", "negative (%d)", c.Concurrency)
+		return c, neg("Concurrency", c.Concurrency)
 	case c.MaxAttempts < 0:
-		return c, configError("MaxAttempts", "negative (%d)", c.MaxAttempts)
+		return c, neg("MaxAttempts", c.MaxAttempts)
 	case c.DedupeLease < 0:
-		return c, configError("DedupeLease", "negative (%v)", c.DedupeLease)
+		return c, neg("DedupeLease", c.DedupeLease)
 	case c.CommitInterval < 0:
-		return c, configError("CommitInterval", "negative (%v)", c.CommitInterval)
+		return c, neg("CommitInterval", c.CommitInterval)
 	case c.MaxBuffered < 0:
-		return c, configError("MaxBuffered", "negative (%d)", c.MaxBuffered)
+		return c, neg("MaxBuffered", c.MaxBuffered)
 	case c.ShutdownTimeout < 0:
-		return c, configError("ShutdownTimeout", "negative (%v)", c.ShutdownTimeout)
+		return c, neg("ShutdownTimeout", c.ShutdownTimeout)
 	}
 	for _, t := range c.Topics {
 		if t == "" {
-			return c, configError("Topics", "empty topic name")
+			return c, invalid("ConsumerConfig.Topics", "must not hold an empty topic name")
 		}
 		if t == c.DeadLetterTopic {
-			return c, configError("DeadLetterTopic", "%q is also consumed", t)
+			return c, invalid("ConsumerConfig.DeadLetterTopic", "must not be consumed, got %q, also in Topics", t)
 		}
 	}
-	c.Topics = append([]string(nil), c.Topics...)
+	c.Brokers = slices.Clone(c.Brokers)
+	c.Topics = slices.Clone(c.Topics)
+	c.KafkaOptions = slices.Clone(c.KafkaOptions)
 	if c.Concurrency == 0 {
-		c.Concurrency = 16
+		c.Concurrency = DefaultConcurrency
 	}
 	if c.MaxAttempts == 0 {
-		c.MaxAttempts = 3
+		c.MaxAttempts = DefaultMaxAttempts
 	}
 	if c.Backoff == nil {
 		c.Backoff = defaultBackoff
 	}
 	if c.DedupeLease == 0 {
-		c.DedupeLease = 30 * time.Second
+		c.DedupeLease = DefaultDedupeLease
 	}
 	if c.CommitInterval == 0 {
-		c.CommitInterval = time.Second
+		c.CommitInterval = DefaultCommitInterval
 	}
 	if c.MaxBuffered == 0 {
-		c.MaxBuffered = max(64*c.Concurrency, 1024)
+		c.MaxBuffered = max(DefaultBufferedPerWorker*c.Concurrency, DefaultMinBuffered)
 	}
 	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = 30 * time.Second
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	c.Logger = discardLogger(c.Logger)
+	return c, nil
+}
+
+// lagConfig is LagConfig resolved: validated, defaults filled in.
+type lagConfig struct {
+	LagConfig
+}
+
+func (cfg *LagConfig) resolve() (lagConfig, error) {
+	var c lagConfig
+	if cfg != nil {
+		c.LagConfig = *cfg
+	}
+	switch {
+	case len(c.Brokers) == 0:
+		return c, invalid("LagConfig.Brokers", "must not be empty")
+	case c.Group == "":
+		return c, invalid("LagConfig.Group", "must not be empty")
+	case c.Interval < 0:
+		return c, invalid("LagConfig.Interval", "must not be negative, got %v", c.Interval)
+	case c.Window < 0:
+		return c, invalid("LagConfig.Window", "must not be negative, got %v", c.Window)
+	case math.IsNaN(c.MaxFailureRate) || c.MaxFailureRate > 1:
+		return c, invalid("LagConfig.MaxFailureRate", "must be at most 1 (negative: off), got %v", c.MaxFailureRate)
+	}
+	c.Brokers = slices.Clone(c.Brokers)
+	c.Topics = slices.Clone(c.Topics)
+	c.KafkaOptions = slices.Clone(c.KafkaOptions)
+	if c.Interval == 0 {
+		c.Interval = DefaultLagInterval
+	}
+	if c.Window == 0 {
+		c.Window = DefaultLagWindow
+	}
+	if c.MaxLag == 0 {
+		c.MaxLag = DefaultMaxLag
+	}
+	if c.MaxLagAge == 0 {
+		c.MaxLagAge = DefaultMaxLagAge
+	}
+	if c.MaxFailureRate == 0 {
+		c.MaxFailureRate = DefaultMaxFailureRate
 	}
 	c.Logger = discardLogger(c.Logger)
 	return c, nil

@@ -38,13 +38,17 @@ type ProducerStats struct {
 // closeFlushTimeout bounds the flush in Close.
 const closeFlushTimeout = 30 * time.Second
 
-// NewProducer builds a producer. It does not block: the client connects on first use. It
-// returns an error wrapping [ErrInvalidConfig] when Brokers is empty or KafkaOptions turn off
-// idempotence or acks=all, and the kgo error when the client cannot be built.
+// NewProducer builds a producer. It does not block: the client connects on first use. Its
+// kgo client starts franz-go's background goroutines (metadata refresh, connection reaping)
+// at once; [Producer.Close] stops them. It returns an error wrapping [ErrInvalidOptions]
+// naming the field when Brokers is empty or KafkaOptions turn off idempotence or acks=all,
+// or cannot build a client.
 func NewProducer(cfg ProducerConfig) (*Producer, error) {
-	if len(cfg.Brokers) == 0 {
-		return nil, configError("Brokers", "empty")
+	rc, err := cfg.resolve()
+	if err != nil {
+		return nil, err
 	}
+	cfg = rc.ProducerConfig
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
@@ -57,25 +61,25 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
-		return nil, fmt.Errorf("%w: KafkaOptions: %w", ErrInvalidConfig, err)
+		return nil, fmt.Errorf("%w: ProducerConfig.KafkaOptions: %w", ErrInvalidOptions, err)
 	}
-	if err := checkDurable(cl); err != nil {
+	if err := checkDurable(cl, "ProducerConfig.KafkaOptions"); err != nil {
 		cl.Close()
 		return nil, err
 	}
-	return &Producer{cl: cl, txn: cfg.TransactionalID != "", log: discardLogger(cfg.Logger)}, nil
+	return &Producer{cl: cl, txn: cfg.TransactionalID != "", log: cfg.Logger}, nil
 }
 
 // checkDurable rejects a client that could lose or duplicate records.
-func checkDurable(cl *kgo.Client) error {
+func checkDurable(cl *kgo.Client, field string) error {
 	if v, _ := cl.OptValue(kgo.DisableIdempotentWrite).(bool); v {
-		return configError("KafkaOptions", "kgo.DisableIdempotentWrite would allow duplicates on retry")
+		return invalid(field, "must not hold kgo.DisableIdempotentWrite: it would allow duplicates on retry")
 	}
 	if v, _ := cl.OptValue(kgo.AllowIdempotentProduceCancellation).(bool); v {
-		return configError("KafkaOptions", "kgo.AllowIdempotentProduceCancellation breaks idempotent deduplication")
+		return invalid(field, "must not hold kgo.AllowIdempotentProduceCancellation: it breaks idempotent deduplication")
 	}
 	if acks, ok := cl.OptValue(kgo.RequiredAcks).(kgo.Acks); !ok || acks != kgo.AllISRAcks() {
-		return configError("KafkaOptions", "kgo.RequiredAcks must stay kgo.AllISRAcks()")
+		return invalid(field, "must leave kgo.RequiredAcks at kgo.AllISRAcks(): lower acks can lose acknowledged records")
 	}
 	return nil
 }
@@ -229,8 +233,9 @@ func (p *Producer) Stats() ProducerStats {
 	}
 }
 
-// Close flushes (for up to 30s) and closes the client. It is idempotent and blocks until the
-// client's goroutines are gone; later publishes fail with [ErrClosed].
+// Close flushes (for up to 30s) and closes the client, stopping the goroutines [NewProducer]
+// started. It is idempotent and blocks until they are gone; later publishes fail with
+// [ErrClosed].
 func (p *Producer) Close() {
 	p.once.Do(func() {
 		p.closing.Store(true)

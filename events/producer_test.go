@@ -27,11 +27,11 @@ func TestNewProducerRejectsUnsafeOptions(t *testing.T) {
 	}
 	for want, opts := range cases {
 		_, err := NewProducer(ProducerConfig{Brokers: seeds, KafkaOptions: opts})
-		require.ErrorIs(t, err, ErrInvalidConfig, want)
+		require.ErrorIs(t, err, ErrInvalidOptions, want)
 		require.ErrorContains(t, err, want)
 	}
 	_, err := NewProducer(ProducerConfig{})
-	require.ErrorIs(t, err, ErrInvalidConfig)
+	require.ErrorIs(t, err, ErrInvalidOptions)
 	require.ErrorContains(t, err, "Brokers")
 
 	p, err := NewProducer(ProducerConfig{Brokers: seeds, KafkaOptions: []kgo.Opt{kgo.ProducerLinger(time.Millisecond)}})
