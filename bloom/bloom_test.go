@@ -111,6 +111,7 @@ func TestNewLocalRejectsBadSizing(t *testing.T) {
 	} {
 		_, err := NewLocal(tc.n, tc.fp)
 		require.ErrorContains(t, err, tc.want, "n=%d fp=%v", tc.n, tc.fp)
+		require.ErrorIs(t, err, ErrInvalidOptions)
 	}
 }
 
@@ -134,6 +135,7 @@ func TestNewRedisRejectsBadInput(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := NewRedis(tc.rdb, tc.key, tc.n, 0.01, tc.opt)
 			require.ErrorContains(t, err, tc.want)
+			require.ErrorIs(t, err, ErrInvalidOptions)
 		})
 	}
 	// The same size split over enough shards is accepted.

@@ -2,6 +2,10 @@ package bloom
 
 import "errors"
 
+// ErrInvalidOptions is wrapped by the errors of [NewLocal] and [NewRedis] for a bad argument or
+// option; the message names it (n, fp, the name, RedisOptions.Shards).
+var ErrInvalidOptions = errors.New("bloom: invalid options")
+
 // ErrConfigMismatch is returned by [Redis] methods when the filter stored under the name was
 // created with another size (bits per shard, hash count or shard count) or another format
 // version, or when its bitmap exists without its config key. Using such a filter would give

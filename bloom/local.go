@@ -34,11 +34,12 @@ type localState struct {
 var _ Filter = (*Local)(nil)
 
 // NewLocal returns an empty filter sized for n keys at false-positive rate fp, with m and k from
-// bits-and-blooms' EstimateParameters(n, fp). It fails when n is 0 or fp is outside (0, 1).
+// bits-and-blooms' EstimateParameters(n, fp). It fails, with an error wrapping
+// [ErrInvalidOptions], when n is 0 or fp is outside (0, 1).
 func NewLocal(n uint, fp float64) (*Local, error) {
 	m, k, err := sizing(n, fp)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("bloom: NewLocal: %w", err)
 	}
 	l := &Local{}
 	l.st.Store(&localState{m: m, k: k, words: make([]uint64, (m+63)/64)})

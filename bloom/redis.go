@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/surgekit/surge/internal/keys"
+	"github.com/surgekit/surge/internal/luascript"
 )
 
 // formatVersion is stored in the config key; bump it when the bit layout changes.
@@ -27,15 +28,15 @@ const configErrPrefix = "BLOOMCONFIG "
 
 var (
 	//go:embed config.lua
-	configSrc string
+	configLua string
 
 	//go:embed add.lua
-	addSrc    string
-	addScript = redis.NewScript(configSrc + addSrc)
+	addLua    string
+	addScript = luascript.New(configLua, addLua)
 
 	//go:embed contains.lua
-	containsSrc    string
-	containsScript = redis.NewScript(configSrc + containsSrc)
+	containsLua    string
+	containsScript = luascript.New(configLua, containsLua)
 )
 
 // Redis is a Bloom filter kept in Redis bitmaps, shared by every process that uses the same
@@ -74,27 +75,24 @@ var _ Filter = (*Redis)(nil)
 // rdb is not closed by the filter.
 func NewRedis(rdb redis.UniversalClient, name string, n uint, fp float64, opt *RedisOptions) (*Redis, error) {
 	if rdb == nil {
-		return nil, errors.New("bloom: NewRedis: nil Redis client")
+		return nil, fmt.Errorf("%w: NewRedis: nil Redis client", ErrInvalidOptions)
 	}
 	if name == "" {
-		return nil, errors.New("bloom: NewRedis: empty name")
+		return nil, fmt.Errorf("%w: NewRedis: empty name", ErrInvalidOptions)
 	}
-	var o RedisOptions
-	if opt != nil {
-		o = *opt
+	cfg, err := opt.resolve()
+	if err != nil {
+		return nil, fmt.Errorf("bloom: NewRedis: %w", err)
 	}
-	if o.Shards < 0 || o.Shards > maxShards {
-		return nil, fmt.Errorf("bloom: NewRedis: RedisOptions.Shards must be in [0, %d], got %d", maxShards, o.Shards)
-	}
-	shards := uint64(max(o.Shards, 1))
+	shards := cfg.shards
 	m, k, err := sizing(n, fp)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("bloom: NewRedis: %w", err)
 	}
 	m = (m + shards - 1) / shards
 	if m > maxShardBits {
-		return nil, fmt.Errorf("bloom: NewRedis: %d bits per shard exceed a Redis string's 2^32; "+
-			"set RedisOptions.Shards to at least %d", m, (m*shards+maxShardBits-1)/maxShardBits)
+		return nil, fmt.Errorf("bloom: NewRedis: %w: %d bits per shard exceed a Redis string's 2^32; "+
+			"set RedisOptions.Shards to at least %d", ErrInvalidOptions, m, (m*shards+maxShardBits-1)/maxShardBits)
 	}
 	r := &Redis{rdb: rdb, name: name, m: m, k: k}
 	r.cfg = fmt.Sprintf("surge-bloom/%d m=%d k=%d shards=%d", formatVersion, m, k, shards)
@@ -328,38 +326,15 @@ func (r *Redis) group(keys []string, withIdx bool) []call {
 	return calls
 }
 
-// run sends calls, each with the config, its offsets and extra(c) as arguments: one call with
-// [redis.Script.Run], several in one pipeline of EVALSHAs, re-sending those that failed with
-// NOSCRIPT (a server restarted or flushed) as EVAL. It returns the commands in the order of calls.
-func (r *Redis) run(ctx context.Context, script *redis.Script, op string, calls []call, extra func(call) any) ([]*redis.Cmd, error) {
-	if len(calls) == 1 {
-		c := calls[0]
-		cmd := script.Run(ctx, r.rdb, r.shards[c.shard], r.cfgArg, c.offs, extra(c))
-		if err := cmd.Err(); err != nil {
-			return nil, r.wrap(op, c.shard, err)
-		}
-		return []*redis.Cmd{cmd}, nil
-	}
-	cmds := make([]*redis.Cmd, len(calls))
-	pipe := r.rdb.Pipeline()
+// run sends calls, each with the config, its offsets and extra(c) as arguments, in one round trip
+// through [luascript.RunAll] (which heals NOSCRIPT after a restart or flush). It returns the
+// commands in the order of calls, or the first error (with a count of the others).
+func (r *Redis) run(ctx context.Context, script *luascript.Script, op string, calls []call, extra func(call) any) ([]*redis.Cmd, error) {
+	runs := make([]luascript.Call, len(calls))
 	for i, c := range calls {
-		cmds[i] = script.EvalSha(ctx, pipe, r.shards[c.shard], r.cfgArg, c.offs, extra(c))
+		runs[i] = luascript.Call{Script: script, Keys: r.shards[c.shard], Args: []any{r.cfgArg, c.offs, extra(c)}}
 	}
-	_, _ = pipe.Exec(ctx) // errors are read per command below
-	var retry []int
-	for i, cmd := range cmds {
-		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-			retry = append(retry, i)
-		}
-	}
-	if len(retry) > 0 {
-		pipe = r.rdb.Pipeline()
-		for _, i := range retry {
-			c := calls[i]
-			cmds[i] = script.Eval(ctx, pipe, r.shards[c.shard], r.cfgArg, c.offs, extra(c))
-		}
-		_, _ = pipe.Exec(ctx)
-	}
+	cmds := luascript.RunAll(ctx, r.rdb, runs)
 	failed, first := 0, -1
 	for i, cmd := range cmds {
 		if cmd.Err() != nil {
