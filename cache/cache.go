@@ -125,12 +125,12 @@ func New[V any](rdb redis.UniversalClient, opt *Options) (*Cache[V], error) {
 // Get returns what is cached for key without loading: the value, [ErrNotFound] for a negative
 // entry, or [ErrMiss] when nothing is cached (or the entry cannot be decoded). It blocks for at
 // most one Redis round trip (none on a local hit) and returns Redis errors (wrapped) whatever
-// the RedisErrors policy, since there is no loader to fall back on; after Close it returns
+// the OnRedisError policy, since there is no loader to fall back on; after Close it returns
 // [ErrClosed]. Safe for concurrent use.
 func (c *Cache[V]) Get(ctx context.Context, key string) (V, error) {
 	var zero V
 	if key == "" {
-		return zero, errEmptyKey
+		return zero, ErrEmptyKey
 	}
 	if e, ok := c.localGet(key); ok {
 		if e.notFound {
@@ -167,7 +167,7 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 		return ErrClosed
 	}
 	if key == "" {
-		return errEmptyKey
+		return ErrEmptyKey
 	}
 	env, h, ttl, err := c.encode(v, 0)
 	if err != nil {
@@ -212,7 +212,7 @@ func (c *Cache[V]) Delete(ctx context.Context, keys ...string) error {
 		return ErrClosed
 	}
 	if slices.Contains(keys, "") {
-		return errEmptyKey
+		return ErrEmptyKey
 	}
 	err := c.deleteNow(ctx, keys)
 	if c.cfg.DoubleDelete > 0 {
@@ -378,7 +378,7 @@ func (c *Cache[V]) redisGet(ctx context.Context, key string) (header, V, error) 
 	b, err := c.get(ctx, key)
 	if err != nil {
 		var zero V
-		if err != redis.Nil && ctx.Err() == nil {
+		if !errors.Is(err, redis.Nil) && ctx.Err() == nil {
 			c.st.redisErrors.Add(1)
 		}
 		return header{}, zero, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -98,20 +99,23 @@ func TestNewValidatesOptions(t *testing.T) {
 		{"Prefix", Options{Prefix: "a{b"}},
 		{"TTL", Options{TTL: -time.Second}},
 		{"Jitter", Options{Jitter: 1}},
-		{"Jitter", Options{Jitter: -0.1}},
+		{"Jitter", Options{Jitter: math.NaN()}},
 		{"RefreshAfter", Options{TTL: time.Minute, RefreshAfter: time.Minute}},
+		// 10m ± 10%: a quarter of the values would expire before turning stale.
+		{"RefreshAfter", Options{TTL: 10 * time.Minute, RefreshAfter: 9*time.Minute + 30*time.Second}},
+		{"RefreshAfter", Options{TTL: time.Minute, Jitter: 0.5, RefreshAfter: 30 * time.Second}},
 		{"RefreshAfter", Options{RefreshAfter: -1}},
 		{"EarlyRefreshBeta", Options{EarlyRefreshBeta: -1}},
 		{"Lease", Options{Lease: -1}},
 		{"LoadTimeout", Options{LoadTimeout: -1}},
-		{"RedisErrors", Options{RedisErrors: 7}},
+		{"OnRedisError", Options{OnRedisError: 7}},
 		{"DoubleDelete", Options{DoubleDelete: -1}},
 		{"Local.MaxEntries", Options{Local: &LocalOptions{MaxEntries: -1}}},
 		{"Local.TTL", Options{Local: &LocalOptions{TTL: -1}}},
 	}
 	for _, tc := range cases {
 		_, err := New[user](rdb, &tc.opt)
-		require.Error(t, err, tc.field)
+		require.ErrorIs(t, err, ErrInvalidOptions, tc.field)
 		require.Contains(t, err.Error(), "Options."+tc.field)
 	}
 	_, err := New[user](nil, nil)
@@ -122,6 +126,16 @@ func TestNewValidatesOptions(t *testing.T) {
 	require.Equal(t, DefaultJitter, c.cfg.Jitter)
 	require.Equal(t, DefaultNegativeTTL, c.cfg.NegativeTTL)
 	require.Equal(t, DefaultLoadTimeout, c.cfg.LoadTimeout)
+	require.Equal(t, DefaultOnRedisError, c.cfg.OnRedisError)
+	require.NoError(t, c.Close())
+
+	// A negative Jitter turns it off; then RefreshAfter may come as close to TTL as it likes.
+	c, err = New[user](rdb, &Options{TTL: time.Minute, Jitter: -1, RefreshAfter: 59 * time.Second})
+	require.NoError(t, err)
+	require.Zero(t, c.cfg.Jitter)
+	for range 10 {
+		require.Equal(t, time.Minute, c.ttl(time.Minute))
+	}
 	require.NoError(t, c.Close())
 }
 
@@ -394,13 +408,13 @@ func TestEmptyKey(t *testing.T) {
 	ctx := context.Background()
 	var calls atomic.Int64
 	_, err := c.Fetch(ctx, "", countingLoader(&calls))
-	require.ErrorIs(t, err, errEmptyKey)
+	require.ErrorIs(t, err, ErrEmptyKey)
 	_, err = c.FetchMany(ctx, []string{"a", ""}, func(context.Context, []string) (map[string]user, error) { return nil, nil })
-	require.ErrorIs(t, err, errEmptyKey)
+	require.ErrorIs(t, err, ErrEmptyKey)
 	_, err = c.Get(ctx, "")
-	require.ErrorIs(t, err, errEmptyKey)
-	require.ErrorIs(t, c.Set(ctx, "", user{}), errEmptyKey)
-	require.ErrorIs(t, c.Delete(ctx, "a", ""), errEmptyKey)
+	require.ErrorIs(t, err, ErrEmptyKey)
+	require.ErrorIs(t, c.Set(ctx, "", user{}), ErrEmptyKey)
+	require.ErrorIs(t, c.Delete(ctx, "a", ""), ErrEmptyKey)
 	require.Zero(t, calls.Load())
 }
 

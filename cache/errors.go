@@ -20,5 +20,6 @@ var ErrLoaderPanic = errors.New("cache: loader panicked")
 // errDecode marks an envelope that cannot be decoded (garbage, truncated, future version).
 var errDecode = errors.New("cache: bad envelope")
 
-// errEmptyKey rejects "": its hash tag would be empty, which Redis Cluster does not honour.
-var errEmptyKey = errors.New("cache: empty key")
+// ErrEmptyKey is returned for the key "" by every call that takes keys: its hash tag would be
+// empty, which Redis Cluster does not honour.
+var ErrEmptyKey = errors.New("cache: empty key")

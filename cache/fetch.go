@@ -42,7 +42,7 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, load Loader[V]) (V, er
 		return zero, fmt.Errorf("cache: fetch %q: nil loader", key)
 	}
 	if key == "" {
-		return zero, errEmptyKey
+		return zero, ErrEmptyKey
 	}
 	if c.closed.Load() {
 		return zero, ErrClosed
@@ -68,7 +68,7 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, load Loader[V]) (V, er
 	case errors.Is(err, redis.Nil), errors.Is(err, errDecode):
 	case ctx.Err() != nil:
 		return zero, ctx.Err() // the caller gave up: no reason to load
-	case c.cfg.RedisErrors == FailClosed:
+	case c.cfg.OnRedisError == FailClosed:
 		return zero, fmt.Errorf("cache: fetch %q: %w", key, err)
 	default:
 		redisDown = true

@@ -27,7 +27,7 @@ func (c *Cache[V]) FetchMany(ctx context.Context, keys []string, load BatchLoade
 	seen := make(map[string]struct{}, len(keys))
 	for _, k := range keys {
 		if k == "" {
-			return out, errEmptyKey
+			return out, ErrEmptyKey
 		}
 		if _, dup := seen[k]; dup {
 			continue
@@ -63,12 +63,12 @@ func (c *Cache[V]) FetchMany(ctx context.Context, keys []string, load BatchLoade
 	for i, k := range rest {
 		b, err := cmds[i].Bytes()
 		if err != nil {
-			if err != redis.Nil {
+			if !errors.Is(err, redis.Nil) {
 				if ctx.Err() != nil {
 					return out, ctx.Err()
 				}
 				c.st.redisErrors.Add(1)
-				if c.cfg.RedisErrors == FailClosed {
+				if c.cfg.OnRedisError == FailClosed {
 					return out, fmt.Errorf("cache: fetch many %q: %w", k, err)
 				}
 				redisDown = true

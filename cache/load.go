@@ -140,7 +140,7 @@ func (c *Cache[V]) claim(ctx context.Context, keys []string, idx []int, tokens [
 		case err != nil:
 			c.st.redisErrors.Add(1)
 			plans[i] = planNoWrite
-			if c.cfg.RedisErrors == FailClosed {
+			if c.cfg.OnRedisError == FailClosed {
 				res[i].err = fmt.Errorf("cache: fetch %q: %w", keys[i], err)
 				plans[i] = planDone
 			}

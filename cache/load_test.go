@@ -99,7 +99,7 @@ func TestFailOpenServesFromLoaderOnce(t *testing.T) {
 }
 
 func TestFailClosedReturnsRedisErrors(t *testing.T) {
-	c, m := newOutageCache(t, &Options{RedisErrors: FailClosed})
+	c, m := newOutageCache(t, &Options{OnRedisError: FailClosed})
 	m.Close()
 	var calls atomic.Int64
 	_, err := c.Fetch(context.Background(), "k", countingLoader(&calls))

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -19,17 +20,25 @@ const (
 	DefaultLocalTTL    = time.Minute
 )
 
-// RedisErrorPolicy says what a read does when Redis fails.
-type RedisErrorPolicy int
+// DefaultOnRedisError is the policy applied when Options.OnRedisError is zero.
+const DefaultOnRedisError = FailOpen
+
+// ErrorPolicy says what a read does when Redis fails. The zero value means
+// [DefaultOnRedisError].
+type ErrorPolicy int
 
 const (
 	// FailOpen (the default) counts the Redis error and serves from the loader, still one load
 	// per key per process, so an outage does not turn into a stampede on the source.
-	FailOpen RedisErrorPolicy = iota
+	FailOpen ErrorPolicy = iota + 1
 	// FailClosed returns Redis read errors to the caller. A write that fails after a successful
 	// load is still only counted and logged: the loaded value is returned.
 	FailClosed
 )
+
+// ErrInvalidOptions is wrapped by the error [New] returns for a bad [Options] field; the message
+// names the field and the value.
+var ErrInvalidOptions = errors.New("cache: invalid options")
 
 // Options configures a [Cache]. A nil *Options means all defaults. [New] validates it and names
 // the bad field in its error.
@@ -40,14 +49,16 @@ type Options struct {
 	// TTL is the Redis lifetime of a value, spread by Jitter. Default 10m.
 	TTL time.Duration
 	// Jitter spreads every TTL (values and negative entries) uniformly over TTL ± Jitter·TTL so
-	// that keys written together do not expire together. In [0,1); 0 means the default 0.1.
+	// that keys written together do not expire together. Below 1; 0 means the default 0.1 and
+	// a negative value turns jitter off.
 	Jitter float64
 	// NegativeTTL is how long "not found" is remembered. Default 1m; negative disables negative
 	// caching.
 	NegativeTTL time.Duration
 	// RefreshAfter enables stale-while-revalidate: a value older than RefreshAfter is served at
 	// once while one caller (per process, or across processes with Lease) reloads it in the
-	// background. Must be below TTL. 0 (default) disables it. A local-tier entry lives at most
+	// background. Must be below TTL·(1−Jitter), the shortest jittered TTL, so that every value
+	// can be served stale before Redis drops it. 0 (default) disables it. A local-tier entry lives at most
 	// until its value turns stale, so the read after that goes to Redis and starts the refresh.
 	RefreshAfter time.Duration
 	// EarlyRefreshBeta enables probabilistic early refresh (XFetch): a read refreshes in the
@@ -67,8 +78,9 @@ type Options struct {
 	Guard Guard
 	// Codec encodes values for Redis. Default [JSONCodec].
 	Codec Codec
-	// RedisErrors is the policy for Redis failures. Default [FailOpen].
-	RedisErrors RedisErrorPolicy
+	// OnRedisError is the policy for Redis failures on reads. Zero means [DefaultOnRedisError]
+	// ([FailOpen]).
+	OnRedisError ErrorPolicy
 	// DoubleDelete, when positive, makes [Cache.Delete] delete the keys a second time after this
 	// delay, for races with lagging database replicas. 0 (default) disables it.
 	DoubleDelete time.Duration
@@ -103,7 +115,7 @@ func (o *Options) resolve() (config, error) {
 		c.Options = *o
 	}
 	bad := func(field string, v any, why string) (config, error) {
-		return config{}, fmt.Errorf("cache: Options.%s %s, got %v", field, why, v)
+		return config{}, fmt.Errorf("%w: Options.%s %s, got %v", ErrInvalidOptions, field, why, v)
 	}
 	if !keys.ValidPrefix(c.Prefix) {
 		return bad("Prefix", fmt.Sprintf("%q", c.Prefix), "must not contain '{' or '}'")
@@ -115,16 +127,20 @@ func (o *Options) resolve() (config, error) {
 		c.TTL = DefaultTTL
 	}
 	switch {
-	case math.IsNaN(c.Jitter) || c.Jitter < 0 || c.Jitter >= 1:
-		return bad("Jitter", c.Jitter, "must be in [0,1)")
+	case math.IsNaN(c.Jitter) || c.Jitter >= 1:
+		return bad("Jitter", c.Jitter, "must be below 1 (negative turns it off)")
 	case c.Jitter == 0:
 		c.Jitter = DefaultJitter
+	case c.Jitter < 0:
+		c.Jitter = 0
 	}
 	if c.NegativeTTL == 0 {
 		c.NegativeTTL = DefaultNegativeTTL
 	}
-	if c.RefreshAfter < 0 || (c.RefreshAfter > 0 && c.RefreshAfter >= c.TTL) {
-		return bad("RefreshAfter", c.RefreshAfter, "must be in [0, TTL)")
+	// The shortest jittered TTL: a value must be able to turn stale before Redis drops it.
+	minTTL := time.Duration(float64(c.TTL) * (1 - c.Jitter))
+	if c.RefreshAfter < 0 || (c.RefreshAfter > 0 && c.RefreshAfter >= minTTL) {
+		return bad("RefreshAfter", c.RefreshAfter, fmt.Sprintf("must be in [0, TTL·(1−Jitter)) = [0, %v)", minTTL))
 	}
 	if math.IsNaN(c.EarlyRefreshBeta) || math.IsInf(c.EarlyRefreshBeta, 0) || c.EarlyRefreshBeta < 0 {
 		return bad("EarlyRefreshBeta", c.EarlyRefreshBeta, "must be a finite number >= 0")
@@ -138,8 +154,12 @@ func (o *Options) resolve() (config, error) {
 	case c.LoadTimeout == 0:
 		c.LoadTimeout = DefaultLoadTimeout
 	}
-	if c.RedisErrors != FailOpen && c.RedisErrors != FailClosed {
-		return bad("RedisErrors", int(c.RedisErrors), "must be FailOpen or FailClosed")
+	switch c.OnRedisError {
+	case 0:
+		c.OnRedisError = DefaultOnRedisError
+	case FailOpen, FailClosed:
+	default:
+		return bad("OnRedisError", int(c.OnRedisError), "must be FailOpen or FailClosed")
 	}
 	if c.DoubleDelete < 0 {
 		return bad("DoubleDelete", c.DoubleDelete, "must not be negative")
