@@ -2,6 +2,7 @@ package ratelimit_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -87,4 +88,46 @@ func ExampleLocal_Wait() {
 	}
 	fmt.Println("done")
 	// Output: done
+}
+
+func ExampleNewConcurrency() {
+	srv := miniredis.NewMiniRedis()
+	if err := srv.Start(); err != nil {
+		panic(err)
+	}
+	defer srv.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer rdb.Close()
+
+	// At most 2 exports per tenant in flight, across every instance of the service.
+	cl, err := ratelimit.NewConcurrency(rdb, 2, &ratelimit.ConcurrencyOptions{Lease: time.Minute})
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	var held []*ratelimit.Permit
+	for i := 0; i < 3; i++ {
+		p, err := cl.Acquire(ctx, "tenant:7")
+		var ce *ratelimit.ConcurrencyError
+		switch {
+		case errors.As(err, &ce):
+			fmt.Printf("export %d: busy, retry in %v\n", i, ce.RetryAfter)
+		case err != nil:
+			panic(err)
+		default:
+			fmt.Printf("export %d: running\n", i)
+			held = append(held, p)
+		}
+	}
+	for _, p := range held {
+		_ = p.Release(ctx) // when the export ends, in a defer
+	}
+	p, err := cl.Acquire(ctx, "tenant:7")
+	fmt.Println("after release:", err == nil)
+	_ = p.Release(ctx)
+	// Output:
+	// export 0: running
+	// export 1: running
+	// export 2: busy, retry in 1s
+	// after release: true
 }

@@ -137,3 +137,63 @@ func (o *RedisOptions) resolve() (redisConfig, error) {
 	}
 	return c, nil
 }
+
+// DefaultConcurrencyPrefix is the default [ConcurrencyOptions.Prefix].
+const DefaultConcurrencyPrefix = "surge:cl:"
+
+// DefaultLease is the default [ConcurrencyOptions.Lease].
+const DefaultLease = 30 * time.Second
+
+// DefaultRetryAfter is the default [ConcurrencyOptions.RetryAfter].
+const DefaultRetryAfter = time.Second
+
+// ConcurrencyOptions configures [NewConcurrency] and [NewLocalConcurrency]. A nil
+// *ConcurrencyOptions means all defaults.
+type ConcurrencyOptions struct {
+	// Prefix starts every Redis key (default DefaultConcurrencyPrefix); [Concurrency] only. It must
+	// not contain '{' or '}': the user key becomes the {hash tag}.
+	Prefix string
+	// Lease is how long a [Concurrency] permit holds its slot without [Permit.Renew] (default
+	// DefaultLease). A holder that crashes, or never releases, frees its slot when the lease ends;
+	// an operation that may run longer must call Renew within each lease. At least a millisecond;
+	// [Concurrency] only.
+	Lease time.Duration
+	// RetryAfter is the hint a refusal carries in [ConcurrencyError].RetryAfter (default
+	// DefaultRetryAfter). Must not be negative.
+	RetryAfter time.Duration
+}
+
+// concurrencyConfig is the resolved form of ConcurrencyOptions.
+type concurrencyConfig struct {
+	prefix     string
+	lease      time.Duration
+	retryAfter time.Duration
+}
+
+// resolve validates o (nil means all defaults) and fills in the defaults.
+func (o *ConcurrencyOptions) resolve() (concurrencyConfig, error) {
+	var in ConcurrencyOptions
+	if o != nil {
+		in = *o
+	}
+	c := concurrencyConfig{prefix: in.Prefix, lease: in.Lease, retryAfter: in.RetryAfter}
+	if c.prefix == "" {
+		c.prefix = DefaultConcurrencyPrefix
+	}
+	if !keys.ValidPrefix(c.prefix) {
+		return c, fmt.Errorf("%w: ConcurrencyOptions.Prefix %q must not contain '{' or '}'", ErrInvalidOptions, c.prefix)
+	}
+	switch {
+	case c.lease == 0:
+		c.lease = DefaultLease
+	case c.lease < time.Millisecond:
+		return c, fmt.Errorf("%w: ConcurrencyOptions.Lease must be at least 1ms, got %v", ErrInvalidOptions, c.lease)
+	}
+	switch {
+	case c.retryAfter == 0:
+		c.retryAfter = DefaultRetryAfter
+	case c.retryAfter < 0:
+		return c, fmt.Errorf("%w: ConcurrencyOptions.RetryAfter must not be negative, got %v", ErrInvalidOptions, c.retryAfter)
+	}
+	return c, nil
+}
