@@ -45,7 +45,7 @@ func testConcurrencyMax(t *testing.T, lims []ConcurrencyLimiter, max int) {
 					}
 				}
 				runtime.Gosched() // hold the slot a moment, so holders overlap
-				held.Add(-1) // before Release: a new holder may count itself once the slot is free
+				held.Add(-1)      // before Release: a new holder may count itself once the slot is free
 				if err := p.Release(context.Background()); err != nil {
 					t.Errorf("release: %v", err)
 					return
