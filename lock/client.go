@@ -22,12 +22,13 @@ type Client struct {
 	g   group // this client alone, quorum 1
 }
 
-// New returns a Client on rdb. It never fails: a nil rdb or invalid opt is reported, naming the
-// bad field, by every Obtain and Do. rdb is not closed by the Client.
+// New returns a Client on rdb. It never fails: invalid opt is reported by every Obtain and Do
+// with an error wrapping [ErrInvalidOptions] that names the bad field, and a nil rdb with an
+// error saying so. rdb is not closed by the Client.
 func New(rdb redis.UniversalClient, opt *Options) *Client {
 	c := &Client{rdb: rdb}
 	var err error
-	c.cfg, err = resolve(opt)
+	c.cfg, err = opt.resolve()
 	if err == nil && rdb == nil {
 		err = errors.New("lock: New: nil redis client")
 	}

@@ -22,6 +22,11 @@ var (
 	// ErrNotReplicated is returned by Obtain when [Options.WaitReplicas] is set and fewer replicas
 	// acknowledged the acquisition within [Options.WaitTimeout]; the lock has been released.
 	ErrNotReplicated = errors.New("lock: not replicated")
+
+	// ErrInvalidOptions is wrapped by the error of every Obtain and Do of a [Client] or [Redlock]
+	// built with invalid [Options] (New never fails), and of an Obtain or Do given invalid
+	// [ObtainOptions]; the message names the field.
+	ErrInvalidOptions = errors.New("lock: invalid options")
 )
 
 // checkArgs validates what every Obtain and Do is given, before any Redis call.
@@ -34,10 +39,10 @@ func checkArgs(op, key string, ttl time.Duration, opt *ObtainOptions) error {
 	}
 	if opt != nil {
 		if opt.Wait < 0 {
-			return fmt.Errorf("lock: %s %q: ObtainOptions.Wait %v is negative", op, key, opt.Wait)
+			return fmt.Errorf("lock: %s %q: %w: ObtainOptions.Wait must not be negative, got %v", op, key, ErrInvalidOptions, opt.Wait)
 		}
 		if opt.AutoRenew && ttl < 3*time.Millisecond {
-			return fmt.Errorf("lock: %s %q: ttl %v is too short for ObtainOptions.AutoRenew (min 3ms)", op, key, ttl)
+			return fmt.Errorf("lock: %s %q: %w: ttl %v is too short for ObtainOptions.AutoRenew (min 3ms)", op, key, ErrInvalidOptions, ttl)
 		}
 	}
 	return nil

@@ -173,6 +173,9 @@ func TestBadInputFailsWithoutRedisCall(t *testing.T) {
 			require.Error(t, tc.err)
 			assert.Contains(t, tc.err.Error(), tc.want)
 			assert.NotErrorIs(t, tc.err, ErrNotObtained)
+			if strings.Contains(tc.want, "Options") || tc.want == "Wait" || tc.want == "AutoRenew" {
+				assert.ErrorIs(t, tc.err, ErrInvalidOptions)
+			}
 		})
 	}
 	assert.Equal(t, before, mr.CommandCount(), "no call reached Redis")

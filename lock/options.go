@@ -9,8 +9,21 @@ import (
 	"github.com/surgekit/surge/internal/keys"
 )
 
-// DefaultPrefix is the [Options.Prefix] used when none is given.
-const DefaultPrefix = "surge:lock:"
+// Defaults of [Options] and [ObtainOptions]; a zero field means its default.
+const (
+	// DefaultPrefix is the default [Options.Prefix].
+	DefaultPrefix = "surge:lock:"
+	// DefaultWaitTimeout is the default [Options.WaitTimeout].
+	DefaultWaitTimeout = time.Second
+	// DefaultBackoffBase and DefaultBackoffMax shape the default [ObtainOptions.Backoff]: full
+	// jitter, uniform in [0, min(DefaultBackoffMax, DefaultBackoffBase·2^attempt)).
+	DefaultBackoffBase = 8 * time.Millisecond
+	DefaultBackoffMax  = 512 * time.Millisecond
+	// DefaultNodeTimeoutDivisor and MinNodeTimeout give the default [Options.NodeTimeout]:
+	// ttl/DefaultNodeTimeoutDivisor, at least MinNodeTimeout.
+	DefaultNodeTimeoutDivisor = 10
+	MinNodeTimeout            = 2 * time.Millisecond
+)
 
 // Options configures a [Client] or a [Redlock]. A nil *Options means all defaults.
 type Options struct {
@@ -25,12 +38,13 @@ type Options struct {
 	// Needs a *redis.Client or *redis.ClusterClient; ignored by [Redlock]. Default 0 (off).
 	WaitReplicas int
 
-	// WaitTimeout bounds the WAIT of WaitReplicas; default 1s. Zero means the default: Redis
-	// would read WAIT ... 0 as "block forever".
+	// WaitTimeout bounds the WAIT of WaitReplicas; default [DefaultWaitTimeout]. Zero means the
+	// default: Redis would read WAIT ... 0 as "block forever".
 	WaitTimeout time.Duration
 
-	// NodeTimeout bounds each node's answer in a [Redlock]; default ttl/10, at least 2ms. The
-	// single-node [Client] relies on ctx and the client's own timeouts instead.
+	// NodeTimeout bounds each node's answer in a [Redlock]; default ttl/[DefaultNodeTimeoutDivisor],
+	// at least [MinNodeTimeout]. The single-node [Client] relies on ctx and the client's own
+	// timeouts instead.
 	NodeTimeout time.Duration
 
 	// Logger receives background events: watchdog renewal errors and lost locks. Nil discards.
@@ -46,7 +60,7 @@ type ObtainOptions struct {
 
 	// Backoff returns the delay before retry attempt (0-based) when no release message came.
 	// The delay is capped by the holder's remaining TTL. Default: full-jitter exponential,
-	// uniform in [0, min(512ms, 8ms·2^attempt)).
+	// uniform in [0, min([DefaultBackoffMax], [DefaultBackoffBase]·2^attempt)).
 	Backoff func(attempt int) time.Duration
 
 	// AutoRenew starts a watchdog that renews the lock every ttl/3 until [Lock.Release], and
@@ -61,14 +75,8 @@ type ObtainOptions struct {
 	Metadata string
 }
 
-const (
-	defaultWaitTimeout = time.Second
-	backoffBase        = 8 * time.Millisecond
-	backoffMax         = 512 * time.Millisecond
-)
-
 func defaultBackoff(attempt int) time.Duration {
-	return jitter.Exponential(attempt, backoffBase, backoffMax)
+	return jitter.Exponential(attempt, DefaultBackoffBase, DefaultBackoffMax)
 }
 
 // config is Options resolved: defaults filled in and checked.
@@ -80,35 +88,35 @@ type config struct {
 	log          *slog.Logger
 }
 
-func resolve(opt *Options) (config, error) {
-	c := config{prefix: DefaultPrefix, waitTimeout: defaultWaitTimeout}
-	if opt == nil {
-		c.log = slog.New(slog.DiscardHandler)
+// resolve checks o and fills in the defaults; a nil o means all defaults. Its errors wrap
+// [ErrInvalidOptions] and name the field.
+func (o *Options) resolve() (config, error) {
+	c := config{prefix: DefaultPrefix, waitTimeout: DefaultWaitTimeout, log: slog.New(slog.DiscardHandler)}
+	if o == nil {
 		return c, nil
 	}
-	if opt.Prefix != "" {
-		if !keys.ValidPrefix(opt.Prefix) {
-			return c, fmt.Errorf("lock: Options.Prefix %q must not contain '{' or '}'", opt.Prefix)
+	if o.Prefix != "" {
+		if !keys.ValidPrefix(o.Prefix) {
+			return c, fmt.Errorf("%w: Options.Prefix must not contain '{' or '}', got %q", ErrInvalidOptions, o.Prefix)
 		}
-		c.prefix = opt.Prefix
+		c.prefix = o.Prefix
 	}
-	if opt.WaitReplicas < 0 {
-		return c, fmt.Errorf("lock: Options.WaitReplicas %d is negative", opt.WaitReplicas)
+	if o.WaitReplicas < 0 {
+		return c, fmt.Errorf("%w: Options.WaitReplicas must not be negative, got %d", ErrInvalidOptions, o.WaitReplicas)
 	}
-	c.waitReplicas = opt.WaitReplicas
-	if opt.WaitTimeout < 0 {
-		return c, fmt.Errorf("lock: Options.WaitTimeout %v is negative", opt.WaitTimeout)
+	c.waitReplicas = o.WaitReplicas
+	if o.WaitTimeout < 0 {
+		return c, fmt.Errorf("%w: Options.WaitTimeout must not be negative, got %v", ErrInvalidOptions, o.WaitTimeout)
 	}
-	if opt.WaitTimeout > 0 {
-		c.waitTimeout = opt.WaitTimeout
+	if o.WaitTimeout > 0 {
+		c.waitTimeout = o.WaitTimeout
 	}
-	if opt.NodeTimeout < 0 {
-		return c, fmt.Errorf("lock: Options.NodeTimeout %v is negative", opt.NodeTimeout)
+	if o.NodeTimeout < 0 {
+		return c, fmt.Errorf("%w: Options.NodeTimeout must not be negative, got %v", ErrInvalidOptions, o.NodeTimeout)
 	}
-	c.nodeTimeout = opt.NodeTimeout
-	c.log = opt.Logger
-	if c.log == nil {
-		c.log = slog.New(slog.DiscardHandler)
+	c.nodeTimeout = o.NodeTimeout
+	if o.Logger != nil {
+		c.log = o.Logger
 	}
 	return c, nil
 }
@@ -118,5 +126,5 @@ func (c *config) nodeTimeoutFor(ttl time.Duration) time.Duration {
 	if c.nodeTimeout > 0 {
 		return c.nodeTimeout
 	}
-	return max(ttl/10, 2*time.Millisecond)
+	return max(ttl/DefaultNodeTimeoutDivisor, MinNodeTimeout)
 }

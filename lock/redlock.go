@@ -24,7 +24,7 @@ type Redlock struct {
 // no clients, a nil client or invalid opt is reported by every Obtain and Do. The clients are not
 // closed by the Redlock. [Options.WaitReplicas] does not apply.
 func NewRedlock(clients []redis.UniversalClient, opt *Options) *Redlock {
-	cfg, err := resolve(opt)
+	cfg, err := opt.resolve()
 	if err == nil && len(clients) == 0 {
 		err = fmt.Errorf("lock: NewRedlock: no clients")
 	}

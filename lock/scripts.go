@@ -3,7 +3,7 @@ package lock
 import (
 	_ "embed"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/surgekit/surge/internal/luascript"
 )
 
 var (
@@ -21,14 +21,14 @@ var (
 	fenceLua string
 )
 
-// The scripts run with [redis.Script.Run]: EVALSHA, falling back to EVAL after a flush or failover.
-// Every script touches only the lock key and its fence counter, which share one hash tag.
+// The scripts run with [luascript.Script.Run]: EVALSHA, falling back to EVAL after a flush or
+// failover. Every script touches only keys of one lock, which share one hash tag.
 var (
-	acquireScript = redis.NewScript(acquireLua)
-	releaseScript = redis.NewScript(ownerLua + releaseLua)
-	refreshScript = redis.NewScript(ownerLua + refreshLua)
-	ttlScript     = redis.NewScript(ownerLua + ttlLua)
-	fenceScript   = redis.NewScript(ownerLua + fenceLua)
+	acquireScript = luascript.New(acquireLua)
+	releaseScript = luascript.New(ownerLua, releaseLua)
+	refreshScript = luascript.New(ownerLua, refreshLua)
+	ttlScript     = luascript.New(ownerLua, ttlLua)
+	fenceScript   = luascript.New(ownerLua, fenceLua)
 )
 
 // ttlNotHeld is what ttl.lua answers when the token does not own the key.
