@@ -43,6 +43,16 @@ func (l Limit) String() string {
 	return strconv.FormatFloat(l.Rate, 'g', -1, 64) + "/s burst " + strconv.Itoa(l.Burst)
 }
 
+// Window returns how long an empty bucket takes to fill completely, Burst/Rate, rounded to the
+// nearest nanosecond. The rounding absorbs float error, so the helpers' windows are exact:
+// PerSecond(n), PerMinute(n) and PerHour(n) have windows of exactly one second, minute and hour
+// for every n (although 11/(11/60.0) is 60.00000000000001 in float64). A header that wants whole
+// seconds (RateLimit-Policy's w) should take the integer ceiling of Window, e.g.
+// (l.Window() + time.Second - 1) / time.Second, never math.Ceil(float64(Burst)/Rate).
+func (l Limit) Window() time.Duration {
+	return time.Duration(math.Round(float64(l.Burst) / l.Rate * 1e9))
+}
+
 // refillTime is how long an empty bucket takes to fill completely.
 func (l Limit) refillTime() time.Duration { return seconds(float64(l.Burst) / l.Rate) }
 
