@@ -14,12 +14,13 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/surgekit/surge/internal/keys"
+	"github.com/surgekit/surge/internal/luascript"
 )
 
 //go:embed tokenbucket.lua
 var tokenBucketLua string
 
-var tokenBucket = redis.NewScript(tokenBucketLua)
+var tokenBucketScript = luascript.New(tokenBucketLua)
 
 // Redis is a token-bucket limiter shared by every process that uses the same Redis and prefix.
 // Each AllowN is one round trip (EVALSHA of one Lua script) that reads the server's clock, so
@@ -155,7 +156,7 @@ func (r *Redis) eval(ctx context.Context, key string, n int) (Result, error) {
 	sc.keys = r.keys(sc.keys[:0], key)
 	sc.args = append(append(sc.args[:0], n), r.params...)
 	// go-redis copies keys and args into the command, so the scratch can go back right after.
-	vals, err := tokenBucket.Run(ctx, r.rdb, sc.keys, sc.args...).Slice()
+	vals, err := tokenBucketScript.Run(ctx, r.rdb, sc.keys, sc.args...).Slice()
 	clear(sc.keys)
 	clear(sc.args)
 	scratchPool.Put(sc)
