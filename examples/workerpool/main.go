@@ -1,9 +1,16 @@
-// Command workerpool shows the plain-Go worker pool that every surge consumer is built on:
-// a producer feeds a jobs channel, a fixed number of worker goroutines process jobs and send
-// results on a results channel, and one collector goroutine aggregates them. On Ctrl-C or
-// when -duration runs out, the producer stops, the workers finish the jobs they already took
-// (graceful shutdown: nothing started is lost), the results channel is closed, and the
-// program prints a summary. It needs no Redis or Kafka.
+// Command workerpool shows the classic plain-Go worker pool: a producer feeds a jobs channel,
+// a fixed number of worker goroutines process jobs and send results on a results channel, and
+// one collector goroutine aggregates them. On Ctrl-C or when -duration runs out, the producer
+// stops, the workers finish the jobs they already took (graceful shutdown: nothing started is
+// lost), the results channel is closed, and the program prints a summary. It needs no Redis or
+// Kafka, and it uses no surge package.
+//
+// The pattern fits independent jobs. surge's events.Consumer is not built on it: a jobs
+// channel hands any job to any free worker, which would reorder the events of one key, so its
+// Concurrency workers instead take the next ready key from a queue under a mutex and a
+// condition variable, one event of a key at a time, and offsets are committed only up to the
+// first event not yet handled. What the two share is the shutdown order shown here: stop
+// taking new work, let the workers finish what they took, then report.
 //
 // Run it:
 //
