@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -68,8 +69,12 @@ func TestExamples(t *testing.T) {
 		{"ratelimit", []string{"-duration", "500ms"}, []string{"denied, retry after", "answered by the fallback"}},
 		{"events", []string{"-accounts", "4", "-per-account", "5"}, []string{"embedded kfake", "out of order within an account: 0", "dead-lettered: 1"}},
 		{"ginmw", nil, []string{"Cache-Status: surge; hit", "Retry-After", "Idempotent-Replayed: true"}},
-		{"orderservice", []string{"-demo", "-warmup", "500ms", "-duration", "2s", "-clients", "20", "-orders", "1000"},
-			[]string{"seed (the bar)", "inventory consumer applied 9", "answered 429", "held the lock and expired", "lag monitor: group"}},
+		{"orderservice", []string{"-demo", "-warmup", "1s", "-duration", "2s", "-clients", "20", "-orders", "1000"},
+			[]string{"typical Go + Redis service, before -> after its cache (published)", "48% -> 92%", "128 ms -> 8 ms",
+				"ids Zipf-distributed (s=1.10", "orders/s paid", "no cache warm-up", "inventory consumer applied 9",
+				"answered 429", "held the lock and expired", "lag monitor: group",
+				// 1006 orders (1000 and the tour's 6) in batches of 1000: two queries.
+				"cache.FetchMany of all 1006 orders in batches of 1000, 4 at a time: 2 database queries"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -98,9 +103,14 @@ func TestExamples(t *testing.T) {
 	})
 }
 
-// checkDemoTable asserts that both rows of the demo table saw traffic and no request errors.
+// checkDemoTable asserts that both columns of the demo table saw traffic and no request
+// errors, that hits and misses are timed apart (no hits without the cache, every miss at least
+// the database latency), and that the output never says "seed".
 func checkDemoTable(t *testing.T, out string) {
 	t.Helper()
+	if i := strings.Index(strings.ToLower(out), "seed"); i >= 0 {
+		t.Errorf("output says %q: %s", out[i:i+4], out[max(0, i-60):min(len(out), i+60)])
+	}
 	row := func(name string) []string {
 		m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `\s+(\S+)\s+(\S+)`).FindStringSubmatch(out)
 		if m == nil {
@@ -116,6 +126,58 @@ func checkDemoTable(t *testing.T, out string) {
 	}
 	if hit := row("hit rate"); hit[0] != "0.0%" || hit[1] == "0.0%" {
 		t.Errorf("hit rate: %v, want 0.0%% without cache and more with surge", hit)
+	}
+	count := func(name string) [2]int {
+		var n [2]int
+		for i, f := range row(name) {
+			v, err := strconv.Atoi(f)
+			if err != nil {
+				t.Fatalf("%s: %q is not a count", name, f)
+			}
+			n[i] = v
+		}
+		return n
+	}
+	hits, misses := count("hits"), count("misses")
+	if hits[0] != 0 || misses[0] == 0 {
+		t.Errorf("no cache: %d hits and %d misses, want 0 hits, every request a miss", hits[0], misses[0])
+	}
+	if hits[1] <= misses[1] {
+		t.Errorf("surge after its warm-up: %d hits and %d misses, want mostly hits", hits[1], misses[1])
+	}
+	// p50/p99/p999 in milliseconds; "-" when the class is empty.
+	lat := func(name string, col int) []float64 {
+		f := row(name)[col]
+		if f == "-" {
+			return nil
+		}
+		parts := strings.Split(f, "/")
+		if len(parts) != 3 {
+			t.Fatalf("%s: %q, want p50/p99/p999", name, f)
+		}
+		var v []float64
+		for _, p := range parts {
+			x, err := strconv.ParseFloat(p, 64)
+			if err != nil {
+				t.Fatalf("%s: %q: %v", name, f, err)
+			}
+			v = append(v, x)
+		}
+		if !(v[0] <= v[1] && v[1] <= v[2]) {
+			t.Errorf("%s: %q, want p50 <= p99 <= p999", name, f)
+		}
+		return v
+	}
+	if l := lat("hits p50/p99/p999 ms", 0); l != nil {
+		t.Errorf("no cache: hit latencies %v, want none", l)
+	}
+	if lat("hits p50/p99/p999 ms", 1) == nil {
+		t.Error("surge: no hit latencies")
+	}
+	// Without the cache a request waits for its own query of -db-latency (100ms) at least. (With
+	// it, a miss that joins a load already running waits less.)
+	if l := lat("misses p50/p99/p999 ms", 0); l == nil || l[0] < 100 {
+		t.Errorf("no cache: miss latencies %v ms, want p50 at least the database latency of 100 ms", l)
 	}
 }
 

@@ -40,19 +40,18 @@ var (
 // DB is a simulated database: an in-memory table behind a fixed per-query latency, with a
 // query counter, so the demo can show what the cache saves. It is safe for concurrent use.
 type DB struct {
-	latency  time.Duration
-	queries  atomic.Int64
-	notFound atomic.Int64 // Get queries for ids that do not exist
-	nextID   atomic.Int64
+	latency time.Duration
+	queries atomic.Int64
+	nextID  atomic.Int64
 
 	mu     sync.RWMutex
 	orders map[string]Order
 }
 
-// NewDB returns a database seeded with orders "1".."n", created over the last three days,
+// NewDB returns a database holding orders "1".."n", created over the last three days,
 // two thirds of them paid. Every query sleeps latency first.
-func NewDB(n int, latency time.Duration, seed uint64) *DB {
-	r := rand.New(rand.NewPCG(seed, 0x0dd5))
+func NewDB(n int, latency time.Duration, rngState uint64) *DB {
+	r := rand.New(rand.NewPCG(rngState, 0x0dd5))
 	items := []string{"keyboard", "monitor", "mouse", "laptop stand", "webcam", "headset"}
 	now := time.Now()
 	d := &DB{latency: latency, orders: make(map[string]Order, n)}
@@ -101,10 +100,25 @@ func (d *DB) Get(ctx context.Context, id string) (Order, error) {
 	defer d.mu.RUnlock()
 	o, ok := d.orders[id]
 	if !ok {
-		d.notFound.Add(1)
 		return Order{}, errNoSuchOrder
 	}
 	return o, nil
+}
+
+// GetMany returns the orders among ids that exist, keyed by id, in one query.
+func (d *DB) GetMany(ctx context.Context, ids []string) (map[string]Order, error) {
+	if err := d.query(ctx); err != nil {
+		return nil, err
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	m := make(map[string]Order, len(ids))
+	for _, id := range ids {
+		if o, ok := d.orders[id]; ok {
+			m[id] = o
+		}
+	}
+	return m, nil
 }
 
 // Create stores a new pending order with a fresh id and returns it.
@@ -159,12 +173,24 @@ func (d *DB) ExpireUnpaid(ctx context.Context, cutoff time.Time) ([]string, erro
 }
 
 // IDs yields every order id, without counting as a query: it stands in for the bulk export
-// a Bloom filter is warmed from at start-up.
+// a Bloom filter and the cache are warmed from at start-up.
 func (d *DB) IDs() iter.Seq[string] {
+	return d.ids(func(Order) bool { return true })
+}
+
+// Pending yields the ids of the orders still pending, without counting as a query.
+func (d *DB) Pending() iter.Seq[string] {
+	return d.ids(func(o Order) bool { return o.Status == StatusPending })
+}
+
+// ids yields the ids of the orders keep accepts, from a snapshot taken when it is called.
+func (d *DB) ids(keep func(Order) bool) iter.Seq[string] {
 	d.mu.RLock()
 	ids := make([]string, 0, len(d.orders))
-	for id := range d.orders {
-		ids = append(ids, id)
+	for id, o := range d.orders {
+		if keep(o) {
+			ids = append(ids, id)
+		}
 	}
 	d.mu.RUnlock()
 	return func(yield func(string) bool) {

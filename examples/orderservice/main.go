@@ -15,8 +15,9 @@
 // in-process kfake cluster: nothing to install.
 //
 //	go run ./examples/orderservice              # serve on :8080 until Ctrl-C; prints URLs to try
-//	go run ./examples/orderservice -demo        # load test: no cache vs surge, then a table
-//	go run ./examples/orderservice -demo -duration 5s -clients 50
+//	go run ./examples/orderservice -demo        # load test: no cache vs surge, then a table (~60 s)
+//	go run ./examples/orderservice -demo -duration 60s      # a longer measured phase
+//	go run ./examples/orderservice -demo -uniform -writes 0 # uniform ids, reads only
 package main
 
 import (
@@ -53,6 +54,8 @@ type config struct {
 	Duration time.Duration
 	Missing  float64
 	Zipf     float64
+	Uniform  bool
+	Writes   float64
 }
 
 func parseFlags(args []string) (config, error) {
@@ -66,14 +69,16 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.Limiter, "limiter", "auto", "rate limiter: redis, local, or auto (redis with REDIS_ADDR, else local)")
 	fs.DurationVar(&c.JobEvery, "job-every", time.Minute, "how often the expire-unpaid job is scheduled (0: never; not in -demo)")
 	fs.DurationVar(&c.LagEvery, "lag-every", 10*time.Second, "how often the lag monitor checks the inventory consumer (0: never)")
-	fs.Uint64Var(&c.Seed, "seed", 1, "seed of the data and of the load generator")
+	fs.Uint64Var(&c.Seed, "seed", 1, "random number seed of the data and of the load generator")
 	fs.BoolVar(&c.Demo, "demo", false, "run the load-test demo on a random port, print the table, exit")
 	fs.IntVar(&c.Clients, "clients", 200, "demo: concurrent clients")
 	fs.DurationVar(&c.Think, "think", 50*time.Millisecond, "demo: mean pause of each client between requests (0: back to back, a saturation test)")
-	fs.DurationVar(&c.Warmup, "warmup", 10*time.Second, "demo: load run before surge's phase is measured (the cache fills)")
+	fs.DurationVar(&c.Warmup, "warmup", 10*time.Second, "demo: longest warm-up of each phase, which ends once the hit rate has settled (0: none)")
 	fs.DurationVar(&c.Duration, "duration", 20*time.Second, "demo: measured length of each phase (no cache, surge)")
 	fs.Float64Var(&c.Missing, "missing", 0.01, "demo: fraction of requests for ids that do not exist")
 	fs.Float64Var(&c.Zipf, "zipf", 1.1, "demo: Zipf exponent of the id popularity (> 1)")
+	fs.BoolVar(&c.Uniform, "uniform", false, "demo: draw ids uniformly instead of from the Zipf distribution")
+	fs.Float64Var(&c.Writes, "writes", 5, "demo: orders paid per second during each phase, each deleting the cached order (0: none)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -96,6 +101,8 @@ func parseFlags(args []string) (config, error) {
 		return c, errors.New("-missing must be in [0, 1]")
 	case c.Zipf <= 1:
 		return c, errors.New("-zipf must be above 1")
+	case c.Writes < 0:
+		return c, errors.New("-writes must not be negative")
 	}
 	return c, nil
 }

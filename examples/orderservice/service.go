@@ -34,7 +34,8 @@ type service struct {
 	cfg     config
 	prefix  string       // starts the Redis keys of the cache, rate limit and idempotency records
 	log     *slog.Logger // application log (background errors, job runs, lag alerts)
-	db      *DB
+	db      store        // the database (here the in-memory DB)
+	loads   loadCounts   // finished database loads per order id: tells a cache hit from a miss
 	redis   *backend.Redis
 	kafka   *backend.Kafka
 	guard   *bloom.Local        // every existing order id: the Bloom guard of the cache
@@ -58,7 +59,7 @@ type service struct {
 // newService connects the backends and builds every component. It starts no goroutine
 // except those the components document (the cache's invalidation listener).
 func newService(ctx context.Context, cfg config, out io.Writer, log *slog.Logger) (s *service, err error) {
-	// The database lives in this process's memory and is seeded anew on every start, so what
+	// The database lives in this process's memory and is filled anew on every start, so what
 	// is cached about it must not outlive the process: keys carry a per-process prefix. (A real
 	// service, whose instances share one database, uses a fixed prefix.) The nightly job's lock
 	// keeps a fixed name: it is what the instances share.
