@@ -1,0 +1,4 @@
+package outbox
+
+func isChild() bool { return false }
+func runChild()     {}

@@ -1,0 +1,350 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/surgekit/surge/events"
+	"github.com/surgekit/surge/internal/jitter"
+)
+
+// releaseTimeout bounds the lease release when Run ends.
+const releaseTimeout = 5 * time.Second
+
+// Relay publishes an [Outbox]'s committed rows to Kafka and deletes them once acknowledged.
+// Run one or more per table (in one process or many); one leads at a time. Its methods are safe
+// for concurrent use. Build it with [NewRelay] and start it with [Relay.Run].
+type Relay struct {
+	o      *Outbox
+	p      *events.Producer
+	cfg    relayConfig
+	notify chan struct{}
+
+	running atomic.Bool
+	leader  atomic.Bool
+
+	published atomic.Uint64
+	batches   atomic.Uint64
+	failures  atomic.Uint64
+	acquired  atomic.Uint64
+
+	mu        sync.Mutex
+	lastErr   error
+	lastErrAt time.Time
+
+	// crash makes Run return without releasing its lease, as a killed process would (tests).
+	crash bool
+}
+
+// Stats is a snapshot of a relay's counters.
+type Stats struct {
+	Leader      bool      // this relay holds the lease now
+	Acquired    uint64    // times this relay became the leader
+	Published   uint64    // events acknowledged by Kafka and deleted from the outbox
+	Batches     uint64    // batches published and deleted
+	Failures    uint64    // failed rounds (database or Kafka), each logged and followed by a backoff
+	LastError   error     // the latest failure, nil if none
+	LastErrorAt time.Time // when it happened
+}
+
+// NewRelay returns a relay that publishes o's rows with p. It does not start anything: call
+// [Relay.Run]. It returns an error wrapping [ErrInvalidOptions] naming the bad field. The relay
+// never closes p.
+func NewRelay(o *Outbox, p *events.Producer, opt *RelayOptions) (*Relay, error) {
+	if o == nil {
+		return nil, fmt.Errorf("%w: NewRelay: nil Outbox", ErrInvalidOptions)
+	}
+	if p == nil {
+		return nil, fmt.Errorf("%w: NewRelay: nil Producer", ErrInvalidOptions)
+	}
+	cfg, err := opt.resolve()
+	if err != nil {
+		return nil, err
+	}
+	if opt == nil || opt.Logger == nil {
+		cfg.log = o.cfg.log
+	}
+	cfg.log = cfg.log.With("outbox", o.cfg.table, "relay", cfg.name)
+	return &Relay{o: o, p: p, cfg: cfg, notify: make(chan struct{}, 1)}, nil
+}
+
+// Notify tells the relay that rows were just committed, so an idle leader publishes them now
+// instead of at its next poll. It never blocks; calling it often is cheap (wake-ups coalesce).
+// A relay in another process does not hear it and finds the rows at its next poll.
+func (r *Relay) Notify() {
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Stats returns a snapshot of the relay's counters.
+func (r *Relay) Stats() Stats {
+	r.mu.Lock()
+	lastErr, lastAt := r.lastErr, r.lastErrAt
+	r.mu.Unlock()
+	return Stats{
+		Leader: r.leader.Load(), Acquired: r.acquired.Load(),
+		Published: r.published.Load(), Batches: r.batches.Load(), Failures: r.failures.Load(),
+		LastError: lastErr, LastErrorAt: lastAt,
+	}
+}
+
+// Name returns the relay's name, as written in the lease row.
+func (r *Relay) Name() string { return r.cfg.name }
+
+// row is one outbox row on its way to Kafka.
+type row struct {
+	id    int64
+	topic string
+	ev    events.Event
+}
+
+// batch is one publish of rows; done is closed when every row's outcome is known.
+type batch struct {
+	rows  []row
+	errs  []error
+	left  atomic.Int64
+	done  chan struct{}
+	start time.Time
+}
+
+// Run makes the relay take part in publishing until ctx ends; it blocks. While it leads, it
+// reads up to BatchSize committed rows in id order (commit order per key), publishes them,
+// waits for Kafka's acknowledgements and deletes the acknowledged rows, then goes on at once
+// while rows remain, or after PollInterval or [Relay.Notify]. While another relay leads, it
+// tries to take the lease over every PollInterval. Database and Kafka errors do not end Run:
+// each failed round is logged, counted in [Stats] and followed by a backoff (MinBackoff doubling
+// up to MaxBackoff). When ctx ends Run releases the lease, so another relay takes over at once,
+// and returns nil; events still waiting for Kafka then are published again by the next leader.
+// It returns an error only when Run is already running on this relay.
+func (r *Relay) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return errors.New("outbox: relay: Run is already running")
+	}
+	defer r.running.Store(false)
+	defer r.stepDown()
+
+	var (
+		renewedAt  time.Time // when the last successful renewal was sent
+		leaseUntil time.Time // this relay's conservative estimate of its lease's end
+		inflight   *batch    // published, not yet settled
+		fails      int       // consecutive failed rounds
+	)
+	renewEvery := r.cfg.leaseTTL / 3
+	for ctx.Err() == nil {
+		if !r.leader.Load() || time.Since(renewedAt) >= renewEvery {
+			start := time.Now()
+			ok, err := r.acquire(ctx)
+			switch {
+			case err != nil:
+				r.setLeader(false)
+				fails++
+				r.fail(ctx, "renew lease", err, fails)
+				continue
+			case !ok:
+				r.setLeader(false)
+				r.idle(ctx, r.cfg.poll)
+				continue
+			}
+			r.setLeader(true)
+			renewedAt = start
+			leaseUntil = start.Add(r.cfg.leaseTTL - r.cfg.leaseTTL/10)
+		}
+
+		if inflight == nil {
+			rows, err := r.fetch(ctx)
+			if err != nil {
+				fails++
+				r.fail(ctx, "read rows", err, fails)
+				continue
+			}
+			if len(rows) == 0 {
+				r.idle(ctx, min(r.cfg.poll, renewEvery))
+				continue
+			}
+			inflight = r.publish(ctx, rows)
+		}
+
+		// Wait for the acknowledgements, but not past the publish timeout, the next renewal or
+		// the lease's end.
+		limit := min(r.cfg.publishTimeout-time.Since(inflight.start), time.Until(leaseUntil), renewEvery-time.Since(renewedAt))
+		if !wait(ctx, inflight.done, limit) {
+			if ctx.Err() != nil {
+				break
+			}
+			if time.Since(inflight.start) >= r.cfg.publishTimeout {
+				fails++
+				r.fail(ctx, "publish", fmt.Errorf("%d events not acknowledged within %v", inflight.left.Load(), r.cfg.publishTimeout), fails)
+				// The same events are not produced again while these are pending: the next
+				// rounds wait for them.
+				inflight.start = time.Now()
+			}
+			continue
+		}
+		b := inflight
+		inflight = nil
+		n := 0 // acknowledged prefix: deleting a row after a failed one would break key order
+		for n < len(b.rows) && b.errs[n] == nil {
+			n++
+		}
+		if n > 0 {
+			if err := r.delete(ctx, b.rows[:n]); err != nil {
+				// Published but still in the outbox: the next leader publishes them again,
+				// with the same IDs.
+				fails++
+				r.fail(ctx, "delete published rows", err, fails)
+				continue
+			}
+			r.published.Add(uint64(n))
+			r.batches.Add(1)
+		}
+		if n < len(b.rows) {
+			fails++
+			r.fail(ctx, "publish", b.errs[n], fails)
+			continue
+		}
+		fails = 0
+		if len(b.rows) < r.cfg.batch {
+			r.idle(ctx, min(r.cfg.poll, renewEvery-time.Since(renewedAt)))
+		}
+	}
+	return nil
+}
+
+func (r *Relay) setLeader(on bool) {
+	if r.leader.Swap(on) == on {
+		return
+	}
+	if on {
+		r.acquired.Add(1)
+		r.cfg.log.Info("outbox: relay leads")
+	} else {
+		r.cfg.log.Info("outbox: relay no longer leads")
+	}
+}
+
+// acquire takes or renews the lease; false when another relay holds it.
+func (r *Relay) acquire(ctx context.Context) (bool, error) {
+	res, err := r.o.db.ExecContext(ctx, r.o.q.acquire, leaseName, r.cfg.name, r.cfg.leaseTTL.Milliseconds())
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, err
+	}
+	return n == 1, nil
+}
+
+// stepDown releases the lease when Run ends, so a follower takes over without waiting.
+func (r *Relay) stepDown() {
+	if !r.leader.Load() || r.crash {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	if _, err := r.o.db.ExecContext(ctx, r.o.q.release, leaseName, r.cfg.name); err != nil {
+		r.cfg.log.Warn("outbox: release lease", "err", err)
+	}
+	r.setLeader(false)
+}
+
+func (r *Relay) fetch(ctx context.Context) ([]row, error) {
+	rs, err := r.o.db.QueryContext(ctx, r.o.q.fetch, r.cfg.batch)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	rows := make([]row, 0, r.cfg.batch)
+	for rs.Next() {
+		var (
+			rw      row
+			nanos   int64
+			headers sql.NullString
+		)
+		if err := rs.Scan(&rw.id, &rw.topic, &rw.ev.ID, &rw.ev.Type, &rw.ev.Key, &nanos, &headers, &rw.ev.Data); err != nil {
+			return nil, err
+		}
+		rw.ev.Time = time.Unix(0, nanos).UTC()
+		if headers.Valid {
+			if err := json.Unmarshal([]byte(headers.String), &rw.ev.Headers); err != nil {
+				return nil, fmt.Errorf("row %d (event %s): headers: %w", rw.id, rw.ev.ID, err)
+			}
+		}
+		rows = append(rows, rw)
+	}
+	return rows, rs.Err()
+}
+
+// publish hands rows to the producer in order; the producer keeps that order per partition.
+func (r *Relay) publish(ctx context.Context, rows []row) *batch {
+	b := &batch{rows: rows, errs: make([]error, len(rows)), done: make(chan struct{}), start: time.Now()}
+	b.left.Store(int64(len(rows)))
+	for i := range rows {
+		r.p.PublishAsync(ctx, rows[i].topic, rows[i].ev, func(err error) {
+			b.errs[i] = err
+			if b.left.Add(-1) == 0 {
+				close(b.done)
+			}
+		})
+	}
+	return b
+}
+
+func (r *Relay) delete(ctx context.Context, rows []row) error {
+	ids := make([]int64, len(rows))
+	for i := range rows {
+		ids[i] = rows[i].id
+	}
+	_, err := r.o.db.ExecContext(ctx, r.o.q.del, r.o.q.idList(ids))
+	return err
+}
+
+// fail records a failed round and waits the backoff (or until ctx ends).
+func (r *Relay) fail(ctx context.Context, what string, err error, attempt int) {
+	if ctx.Err() != nil {
+		return // shutting down: not a failure
+	}
+	err = fmt.Errorf("outbox: relay: %s: %w", what, err)
+	r.failures.Add(1)
+	r.mu.Lock()
+	r.lastErr, r.lastErrAt = err, time.Now()
+	r.mu.Unlock()
+	d := jitter.Exponential(attempt-1, r.cfg.minBackoff, r.cfg.maxBackoff)
+	r.cfg.log.Warn("outbox: relay round failed", "err", err, "attempt", attempt, slog.Duration("backoff", d))
+	wait(ctx, nil, d)
+}
+
+// idle waits up to d for a Notify or ctx's end.
+func (r *Relay) idle(ctx context.Context, d time.Duration) {
+	wait(ctx, r.notify, d)
+}
+
+// wait waits up to d for ch (nil: never ready); it reports whether ch was ready.
+func wait(ctx context.Context, ch <-chan struct{}, d time.Duration) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+	}
+	if d <= 0 {
+		return false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}
