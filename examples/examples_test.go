@@ -224,6 +224,7 @@ func testServer(t *testing.T, bin string) {
 		t.Fatal("orderservice did not start listening in time")
 	}
 
+	var lastCache string // X-Cache of the last answer
 	expect := func(method, path, token string, want int) string {
 		t.Helper()
 		req, _ := http.NewRequestWithContext(ctx, method, base+path, strings.NewReader(`{"item":"mouse","quantity":1,"amount_cents":2500}`))
@@ -243,11 +244,21 @@ func testServer(t *testing.T, bin string) {
 		if resp.Header.Get("X-Request-ID") == "" {
 			t.Errorf("%s %s: no X-Request-ID", method, path)
 		}
+		lastCache = resp.Header.Get("X-Cache")
 		return string(body)
 	}
+	cached := func(path, want string) {
+		t.Helper()
+		if lastCache != want {
+			t.Errorf("GET %s: X-Cache %q, want %q", path, lastCache, want)
+		}
+	}
 	expect("GET", "/orders/42", "", http.StatusOK)
+	cached("/orders/42", "miss")
 	expect("GET", "/orders/42", "", http.StatusOK)
+	cached("/orders/42", "hit")
 	expect("GET", "/orders/99999999", "", http.StatusNotFound)
+	cached("/orders/99999999", "hit") // the Bloom guard answers: no database query
 	expect("POST", "/orders", "", http.StatusUnauthorized)
 	token := expect("GET", "/token?sub=tester", "", http.StatusOK)
 	first := expect("POST", "/orders", token, http.StatusCreated)

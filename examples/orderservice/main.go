@@ -191,7 +191,7 @@ func printBanner(s *service, base string) {
 	fmt.Fprintf(&b, "orderservice listening on %s (%d orders, database latency %v)\n", base, s.db.Len(), s.cfg.DBLatency)
 	fmt.Fprintf(&b, "rate limit: %s per %s (or client IP)\n", s.limName, apiKeyHeader)
 	fmt.Fprintf(&b, "\nTry:\n")
-	fmt.Fprintf(&b, "  curl -i %s/orders/42            # first read ~%v from the database, then from the cache\n", base, s.cfg.DBLatency)
+	fmt.Fprintf(&b, "  curl -i %s/orders/42            # first read ~%v from the database (X-Cache: miss), then from the cache (hit)\n", base, s.cfg.DBLatency)
 	fmt.Fprintf(&b, "  curl -i %s/orders/99999999      # 404 from the Bloom guard, no database query\n", base)
 	fmt.Fprintf(&b, "  TOKEN=$(curl -s '%s/token?sub=alice')\n", base)
 	fmt.Fprintf(&b, "  curl -i -X POST -H \"Authorization: Bearer $TOKEN\" -H 'Idempotency-Key: order-1' \\\n")
