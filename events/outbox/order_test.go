@@ -23,7 +23,7 @@ func TestPostgresPublishesOneKeyInCommitOrder(t *testing.T) {
 
 	txA, err := db.BeginTx(ctx, nil)
 	require.NoError(t, err)
-	defer txA.Rollback() //nolint:errcheck
+	defer txA.Rollback()                                //nolint:errcheck
 	require.NoError(t, ob.Add(ctx, txA, "orders", evA)) // takes the lower id
 
 	bDone := make(chan error, 1)
