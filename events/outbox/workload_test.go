@@ -193,4 +193,3 @@ func verify(t testing.TB, rs []rec, want map[string]payload) int {
 	require.Len(t, first, len(want), "events lost")
 	return dups
 }
-
