@@ -47,9 +47,12 @@ func (c *Client) Obtain(ctx context.Context, key string, ttl time.Duration, opt 
 }
 
 // Do obtains the lock as [Client.Obtain] does, always with the watchdog, runs fn, and releases
-// the lock. fn's context carries the lock ([FromContext]) and is cancelled, with cause
-// [ErrLost], as soon as the lock is known lost, and when ctx ends. The release runs on context.WithoutCancel(ctx), so a cancelled ctx does not
-// leave the lock held. Do returns the Obtain error, or fn's error joined with the release error
+// the lock. fn's context carries the lock ([FromContext]); its Deadline is the lock's validity
+// as the holder knows it (last successful acquisition or renewal, plus ttl, minus drift), moved
+// on by each renewal, and it is cancelled, with cause [ErrLost], as soon as the lock is known
+// lost (a renewal found it gone, or that validity ran out while renewals failed or hung,
+// whatever the client's timeouts), and when ctx ends. The release runs on
+// context.WithoutCancel(ctx), so a cancelled ctx does not leave the lock held. Do returns the Obtain error, or fn's error joined with the release error
 // (which wraps [ErrNotHeld] when the lock was lost meanwhile). A panic in fn releases the lock
 // and propagates.
 func (c *Client) Do(ctx context.Context, key string, ttl time.Duration, opt *ObtainOptions, fn func(ctx context.Context) error) error {
@@ -84,7 +87,7 @@ func (g *group) do(ctx context.Context, key string, ttl time.Duration, opt *Obta
 		o = *opt
 	}
 	o.AutoRenew = true
-	fctx, cancel := context.WithCancelCause(ctx)
+	cctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	l, err := g.obtain(ctx, key, ttl, &o, func() {
 		cancel(fmt.Errorf("lock: %q: %w", key, ErrLost))
@@ -97,10 +100,33 @@ func (g *group) do(ctx context.Context, key string, ttl time.Duration, opt *Obta
 		defer rcancel()
 		err = errors.Join(err, l.Release(rctx))
 	}()
-	return fn(context.WithValue(fctx, lockCtxKey{}, l))
+	return fn(&lockContext{Context: cctx, l: l})
 }
 
 type lockCtxKey struct{}
+
+// lockContext is the context Do gives fn: cancelled (cause ErrLost) when the lock is lost, with
+// the lock's current validity as deadline, moved on by each renewal. The validity timer cancels
+// it; a context derived from it with a later deadline ends with it.
+type lockContext struct {
+	context.Context
+	l *Lock
+}
+
+func (c *lockContext) Deadline() (time.Time, bool) {
+	until := c.l.validity()
+	if d, ok := c.Context.Deadline(); ok && d.Before(until) {
+		return d, true
+	}
+	return until, true
+}
+
+func (c *lockContext) Value(key any) any {
+	if key == (lockCtxKey{}) {
+		return c.l
+	}
+	return c.Context.Value(key)
+}
 
 // FromContext returns the lock held by the [Client.Do] or [Redlock.Do] whose function received
 // ctx (or a context derived from it), for its Fence, Token and Lost; nil elsewhere.
@@ -163,18 +189,17 @@ func (g *group) acquire(ctx context.Context, l *Lock, ttl time.Duration) attempt
 		fence, pttl, err := g.nodes[0].acquire(ctx, l, ttl)
 		switch {
 		case err != nil:
-			if ctx.Err() != nil {
-				// Cancelled in flight: the script may have run. Give the key back, best effort.
-				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.nodeTimeoutFor(ttl))
-				_, _ = l.run(rctx, g.nodes[0].rdb, opRelease, 0)
-				cancel()
-			}
+			// The script may have run although no answer came (cancelled, timed out, connection
+			// lost after the write): give the key back, best effort, rather than orphan it for
+			// a full ttl.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.nodeTimeoutFor(ttl))
+			_, _ = l.run(rctx, g.nodes[0].rdb, opRelease, 0)
+			cancel()
 			return attempt{err: fmt.Errorf("lock: obtain %q: %w", l.key, err)}
 		case fence == 0:
 			return attempt{retry: true, pttl: pttl, err: notObtained(l.key, nil, nil)}
 		}
-		l.fence = fence
-		l.validUntil = start.Add(ttl - g.drift(ttl))
+		l.granted(fence, start.Add(ttl-g.drift(ttl)))
 		return attempt{ok: true}
 	}
 	return g.acquireQuorum(ctx, l, ttl, start)

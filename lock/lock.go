@@ -20,9 +20,12 @@ type Lock struct {
 
 	onLost func() // Do: cancels fn's context
 
+	refreshing sync.Mutex // one refresh at a time (watchdog and Refresh), so validity follows Redis
+
 	mu         sync.Mutex
 	ttl        time.Duration // the watchdog renews with the last ttl set
 	validUntil time.Time     // local estimate of the expiry, drift subtracted
+	expiry     *time.Timer   // fires at validUntil and marks the lock lost, whatever calls hang
 	released   bool
 	isLost     bool
 	lost       chan struct{}      // made by the first Lost call
@@ -71,9 +74,11 @@ func (l *Lock) Fence() int64 {
 }
 
 // Lost returns a channel closed when the lock is known lost: a watchdog renewal, [Lock.Refresh]
-// or [Lock.TTL] found it gone, or its validity ran out before the watchdog could renew it. A
-// lock without watchdog is only found lost by those calls. It is not closed by Release. A nil
-// Lock returns a closed channel: it holds nothing.
+// or [Lock.TTL] found it gone, or its validity ran out: a timer armed at the validity the holder
+// knows (its last successful acquisition or renewal, plus ttl, minus drift) closes it on time
+// even while a renewal hangs on a stalled server or network, whatever the client's timeouts.
+// A lock without watchdog is lost when its ttl runs out. It is not closed by Release. A nil Lock
+// returns a closed channel: it holds nothing.
 func (l *Lock) Lost() <-chan struct{} {
 	if l == nil {
 		return closedChan
@@ -92,14 +97,14 @@ func (l *Lock) Lost() <-chan struct{} {
 // Release stops the watchdog, waiting for it, and deletes the lock if this handle still owns it,
 // waking waiters. It returns an error wrapping [ErrNotHeld] when the lock was no longer owned
 // (expired, taken by another, or released before; the other holder's key is left untouched), or
-// the Redis error met. It blocks for one round trip (per node, in parallel, for a Redlock).
+// the Redis error met; after such an error nothing is settled and Release may be called again.
+// It blocks for one round trip (per node, in parallel, for a Redlock).
 func (l *Lock) Release(ctx context.Context) error {
 	if l == nil {
 		return errNilLock
 	}
 	l.mu.Lock()
 	released := l.released
-	l.released = true
 	stop, done := l.stopWatch, l.watchDone
 	l.stopWatch = nil
 	l.mu.Unlock()
@@ -111,13 +116,24 @@ func (l *Lock) Release(ctx context.Context) error {
 		<-done
 	}
 	ok, errs := l.g.each(ctx, l.g.cfg.nodeTimeoutFor(l.currentTTL()), l, opRelease, 0, nil, nil)
-	return l.verdict("release", ok, errs)
+	err := l.verdict("release", ok, errs)
+	if err == nil || errors.Is(err, ErrNotHeld) { // a definitive answer: nothing left to release
+		l.mu.Lock()
+		l.released = true
+		if l.expiry != nil {
+			l.expiry.Stop()
+		}
+		l.mu.Unlock()
+	}
+	return err
 }
 
 // Refresh resets the lock's TTL to ttl (at least 1ms) if this handle still owns it; the watchdog,
 // if any, renews with this ttl from then on. It returns an error wrapping [ErrNotHeld], closing
-// [Lock.Lost], when the lock is no longer owned, or the Redis error met. It blocks for one round
-// trip.
+// [Lock.Lost], when the lock is no longer owned or was already known lost, or the Redis error
+// met; after an error the lock's local validity is the earlier of the one it had and the one
+// this ttl would give, since Redis may have applied it. It waits for a watchdog renewal in
+// flight, then blocks for one round trip.
 func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 	if l == nil {
 		return errNilLock
@@ -125,36 +141,101 @@ func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 	if ttl < time.Millisecond {
 		return fmt.Errorf("lock: refresh %q: ttl %v is below 1ms", l.key, ttl)
 	}
-	if err := l.checkReleased("refresh"); err != nil {
+	if err := l.checkReleased("refresh", true); err != nil {
 		return err
 	}
 	return l.refresh(ctx, ttl)
 }
 
-// checkReleased returns ErrNotHeld, without a Redis call, once Release was called.
-func (l *Lock) checkReleased(op string) error {
+// checkReleased returns ErrNotHeld, without a Redis call, once Release was called (and, with
+// lostToo, once the lock is known lost).
+func (l *Lock) checkReleased(op string, lostToo bool) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.released {
 		return fmt.Errorf("lock: %s %q: %w (released)", op, l.key, ErrNotHeld)
 	}
+	if lostToo && l.isLost {
+		return fmt.Errorf("lock: %s %q: %w (lost)", op, l.key, ErrNotHeld)
+	}
 	return nil
 }
 
+// refresh extends the lock on the nodes and moves its local validity. Refreshes run one at a
+// time, so the validity set last belongs to the PEXPIRE Redis applied last.
 func (l *Lock) refresh(ctx context.Context, ttl time.Duration) error {
+	l.refreshing.Lock()
+	defer l.refreshing.Unlock()
 	start := l.g.now()
+	until := start.Add(ttl - l.g.drift(ttl))
 	ok, errs := l.g.each(ctx, l.g.cfg.nodeTimeoutFor(ttl), l, opRefresh, ttl.Milliseconds(), nil, nil)
-	if ok >= l.g.quorum {
-		until := start.Add(ttl - l.g.drift(ttl))
-		if l.g.now().Before(until) {
-			l.mu.Lock()
-			l.ttl, l.validUntil = ttl, until
-			l.mu.Unlock()
-			return nil
-		}
+	if ok >= l.g.quorum && !l.g.now().Before(until) {
 		ok = 0 // took longer than the ttl: whatever the nodes say, it is not valid any more
 	}
-	return l.verdict("refresh", ok, errs)
+	if ok >= l.g.quorum {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.isLost {
+			// The validity ran out while the renewal was in flight: lost is final.
+			return fmt.Errorf("lock: refresh %q: %w (validity ran out)", l.key, ErrNotHeld)
+		}
+		l.ttl = ttl
+		l.setValidityLocked(until)
+		return nil
+	}
+	err := l.verdict("refresh", ok, errs)
+	if !errors.Is(err, ErrNotHeld) {
+		// Some node may have applied ttl: never believe in a later expiry than it gives.
+		l.mu.Lock()
+		if until.Before(l.validUntil) {
+			l.setValidityLocked(until)
+		}
+		l.mu.Unlock()
+	}
+	return err
+}
+
+// setValidityLocked records the validity and (re)arms the timer that marks the lock lost at it.
+// l.mu is held.
+func (l *Lock) setValidityLocked(until time.Time) {
+	l.validUntil = until
+	d := until.Sub(l.g.now())
+	if l.expiry == nil {
+		l.expiry = time.AfterFunc(d, l.expire)
+	} else {
+		l.expiry.Reset(d)
+	}
+}
+
+// expire runs on the validity timer: the lock is lost unless a renewal moved the validity on.
+func (l *Lock) expire() {
+	l.mu.Lock()
+	if l.released || l.isLost {
+		l.mu.Unlock()
+		return
+	}
+	if left := l.validUntil.Sub(l.g.now()); left > 0 {
+		l.expiry.Reset(left)
+		l.mu.Unlock()
+		return
+	}
+	l.mu.Unlock()
+	l.markLost("validity ran out")
+}
+
+// granted records a successful acquisition.
+func (l *Lock) granted(fence int64, until time.Time) {
+	l.fence = fence
+	l.mu.Lock()
+	l.setValidityLocked(until)
+	l.mu.Unlock()
+}
+
+// validity returns the lock's local validity.
+func (l *Lock) validity() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.validUntil
 }
 
 // TTL returns how long the lock remains held if not refreshed (for a Redlock: as long as a quorum
@@ -164,7 +245,7 @@ func (l *Lock) TTL(ctx context.Context) (time.Duration, error) {
 	if l == nil {
 		return 0, errNilLock
 	}
-	if err := l.checkReleased("ttl"); err != nil {
+	if err := l.checkReleased("ttl", false); err != nil {
 		return 0, err
 	}
 	ttls := make([]int64, len(l.g.nodes))

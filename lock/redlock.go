@@ -63,7 +63,7 @@ func (g *group) acquireQuorum(ctx context.Context, l *Lock, ttl time.Duration, s
 		fence := slices.Max(replies)
 		raised, rerrs := g.each(ctx, timeout, l, opFence, fence, nil, nil)
 		if raised >= g.quorum && g.now().Before(until) {
-			l.fence, l.validUntil = fence, until
+			l.granted(fence, until)
 			return attempt{ok: true}
 		}
 		errs = append(errs, rerrs...)

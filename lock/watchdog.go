@@ -18,9 +18,11 @@ func (l *Lock) startWatchdog() {
 }
 
 // watch renews every ttl/3. It returns when stopped (ctx, by Release) or when the lock is lost.
+// It only renews: the validity timer (Lock.expire) marks the lock lost on time even while a
+// renewal hangs.
 func (l *Lock) watch(ctx context.Context) {
 	defer close(l.watchDone)
-	t := time.NewTimer(l.currentTTL() / 3)
+	t := time.NewTimer(l.nextRenewal())
 	defer t.Stop()
 	for {
 		select {
@@ -31,8 +33,16 @@ func (l *Lock) watch(ctx context.Context) {
 		if !l.renew(ctx) {
 			return
 		}
-		t.Reset(l.currentTTL() / 3)
+		t.Reset(l.nextRenewal())
 	}
+}
+
+// nextRenewal is the delay before the next renewal: ttl/3, sooner when less than two thirds of
+// the ttl is left of the validity (a lock handed over by a release).
+func (l *Lock) nextRenewal() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return max(min(l.ttl/3, l.validUntil.Sub(l.g.now())/2), 0)
 }
 
 // renew refreshes the lock, retrying transient errors while the lock is still locally valid.
