@@ -37,12 +37,14 @@ var benchLogger = slog.New(slog.NewJSONHandler(io.Discard, nil))
 func BenchmarkOverhead(b *testing.B) {
 	b.Run("bare", func(b *testing.B) { benchkit.Serve(b, benchEngine(b), "/users/1", 200) })
 	b.Run("RequestID", func(b *testing.B) { benchkit.Serve(b, benchEngine(b, RequestID(nil)), "/users/1", 200) })
-	b.Run("Logger", func(b *testing.B) { benchkit.Serve(b, benchEngine(b, Logger(benchLogger)), "/users/1", 200) })
+	b.Run("Logger", func(b *testing.B) {
+		benchkit.Serve(b, benchEngine(b, Logger(&LoggerOptions{Logger: benchLogger})), "/users/1", 200)
+	})
 	b.Run("RateLimit-local", func(b *testing.B) {
 		benchkit.Serve(b, benchEngine(b, RateLimit(benchLocal(b), nil)), "/users/1", 200)
 	})
 	b.Run("RequestID+Logger+RateLimit-local", func(b *testing.B) {
-		benchkit.Serve(b, benchEngine(b, RequestID(nil), Logger(benchLogger), RateLimit(benchLocal(b), nil)), "/users/1", 200)
+		benchkit.Serve(b, benchEngine(b, RequestID(nil), Logger(&LoggerOptions{Logger: benchLogger}), RateLimit(benchLocal(b), nil)), "/users/1", 200)
 	})
 }
 
@@ -56,7 +58,7 @@ func BenchmarkRedis(b *testing.B) {
 		benchkit.Serve(b, benchEngine(b, RateLimit(l, nil)), "/users/1", 200)
 	})
 	b.Run("Cache-hit", func(b *testing.B) {
-		h, err := NewCache(rdb, nil)
+		h, err := NewHTTPCache(rdb, nil)
 		require.NoError(b, err)
 		b.Cleanup(func() { _ = h.Close() })
 		benchkit.Serve(b, benchEngine(b, h.Handler()), "/users/1?b=2&a=1", 200)

@@ -32,79 +32,48 @@ const (
 var errRequestGone = errors.New("ginmw: request gone before its load started")
 
 // HTTPCache is a response cache for Gin routes over Redis, built on [cache.Cache]: see [Cache]
-// for what it stores and how it keys responses. Create it with [NewCache]; its methods are safe
-// for concurrent use.
+// for what it stores and how it keys responses. Create it with [NewHTTPCache]; its methods are
+// safe for concurrent use.
 type HTTPCache struct {
-	c         *cache.Cache[storedResponse]
-	rdb       redis.UniversalClient
-	prefix    string
-	ttl       time.Duration
-	principal func(*gin.Context) (string, bool)
-	vary      []string        // canonical request header names in the key
-	varySet   map[string]bool // the same, for checking response Vary
-	maxBody   int
-	log       *slog.Logger
-	now       func() time.Time
+	c   *cache.Cache[storedResponse]
+	rdb redis.UniversalClient
+	cfg cacheConfig
+	set map[string]bool // cfg.vary, for checking response Vary
+	now func() time.Time
 }
 
-// NewCache returns an HTTPCache over rdb (never closed by it). It returns an error wrapping
-// [ErrInvalidOptions] when an option is bad (negative TTL or MaxBody, a Prefix with '{' or '}',
-// an invalid Vary name) and cache.New's error for the rest. It does no I/O; it starts goroutines
-// only when opt.Local is set (see [HTTPCache.Close]).
-func NewCache(rdb redis.UniversalClient, opt *CacheOptions) (*HTTPCache, error) {
-	var o CacheOptions
-	if opt != nil {
-		o = *opt
-	}
+// NewHTTPCache returns an HTTPCache over rdb (never closed by it), whose [HTTPCache.Handler] is
+// the middleware [Cache] describes and which offers [HTTPCache.Invalidate]. It returns an error
+// wrapping [ErrInvalidOptions] when an option is bad (nil rdb, negative TTL, MaxBody or
+// LoadTimeout, Jitter of 1 or more, a Prefix with '{' or '}', an invalid Vary name, an unknown
+// OnRedisError) and cache.New's error for the rest. It does no I/O; it starts goroutines only
+// when opt.Local is set, and [HTTPCache.Close] stops them.
+func NewHTTPCache(rdb redis.UniversalClient, opt *CacheOptions) (*HTTPCache, error) {
 	if rdb == nil {
 		return nil, optionError("rdb", "nil Redis client")
 	}
-	switch {
-	case o.TTL < 0:
-		return nil, optionError("CacheOptions.TTL", "negative (%v)", o.TTL)
-	case o.TTL == 0:
-		o.TTL = time.Minute
+	cfg, err := opt.resolve()
+	if err != nil {
+		return nil, err
 	}
-	switch {
-	case o.MaxBody < 0:
-		return nil, optionError("CacheOptions.MaxBody", "negative (%d)", o.MaxBody)
-	case o.MaxBody == 0:
-		o.MaxBody = 1 << 20
+	h := &HTTPCache{rdb: rdb, cfg: cfg, set: make(map[string]bool, len(cfg.vary)), now: time.Now}
+	for _, v := range cfg.vary {
+		h.set[v] = true
 	}
-	if o.Prefix == "" {
-		o.Prefix = "surge:http:"
-	}
-	if !keys.ValidPrefix(o.Prefix) {
-		return nil, optionError("CacheOptions.Prefix", "%q must not contain '{' or '}'", o.Prefix)
-	}
-	h := &HTTPCache{
-		rdb: rdb, prefix: o.Prefix, ttl: o.TTL, maxBody: int(min(o.MaxBody, 1<<40)),
-		varySet: map[string]bool{}, log: discard(o.Logger), now: time.Now,
-	}
-	for _, v := range o.Vary {
-		if !validHeaderName(v) {
-			return nil, optionError("CacheOptions.Vary", "%q is not a valid header field name", v)
-		}
-		canon := http.CanonicalHeaderKey(v)
-		if !h.varySet[canon] {
-			h.varySet[canon] = true
-			h.vary = append(h.vary, canon)
-		}
-	}
-	h.principal = defaultCachePrincipal
-	if o.Principal != nil {
-		p := o.Principal
-		h.principal = func(c *gin.Context) (string, bool) { return p(c), true }
+	policy := cache.FailOpen
+	if cfg.onRedisError == FailClosed {
+		policy = cache.FailClosed
 	}
 	c, err := cache.New[storedResponse](rdb, &cache.Options{
-		Prefix:      o.Prefix + "r:",
-		TTL:         o.TTL,
-		Jitter:      o.Jitter,
-		NegativeTTL: -1, // a route's "not found" is a 404 response, which is never stored
-		LoadTimeout: o.LoadTimeout,
-		Local:       o.Local,
-		Codec:       responseCodec{},
-		Logger:      o.Logger,
+		Prefix:       cfg.prefix + "r:",
+		TTL:          cfg.ttl,
+		Jitter:       cfg.jitter,
+		NegativeTTL:  -1, // a route's "not found" is a 404 response, which is never stored
+		LoadTimeout:  cfg.loadTimeout,
+		Local:        cfg.local,
+		Codec:        responseCodec{},
+		OnRedisError: policy,
+		Logger:       cfg.log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ginmw: cache: %w", err)
@@ -113,15 +82,29 @@ func NewCache(rdb redis.UniversalClient, opt *CacheOptions) (*HTTPCache, error) 
 	return h, nil
 }
 
+// NewCache is [Cache] returning an error wrapping [ErrInvalidOptions] instead of panicking; see
+// [NewHTTPCache] for what is checked. It refuses opt.Local, whose goroutines the returned handler
+// could never stop: use NewHTTPCache and [HTTPCache.Close] for an in-process tier.
+func NewCache(rdb redis.UniversalClient, opt *CacheOptions) (gin.HandlerFunc, error) {
+	if opt != nil && opt.Local != nil {
+		return nil, optionError("CacheOptions.Local", "starts goroutines that a bare handler cannot stop; use NewHTTPCache and HTTPCache.Close")
+	}
+	h, err := NewHTTPCache(rdb, opt)
+	if err != nil {
+		return nil, err
+	}
+	return h.Handler(), nil
+}
+
 // Cache returns middleware that caches GET and HEAD responses in Redis (through [cache.Cache]:
 // one handler run per key per process for concurrent misses, jittered TTL).
 //
 // The key is method + host + path + sorted query + principal + the request headers listed in
-// opt.Vary. The principal (opt.Principal, default: "sub:" + the JWT subject when [JWT] verified
-// a token, else "ip:" + client address) keeps users apart; by default a request carrying
-// Authorization or Cookie without a verified JWT bypasses the cache (Cache-Status fwd=bypass),
-// since its user is unknown. Set opt.Principal to share responses more widely (return "" to
-// share one entry between everybody).
+// opt.Vary. The principal (opt.Principal, default [Principal]: the verified JWT's issuer and
+// subject, else the client address) keeps callers apart; a request whose caller cannot be told
+// apart (a token without a subject, a Cookie, Authorization or X-API-Key nobody verified, no
+// client address) bypasses the cache (Cache-Status fwd=bypass). Set opt.Principal to share
+// responses more widely (return ("", true) to share one entry between everybody).
 //
 // Only 2xx responses (not 206) up to opt.MaxBody are stored, and never ones with Set-Cookie,
 // Cache-Control no-store, no-cache or private, Vary: *, or a Vary naming a header outside
@@ -132,17 +115,13 @@ func NewCache(rdb redis.UniversalClient, opt *CacheOptions) (*HTTPCache, error) 
 // cannot stream (Flush buffers) or hijack, and its handler must not depend on request headers
 // outside opt.Vary (X-Forwarded-Host, say), or one client's response is served to others.
 //
-// Redis failures are served from the handler (cache's FailOpen). An invalid opt makes every
-// request answer 500 and logs once through opt.Logger or slog.Default(); [NewCache] returns the
-// error instead and offers [HTTPCache.Invalidate]. The handler blocks on Redis and on joined
-// loads, is safe for concurrent use, and the cache it creates is never closed (no goroutines
-// unless opt.Local is set: then use NewCache and Close).
+// When Redis fails, opt.OnRedisError decides: [FailOpen] (the default) serves from the handler,
+// [FailClosed] answers 503. The handler blocks on Redis and on joined loads and is safe for
+// concurrent use; the cache it creates starts no goroutine and is never closed. Cache panics at
+// wiring time when [NewCache] would return an error, including for opt.Local: use
+// [NewHTTPCache] (which also offers [HTTPCache.Invalidate]) and [HTTPCache.Close] for that.
 func Cache(rdb redis.UniversalClient, opt *CacheOptions) gin.HandlerFunc {
-	h, err := NewCache(rdb, opt)
-	if err != nil {
-		return misconfigured(err, opt.logger())
-	}
-	return h.Handler()
+	return must(NewCache(rdb, opt))
 }
 
 // Handler returns the middleware; see [Cache].
@@ -154,19 +133,6 @@ func (h *HTTPCache) Stats() cache.Stats { return h.c.Stats() }
 // Close closes the underlying [cache.Cache] (stopping its goroutines, if any) and never the
 // Redis client. Idempotent.
 func (h *HTTPCache) Close() error { return h.c.Close() }
-
-// defaultCachePrincipal is the JWT subject, else the client address for requests without
-// credentials; a request with credentials nobody verified bypasses the cache.
-func defaultCachePrincipal(c *gin.Context) (string, bool) {
-	if s := stateFrom(c); s != nil && s.authed && s.subject != "" {
-		return "sub:" + s.subject, true
-	}
-	hdr := c.Request.Header
-	if len(hdr["Authorization"]) > 0 || len(hdr["Cookie"]) > 0 {
-		return "", false
-	}
-	return "ip:" + ClientIPKey(c), true
-}
 
 // cacheRun ties one request to the load the cache may start for it. The load runs the rest of
 // the handler chain on the request's gin.Context, possibly on a cache goroutine, so the two sides
@@ -193,7 +159,7 @@ func (h *HTTPCache) handle(c *gin.Context) {
 		c.Next() // not cacheable, or no route matched (gin answers 404/405 itself)
 		return
 	}
-	principal, ok := h.principal(c)
+	principal, ok := h.cfg.principal(c)
 	if !ok {
 		c.Writer.Header()["Cache-Status"] = []string{cacheStatusBypass}
 		c.Next()
@@ -224,7 +190,14 @@ func (h *HTTPCache) handle(c *gin.Context) {
 		// The load we joined produced a response that may not be shared (or failed, or was
 		// another request's that gave up): run our own handler, uncached.
 		if !errors.Is(err, errNotCacheable) && !errors.Is(err, errRequestGone) {
-			h.log.LogAttrs(c.Request.Context(), slog.LevelWarn, "ginmw: cache fetch failed; serving uncached",
+			if h.cfg.onRedisError == FailClosed {
+				h.cfg.log.LogAttrs(c.Request.Context(), slog.LevelError, "ginmw: cache fetch failed; answering 503",
+					slog.Any("error", err), slog.String("request_id", RequestIDFrom(c)))
+				retryAfter(c.Writer.Header(), 1)
+				abortProblem(c, http.StatusServiceUnavailable, "")
+				return
+			}
+			h.cfg.log.LogAttrs(c.Request.Context(), slog.LevelWarn, "ginmw: cache fetch failed; serving uncached",
 				slog.Any("error", err), slog.String("request_id", RequestIDFrom(c)))
 		}
 		c.Writer.Header()["Cache-Status"] = []string{cacheStatusNotStored}
@@ -265,7 +238,7 @@ func (r *cacheRun) load(ctx context.Context, key string) (storedResponse, error)
 // storable reports whether a captured response may be stored: 2xx but not 206, within MaxBody,
 // no Set-Cookie, no Cache-Control no-store/no-cache/private, and a Vary covered by opt.Vary.
 func (h *HTTPCache) storable(r *storedResponse) bool {
-	if r.Status < 200 || r.Status > 299 || r.Status == http.StatusPartialContent || len(r.Body) > h.maxBody {
+	if r.Status < 200 || r.Status > 299 || r.Status == http.StatusPartialContent || len(r.Body) > h.cfg.maxBody {
 		return false
 	}
 	if len(r.Header["Set-Cookie"]) > 0 {
@@ -286,7 +259,7 @@ func (h *HTTPCache) storable(r *storedResponse) bool {
 			if name == "" {
 				continue
 			}
-			if name == "*" || !h.varySet[http.CanonicalHeaderKey(name)] {
+			if name == "*" || !h.set[http.CanonicalHeaderKey(name)] {
 				return false
 			}
 		}
@@ -309,7 +282,7 @@ func (h *HTTPCache) key(c *gin.Context, principal string) string {
 		b = appendPart(b, "")
 	}
 	b = appendPart(b, principal)
-	for _, name := range h.vary {
+	for _, name := range h.cfg.vary {
 		vs := req.Header[name]
 		b = strconv.AppendInt(b, int64(len(vs)), 10)
 		for _, v := range vs {
@@ -327,7 +300,7 @@ func appendPart(b []byte, s string) []byte {
 }
 
 // indexKey is the Redis set listing the keys cached for one path.
-func (h *HTTPCache) indexKey(path string) string { return keys.Tagged(h.prefix+"idx:", path) }
+func (h *HTTPCache) indexKey(path string) string { return keys.Tagged(h.cfg.prefix+"idx:", path) }
 
 // index records key under path so that Invalidate finds it. A failure only costs invalidation
 // of this entry (its TTL still bounds it) and is logged.
@@ -335,11 +308,11 @@ func (h *HTTPCache) index(ctx context.Context, path, key string) {
 	ik := h.indexKey(path)
 	_, err := h.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.SAdd(ctx, ik, key)
-		p.PExpire(ctx, ik, 2*h.ttl)
+		p.PExpire(ctx, ik, 2*h.cfg.ttl)
 		return nil
 	})
 	if err != nil {
-		h.log.LogAttrs(ctx, slog.LevelWarn, "ginmw: cache index write failed", slog.String("path", path), slog.Any("error", err))
+		h.cfg.log.LogAttrs(ctx, slog.LevelWarn, "ginmw: cache index write failed", slog.String("path", path), slog.Any("error", err))
 	}
 }
 

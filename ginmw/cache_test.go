@@ -16,12 +16,13 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/surgekit/surge/cache"
 	"github.com/surgekit/surge/internal/redistest"
 )
 
 func newHTTPCache(t *testing.T, rdb redis.UniversalClient, opt *CacheOptions) *HTTPCache {
 	t.Helper()
-	h, err := NewCache(rdb, opt)
+	h, err := NewHTTPCache(rdb, opt)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = h.Close() })
 	return h
@@ -105,7 +106,7 @@ func TestCacheUsersNeverShare(t *testing.T) {
 	auth := JWT(JWTOptions{Key: hmacSecret, ValidMethods: []string{"HS256"}, now: func() time.Time { return jwtNow }})
 	r := newEngine(t, auth, h.Handler())
 	var runs atomic.Int64
-	r.GET("/me", countingHandler(&runs, func(c *gin.Context) { c.Header("X-User", Principal(c)) }))
+	r.GET("/me", countingHandler(&runs, func(c *gin.Context) { c.Header("X-User", principalOf(c)) }))
 	tok := func(sub string) string {
 		return sign(t, jwt.SigningMethodHS256, hmacSecret, with(validClaims(), "sub", sub))
 	}
@@ -113,8 +114,8 @@ func TestCacheUsersNeverShare(t *testing.T) {
 	b1 := bearer(r, tok("bob"))
 	a2 := bearer(r, tok("alice"))
 	b2 := bearer(r, tok("bob"))
-	assert.Equal(t, "sub:alice", a2.Header().Get("X-User"))
-	assert.Equal(t, "sub:bob", b2.Header().Get("X-User"))
+	assert.Equal(t, "iss:\"https://issuer.example\" sub:\"alice\"", a2.Header().Get("X-User"))
+	assert.Equal(t, "iss:\"https://issuer.example\" sub:\"bob\"", b2.Header().Get("X-User"))
 	assert.Equal(t, a1.Body.String(), a2.Body.String())
 	assert.Equal(t, b1.Body.String(), b2.Body.String())
 	assert.NotEqual(t, a1.Body.String(), b1.Body.String())
@@ -142,7 +143,7 @@ func TestCacheDefaultPrincipalWithoutJWT(t *testing.T) {
 	assert.EqualValues(t, 6, runs.Load())
 
 	// An explicit principal shares as told.
-	_, r = miniCache(t, &CacheOptions{Principal: func(*gin.Context) string { return "" }})
+	_, r = miniCache(t, &CacheOptions{Principal: func(*gin.Context) (string, bool) { return "", true }})
 	r.GET("/", countingHandler(&runs, nil))
 	do(r, req{target: "/", remote: "198.51.100.1:1", header: http.Header{"Cookie": {"a=1"}}})
 	w = do(r, req{target: "/", remote: "198.51.100.7:1"})
@@ -343,21 +344,26 @@ func testCacheInvalidate(t *testing.T, rdb redis.UniversalClient) {
 func TestNewCacheRejectsBadOptions(t *testing.T) {
 	_, rdb := redistest.Mini(t)
 	for field, opt := range map[string]*CacheOptions{
-		"CacheOptions.TTL":     {TTL: -time.Second},
-		"CacheOptions.MaxBody": {MaxBody: -1},
-		"CacheOptions.Prefix":  {Prefix: "a{b"},
-		"CacheOptions.Vary":    {Vary: []string{"bad name"}},
-		"Jitter":               {Jitter: 2},
+		"CacheOptions.TTL":          {TTL: -time.Second},
+		"CacheOptions.MaxBody":      {MaxBody: -1},
+		"CacheOptions.Prefix":       {Prefix: "a{b"},
+		"CacheOptions.Vary":         {Vary: []string{"bad name"}},
+		"CacheOptions.Jitter":       {Jitter: 1},
+		"CacheOptions.LoadTimeout":  {LoadTimeout: -1},
+		"CacheOptions.OnRedisError": {OnRedisError: 3},
+		"CacheOptions.Local":        {Local: &cache.LocalOptions{MaxEntries: 10}},
 	} {
 		_, err := NewCache(rdb, opt)
-		require.Error(t, err, field)
+		require.ErrorIs(t, err, ErrInvalidOptions, field)
 		assert.Contains(t, err.Error(), field)
 	}
-	_, err := NewCache(nil, nil)
+	_, err := NewHTTPCache(nil, nil)
 	require.ErrorIs(t, err, ErrInvalidOptions)
-	r := newEngine(t, Cache(rdb, &CacheOptions{TTL: -1, Logger: discard(nil)}))
-	r.GET("/", func(c *gin.Context) { c.Status(http.StatusOK) })
-	assert.Equal(t, http.StatusInternalServerError, get(r, "/").Code)
+	assert.PanicsWithError(t, "ginmw: invalid options: CacheOptions.TTL: must not be negative, got -1ns", func() {
+		Cache(rdb, &CacheOptions{TTL: -1})
+	}, "Cache refuses bad options at wiring time")
+	assert.Panics(t, func() { Cache(rdb, &CacheOptions{Local: &cache.LocalOptions{MaxEntries: 10}}) },
+		"Cache would start goroutines nobody can stop")
 }
 
 func TestResponseCodecRoundTrip(t *testing.T) {

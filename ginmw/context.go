@@ -28,6 +28,7 @@ type state struct {
 	logger atomic.Pointer[slog.Logger] // base.With(ids), built on first LoggerFrom
 
 	authed  bool   // JWT verified a token
+	issuer  string // the verified token's "iss"
 	subject string // the verified token's "sub"
 	payload []byte // the verified token's claims JSON
 

@@ -3,9 +3,6 @@ package ginmw
 import (
 	"errors"
 	"fmt"
-	"log/slog"
-	"net/http"
-	"sync"
 
 	"github.com/gin-gonic/gin"
 )
@@ -22,16 +19,11 @@ func optionError(field, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrInvalidOptions, field, fmt.Sprintf(format, args...))
 }
 
-// misconfigured is the handler the non-error constructors return for invalid options: it answers
-// every request 500 (problem+json, no detail: the config is no business of the client) and logs
-// err once, through l or slog.Default() when l is nil; a misconfiguration must be seen.
-func misconfigured(err error, l *slog.Logger) gin.HandlerFunc {
-	if l == nil {
-		l = slog.Default()
+// must returns h, or panics with err: the X constructors refuse invalid options at wiring time,
+// as regexp.MustCompile does, instead of answering every request 500.
+func must(h gin.HandlerFunc, err error) gin.HandlerFunc {
+	if err != nil {
+		panic(err)
 	}
-	var once sync.Once
-	return func(c *gin.Context) {
-		once.Do(func() { l.Error("ginmw: middleware misconfigured; answering 500", slog.Any("error", err)) })
-		abortProblem(c, http.StatusInternalServerError, "")
-	}
+	return h
 }

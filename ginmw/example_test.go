@@ -59,7 +59,8 @@ func ExampleJWT() {
 	r.Use(ginmw.JWT(ginmw.JWTOptions{Key: secret, ValidMethods: []string{"HS256"}, Audience: "orders"}))
 	r.GET("/me", func(c *gin.Context) {
 		claims, _ := ginmw.Claims[jwt.MapClaims](c)
-		c.String(http.StatusOK, "%s of %s (%s)", claims["sub"], claims["tenant"], ginmw.Principal(c))
+		principal, _ := ginmw.Principal(c)
+		c.String(http.StatusOK, "%s of %s (%s)", claims["sub"], claims["tenant"], principal)
 	})
 
 	tok, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
@@ -72,19 +73,19 @@ func ExampleJWT() {
 	w = serve(r, "GET", "/me", "", "Authorization", "Bearer "+tok+"x")
 	fmt.Println(w.Code, w.Header().Get("WWW-Authenticate"))
 	// Output:
-	// 200 alice of acme (sub:alice)
+	// 200 alice of acme (iss:"" sub:"alice")
 	// 401 Bearer realm="api"
 	// 401 Bearer realm="api", error="invalid_token"
 }
 
-func ExampleCache() {
+func ExampleNewHTTPCache() {
 	gin.SetMode(gin.ReleaseMode)
 	mr, _ := miniredis.Run()
 	defer mr.Close()
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer rdb.Close()
 
-	hc, _ := ginmw.NewCache(rdb, &ginmw.CacheOptions{TTL: time.Minute})
+	hc, _ := ginmw.NewHTTPCache(rdb, &ginmw.CacheOptions{TTL: time.Minute})
 	defer hc.Close()
 	r := gin.New()
 	_ = r.SetTrustedProxies(nil)

@@ -143,3 +143,11 @@ func blocker(t testing.TB) (<-chan struct{}, func()) {
 	t.Cleanup(unblock)
 	return ch, unblock
 }
+
+// principalOf returns Principal's answer, "?" when it cannot tell the caller.
+func principalOf(c *gin.Context) string {
+	if p, ok := Principal(c); ok {
+		return p
+	}
+	return "?"
+}

@@ -11,12 +11,14 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/surgekit/surge/internal/keys"
+	"github.com/surgekit/surge/internal/luascript"
 )
 
 var (
@@ -27,9 +29,9 @@ var (
 	//go:embed idem_release.lua
 	idemReleaseLua string
 
-	idemBegin    = redis.NewScript(idemBeginLua)
-	idemComplete = redis.NewScript(idemCompleteLua)
-	idemRelease  = redis.NewScript(idemReleaseLua)
+	idemBeginScript    = luascript.New(idemBeginLua)
+	idemCompleteScript = luascript.New(idemCompleteLua)
+	idemReleaseScript  = luascript.New(idemReleaseLua)
 )
 
 const (
@@ -47,62 +49,18 @@ var notReplayed = map[string]bool{
 	"Keep-Alive": true, "Trailer": true, "Upgrade": true, headerReplayed: true,
 }
 
-// NewIdempotency is [Idempotency] returning an error wrapping [ErrInvalidOptions] for a bad
-// option (nil rdb, negative TTL, MaxBody, MaxResponse or Lease, a Prefix with braces, an invalid
-// method) instead of a handler that answers 500.
+// NewIdempotency is [Idempotency] returning an error wrapping [ErrInvalidOptions] instead of
+// panicking for a bad option (nil rdb, negative TTL, MaxBody, MaxResponse or Lease, a TTL or
+// Lease under 1ms, a Prefix with braces, an invalid method, an unknown OnRedisError).
 func NewIdempotency(rdb redis.UniversalClient, opt *IdempotencyOptions) (gin.HandlerFunc, error) {
-	var o IdempotencyOptions
-	if opt != nil {
-		o = *opt
-	}
 	if rdb == nil {
 		return nil, optionError("rdb", "nil Redis client")
 	}
-	for _, d := range []struct {
-		name string
-		v    *int64
-		def  int64
-	}{
-		{"TTL", (*int64)(&o.TTL), int64(24 * time.Hour)},
-		{"MaxBody", &o.MaxBody, 1 << 20},
-		{"MaxResponse", &o.MaxResponse, 1 << 20},
-		{"Lease", (*int64)(&o.Lease), int64(time.Minute)},
-	} {
-		switch {
-		case *d.v < 0:
-			return nil, optionError("IdempotencyOptions."+d.name, "negative (%d)", *d.v)
-		case *d.v == 0:
-			*d.v = d.def
-		}
+	cfg, err := opt.resolve()
+	if err != nil {
+		return nil, err
 	}
-	if o.TTL < time.Millisecond || o.Lease < time.Millisecond {
-		return nil, optionError("IdempotencyOptions", "TTL and Lease must be at least 1ms")
-	}
-	if o.Prefix == "" {
-		o.Prefix = "surge:idem:"
-	}
-	if !keys.ValidPrefix(o.Prefix) {
-		return nil, optionError("IdempotencyOptions.Prefix", "%q must not contain '{' or '}'", o.Prefix)
-	}
-	if len(o.Methods) == 0 {
-		o.Methods = []string{http.MethodPost, http.MethodPatch}
-	}
-	m := &idempotency{
-		rdb: rdb, opt: o, methods: map[string]bool{}, log: discard(o.Logger),
-		principal: o.Principal, onError: o.OnError,
-	}
-	for _, meth := range o.Methods {
-		if !validHeaderName(meth) { // a method is a token too
-			return nil, optionError("IdempotencyOptions.Methods", "%q is not a valid method", meth)
-		}
-		m.methods[meth] = true
-	}
-	if m.principal == nil {
-		m.principal = Principal
-	}
-	if m.onError == nil {
-		m.onError = FailClosed
-	}
+	m := &idempotency{rdb: rdb, cfg: cfg}
 	return m.handle, nil
 }
 
@@ -110,7 +68,10 @@ func NewIdempotency(rdb redis.UniversalClient, opt *IdempotencyOptions) (gin.Han
 // (draft-ietf-httpapi-idempotency-key-header) over Redis, for opt.Methods (default POST, PATCH).
 //
 // The key (an sf-string, quoted or not, 1-255 printable ASCII characters; anything else is 400)
-// is scoped by opt.Principal (default [Principal]). The request is fingerprinted by method, path
+// is scoped by opt.Principal (default [Principal]): the same key from two principals names two
+// records, and a request whose caller cannot be told apart (a token without a subject, a Cookie,
+// Authorization or X-API-Key nobody verified, no client address) runs without a record, nothing
+// stored or replayed, with a warning logged once. The request is fingerprinted by method, path
 // with query, and a SHA-256 of the body, read up to opt.MaxBody (larger bodies get 413, so memory
 // stays bounded; the handler reads the buffered copy). Then, atomically in Redis:
 //   - an unknown key takes a lease (opt.Lease) and the handler runs; its response is stored for
@@ -123,34 +84,27 @@ func NewIdempotency(rdb redis.UniversalClient, opt *IdempotencyOptions) (gin.Han
 //
 // Requests without the header pass through, or get 400 with opt.Required. Errors are
 // application/problem+json. When Redis fails before the handler ran the error is logged and
-// opt.OnError decides (default [FailClosed], 503); when storing the outcome fails it is logged and
-// the lease expires on its own. The handler blocks on Redis and is safe for concurrent use. An
-// invalid opt makes every request answer 500 (logged once); [NewIdempotency] returns the error.
+// opt.OnRedisError decides (default [FailClosed], 503); when storing the outcome fails it is
+// logged and the lease expires on its own. The handler blocks on Redis and is safe for
+// concurrent use. Idempotency panics at wiring time when [NewIdempotency] would return an error.
 func Idempotency(rdb redis.UniversalClient, opt *IdempotencyOptions) gin.HandlerFunc {
-	h, err := NewIdempotency(rdb, opt)
-	if err != nil {
-		return misconfigured(err, opt.logger())
-	}
-	return h
+	return must(NewIdempotency(rdb, opt))
 }
 
 type idempotency struct {
-	rdb       redis.UniversalClient
-	opt       IdempotencyOptions
-	methods   map[string]bool
-	principal func(*gin.Context) string
-	onError   func(*gin.Context, error)
-	log       *slog.Logger
+	rdb    redis.UniversalClient
+	cfg    idempotencyConfig
+	warned atomic.Bool // the no-principal warning was logged
 }
 
 func (m *idempotency) handle(c *gin.Context) {
-	if !m.methods[c.Request.Method] || c.FullPath() == "" {
+	if !m.cfg.methods[c.Request.Method] || c.FullPath() == "" {
 		c.Next() // not ours, or no route matched (gin answers 404/405 itself)
 		return
 	}
 	raw := c.Request.Header[headerIdempotencyKey]
 	if len(raw) == 0 {
-		if m.opt.Required {
+		if m.cfg.required {
 			abortProblem(c, http.StatusBadRequest, "this request needs an Idempotency-Key header")
 			return
 		}
@@ -162,26 +116,34 @@ func (m *idempotency) handle(c *gin.Context) {
 		abortProblem(c, http.StatusBadRequest, "the Idempotency-Key header must be one string of 1 to 255 printable ASCII characters")
 		return
 	}
+	principal, ok := m.cfg.principal(c)
+	if !ok {
+		if m.warned.CompareAndSwap(false, true) {
+			m.cfg.log.LogAttrs(c.Request.Context(), slog.LevelWarn, "ginmw: idempotency: a request's caller cannot be told apart "+
+				"(credentials without a verified JWT subject, or no client address); such requests run without idempotency. "+
+				"Set IdempotencyOptions.Principal to name callers of your authentication scheme",
+				slog.String("request_id", RequestIDFrom(c)))
+		}
+		c.Next()
+		return
+	}
 	fp, status := m.fingerprint(c)
 	if status != 0 {
 		abortProblem(c, status, "")
 		return
 	}
 	ctx := c.Request.Context()
-	rk := keys.Tagged(m.opt.Prefix, m.principal(c)) + ":" + key
+	rk := keys.Tagged(m.cfg.prefix, principal) + ":" + key
 	tok := generateID()
-	res, err := idemBegin.Run(ctx, m.rdb, []string{rk}, fp, tok, m.opt.Lease.Milliseconds()).Slice()
+	res, err := idemBeginScript.Run(ctx, m.rdb, []string{rk}, fp, tok, m.cfg.lease.Milliseconds()).Slice()
 	if err != nil {
 		if ctx.Err() != nil {
 			abortContextDone(c)
 			return
 		}
-		m.log.LogAttrs(ctx, slog.LevelError, "ginmw: idempotency: Redis failed before the handler ran",
+		m.cfg.log.LogAttrs(ctx, slog.LevelError, "ginmw: idempotency: Redis failed before the handler ran",
 			slog.Any("error", err), slog.String("request_id", RequestIDFrom(c)))
-		m.onError(c, err)
-		if !c.IsAborted() {
-			c.Next()
-		}
+		answerRedisError(c, m.cfg.onRedisError)
 		return
 	}
 	verdict, _ := res[0].(string)
@@ -198,14 +160,14 @@ func (m *idempotency) handle(c *gin.Context) {
 		var r storedResponse
 		enc, _ := res[1].(string)
 		if err := decodeResponse([]byte(enc), &r); err != nil {
-			m.log.LogAttrs(ctx, slog.LevelError, "ginmw: idempotency: stored response unreadable",
+			m.cfg.log.LogAttrs(ctx, slog.LevelError, "ginmw: idempotency: stored response unreadable",
 				slog.String("key", rk), slog.Any("error", err))
 			abortProblem(c, http.StatusInternalServerError, "")
 			return
 		}
 		writeStored(c, &r, headerReplayed, "true")
 	default:
-		m.log.LogAttrs(ctx, slog.LevelError, "ginmw: idempotency: unexpected script reply", slog.Any("reply", res))
+		m.cfg.log.LogAttrs(ctx, slog.LevelError, "ginmw: idempotency: unexpected script reply", slog.Any("reply", res))
 		abortProblem(c, http.StatusInternalServerError, "")
 	}
 }
@@ -217,7 +179,7 @@ func (m *idempotency) run(c *gin.Context, rk, tok string) {
 	for k := range orig.Header() {
 		before[k] = true
 	}
-	tee := &teeWriter{ResponseWriter: orig, max: int(min(m.opt.MaxResponse, 1<<40))}
+	tee := &teeWriter{ResponseWriter: orig, max: int(m.cfg.maxResponse)}
 	c.Writer = tee
 	finished := false
 	defer func() {
@@ -248,13 +210,13 @@ func (m *idempotency) run(c *gin.Context, rk, tok string) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), idemWriteTimeout)
 	defer cancel()
-	ok, err := idemComplete.Run(ctx, m.rdb, []string{rk}, tok, appendResponse(nil, &r), m.opt.TTL.Milliseconds()).Int()
+	ok, err := idemCompleteScript.Run(ctx, m.rdb, []string{rk}, tok, appendResponse(nil, &r), m.cfg.ttl.Milliseconds()).Int()
 	switch {
 	case err != nil:
-		m.log.LogAttrs(ctx, slog.LevelError, "ginmw: idempotency: storing the response failed; a retry runs again once the lease expires",
+		m.cfg.log.LogAttrs(ctx, slog.LevelError, "ginmw: idempotency: storing the response failed; a retry runs again once the lease expires",
 			slog.String("key", rk), slog.Any("error", err))
 	case ok == 0:
-		m.log.LogAttrs(ctx, slog.LevelWarn, "ginmw: idempotency: lease expired before the handler finished; response not stored (raise IdempotencyOptions.Lease)",
+		m.cfg.log.LogAttrs(ctx, slog.LevelWarn, "ginmw: idempotency: lease expired before the handler finished; response not stored (raise IdempotencyOptions.Lease)",
 			slog.String("key", rk))
 	}
 }
@@ -262,8 +224,8 @@ func (m *idempotency) run(c *gin.Context, rk, tok string) {
 func (m *idempotency) release(c *gin.Context, rk, tok string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), idemWriteTimeout)
 	defer cancel()
-	if err := idemRelease.Run(ctx, m.rdb, []string{rk}, tok).Err(); err != nil {
-		m.log.LogAttrs(ctx, slog.LevelError, "ginmw: idempotency: releasing the lease failed; it expires on its own",
+	if err := idemReleaseScript.Run(ctx, m.rdb, []string{rk}, tok).Err(); err != nil {
+		m.cfg.log.LogAttrs(ctx, slog.LevelError, "ginmw: idempotency: releasing the lease failed; it expires on its own",
 			slog.String("key", rk), slog.Any("error", err))
 	}
 }
@@ -275,17 +237,17 @@ func (m *idempotency) fingerprint(c *gin.Context) (string, int) {
 	h := sha256.New()
 	_, _ = io.WriteString(h, req.Method+"\x00"+req.URL.RequestURI()+"\x00")
 	if req.Body != nil && req.Body != http.NoBody {
-		if req.ContentLength > m.opt.MaxBody {
+		if req.ContentLength > m.cfg.maxBody {
 			return "", http.StatusRequestEntityTooLarge
 		}
 		var buf bytes.Buffer
 		if req.ContentLength > 0 {
 			buf.Grow(int(req.ContentLength))
 		}
-		_, err := buf.ReadFrom(io.TeeReader(io.LimitReader(req.Body, m.opt.MaxBody+1), h))
+		_, err := buf.ReadFrom(io.TeeReader(io.LimitReader(req.Body, m.cfg.maxBody+1), h))
 		_ = req.Body.Close()
 		switch {
-		case int64(buf.Len()) > m.opt.MaxBody:
+		case int64(buf.Len()) > m.cfg.maxBody:
 			return "", http.StatusRequestEntityTooLarge
 		case err != nil:
 			var mbe *http.MaxBytesError

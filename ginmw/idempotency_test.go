@@ -277,10 +277,10 @@ func TestIdempotencyRedisDown(t *testing.T) {
 	logger, logs := newJSONLogger(slog.LevelInfo)
 	var runs atomic.Int64
 	for _, tc := range []struct {
-		onError func(*gin.Context, error)
-		status  int
-	}{{nil, http.StatusServiceUnavailable}, {FailOpen, http.StatusCreated}} {
-		mw, err := NewIdempotency(downRedis(t), &IdempotencyOptions{OnError: tc.onError, Logger: logger})
+		policy ErrorPolicy
+		status int
+	}{{0, http.StatusServiceUnavailable}, {FailClosed, http.StatusServiceUnavailable}, {FailOpen, http.StatusCreated}} {
+		mw, err := NewIdempotency(downRedis(t), &IdempotencyOptions{OnRedisError: tc.policy, Logger: logger})
 		require.NoError(t, err)
 		r := newEngine(t, mw)
 		r.POST("/", func(c *gin.Context) { runs.Add(1); c.Status(http.StatusCreated) })
@@ -294,23 +294,23 @@ func TestIdempotencyRedisDown(t *testing.T) {
 func TestNewIdempotencyRejectsBadOptions(t *testing.T) {
 	_, rdb := redistest.Mini(t)
 	for field, opt := range map[string]*IdempotencyOptions{
-		"IdempotencyOptions.TTL":         {TTL: -1},
-		"IdempotencyOptions.MaxBody":     {MaxBody: -1},
-		"IdempotencyOptions.MaxResponse": {MaxResponse: -1},
-		"IdempotencyOptions.Lease":       {Lease: -time.Second},
-		"IdempotencyOptions.Prefix":      {Prefix: "x}"},
-		"IdempotencyOptions.Methods":     {Methods: []string{"PO ST"}},
-		"IdempotencyOptions":             {Lease: time.Microsecond},
+		"IdempotencyOptions.TTL":          {TTL: -1},
+		"IdempotencyOptions.MaxBody":      {MaxBody: -1},
+		"IdempotencyOptions.MaxResponse":  {MaxResponse: -1},
+		"IdempotencyOptions.Lease":        {Lease: -time.Second},
+		"IdempotencyOptions.Prefix":       {Prefix: "x}"},
+		"IdempotencyOptions.Methods":      {Methods: []string{"PO ST"}},
+		"IdempotencyOptions.Lease ":       {Lease: time.Microsecond},
+		"IdempotencyOptions.TTL ":         {TTL: time.Microsecond},
+		"IdempotencyOptions.OnRedisError": {OnRedisError: -1},
 	} {
 		_, err := NewIdempotency(rdb, opt)
 		require.ErrorIs(t, err, ErrInvalidOptions, field)
-		assert.Contains(t, err.Error(), field)
+		assert.Contains(t, err.Error(), strings.TrimSpace(field))
 	}
 	_, err := NewIdempotency(nil, nil)
 	require.ErrorIs(t, err, ErrInvalidOptions)
-	r := newEngine(t, Idempotency(rdb, &IdempotencyOptions{TTL: -1, Logger: discard(nil)}))
-	r.POST("/", func(c *gin.Context) { c.Status(http.StatusCreated) })
-	assert.Equal(t, http.StatusInternalServerError, do(r, req{method: http.MethodPost, target: "/"}).Code)
+	assert.Panics(t, func() { Idempotency(rdb, &IdempotencyOptions{TTL: -1}) }, "refused at wiring time")
 }
 
 // TestIdempotencyRealRedis runs the scripts on a real redis-server: replay, 422, 409 and the

@@ -10,78 +10,27 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
-	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// maxLeeway bounds JWTOptions.Leeway: clock skew beyond it is a broken clock, not skew.
-const maxLeeway = 5 * time.Minute
-
-// NewJWT is [JWT] returning an error wrapping [ErrInvalidOptions] when opt is invalid: no
-// ValidMethods, "none" or an unknown method, neither or both of Key and Keyfunc, a Key whose type
-// does not fit every method (which also refuses one static key for HMAC and public-key methods,
-// the classic algorithm confusion), an HMAC key shorter than its hash or holding a PEM block, a
-// Leeway outside [0, 5m], or a Realm that cannot be quoted.
+// NewJWT is [JWT] returning an error wrapping [ErrInvalidOptions] instead of panicking when opt
+// is invalid: no ValidMethods, "none" or an unknown method, neither or both of Key and Keyfunc, a
+// Key whose type does not fit every method (which also refuses one static key for HMAC and
+// public-key methods, the classic algorithm confusion), an HMAC key shorter than its hash or
+// holding a PEM block, a Leeway outside [0, [MaxJWTLeeway]], or a Realm that cannot be quoted.
 func NewJWT(opt JWTOptions) (gin.HandlerFunc, error) {
-	if len(opt.ValidMethods) == 0 {
-		return nil, optionError("JWTOptions.ValidMethods", "required (e.g. []string{\"RS256\"}); there is no default that accepts any alg")
+	cfg, err := opt.resolve()
+	if err != nil {
+		return nil, err
 	}
-	for _, m := range opt.ValidMethods {
-		if strings.EqualFold(m, "none") {
-			return nil, optionError("JWTOptions.ValidMethods", "\"none\" accepts unsigned tokens")
-		}
-		if jwt.GetSigningMethod(m) == nil {
-			return nil, optionError("JWTOptions.ValidMethods", "unknown method %q", m)
-		}
-	}
-	if (opt.Key == nil) == (opt.Keyfunc == nil) {
-		return nil, optionError("JWTOptions.Key", "set exactly one of Key and Keyfunc")
-	}
-	keyfunc := opt.Keyfunc
-	if opt.Key != nil {
-		for _, m := range opt.ValidMethods {
-			if err := checkKey(m, opt.Key); err != nil {
-				return nil, err
-			}
-		}
-		key := opt.Key
-		keyfunc = func(*jwt.Token) (any, error) { return key, nil }
-	}
-	if opt.Leeway < 0 || opt.Leeway > maxLeeway {
-		return nil, optionError("JWTOptions.Leeway", "%v is outside [0, %v]", opt.Leeway, maxLeeway)
-	}
-	realm := opt.Realm
-	if realm == "" {
-		realm = "api"
-	}
-	for i := 0; i < len(realm); i++ {
-		if c := realm[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
-			return nil, optionError("JWTOptions.Realm", "%q must be printable ASCII without quotes or backslashes", realm)
-		}
-	}
-
-	popts := []jwt.ParserOption{
-		jwt.WithValidMethods(opt.ValidMethods),
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithLeeway(opt.Leeway),
-	}
-	if opt.Issuer != "" {
-		popts = append(popts, jwt.WithIssuer(opt.Issuer))
-	}
-	if opt.Audience != "" {
-		popts = append(popts, jwt.WithAudience(opt.Audience))
-	}
-	if opt.now != nil {
-		popts = append(popts, jwt.WithTimeFunc(opt.now))
-	}
+	realm := cfg.realm
 	v := &jwtVerifier{
-		parser:   jwt.NewParser(popts...),
-		keyfunc:  keyfunc,
-		optional: opt.Optional,
-		log:      discard(opt.Logger),
+		parser:   jwt.NewParser(cfg.popts...),
+		keyfunc:  cfg.keyfunc,
+		optional: cfg.optional,
+		log:      cfg.log,
 		missing:  []string{`Bearer realm="` + realm + `"`},
 		invalid:  []string{`Bearer realm="` + realm + `", error="invalid_token"`},
 		badReq:   []string{`Bearer realm="` + realm + `", error="invalid_request"`},
@@ -100,17 +49,13 @@ func NewJWT(opt JWTOptions) (gin.HandlerFunc, error) {
 // error="invalid_request". Bodies are application/problem+json and never carry the parser's
 // reason, which goes to opt.Logger at debug level.
 //
-// The verified claims are read with [Claims]; [Principal] returns "sub:" + the subject.
+// The verified claims are read with [Claims]; [Principal] names the caller by the token's issuer
+// and subject (and cannot tell callers apart whose tokens have no subject).
 //
-// An invalid opt (see [NewJWT]) makes every request answer 500 and logs the problem once
-// through opt.Logger, or slog.Default() when nil: nothing is let through. A Keyfunc may block
-// (a JWKS fetch); the handler is otherwise non-blocking and safe for concurrent use.
+// JWT panics at wiring time on an invalid opt (see [NewJWT]). A Keyfunc may block (a JWKS
+// fetch); the handler is otherwise non-blocking and safe for concurrent use.
 func JWT(opt JWTOptions) gin.HandlerFunc {
-	h, err := NewJWT(opt)
-	if err != nil {
-		return misconfigured(err, opt.Logger)
-	}
-	return h
+	return must(NewJWT(opt))
 }
 
 type jwtVerifier struct {
@@ -148,7 +93,7 @@ func (v *jwtVerifier) handle(c *gin.Context) {
 		return
 	}
 	s := stateOf(c)
-	s.authed, s.subject, s.payload = true, claims.Subject, payload
+	s.authed, s.issuer, s.subject, s.payload = true, claims.Issuer, claims.Subject, payload
 	c.Next()
 }
 

@@ -8,7 +8,6 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -75,10 +74,10 @@ func jwtEngine(t *testing.T, opt JWTOptions) *gin.Engine {
 	r.GET("/me", func(c *gin.Context) {
 		rc, ok := Claims[*jwt.RegisteredClaims](c)
 		if !ok {
-			c.String(http.StatusOK, "anonymous "+Principal(c))
+			c.String(http.StatusOK, "anonymous "+principalOf(c))
 			return
 		}
-		c.String(http.StatusOK, rc.Subject+" "+Principal(c))
+		c.String(http.StatusOK, rc.Subject+" "+principalOf(c))
 	})
 	return r
 }
@@ -127,7 +126,7 @@ func TestJWTValidTokenAndClaims(t *testing.T) {
 		got.mc, got.ok[1] = Claims[jwt.MapClaims](c)
 		got.mine, got.ok[2] = Claims[*myClaims](c)
 		got.iface, got.ok[3] = Claims[jwt.Claims](c)
-		got.princ = Principal(c)
+		got.princ = principalOf(c)
 		got.mine.Tenant = "changed" // each call decodes anew
 		again, _ := Claims[*myClaims](c)
 		got.mutate = again.Tenant
@@ -144,7 +143,7 @@ func TestJWTValidTokenAndClaims(t *testing.T) {
 	sub, err := got.iface.GetSubject()
 	require.NoError(t, err)
 	assert.Equal(t, "user-1", sub)
-	assert.Equal(t, "sub:user-1", got.princ)
+	assert.Equal(t, "iss:\"https://issuer.example\" sub:\"user-1\"", got.princ)
 	assert.Equal(t, "acme", got.mutate)
 }
 
@@ -252,7 +251,7 @@ func TestJWTKeyTypes(t *testing.T) {
 		r := jwtEngine(t, JWTOptions{Key: tc.vk, ValidMethods: []string{tc.m.Alg()}})
 		w := bearer(r, sign(t, tc.m, tc.sign, validClaims()))
 		assert.Equal(t, http.StatusOK, w.Code, tc.m.Alg())
-		assert.Equal(t, "user-1 sub:user-1", w.Body.String())
+		assert.Equal(t, "user-1 iss:\"https://issuer.example\" sub:\"user-1\"", w.Body.String())
 	}
 }
 
@@ -315,16 +314,14 @@ func TestNewJWTRejectsBadConfig(t *testing.T) {
 	}
 }
 
-func TestJWTMisconfiguredAnswers500AndLogsOnce(t *testing.T) {
-	logger, logs := newJSONLogger(slog.LevelInfo)
-	r := newEngine(t, JWT(JWTOptions{Key: hmacSecret, Logger: logger})) // no ValidMethods
-	r.GET("/me", func(c *gin.Context) { c.Status(http.StatusOK) })
-	valid := sign(t, jwt.SigningMethodHS256, hmacSecret, validClaims())
-	for range 3 {
-		assert.Equal(t, http.StatusInternalServerError, bearer(r, valid).Code)
-	}
-	assert.Len(t, logs.lines(), 1)
-	assert.Contains(t, logs.String(), "ValidMethods")
+func TestJWTMisconfiguredPanicsAtWiring(t *testing.T) {
+	defer func() {
+		err, _ := recover().(error)
+		require.ErrorIs(t, err, ErrInvalidOptions)
+		assert.Contains(t, err.Error(), "JWTOptions.ValidMethods")
+	}()
+	JWT(JWTOptions{Key: hmacSecret}) // no ValidMethods
+	t.Error("JWT did not panic")
 }
 
 func TestClaimsWithoutJWT(t *testing.T) {
@@ -332,7 +329,7 @@ func TestClaimsWithoutJWT(t *testing.T) {
 	var ok bool
 	r.GET("/", func(c *gin.Context) {
 		_, ok = Claims[*jwt.RegisteredClaims](c)
-		c.String(http.StatusOK, Principal(c))
+		c.String(http.StatusOK, principalOf(c))
 	})
 	w := do(r, req{target: "/", remote: "[2001:db8::5]:1"})
 	assert.False(t, ok)

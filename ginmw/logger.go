@@ -16,42 +16,28 @@ var credentialHeaders = map[string]bool{
 
 type loggedHeader struct{ name, attr string }
 
-// Logger returns middleware that writes one structured line per request to l (slog.Default()
-// when nil: an access log that discards would be pointless): method, route, path (without the
-// query, which may carry secrets), status, latency, bytes, client_ip and, when [RequestID] ran
-// before, request_id, trace_id and span_id. The level follows the status: Error for 5xx (and for
-// a panic passing through, logged as status 500 with panic=true), Warn for 4xx, Info otherwise.
-// No header is logged: Authorization, Cookie and Set-Cookie never are (see [NewLogger] for
-// chosen headers). Handlers get a logger carrying the ids from [LoggerFrom].
+// Logger returns middleware that writes one structured line per request to opt.Logger
+// (slog.Default() when nil: an access log that discards would be pointless): method, route,
+// path (without the query, which may carry secrets), status, latency, bytes, client_ip and, when
+// [RequestID] ran before, request_id, trace_id and span_id. The level follows the status: Error
+// for 5xx (and for a panic passing through, logged as status 500 with panic=true), Warn for 4xx,
+// Info otherwise. Only the headers named in opt.Headers are logged, and never Authorization,
+// Cookie or Set-Cookie. Handlers get a logger carrying the ids from [LoggerFrom].
 //
-// The handler blocks only for l's handler; it is safe for concurrent use.
-func Logger(l *slog.Logger) gin.HandlerFunc {
-	h, _ := NewLogger(&LoggerOptions{Logger: l}) // no error without Headers
-	return h
+// opt may be nil. The handler blocks only for the logger's handler; it is safe for concurrent
+// use. Logger panics at wiring time when [NewLogger] would return an error.
+func Logger(opt *LoggerOptions) gin.HandlerFunc {
+	return must(NewLogger(opt))
 }
 
-// NewLogger is [Logger] with options. It returns an error wrapping [ErrInvalidOptions] when
+// NewLogger is [Logger] returning an error wrapping [ErrInvalidOptions] instead of panicking when
 // opt.Headers names a credential header or an invalid name.
 func NewLogger(opt *LoggerOptions) (gin.HandlerFunc, error) {
-	var o LoggerOptions
-	if opt != nil {
-		o = *opt
+	cfg, err := opt.resolve()
+	if err != nil {
+		return nil, err
 	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
-	headers := make([]loggedHeader, 0, len(o.Headers))
-	for _, h := range o.Headers {
-		if !validHeaderName(h) {
-			return nil, optionError("LoggerOptions.Headers", "%q is not a valid header field name", h)
-		}
-		canon := http.CanonicalHeaderKey(h)
-		if credentialHeaders[canon] {
-			return nil, optionError("LoggerOptions.Headers", "%s carries credentials and is never logged", canon)
-		}
-		headers = append(headers, loggedHeader{name: canon, attr: "header." + strings.ToLower(canon)})
-	}
-	l, skip := o.Logger, o.Skip
+	l, skip, headers := cfg.log, cfg.skip, cfg.headers
 	return func(c *gin.Context) {
 		start := time.Now()
 		s := stateOf(c)

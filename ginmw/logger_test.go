@@ -20,7 +20,7 @@ func decodeLine(t *testing.T, line string) map[string]any {
 
 func TestLoggerOneLinePerRequest(t *testing.T) {
 	logger, logs := newJSONLogger(slog.LevelDebug)
-	r := newEngine(t, RequestID(nil), Logger(logger))
+	r := newEngine(t, RequestID(nil), Logger(&LoggerOptions{Logger: logger}))
 	r.GET("/users/:id", func(c *gin.Context) {
 		c.SetCookie("session", "cookie-secret", 60, "/", "", true, true)
 		c.String(http.StatusOK, "hello")
@@ -59,7 +59,7 @@ func TestLoggerOneLinePerRequest(t *testing.T) {
 
 func TestLoggerPanicPassingThrough(t *testing.T) {
 	logger, logs := newJSONLogger(slog.LevelInfo)
-	r := newEngine(t, Logger(logger)) // recovery is outside the logger
+	r := newEngine(t, Logger(&LoggerOptions{Logger: logger})) // recovery is outside the logger
 	r.GET("/", func(c *gin.Context) { panic("boom") })
 	assert.Equal(t, http.StatusInternalServerError, get(r, "/").Code)
 	lines := logs.lines()

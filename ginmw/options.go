@@ -2,19 +2,111 @@ package ginmw
 
 import (
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/surgekit/surge/cache"
+	"github.com/surgekit/surge/internal/keys"
 )
 
-// RequestIDOptions configures [RequestID]. The zero value (or nil) is ready to use.
+// Defaults of the options of this package; a zero option field means its default.
+const (
+	// DefaultRequestIDHeader is [RequestIDOptions].Header's default.
+	DefaultRequestIDHeader = "X-Request-ID"
+
+	// DefaultRateLimitOnRedisError is [RateLimitOptions].OnRedisError's default: a failing limiter
+	// does not take the API down.
+	DefaultRateLimitOnRedisError = FailOpen
+
+	// DefaultJWTRealm is [JWTOptions].Realm's default.
+	DefaultJWTRealm = "api"
+	// MaxJWTLeeway bounds [JWTOptions].Leeway: clock skew beyond it is a broken clock, not skew.
+	MaxJWTLeeway = 5 * time.Minute
+
+	// DefaultCacheTTL is [CacheOptions].TTL's default.
+	DefaultCacheTTL = time.Minute
+	// DefaultCacheJitter is [CacheOptions].Jitter's default.
+	DefaultCacheJitter = 0.1
+	// DefaultCacheMaxBody is [CacheOptions].MaxBody's default (1 MiB).
+	DefaultCacheMaxBody = 1 << 20
+	// DefaultCachePrefix is [CacheOptions].Prefix's default.
+	DefaultCachePrefix = "surge:http:"
+	// DefaultCacheLoadTimeout is [CacheOptions].LoadTimeout's default.
+	DefaultCacheLoadTimeout = 5 * time.Second
+	// DefaultCacheOnRedisError is [CacheOptions].OnRedisError's default: serve from the handler.
+	DefaultCacheOnRedisError = FailOpen
+
+	// DefaultIdempotencyTTL is [IdempotencyOptions].TTL's default.
+	DefaultIdempotencyTTL = 24 * time.Hour
+	// DefaultIdempotencyMaxBody is [IdempotencyOptions].MaxBody's default (1 MiB).
+	DefaultIdempotencyMaxBody = 1 << 20
+	// DefaultIdempotencyMaxResponse is [IdempotencyOptions].MaxResponse's default (1 MiB).
+	DefaultIdempotencyMaxResponse = 1 << 20
+	// DefaultIdempotencyLease is [IdempotencyOptions].Lease's default.
+	DefaultIdempotencyLease = time.Minute
+	// DefaultIdempotencyPrefix is [IdempotencyOptions].Prefix's default.
+	DefaultIdempotencyPrefix = "surge:idem:"
+	// DefaultIdempotencyOnRedisError is [IdempotencyOptions].OnRedisError's default: running the
+	// handler without the record could repeat a completed request.
+	DefaultIdempotencyOnRedisError = FailClosed
+
+	// DefaultConcurrencyStatus is [ConcurrencyOptions].Status's default.
+	DefaultConcurrencyStatus = http.StatusTooManyRequests
+	// DefaultConcurrencyRetryAfter is the Retry-After [Concurrency] sends when the limiter gives no
+	// hint.
+	DefaultConcurrencyRetryAfter = time.Second
+	// DefaultConcurrencyOnRedisError is [ConcurrencyOptions].OnRedisError's default.
+	DefaultConcurrencyOnRedisError = FailOpen
+)
+
+// ErrorPolicy says what a middleware does when Redis (or the limiter behind it) fails. The zero
+// value means the default the middleware documents: [FailOpen] for [RateLimit], [Cache] and
+// [Concurrency], [FailClosed] for [Idempotency].
+type ErrorPolicy int
+
+const (
+	// FailOpen lets the request go on as if the middleware were not there (not limited, not
+	// cached, not deduplicated). The error is logged.
+	FailOpen ErrorPolicy = iota + 1
+	// FailClosed answers 503 with Retry-After: 1 and an application/problem+json body. The error
+	// is logged.
+	FailClosed
+)
+
+// String returns "FailOpen", "FailClosed", "default" for the zero value, or the number.
+func (p ErrorPolicy) String() string {
+	switch p {
+	case 0:
+		return "default"
+	case FailOpen:
+		return "FailOpen"
+	case FailClosed:
+		return "FailClosed"
+	}
+	return "ErrorPolicy(" + strconv.Itoa(int(p)) + ")"
+}
+
+// resolve returns p, or def for the zero value; an unknown value is an error naming field.
+func (p ErrorPolicy) resolve(field string, def ErrorPolicy) (ErrorPolicy, error) {
+	switch p {
+	case 0:
+		return def, nil
+	case FailOpen, FailClosed:
+		return p, nil
+	}
+	return 0, optionError(field, "unknown policy %d (use FailOpen or FailClosed)", int(p))
+}
+
+// RequestIDOptions configures [RequestID] and [NewRequestID]. nil means all defaults.
 type RequestIDOptions struct {
 	// Header is the request id header, read from requests and written on responses.
-	// Default "X-Request-ID". Must be a valid header field name.
+	// Default [DefaultRequestIDHeader]. Must be a valid header field name.
 	Header string
 	// Generate makes a new request id when the request brings no valid one. Its results are used
 	// as they are. Default: 32 random lowercase hex characters. Must be safe for concurrent use.
@@ -26,12 +118,12 @@ type RequestIDOptions struct {
 
 type requestIDConfig struct {
 	header         string // canonical
-	Generate       func() string
-	IgnoreIncoming bool
+	generate       func() string
+	ignoreIncoming bool
 }
 
 func (o *RequestIDOptions) resolve() (requestIDConfig, error) {
-	cfg := requestIDConfig{header: "X-Request-Id", Generate: generateID}
+	cfg := requestIDConfig{header: http.CanonicalHeaderKey(DefaultRequestIDHeader), generate: generateID}
 	if o == nil {
 		return cfg, nil
 	}
@@ -42,15 +134,17 @@ func (o *RequestIDOptions) resolve() (requestIDConfig, error) {
 		cfg.header = http.CanonicalHeaderKey(o.Header)
 	}
 	if o.Generate != nil {
-		cfg.Generate = o.Generate
+		cfg.generate = o.Generate
 	}
-	cfg.IgnoreIncoming = o.IgnoreIncoming
+	cfg.ignoreIncoming = o.IgnoreIncoming
 	return cfg, nil
 }
 
-// LoggerOptions configures [NewLogger]; [Logger] uses the defaults with the given logger.
+// LoggerOptions configures [Logger] and [NewLogger]. nil means all defaults.
 type LoggerOptions struct {
-	// Logger receives one line per request. Default slog.Default().
+	// Logger receives one line per request. Default slog.Default(): this logger is the
+	// middleware's output, so unlike the diagnostic loggers of the other options a nil one does
+	// not discard.
 	Logger *slog.Logger
 	// Headers are request headers logged as attributes named header.<lowercase name>.
 	// Credentials (Authorization, Proxy-Authorization, Cookie, Set-Cookie) are refused with an
@@ -61,21 +155,78 @@ type LoggerOptions struct {
 	Skip func(*gin.Context) bool
 }
 
-// RateLimitOptions configures [RateLimit]. The zero value (or nil) is ready to use.
+type loggerConfig struct {
+	log     *slog.Logger
+	headers []loggedHeader
+	skip    func(*gin.Context) bool
+}
+
+func (o *LoggerOptions) resolve() (loggerConfig, error) {
+	cfg := loggerConfig{log: slog.Default()}
+	if o == nil {
+		return cfg, nil
+	}
+	if o.Logger != nil {
+		cfg.log = o.Logger
+	}
+	cfg.skip = o.Skip
+	for _, h := range o.Headers {
+		if !validHeaderName(h) {
+			return cfg, optionError("LoggerOptions.Headers", "%q is not a valid header field name", h)
+		}
+		canon := http.CanonicalHeaderKey(h)
+		if credentialHeaders[canon] {
+			return cfg, optionError("LoggerOptions.Headers", "%s carries credentials and is never logged", canon)
+		}
+		cfg.headers = append(cfg.headers, loggedHeader{name: canon, attr: "header." + strings.ToLower(canon)})
+	}
+	return cfg, nil
+}
+
+// RateLimitOptions configures [RateLimit] and [NewRateLimit]. nil means all defaults.
 type RateLimitOptions struct {
 	// Key returns the bucket a request is charged to; "" lets the request through uncharged.
-	// Default [ClientIPKey]: the client IP from Gin's trusted-proxy logic, IPv6 grouped by /64.
+	// Default: the client address as [ClientIPKey] gives it, except that a request with no client
+	// address at all (a unix-socket listener without forwarding headers) is charged to
+	// NoAddressKey or, when that is empty, refused with 500 (logged once), never let through.
 	Key func(*gin.Context) string
+	// NoAddressKey is the bucket the default Key charges requests without a client address to
+	// (all of them share it). Default "": such requests are refused.
+	NoAddressKey string
 	// Cost returns how many tokens a request takes; values below 1 count as 1. Default 1.
 	Cost func(*gin.Context) int
-	// OnError decides what happens when the limiter fails: abort (see [FailClosed], 503) or
-	// not (the request goes on unlimited). The error is logged first. Default [FailOpen].
-	OnError func(*gin.Context, error)
-	// Logger receives limiter errors and the start-up warning about proxies; nil discards.
+	// OnRedisError decides what happens when the limiter fails: [FailOpen] (the request goes on
+	// unlimited) or [FailClosed] (503). The error is logged first. Default
+	// [DefaultRateLimitOnRedisError].
+	OnRedisError ErrorPolicy
+	// Logger receives limiter errors and the warnings about proxy trust and missing client
+	// addresses; nil discards.
 	Logger *slog.Logger
-	// Engine, when set, is checked at construction with [CheckProxies]: a warning is logged
-	// through Logger when it trusts every proxy, which lets any client choose its own key.
+	// Engine, when set, is checked at construction with [CheckProxies], which logs through Logger
+	// how the engine resolves client addresses when clients can choose theirs.
 	Engine *gin.Engine
+}
+
+type rateLimitConfig struct {
+	key          func(*gin.Context) string // nil: the default key
+	noAddressKey string
+	cost         func(*gin.Context) int
+	onRedisError ErrorPolicy
+	log          *slog.Logger
+	engine       *gin.Engine
+}
+
+func (o *RateLimitOptions) resolve() (rateLimitConfig, error) {
+	cfg := rateLimitConfig{onRedisError: DefaultRateLimitOnRedisError, log: discard(nil)}
+	if o == nil {
+		return cfg, nil
+	}
+	var err error
+	if cfg.onRedisError, err = o.OnRedisError.resolve("RateLimitOptions.OnRedisError", DefaultRateLimitOnRedisError); err != nil {
+		return cfg, err
+	}
+	cfg.key, cfg.noAddressKey, cfg.cost, cfg.log, cfg.engine = o.Key, o.NoAddressKey, o.Cost, discard(o.Logger), o.Engine
+	return cfg, nil
 }
 
 // JWTOptions configures [JWT] and [NewJWT]. ValidMethods and one of Key or Keyfunc are required.
@@ -93,9 +244,9 @@ type JWTOptions struct {
 	Issuer string
 	// Audience, when set, must be one of the token's "aud".
 	Audience string
-	// Leeway is the clock skew allowed on exp, nbf and iat; at most 5 minutes. Default 0.
+	// Leeway is the clock skew allowed on exp, nbf and iat; at most [MaxJWTLeeway]. Default 0.
 	Leeway time.Duration
-	// Realm is the realm named in WWW-Authenticate. Default "api".
+	// Realm is the realm named in WWW-Authenticate. Default [DefaultJWTRealm].
 	Realm string
 	// Optional lets requests without a bearer token through unauthenticated (a present but invalid
 	// token is still answered 401). Default false.
@@ -107,82 +258,291 @@ type JWTOptions struct {
 	now func() time.Time // tests move the clock
 }
 
-// CacheOptions configures [Cache] and [NewCache]. The zero value (or nil) is ready to use.
+type jwtConfig struct {
+	keyfunc  jwt.Keyfunc
+	popts    []jwt.ParserOption
+	realm    string
+	optional bool
+	log      *slog.Logger
+}
+
+func (o *JWTOptions) resolve() (jwtConfig, error) {
+	var cfg jwtConfig
+	if len(o.ValidMethods) == 0 {
+		return cfg, optionError("JWTOptions.ValidMethods", "required (e.g. []string{\"RS256\"}); there is no default that accepts any alg")
+	}
+	for _, m := range o.ValidMethods {
+		if strings.EqualFold(m, "none") {
+			return cfg, optionError("JWTOptions.ValidMethods", "\"none\" accepts unsigned tokens")
+		}
+		if jwt.GetSigningMethod(m) == nil {
+			return cfg, optionError("JWTOptions.ValidMethods", "unknown method %q", m)
+		}
+	}
+	if (o.Key == nil) == (o.Keyfunc == nil) {
+		return cfg, optionError("JWTOptions.Key", "set exactly one of Key and Keyfunc")
+	}
+	cfg.keyfunc = o.Keyfunc
+	if o.Key != nil {
+		for _, m := range o.ValidMethods {
+			if err := checkKey(m, o.Key); err != nil {
+				return cfg, err
+			}
+		}
+		key := o.Key
+		cfg.keyfunc = func(*jwt.Token) (any, error) { return key, nil }
+	}
+	if o.Leeway < 0 || o.Leeway > MaxJWTLeeway {
+		return cfg, optionError("JWTOptions.Leeway", "%v is outside [0, %v]", o.Leeway, MaxJWTLeeway)
+	}
+	cfg.realm = o.Realm
+	if cfg.realm == "" {
+		cfg.realm = DefaultJWTRealm
+	}
+	for i := 0; i < len(cfg.realm); i++ {
+		if c := cfg.realm[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return cfg, optionError("JWTOptions.Realm", "%q must be printable ASCII without quotes or backslashes", cfg.realm)
+		}
+	}
+	cfg.popts = []jwt.ParserOption{
+		jwt.WithValidMethods(o.ValidMethods),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(o.Leeway),
+	}
+	if o.Issuer != "" {
+		cfg.popts = append(cfg.popts, jwt.WithIssuer(o.Issuer))
+	}
+	if o.Audience != "" {
+		cfg.popts = append(cfg.popts, jwt.WithAudience(o.Audience))
+	}
+	if o.now != nil {
+		cfg.popts = append(cfg.popts, jwt.WithTimeFunc(o.now))
+	}
+	cfg.optional = o.Optional
+	cfg.log = discard(o.Logger)
+	return cfg, nil
+}
+
+// CacheOptions configures [Cache], [NewCache] and [NewHTTPCache]. nil means all defaults.
 type CacheOptions struct {
-	// TTL is how long a response stays cached, spread by Jitter. Default 1m.
+	// TTL is how long a response stays cached, spread by Jitter. Default [DefaultCacheTTL].
 	TTL time.Duration
-	// Jitter spreads TTLs over TTL ± Jitter·TTL, in [0,1). 0 means cache's default (0.1).
+	// Jitter spreads TTLs over TTL ± Jitter·TTL; below 1. Default [DefaultCacheJitter]; negative
+	// turns it off.
 	Jitter float64
-	// Principal returns who the response is for; it is part of the key. Default: see [Cache]
-	// (JWT subject, else client address, bypassing requests with unverified credentials).
-	// Return "" to share responses between all callers.
-	Principal func(*gin.Context) string
+	// Principal returns who the response is for (part of the key) and whether the caller can be
+	// told apart at all; a request it returns false for is neither served from nor stored in the
+	// cache (Cache-Status fwd=bypass). Return ("", true) to share responses between all callers.
+	// Default [Principal].
+	Principal func(*gin.Context) (string, bool)
 	// Vary lists the request headers that are part of the key (e.g. "Accept-Language"). A
 	// response whose Vary names any other header is not stored. Default none.
 	Vary []string
-	// MaxBody is the largest response body stored. Default 1 MiB.
+	// MaxBody is the largest response body stored. Default [DefaultCacheMaxBody].
 	MaxBody int64
-	// Prefix starts every Redis key. Default "surge:http:". Must not contain '{' or '}'.
+	// Prefix starts every Redis key. Default [DefaultCachePrefix]. Must not contain '{' or '}'.
 	Prefix string
-	// LoadTimeout bounds how long other requests wait for one handler run. Default 5s.
+	// LoadTimeout bounds how long other requests wait for one handler run. Default
+	// [DefaultCacheLoadTimeout].
 	LoadTimeout time.Duration
-	// Local enables the in-process tier of [cache.Cache] (it starts a goroutine: use [NewCache]
-	// and [HTTPCache.Close]). Default nil (Redis only).
+	// OnRedisError decides what a request does when Redis fails: [FailOpen] serves it from the
+	// handler, uncached; [FailClosed] answers 503. Default [DefaultCacheOnRedisError].
+	OnRedisError ErrorPolicy
+	// Local enables the in-process tier of [cache.Cache], which starts goroutines: only
+	// [NewHTTPCache] accepts it (stop them with [HTTPCache.Close]); [Cache] and [NewCache] refuse
+	// it. Default nil (Redis only).
 	Local *cache.LocalOptions
 	// Logger receives Redis and index errors; nil discards.
 	Logger *slog.Logger
 }
 
-// IdempotencyOptions configures [Idempotency]. The zero value (or nil) is ready to use.
+type cacheConfig struct {
+	ttl          time.Duration
+	jitter       float64 // as cache.Options takes it: negative is off
+	principal    func(*gin.Context) (string, bool)
+	vary         []string // canonical, deduplicated
+	maxBody      int
+	prefix       string
+	loadTimeout  time.Duration
+	onRedisError ErrorPolicy
+	local        *cache.LocalOptions
+	log          *slog.Logger
+}
+
+func (o *CacheOptions) resolve() (cacheConfig, error) {
+	cfg := cacheConfig{
+		ttl: DefaultCacheTTL, jitter: DefaultCacheJitter, principal: Principal, maxBody: DefaultCacheMaxBody,
+		prefix: DefaultCachePrefix, loadTimeout: DefaultCacheLoadTimeout, onRedisError: DefaultCacheOnRedisError,
+		log: discard(nil),
+	}
+	if o == nil {
+		return cfg, nil
+	}
+	var err error
+	switch {
+	case o.TTL < 0:
+		return cfg, optionError("CacheOptions.TTL", "must not be negative, got %v", o.TTL)
+	case o.TTL > 0:
+		cfg.ttl = o.TTL
+	}
+	switch {
+	case math.IsNaN(o.Jitter) || o.Jitter >= 1:
+		return cfg, optionError("CacheOptions.Jitter", "must be below 1 (negative turns it off), got %v", o.Jitter)
+	case o.Jitter < 0:
+		cfg.jitter = -1
+	case o.Jitter > 0:
+		cfg.jitter = o.Jitter
+	}
+	if o.Principal != nil {
+		cfg.principal = o.Principal
+	}
+	seen := map[string]bool{}
+	for _, v := range o.Vary {
+		if !validHeaderName(v) {
+			return cfg, optionError("CacheOptions.Vary", "%q is not a valid header field name", v)
+		}
+		if canon := http.CanonicalHeaderKey(v); !seen[canon] {
+			seen[canon] = true
+			cfg.vary = append(cfg.vary, canon)
+		}
+	}
+	switch {
+	case o.MaxBody < 0:
+		return cfg, optionError("CacheOptions.MaxBody", "must not be negative, got %d", o.MaxBody)
+	case o.MaxBody > 0:
+		cfg.maxBody = int(min(o.MaxBody, 1<<40))
+	}
+	if o.Prefix != "" {
+		cfg.prefix = o.Prefix
+	}
+	if !keys.ValidPrefix(cfg.prefix) {
+		return cfg, optionError("CacheOptions.Prefix", "%q must not contain '{' or '}'", cfg.prefix)
+	}
+	switch {
+	case o.LoadTimeout < 0:
+		return cfg, optionError("CacheOptions.LoadTimeout", "must not be negative, got %v", o.LoadTimeout)
+	case o.LoadTimeout > 0:
+		cfg.loadTimeout = o.LoadTimeout
+	}
+	if cfg.onRedisError, err = o.OnRedisError.resolve("CacheOptions.OnRedisError", DefaultCacheOnRedisError); err != nil {
+		return cfg, err
+	}
+	cfg.local = o.Local
+	cfg.log = discard(o.Logger)
+	return cfg, nil
+}
+
+// IdempotencyOptions configures [Idempotency] and [NewIdempotency]. nil means all defaults.
 type IdempotencyOptions struct {
-	// TTL is how long a completed response is kept for replay. Default 24h.
+	// TTL is how long a completed response is kept for replay; at least 1ms. Default
+	// [DefaultIdempotencyTTL].
 	TTL time.Duration
 	// MaxBody bounds the request body read to fingerprint it; larger requests get 413.
-	// Default 1 MiB.
+	// Default [DefaultIdempotencyMaxBody].
 	MaxBody int64
 	// MaxResponse bounds the response body stored for replay. A larger response is still sent
 	// and recorded as completed, but a replay carries its status and a problem body instead of
-	// the original body. Default 1 MiB.
+	// the original body. Default [DefaultIdempotencyMaxResponse].
 	MaxResponse int64
-	// Principal scopes keys: the same Idempotency-Key from two principals names two records.
-	// Default [Principal] (the JWT subject when [JWT] ran before, else the client IP).
-	Principal func(*gin.Context) string
+	// Principal scopes keys: the same Idempotency-Key from two principals names two records. A
+	// request it returns false for (the caller cannot be told apart) runs without a record:
+	// nothing is stored or replayed for it. Default [Principal].
+	Principal func(*gin.Context) (string, bool)
 	// Lease is how long a request holds its key while the handler runs; a crashed process's
-	// lease expires after it and a retry proceeds. Must exceed the slowest handler. Default 1m.
+	// lease expires after it and a retry proceeds. Must exceed the slowest handler; at least 1ms.
+	// Default [DefaultIdempotencyLease].
 	Lease time.Duration
-	// Prefix starts every Redis key. Default "surge:idem:". Must not contain '{' or '}'.
+	// Prefix starts every Redis key. Default [DefaultIdempotencyPrefix]. Must not contain '{' or
+	// '}'.
 	Prefix string
 	// Methods are the methods the middleware acts on. Default POST and PATCH.
 	Methods []string
 	// Required answers 400 to requests (of Methods) without an Idempotency-Key. Default false:
 	// they pass through.
 	Required bool
-	// OnError decides what happens when Redis fails before the handler ran. The error is logged
-	// first. Default [FailClosed] (503): running the handler could repeat a completed request.
-	OnError func(*gin.Context, error)
-	// Logger receives Redis errors; nil discards.
+	// OnRedisError decides what happens when Redis fails before the handler ran: [FailClosed]
+	// (503) or [FailOpen] (the handler runs without a record). The error is logged first. Default
+	// [DefaultIdempotencyOnRedisError].
+	OnRedisError ErrorPolicy
+	// Logger receives Redis errors and the warning about callers without a principal; nil
+	// discards.
 	Logger *slog.Logger
 }
 
-func (o *RateLimitOptions) logger() *slog.Logger {
-	if o == nil {
-		return nil
-	}
-	return o.Logger
+type idempotencyConfig struct {
+	ttl, lease           time.Duration
+	maxBody, maxResponse int64
+	principal            func(*gin.Context) (string, bool)
+	prefix               string
+	methods              map[string]bool
+	required             bool
+	onRedisError         ErrorPolicy
+	log                  *slog.Logger
 }
 
-func (o *CacheOptions) logger() *slog.Logger {
-	if o == nil {
-		return nil
+func (o *IdempotencyOptions) resolve() (idempotencyConfig, error) {
+	cfg := idempotencyConfig{
+		ttl: DefaultIdempotencyTTL, lease: DefaultIdempotencyLease, maxBody: DefaultIdempotencyMaxBody,
+		maxResponse: DefaultIdempotencyMaxResponse, principal: Principal, prefix: DefaultIdempotencyPrefix,
+		methods:      map[string]bool{http.MethodPost: true, http.MethodPatch: true},
+		onRedisError: DefaultIdempotencyOnRedisError, log: discard(nil),
 	}
-	return o.Logger
-}
-
-func (o *IdempotencyOptions) logger() *slog.Logger {
 	if o == nil {
-		return nil
+		return cfg, nil
 	}
-	return o.Logger
+	for _, d := range []struct {
+		name  string
+		v     time.Duration
+		dst   *time.Duration
+		least time.Duration
+	}{{"TTL", o.TTL, &cfg.ttl, time.Millisecond}, {"Lease", o.Lease, &cfg.lease, time.Millisecond}} {
+		switch {
+		case d.v < 0:
+			return cfg, optionError("IdempotencyOptions."+d.name, "must not be negative, got %v", d.v)
+		case d.v > 0 && d.v < d.least:
+			return cfg, optionError("IdempotencyOptions."+d.name, "must be at least %v, got %v", d.least, d.v)
+		case d.v > 0:
+			*d.dst = d.v
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    int64
+		dst  *int64
+	}{{"MaxBody", o.MaxBody, &cfg.maxBody}, {"MaxResponse", o.MaxResponse, &cfg.maxResponse}} {
+		switch {
+		case d.v < 0:
+			return cfg, optionError("IdempotencyOptions."+d.name, "must not be negative, got %d", d.v)
+		case d.v > 0:
+			*d.dst = min(d.v, 1<<40)
+		}
+	}
+	if o.Principal != nil {
+		cfg.principal = o.Principal
+	}
+	if o.Prefix != "" {
+		cfg.prefix = o.Prefix
+	}
+	if !keys.ValidPrefix(cfg.prefix) {
+		return cfg, optionError("IdempotencyOptions.Prefix", "%q must not contain '{' or '}'", cfg.prefix)
+	}
+	if len(o.Methods) > 0 {
+		cfg.methods = make(map[string]bool, len(o.Methods))
+		for _, m := range o.Methods {
+			if !validHeaderName(m) { // a method is a token too
+				return cfg, optionError("IdempotencyOptions.Methods", "%q is not a valid method", m)
+			}
+			cfg.methods[m] = true
+		}
+	}
+	cfg.required = o.Required
+	var err error
+	if cfg.onRedisError, err = o.OnRedisError.resolve("IdempotencyOptions.OnRedisError", DefaultIdempotencyOnRedisError); err != nil {
+		return cfg, err
+	}
+	cfg.log = discard(o.Logger)
+	return cfg, nil
 }
 
 // validHeaderName reports whether s is an RFC 9110 token.

@@ -24,85 +24,110 @@ const (
 // maxPolicies bounds the cache of formatted RateLimit-Policy values (one per distinct Limit).
 const maxPolicies = 64
 
-// FailOpen is an OnError handler that lets the request go on as if it were not limited (or, for
-// [Idempotency], not deduplicated). The middleware has logged the error already.
-func FailOpen(*gin.Context, error) {}
-
-// FailClosed is an OnError handler that answers 503 with Retry-After: 1 and an
-// application/problem+json body. The middleware has logged the error already.
-func FailClosed(c *gin.Context, _ error) {
-	retryAfter(c.Writer.Header(), 1)
-	abortProblem(c, http.StatusServiceUnavailable, "")
+// answerRedisError applies policy after err was logged: FailClosed answers 503 with Retry-After: 1;
+// FailOpen lets the request go on.
+func answerRedisError(c *gin.Context, policy ErrorPolicy) {
+	if policy == FailClosed {
+		retryAfter(c.Writer.Header(), 1)
+		abortProblem(c, http.StatusServiceUnavailable, "")
+		return
+	}
+	c.Next()
 }
 
 // RateLimit returns middleware that charges every request to a bucket of l and answers 429 when
 // it is empty.
 //
-// The bucket key is opt.Key (default [ClientIPKey]: Gin's trusted-proxy client IP, IPv6 grouped
-// by /64; an empty key lets the request through uncharged), the cost opt.Cost (default 1). Every
-// charged response carries the IETF draft headers (draft-ietf-httpapi-ratelimit-headers) for the
-// binding limit, in delta seconds: RateLimit-Policy: "name";q=<burst>;w=<seconds to refill> and
-// RateLimit: "name";r=<remaining>;t=<seconds until full>. A denied request gets 429 with
-// Retry-After (whole seconds, at least 1) and an application/problem+json body; a cost above the
-// burst (never allowed) gets 429 without Retry-After.
+// The bucket key is opt.Key, by default the client address ([ClientIPKey]: Gin's trusted-proxy
+// logic, the peer address when the engine trusts every proxy, IPv6 grouped by /64); a request
+// without any client address is charged to opt.NoAddressKey or, without one, refused with 500.
+// When the default key meets a forwarding header it does not believe, it logs once through
+// opt.Logger how to configure trusted proxies. A custom Key returning "" lets the request through
+// uncharged. The cost is opt.Cost (default 1).
 //
-// When l fails the error is logged through opt.Logger and opt.OnError decides: [FailOpen] (the
-// default) or [FailClosed] (503). A request whose context ended while waiting gets 503.
-// Set opt.Engine to have [CheckProxies] warn at construction when Gin trusts every proxy.
+// Every charged response carries the IETF draft headers (draft-ietf-httpapi-ratelimit-headers)
+// for the binding limit, in delta seconds: RateLimit-Policy: "name";q=<burst>;w=<seconds to
+// refill> and RateLimit: "name";r=<remaining>;t=<seconds until full>. A denied request gets 429
+// with Retry-After (whole seconds, at least 1) and an application/problem+json body; a cost above
+// the burst (never allowed) gets 429 without Retry-After.
+//
+// When l fails the error is logged through opt.Logger and opt.OnRedisError decides: [FailOpen]
+// (the default) or [FailClosed] (503). A request whose context ended while waiting gets 503.
+// Set opt.Engine to have [CheckProxies] report at construction how the engine resolves client
+// addresses.
 //
 // The handler blocks for l.AllowN (a Redis round trip for ratelimit.Redis) and is safe for
-// concurrent use. It never panics on limiter errors; a nil l makes every request answer 500 (and
-// logs that once through opt.Logger or slog.Default()); [NewRateLimit] returns the error instead.
+// concurrent use. RateLimit panics at wiring time when [NewRateLimit] would return an error (a
+// nil l, an unknown OnRedisError).
 func RateLimit(l ratelimit.Limiter, opt *RateLimitOptions) gin.HandlerFunc {
-	h, err := NewRateLimit(l, opt)
-	if err != nil {
-		return misconfigured(err, opt.logger())
-	}
-	return h
+	return must(NewRateLimit(l, opt))
 }
 
 // NewRateLimit is [RateLimit] returning an error wrapping [ErrInvalidOptions] for a nil limiter
-// instead of a handler that answers 500.
+// or a bad option instead of panicking.
 func NewRateLimit(l ratelimit.Limiter, opt *RateLimitOptions) (gin.HandlerFunc, error) {
-	var o RateLimitOptions
-	if opt != nil {
-		o = *opt
-	}
 	if l == nil {
 		return nil, optionError("l", "nil ratelimit.Limiter")
 	}
-	if o.Engine != nil {
-		CheckProxies(o.Engine, o.Logger)
+	cfg, err := opt.resolve()
+	if err != nil {
+		return nil, err
 	}
-	m := &rateLimiter{l: l, key: o.Key, cost: o.Cost, onError: o.OnError, log: discard(o.Logger)}
-	if m.key == nil {
-		m.key = ClientIPKey
+	if cfg.engine != nil {
+		CheckProxies(cfg.engine, cfg.log)
 	}
-	if m.onError == nil {
-		m.onError = FailOpen
-	}
+	m := &rateLimiter{l: l, cfg: cfg}
 	return m.handle, nil
 }
 
 type rateLimiter struct {
 	l        ratelimit.Limiter
-	key      func(*gin.Context) string
-	cost     func(*gin.Context) int
-	onError  func(*gin.Context, error)
-	log      *slog.Logger
+	cfg      rateLimitConfig
 	policies atomic.Pointer[map[ratelimit.Limit][]string]
-	mu       sync.Mutex // serialises additions to policies
+	mu       sync.Mutex  // serialises additions to policies
+	warned   atomic.Bool // the proxy-trust warning was logged
+	noAddr   atomic.Bool // the no-address error was logged
+}
+
+// key returns the bucket of c's request; ok false means the request was answered.
+func (m *rateLimiter) key(c *gin.Context) (key string, ok bool) {
+	if m.cfg.key != nil {
+		return m.cfg.key(c), true
+	}
+	addr, spoofable := clientAddr(c)
+	if spoofable && m.warned.CompareAndSwap(false, true) {
+		m.cfg.log.LogAttrs(c.Request.Context(), slog.LevelWarn, "ginmw: RateLimit keys requests by the peer address "+
+			"because the gin engine trusts every proxy, so any client could set its own X-Forwarded-For; call "+
+			"engine.SetTrustedProxies with your proxies' addresses (or nil when there are none) to key by the client address behind them",
+			slog.String("peer", c.Request.RemoteAddr))
+	}
+	switch {
+	case addr != "":
+		return addr, true
+	case m.cfg.noAddressKey != "":
+		return m.cfg.noAddressKey, true
+	}
+	if m.noAddr.CompareAndSwap(false, true) {
+		m.cfg.log.LogAttrs(c.Request.Context(), slog.LevelError, "ginmw: RateLimit refuses requests without a client "+
+			"address (a unix-socket listener without X-Forwarded-For?); have the proxy in front set one, or set "+
+			"RateLimitOptions.NoAddressKey or Key", slog.String("remote_addr", c.Request.RemoteAddr))
+	}
+	abortProblem(c, http.StatusInternalServerError, "")
+	return "", false
 }
 
 func (m *rateLimiter) handle(c *gin.Context) {
-	key := m.key(c)
-	if key == "" {
+	key, ok := m.key(c)
+	switch {
+	case !ok:
+		return
+	case key == "":
 		c.Next()
 		return
 	}
 	n := 1
-	if m.cost != nil {
-		n = max(m.cost(c), 1)
+	if m.cfg.cost != nil {
+		n = max(m.cfg.cost(c), 1)
 	}
 	ctx := c.Request.Context()
 	res, err := m.l.AllowN(ctx, key, n)
@@ -113,12 +138,9 @@ func (m *rateLimiter) handle(c *gin.Context) {
 		case ctx.Err() != nil:
 			abortContextDone(c)
 		default:
-			m.log.LogAttrs(ctx, slog.LevelError, "ginmw: rate limiter failed",
+			m.cfg.log.LogAttrs(ctx, slog.LevelError, "ginmw: rate limiter failed",
 				slog.String("key", key), slog.Any("error", err), slog.String("request_id", RequestIDFrom(c)))
-			m.onError(c, err)
-			if !c.IsAborted() {
-				c.Next()
-			}
+			answerRedisError(c, m.cfg.onRedisError)
 		}
 		return
 	}
@@ -162,13 +184,15 @@ func (m *rateLimiter) policy(lim ratelimit.Limit) []string {
 }
 
 // policyValue formats `"name";q=<burst>;w=<window>`, the window being the seconds a drained bucket
-// takes to refill (at least 1).
+// takes to refill (at least 1): exact when burst/rate is a whole number up to floating-point
+// error (PerMinute(11) has a window of 60, though 11/(11/60.0) computes 60.00000000000001),
+// rounded up otherwise.
 func policyValue(lim ratelimit.Limit) string {
 	b := appendSFString(make([]byte, 0, 48), limitName(lim))
 	b = append(b, ";q="...)
 	b = strconv.AppendInt(b, int64(lim.Burst), 10)
 	b = append(b, ";w="...)
-	w := math.Ceil(float64(lim.Burst) / lim.Rate)
+	w := windowSeconds(lim)
 	b = strconv.AppendInt(b, int64(max(min(w, math.MaxInt32), 1)), 10)
 	return string(b)
 }
@@ -214,4 +238,15 @@ func ceilSeconds(d time.Duration) int64 {
 		return 0
 	}
 	return int64((d + time.Second - 1) / time.Second)
+}
+
+// windowSeconds returns the seconds a drained bucket of lim takes to refill: burst/rate, rounded
+// to the nearest whole number when within a relative 1e-9 of it (rate is a float, so n/(n/60.0)
+// may miss 60 by an ulp or two), rounded up otherwise.
+func windowSeconds(lim ratelimit.Limit) float64 {
+	w := float64(lim.Burst) / lim.Rate
+	if r := math.Round(w); math.Abs(w-r) <= 1e-9*w {
+		return r
+	}
+	return math.Ceil(w)
 }

@@ -261,21 +261,19 @@ func TestRateLimitRedisDown(t *testing.T) {
 	assert.Equal(t, http.StatusOK, get(open, "/").Code, "default: fail open")
 	assert.Contains(t, logs.String(), "rate limiter failed")
 
-	closed := rlEngine(t, l, &RateLimitOptions{OnError: FailClosed}, nil)
+	closed := rlEngine(t, l, &RateLimitOptions{OnRedisError: FailClosed}, nil)
 	w := get(closed, "/")
 	assert.Equal(t, http.StatusServiceUnavailable, w.Code)
 	assert.Equal(t, "1", w.Header().Get("Retry-After"))
 	assert.Equal(t, problemJSON, w.Header().Get("Content-Type"))
 
-	custom := rlEngine(t, l, &RateLimitOptions{OnError: func(c *gin.Context, err error) {
-		c.AbortWithStatus(http.StatusTeapot)
-	}}, nil)
-	assert.Equal(t, http.StatusTeapot, get(custom, "/").Code)
+	_, err = NewRateLimit(l, &RateLimitOptions{OnRedisError: 7})
+	require.ErrorIs(t, err, ErrInvalidOptions)
+	assert.Contains(t, err.Error(), "RateLimitOptions.OnRedisError")
 }
 
 func TestRateLimitNilLimiter(t *testing.T) {
-	r := rlEngine(t, nil, &RateLimitOptions{Logger: slog.New(slog.DiscardHandler)}, nil)
-	assert.Equal(t, http.StatusInternalServerError, get(r, "/").Code)
+	assert.Panics(t, func() { RateLimit(nil, nil) }, "refused at wiring time")
 }
 
 func TestRateLimitHeaderFormat(t *testing.T) {

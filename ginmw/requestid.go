@@ -54,7 +54,7 @@ func formatTraceparent(b *[traceparentLen]byte, traceID, spanID string, flags by
 const hexDigits = "0123456789abcdef"
 
 // NewRequestID is [RequestID] returning an error (wrapping [ErrInvalidOptions]) when opt is
-// invalid instead of a handler that answers 500.
+// invalid instead of panicking.
 func NewRequestID(opt *RequestIDOptions) (gin.HandlerFunc, error) {
 	o, err := opt.resolve()
 	if err != nil {
@@ -64,13 +64,13 @@ func NewRequestID(opt *RequestIDOptions) (gin.HandlerFunc, error) {
 		s := stateOf(c)
 		h := c.Request.Header
 		id := ""
-		if !o.IgnoreIncoming {
+		if !o.ignoreIncoming {
 			if v := h[o.header]; len(v) == 1 && validRequestID(v[0]) {
 				id = v[0]
 			}
 		}
 		if id == "" {
-			id = o.Generate()
+			id = o.generate()
 		}
 		s.requestID = id
 
@@ -102,15 +102,11 @@ func NewRequestID(opt *RequestIDOptions) (gin.HandlerFunc, error) {
 // carries the traceparent naming this request's span. Both are on the request's
 // context.Context: see [RequestIDFrom], [TraceFrom] and [LoggerFrom].
 //
-// opt may be nil (defaults). An invalid opt makes every request answer 500 and logs the problem
-// once through slog.Default(); use [NewRequestID] to get the error instead. The handler never
-// blocks and is safe for concurrent use.
+// opt may be nil (defaults). RequestID panics at wiring time on an invalid opt; use
+// [NewRequestID] to get the error instead. The handler never blocks and is safe for concurrent
+// use.
 func RequestID(opt *RequestIDOptions) gin.HandlerFunc {
-	h, err := NewRequestID(opt)
-	if err != nil {
-		return misconfigured(err, nil)
-	}
-	return h
+	return must(NewRequestID(opt))
 }
 
 // newTrace returns the trace for this request and its traceparent header value: traceID and

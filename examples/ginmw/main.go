@@ -59,7 +59,7 @@ func run(ctx context.Context, serve bool, duration time.Duration) error {
 	r := gin.New()
 	_ = r.SetTrustedProxies(nil)
 	access := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{ReplaceAttr: dropTime}))
-	r.Use(ginmw.RequestID(nil), ginmw.Logger(access))
+	r.Use(ginmw.RequestID(nil), ginmw.Logger(&ginmw.LoggerOptions{Logger: access}))
 	prefix := fmt.Sprintf("example:%d:", time.Now().UnixNano())
 	r.GET("/report", ginmw.Cache(rb.Client, &ginmw.CacheOptions{TTL: time.Minute, Prefix: prefix + "http:"}), func(c *gin.Context) {
 		time.Sleep(200 * time.Millisecond) // an expensive query

@@ -38,7 +38,7 @@ func BenchmarkGinOverhead(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer l.Close()
-		serve(b, ginmw.RequestID(nil), ginmw.Logger(slog.New(slog.NewJSONHandler(io.Discard, nil))), ginmw.RateLimit(l, nil))
+		serve(b, ginmw.RequestID(nil), ginmw.Logger(&ginmw.LoggerOptions{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}), ginmw.RateLimit(l, nil))
 	})
 }
 
