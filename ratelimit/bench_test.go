@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/time/rate"
 
 	"github.com/surgekit/surge/internal/redistest"
 )
@@ -91,51 +90,54 @@ func BenchmarkRedisAllowMini(b *testing.B) {
 	benchRedis(b, rdb)
 }
 
-// BenchmarkLocalAllow measures Local.Allow over 100k keys, all kept (MaxKeys above the key count).
+// BenchmarkLocalAllow measures Local.Allow over 1, 1,000 and 100,000 keys visited in turn (all
+// kept: MaxKeys above the key count), one goroutine, and over 100k keys in parallel. The
+// comparison with x/time/rate is in internal/benchcmp.
 func BenchmarkLocalAllow(b *testing.B) {
 	ctx := context.Background()
-	for _, bc := range []struct {
-		name   string
-		limits []Limit
-	}{
-		{"100k-keys", []Limit{PerSecond(1000)}},
-		{"100k-keys-two-limits", []Limit{PerSecond(1000), PerHour(1 << 20)}},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			l, err := NewLocal(&LocalOptions{MaxKeys: 2 * benchKeys}, bc.limits...)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer l.Close()
-			for _, k := range benchKeyNames() { // warm: measure steady state, not first inserts
-				_, _ = l.Allow(ctx, k)
-			}
-			b.ReportAllocs()
-			parallelKeys(b, func(key string) {
-				if _, err := l.Allow(ctx, key); err != nil {
+	for _, nkeys := range []int{1, 1_000, benchKeys} {
+		for _, bc := range []struct {
+			name   string
+			limits []Limit
+		}{
+			{"", []Limit{PerSecond(100)}},
+			{"-two-limits", []Limit{PerSecond(100), PerHour(1 << 20)}},
+		} {
+			b.Run(strconv.Itoa(nkeys)+"-keys"+bc.name, func(b *testing.B) {
+				l, err := NewLocal(&LocalOptions{MaxKeys: 2 * benchKeys}, bc.limits...)
+				if err != nil {
 					b.Fatal(err)
 				}
+				defer l.Close()
+				ks := benchKeyNames()[:nkeys]
+				for _, k := range ks { // warm: measure steady state, not first inserts
+					_, _ = l.Allow(ctx, k)
+				}
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					if _, err := l.Allow(ctx, ks[i%nkeys]); err != nil {
+						b.Fatal(err)
+					}
+					i++
+				}
 			})
-		})
-	}
-}
-
-// BenchmarkXRateSyncMap is the baseline for BenchmarkLocalAllow: one x/time/rate Limiter per key
-// behind a sync.Map (unbounded, no expiry, no Result).
-func BenchmarkXRateSyncMap(b *testing.B) {
-	b.Run("100k-keys", func(b *testing.B) {
-		var m sync.Map
-		get := func(key string) *rate.Limiter {
-			if v, ok := m.Load(key); ok {
-				return v.(*rate.Limiter)
-			}
-			v, _ := m.LoadOrStore(key, rate.NewLimiter(1000, 1000))
-			return v.(*rate.Limiter)
 		}
+	}
+	b.Run("100k-keys-parallel", func(b *testing.B) {
+		l, err := NewLocal(&LocalOptions{MaxKeys: 2 * benchKeys}, PerSecond(100))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer l.Close()
 		for _, k := range benchKeyNames() {
-			get(k).Allow()
+			_, _ = l.Allow(ctx, k)
 		}
 		b.ReportAllocs()
-		parallelKeys(b, func(key string) { get(key).Allow() })
+		parallelKeys(b, func(key string) {
+			if _, err := l.Allow(ctx, key); err != nil {
+				b.Fatal(err)
+			}
+		})
 	})
 }

@@ -3,36 +3,22 @@ package ratelimit
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
-
-	"github.com/maypok86/otter/v2"
 )
 
-// Local is an in-process token-bucket limiter with one bucket per key, kept in a bounded otter
-// cache. A key's buckets are dropped once they would be full again (nothing is lost: a missing key
-// starts full), or earlier when more than MaxKeys keys are active.
+// Local is an in-process token-bucket limiter with one bucket per key. A key's buckets are
+// forgotten once they would be full again (nothing is lost: a missing key starts full), or
+// earlier when more than MaxKeys keys are active: then a new key replaces the least recently used
+// of a few sampled ones, so a key in use keeps its state.
 //
-// NewLocal starts two goroutines (otter's periodic clean-up and its coarse clock); call
-// [Local.Close] when done with the limiter (those of an unreachable Local also end by themselves
-// within a second). All methods are safe for concurrent use.
+// NewLocal starts no goroutine: buckets that are full again are dropped when a new key needs
+// room. All methods are safe for concurrent use; keys in different shards never contend.
 type Local struct {
-	derived // Allow, Wait, WaitN, Limits
-	buckets *otter.Cache[string, *bucket]
-	clock   *otter.CoarseClock // otter's clock for expiry: reading it costs a load, not a syscall
-	now     func() time.Time   // tests move the clock
-	epoch   time.Time
-}
-
-// coarseResolution is how often otter's clock reads the time. Expiry only needs to be right to
-// within a second, while the buckets themselves read the precise time.
-const coarseResolution = 100 * time.Millisecond
-
-// bucket is the state of every limit of one key. Tokens are as of last (ns since Local.epoch).
-type bucket struct {
-	mu     sync.Mutex
-	last   int64
-	tokens []float64
+	derived  // Allow, Wait, WaitN, Limits
+	buckets  *store
+	minBurst int              // the smallest Burst: n above it is an error
+	now      func() time.Time // nil: the monotonic clock; tests set a fake one
+	epoch    time.Time
 }
 
 // NewLocal returns a Local enforcing every limit at once on each key. It returns an error wrapping
@@ -48,27 +34,23 @@ func NewLocal(opt *LocalOptions, limits ...Limit) (*Local, error) {
 		return nil, err
 	}
 	var idle time.Duration
+	minBurst := ls[0].Burst
 	for _, l := range ls {
 		idle = max(idle, l.refillTime())
+		minBurst = min(minBurst, l.Burst)
 	}
-	// Buckets are only read through otter (their state changes in place), and otter may let an
-	// entry expire up to a second before the duration its last read asked for: keep buckets a
-	// second longer so that none is dropped before it is full.
-	// The coarse clock lags by up to its resolution (more under load): keep that much again.
-	idle += time.Second + 2*coarseResolution
-	clock := otter.NewCoarseClock(coarseResolution)
-	c, err := otter.New(&otter.Options[string, *bucket]{
-		MaximumSize:      cfg.maxKeys,
-		ExpiryCalculator: otter.ExpiryAccessing[string, *bucket](idle),
-		Clock:            clock,
-	})
-	if err != nil {
-		clock.Stop()
-		return nil, fmt.Errorf("%w: %v", ErrInvalidOptions, err)
-	}
-	l := &Local{buckets: c, clock: clock, now: time.Now, epoch: time.Now()}
+	l := &Local{buckets: newStore(cfg.maxKeys, int64(idle)), minBurst: minBurst, epoch: time.Now()}
 	l.derived = derived{limits: ls, allowN: l.AllowN}
 	return l, nil
+}
+
+// clock returns the time in ns since l.epoch. time.Since reads only the monotonic clock, half
+// the cost of time.Now.
+func (l *Local) clock() int64 {
+	if l.now == nil {
+		return int64(time.Since(l.epoch))
+	}
+	return int64(l.now().Sub(l.epoch))
 }
 
 // AllowN takes n tokens from every bucket of key if all of them hold n, and none otherwise.
@@ -76,31 +58,28 @@ func NewLocal(opt *LocalOptions, limits ...Limit) (*Local, error) {
 // and ignores ctx. Errors: [ErrInvalidArgument] for an empty key or negative n, [ErrExceedsBurst]
 // when n is larger than a limit's Burst.
 func (l *Local) AllowN(_ context.Context, key string, n int) (Result, error) {
-	if err := checkCall(l.limits, key, n); err != nil {
-		return Result{}, err
+	if key == "" || n < 0 || n > l.minBurst {
+		return Result{}, checkCall(l.limits, key, n)
 	}
-	now := int64(l.now().Sub(l.epoch))
+	now := l.clock()
 	var buf [4]float64
 	tokens := buf[:0]
-	b, ok := l.buckets.GetIfPresent(key)
-	if !ok && n == 0 {
-		for _, lim := range l.limits {
-			tokens = append(tokens, float64(lim.Burst))
-		}
-		return buildResult(l.limits, tokens, true, 0), nil
-	}
-	if !ok {
-		b, _ = l.buckets.ComputeIfAbsent(key, func() (*bucket, bool) {
-			nb := &bucket{last: now, tokens: make([]float64, len(l.limits))}
-			for i, lim := range l.limits {
-				nb.tokens[i] = float64(lim.Burst)
+	sh := l.buckets.shard(key)
+	sh.mu.Lock()
+	b := sh.m[key]
+	if b == nil {
+		if n == 0 {
+			sh.mu.Unlock()
+			for _, lim := range l.limits {
+				tokens = append(tokens, float64(lim.Burst))
 			}
-			return nb, false
-		})
+			return buildResult(l.limits, tokens, true, 0), nil
+		}
+		b = l.buckets.insert(sh, key, now, l.limits)
 	}
+	b.seen = now
 	want := need(n)
 	allowed := true
-	b.mu.Lock()
 	elapsed := now - b.last
 	for i, lim := range l.limits {
 		tk := b.tokens[i]
@@ -121,7 +100,7 @@ func (l *Local) AllowN(_ context.Context, key string, n int) (Result, error) {
 		// The clock went back: restart refilling from now rather than waiting for it to catch up.
 		b.last = now
 	}
-	b.mu.Unlock()
+	sh.mu.Unlock()
 	return buildResult(l.limits, tokens, allowed, n), nil
 }
 
@@ -131,17 +110,16 @@ func (l *Local) Reset(_ context.Context, key string) error {
 	if key == "" {
 		return fmt.Errorf("%w: empty key", ErrInvalidArgument)
 	}
-	l.buckets.Invalidate(key)
+	sh := l.buckets.shard(key)
+	sh.mu.Lock()
+	delete(sh.m, key)
+	sh.mu.Unlock()
 	return nil
 }
 
-// Len returns about how many keys hold a bucket.
-func (l *Local) Len() int { return l.buckets.EstimatedSize() }
+// Len returns how many keys hold a bucket (some of which may be full again and not yet dropped).
+func (l *Local) Len() int { return l.buckets.len() }
 
-// Close stops the goroutines NewLocal started and waits for them. It is idempotent and returns
-// nil; the limiter keeps working afterwards, only expired buckets are then dropped lazily.
-func (l *Local) Close() error {
-	l.buckets.StopAllGoroutines()
-	l.clock.Stop()
-	return nil
-}
+// Close does nothing and returns nil: a Local owns no goroutine. It is kept so that a Local can be
+// closed like the other limiters; the limiter keeps working afterwards.
+func (l *Local) Close() error { return nil }

@@ -22,9 +22,10 @@ const DefaultOnRedisError = FailClosed
 
 // LocalOptions configures [NewLocal]. A nil *LocalOptions means all defaults.
 type LocalOptions struct {
-	// MaxKeys bounds how many keys keep a bucket in memory (default DefaultMaxKeys). When more keys
-	// are active, the least valuable buckets (otter's W-TinyLFU) are dropped; a dropped key starts
-	// again with a full bucket. Must not be negative.
+	// MaxKeys bounds how many keys keep a bucket in memory (default DefaultMaxKeys); the bound is
+	// never exceeded. When more keys are active, a new key replaces a bucket that is full again or
+	// else the least recently used of a few sampled ones; a dropped key starts again with a full
+	// bucket. Must not be negative.
 	MaxKeys int
 }
 

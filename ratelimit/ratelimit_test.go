@@ -236,32 +236,53 @@ func TestLocalConcurrentExactBurst(t *testing.T) {
 }
 
 func TestLocalMaxKeysBounded(t *testing.T) {
-	l, _ := newLocal(t, &LocalOptions{MaxKeys: 100}, PerSecond(1))
+	for _, max := range []int{1, 100, 1000, 5000} {
+		l, clk := newLocal(t, &LocalOptions{MaxKeys: max}, Limit{Rate: 1e-3, Burst: 1})
+		for i := 0; i < 3*max+100; i++ {
+			_, err := l.Allow(context.Background(), fmt.Sprint("k", i))
+			require.NoError(t, err)
+			clk.Add(time.Millisecond)
+			require.LessOrEqual(t, l.Len(), max, "MaxKeys %d, after %d keys", max, i+1)
+		}
+		require.Greater(t, l.Len(), max/2, "MaxKeys %d: the store should fill most of its room", max)
+	}
+}
+
+// TestLocalHotKeyKeepsState: a key in use keeps its (empty) bucket however many new keys pass
+// through a full store, so flooding with fresh keys does not refill it.
+func TestLocalHotKeyKeepsState(t *testing.T) {
+	l, clk := newLocal(t, &LocalOptions{MaxKeys: 100}, Limit{Rate: 1e-6, Burst: 1})
+	require.True(t, allowN(t, l, "hot", 1).Allowed)
 	for i := 0; i < 5000; i++ {
 		_, err := l.Allow(context.Background(), fmt.Sprint("k", i))
 		require.NoError(t, err)
+		clk.Add(time.Millisecond)
+		require.False(t, allowN(t, l, "hot", 1).Allowed, "hot key refilled after %d new keys", i+1)
 	}
-	require.Eventually(t, func() bool {
-		l.buckets.CleanUp()
-		return l.Len() <= 100
-	}, 5*time.Second, 10*time.Millisecond, "len %d", l.Len())
 }
 
 func TestLocalExpiresAfterRefill(t *testing.T) {
-	l, err := NewLocal(nil, Limit{Rate: 1000, Burst: 1})
-	require.NoError(t, err)
-	defer l.Close()
-	_, err = l.Allow(context.Background(), "k")
+	l, clk := newLocal(t, &LocalOptions{MaxKeys: 64}, Limit{Rate: 1000, Burst: 1}, Limit{Rate: 1, Burst: 2, Name: "slow"})
+	_, err := l.Allow(context.Background(), "k")
 	require.NoError(t, err)
 	require.Equal(t, 1, l.Len())
 	// Peeking at a missing key does not create it.
 	_, err = l.AllowN(context.Background(), "other", 0)
 	require.NoError(t, err)
 	require.Equal(t, 1, l.Len())
-	require.Eventually(t, func() bool {
-		l.buckets.CleanUp()
-		return l.Len() == 0
-	}, 5*time.Second, 20*time.Millisecond)
+	// Not yet full again (the slow limit takes 2s): a new key keeps it.
+	clk.Add(1999 * time.Millisecond)
+	_, err = l.Allow(context.Background(), "k2")
+	require.NoError(t, err)
+	require.Equal(t, 2, l.Len())
+	// Full again: the next new key in its shard sweeps it away (here one shard holds them all).
+	clk.Add(time.Millisecond)
+	_, err = l.Allow(context.Background(), "k3")
+	require.NoError(t, err)
+	require.Equal(t, 2, l.Len(), "k went, k2 and k3 stay")
+	clk.Add(time.Hour)
+	l.buckets.sweepAll(l.clock())
+	require.Zero(t, l.Len())
 }
 
 func TestArgumentErrors(t *testing.T) {
