@@ -83,7 +83,9 @@ func (g *group) acquireQuorum(ctx context.Context, l *Lock, ttl time.Duration, s
 
 // each runs op for l on every node and counts the nodes whose reply satisfies accept (default: reply
 // == 1); out, when not nil, receives each node's reply. With several nodes the calls run in
-// parallel, each bounded by timeout, and all have returned when each does.
+// parallel and each returns within timeout (or when ctx ends): a node that has not answered by
+// then counts as an error, and its call is left to finish on its own (it is bounded by the
+// client's own timeouts; its late answer is dropped), so one hung node cannot hold up a round.
 func (g *group) each(ctx context.Context, timeout time.Duration, l *Lock, o op, arg int64,
 	accept func(int64) bool, out []int64) (ok int, errs []error) {
 	if accept == nil {
@@ -107,7 +109,7 @@ func (g *group) each(ctx context.Context, timeout time.Duration, l *Lock, o op, 
 		n   int64
 		err error
 	}
-	replies := make(chan reply, len(g.nodes))
+	replies := make(chan reply, len(g.nodes)) // buffered: a straggler's send never blocks
 	for i, c := range g.nodes {
 		go func() {
 			nctx, cancel := context.WithTimeout(ctx, timeout)
@@ -116,8 +118,19 @@ func (g *group) each(ctx context.Context, timeout time.Duration, l *Lock, o op, 
 			replies <- reply{i, n, err}
 		}()
 	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	answered := make([]bool, len(g.nodes))
 	for range g.nodes {
-		r := <-replies
+		var r reply
+		select {
+		case r = <-replies:
+		case <-timer.C:
+			return ok, append(errs, unanswered(answered, fmt.Errorf("no answer within %v", timeout))...)
+		case <-ctx.Done():
+			return ok, append(errs, unanswered(answered, ctx.Err())...)
+		}
+		answered[r.i] = true
 		switch {
 		case r.err != nil && ctx.Err() == nil && errors.Is(r.err, context.DeadlineExceeded):
 			// The node timeout, not the caller's context: do not let it match ctx errors.
@@ -134,6 +147,17 @@ func (g *group) each(ctx context.Context, timeout time.Duration, l *Lock, o op, 
 		}
 	}
 	return ok, errs
+}
+
+// unanswered returns err for each node that has not answered.
+func unanswered(answered []bool, err error) []error {
+	var errs []error
+	for i, a := range answered {
+		if !a {
+			errs = append(errs, fmt.Errorf("node %d: %w", i, err))
+		}
+	}
+	return errs
 }
 
 func isOne(n int64) bool     { return n == 1 }

@@ -159,3 +159,43 @@ func TestRedlockDo(t *testing.T) {
 	assert.True(t, ran)
 	assert.False(t, mrs[1].Exists("surge:lock:{k}"))
 }
+
+// One node of three hangs (SIGSTOP: connections open, nothing answered) and the clients are
+// plain ones, whose reads wait for ReadTimeout (3s) and retry: every Redlock round still answers
+// within NodeTimeout, counting the hung node as a failure instead of waiting for it.
+func TestServerRedlockAnswersWithinNodeTimeoutWhenANodeHangs(t *testing.T) {
+	ctx := ctxT(t)
+	var servers []*redistest.RedisServer
+	var rdbs []redis.UniversalClient
+	for range 3 {
+		s := redistest.Server(t)
+		servers = append(servers, s)
+		rdb := redis.NewClient(&redis.Options{Addr: s.Addr()}) // all defaults
+		t.Cleanup(func() { _ = rdb.Close() })
+		rdbs = append(rdbs, rdb)
+	}
+	const nodeTimeout = 100 * time.Millisecond
+	r := NewRedlock(rdbs, &Options{NodeTimeout: nodeTimeout})
+	l, err := r.Obtain(ctx, "hung", 5*time.Second, nil) // loads the scripts everywhere
+	require.NoError(t, err)
+	require.NoError(t, l.Refresh(ctx, 5*time.Second))
+	require.NoError(t, l.Release(ctx))
+
+	servers[0].Pause(time.Minute)
+	t.Cleanup(servers[0].Resume) // before the servers' own cleanup, so stragglers end
+	bound := 5 * nodeTimeout      // two rounds (acquire, raise fences), with room for a busy machine
+
+	start := time.Now()
+	l, err = r.Obtain(ctx, "hung", 5*time.Second, nil)
+	took := time.Since(start)
+	require.NoError(t, err, "two of three")
+	assert.Less(t, took, bound, "Obtain")
+
+	start = time.Now()
+	require.NoError(t, l.Refresh(ctx, 5*time.Second))
+	assert.Less(t, time.Since(start), bound, "Refresh")
+
+	start = time.Now()
+	require.NoError(t, l.Release(ctx))
+	assert.Less(t, time.Since(start), bound, "Release")
+}
