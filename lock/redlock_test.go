@@ -183,7 +183,7 @@ func TestServerRedlockAnswersWithinNodeTimeoutWhenANodeHangs(t *testing.T) {
 
 	servers[0].Pause(time.Minute)
 	t.Cleanup(servers[0].Resume) // before the servers' own cleanup, so stragglers end
-	bound := 5 * nodeTimeout      // two rounds (acquire, raise fences), with room for a busy machine
+	bound := 5 * nodeTimeout     // two rounds (acquire, raise fences), with room for a busy machine
 
 	start := time.Now()
 	l, err = r.Obtain(ctx, "hung", 5*time.Second, nil)
