@@ -16,6 +16,7 @@ import (
 
 	"github.com/surgekit/surge/internal/jitter"
 	"github.com/surgekit/surge/internal/keys"
+	"github.com/surgekit/surge/internal/luascript"
 )
 
 // Loader loads the value of one key from the source of truth. Returning an error that wraps
@@ -46,9 +47,11 @@ type Cache[V any] struct {
 	local *otter.Cache[string, *localEntry[V]] // nil without Options.Local
 	clock *otter.CoarseClock                   // the local tier's clock: reading the precise time would double a hit's cost
 
-	id    string        // instance id: tokens and pub/sub messages carry it
-	seq   atomic.Uint64 // lease token sequence
-	epoch atomic.Uint64 // bumped by every invalidation; a read that saw it move stores nothing locally
+	id       string        // instance id: tokens and pub/sub messages carry it
+	seq      atomic.Uint64 // lease token sequence
+	epochs   epochs        // bumped by every invalidation of a key (local.go)
+	ready    atomic.Bool   // the listener receives every invalidation: the local tier may fill
+	tracking atomic.Bool   // the server accepted CLIENT TRACKING on the listener's connection
 
 	closed atomic.Bool
 	stop   context.Context    // cancelled by Close: background loads and waits end early
@@ -56,6 +59,8 @@ type Cache[V any] struct {
 
 	now  func() time.Time // tests move the clock
 	rand func() float64   // uniform [0,1); tests make it deterministic
+
+	beforeLocalPut func(key string) // tests: runs between storeLocal's check and its put
 
 	mu      sync.Mutex // guards the fields below
 	closing bool
@@ -77,13 +82,17 @@ type localEntry[V any] struct {
 
 // New returns a Cache over rdb (a *redis.Client, *redis.ClusterClient or failover client, which
 // the Cache never closes). opt may be nil for all defaults; a bad option is an error naming the
-// field. New does no I/O.
+// field, wrapping [ErrInvalidOptions].
 //
-// With Options.Local set, New starts goroutines: one that listens on the invalidation channel
-// (Redis pub/sub, one connection of its own), the local tier's periodic clean-up, and a clock
-// that reads the time every 10ms (local entries may expire up to that much late). With only
-// Options.Lease set, the listener starts at the first wait for another process's lease instead.
-// [Cache.Close] stops them all and waits for them.
+// Without Options.Local, New does no I/O. With Options.Local set, New starts goroutines: one that
+// listens for invalidations (one Redis connection of its own: the invalidation channel and, on a
+// *redis.Client, server-assisted invalidation, see [LocalOptions]), the local tier's periodic
+// clean-up, and a clock that reads the time every 10ms (local entries may expire up to that much
+// late); and it blocks until the listener is subscribed, at most LoadTimeout. Nothing enters the
+// local tier before that, so an instance never misses the invalidation of a value it holds;
+// when Redis cannot be reached, New returns after LoadTimeout and the tier starts filling once
+// the listener gets through. With only Options.Lease set, the listener starts at the first wait
+// for another process's lease instead. [Cache.Close] stops them all and waits for them.
 func New[V any](rdb redis.UniversalClient, opt *Options) (*Cache[V], error) {
 	if rdb == nil {
 		return nil, errors.New("cache: New: nil redis client")
@@ -117,7 +126,16 @@ func New[V any](rdb redis.UniversalClient, opt *Options) (*Cache[V], error) {
 		}
 		c.mu.Lock()
 		c.startSubscriberLocked()
+		ready := c.sub.ready
 		c.mu.Unlock()
+		// Nothing enters the local tier before the listener is subscribed; waiting for it here
+		// makes the tier useful from the first read on.
+		t := time.NewTimer(cfg.LoadTimeout)
+		select {
+		case <-ready:
+		case <-t.C:
+		}
+		t.Stop()
 	}
 	return c, nil
 }
@@ -132,7 +150,7 @@ func (c *Cache[V]) Get(ctx context.Context, key string) (V, error) {
 	if key == "" {
 		return zero, ErrEmptyKey
 	}
-	if e, ok := c.localGet(key); ok {
+	if e, ok := c.lookupLocal(key); ok {
 		if e.notFound {
 			return zero, ErrNotFound
 		}
@@ -141,15 +159,15 @@ func (c *Cache[V]) Get(ctx context.Context, key string) (V, error) {
 	if c.closed.Load() {
 		return zero, ErrClosed
 	}
-	epoch := c.epoch.Load()
-	h, v, err := c.redisGet(ctx, key)
+	snap := c.snapshot(key)
+	h, v, err := c.readRedis(ctx, key)
 	switch {
 	case errors.Is(err, redis.Nil), errors.Is(err, errDecode):
 		return zero, ErrMiss
 	case err != nil:
 		return zero, fmt.Errorf("cache: get %q: %w", key, err)
 	}
-	c.storeLocal(epoch, key, v, h)
+	c.storeLocal(snap, key, v, h)
 	if h.tombstone {
 		c.st.negativeHits.Add(1)
 		return zero, ErrNotFound
@@ -159,9 +177,16 @@ func (c *Cache[V]) Get(ctx context.Context, key string) (V, error) {
 }
 
 // Set stores v for key with a jittered TTL, replacing what is there, and invalidates the key in
-// the local tier of every process. It also drops any lease on the key, so a load already running
-// for it cannot overwrite v with an older value. One Redis round trip; Redis errors are returned
-// (wrapped) whatever the policy. After Close it returns [ErrClosed]. Safe for concurrent use.
+// the local tier of every process (whether or not this Cache has a local tier or a lease). It
+// also drops any lease on the key, so a load already running for it cannot overwrite v with an
+// older value. The write and its invalidation notice leave Redis in one atomic step on the key's
+// node, so no process can see the notice before the write. When the Guard also has a method
+// Add(ctx, keys ...string) error (as the bloom filters do), Set adds key to it first, so that
+// Fetch does not rule out a key Set stored.
+//
+// One Redis round trip (two with a Redis-backed Guard); Redis and Guard errors are returned
+// (wrapped) whatever the policy. After Close it returns [ErrClosed]; for "" [ErrEmptyKey]. Safe
+// for concurrent use.
 func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 	if c.closed.Load() {
 		return ErrClosed
@@ -173,37 +198,45 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 	if err != nil {
 		return fmt.Errorf("cache: set %q: %w", key, err)
 	}
-	vk := c.valueKey(key)
-	_, err = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		// Lease first: a fill that runs between the two commands then finds its lease gone,
-		// instead of overwriting v after it landed.
-		p.Del(ctx, leaseKey(vk))
-		p.Set(ctx, vk, env, ttl)
-		if c.notifies() {
-			p.Publish(ctx, c.cfg.channel, encodeNotice(noticeInvalidate, c.id, []string{key}))
+	if g, ok := c.cfg.Guard.(interface {
+		Add(ctx context.Context, keys ...string) error
+	}); ok {
+		if err := g.Add(ctx, key); err != nil {
+			return fmt.Errorf("cache: set %q: guard: %w", key, err)
 		}
-		return nil
-	})
-	c.epoch.Add(1)
+	}
+	ep := c.epochOf(key)
+	snap := ep.Load()
+	vk := c.valueKey(key)
+	err = setScript.Run(ctx, c.rdb, []string{vk, leaseKey(vk)},
+		env, max(ttl.Milliseconds(), 1), c.cfg.channel, encodeNotice(noticeInvalidate, c.id, []string{key})).Err()
 	if err != nil {
 		c.st.redisErrors.Add(1)
+		c.invalidateLocal(key)
+		return fmt.Errorf("cache: set %q: %w", key, err)
+	}
+	// Keep v locally only if no invalidation of the key came in since before the write: one
+	// that did may announce a later write by another process. Moving the epoch also keeps reads
+	// of this process that were sent before the write from storing what they read.
+	if ep.CompareAndSwap(snap, snap+1) {
 		if c.local != nil {
 			c.local.Invalidate(key)
 		}
-		return fmt.Errorf("cache: set %q: %w", key, err)
-	}
-	if c.local != nil {
-		c.putLocal(key, &localEntry[V]{v: v}, h)
+		c.storeLocal(snap+1, key, v, h)
+	} else {
+		c.invalidateLocal(key)
 	}
 	return nil
 }
 
 // Delete removes keys from Redis and from the local tier of every process: the "update the
 // database, then delete the cache" step. It also drops the keys' leases, so a load running
-// concurrently does not write back the value it read before the update. With
+// concurrently does not write back the value it read before the update. Like [Cache.Set], each
+// key's delete and its invalidation notice are one atomic step on the key's node. With
 // Options.DoubleDelete it deletes them again after that delay (in the background; Close cancels
-// pending second deletes). One Redis round trip; errors are returned wrapped. After Close it
-// returns [ErrClosed]. Safe for concurrent use.
+// pending second deletes). One pipelined Redis round trip (per node on a cluster); errors are
+// returned wrapped. After Close it returns [ErrClosed]; for a "" key [ErrEmptyKey]. Safe for
+// concurrent use.
 func (c *Cache[V]) Delete(ctx context.Context, keys ...string) error {
 	if len(keys) == 0 {
 		return nil
@@ -222,25 +255,23 @@ func (c *Cache[V]) Delete(ctx context.Context, keys ...string) error {
 }
 
 func (c *Cache[V]) deleteNow(ctx context.Context, keys []string) error {
-	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, k := range keys {
-			vk := c.valueKey(k)
-			p.Del(ctx, vk, leaseKey(vk))
-		}
-		if c.notifies() {
-			p.Publish(ctx, c.cfg.channel, encodeNotice(noticeInvalidate, c.id, keys))
-		}
-		return nil
-	})
-	c.epoch.Add(1)
-	if c.local != nil {
-		for _, k := range keys {
-			c.local.Invalidate(k)
-		}
+	calls := make([]luascript.Call, len(keys))
+	for i, k := range keys {
+		vk := c.valueKey(k)
+		calls[i] = luascript.Call{Script: deleteScript, Keys: []string{vk, leaseKey(vk)},
+			Args: []any{c.cfg.channel, encodeNotice(noticeInvalidate, c.id, []string{k})}}
 	}
-	if err != nil {
-		c.st.redisErrors.Add(1)
-		return fmt.Errorf("cache: delete %v: %w", keys, err)
+	cmds := luascript.RunAll(ctx, c.rdb, calls)
+	// After the deletes: a read of this process that got the old value either sees the epoch
+	// move or has its entry removed here.
+	for _, k := range keys {
+		c.invalidateLocal(k)
+	}
+	for _, cmd := range cmds {
+		if err := cmd.Err(); err != nil {
+			c.st.redisErrors.Add(1)
+			return fmt.Errorf("cache: delete %v: %w", keys, err)
+		}
 	}
 	return nil
 }
@@ -296,6 +327,9 @@ func (c *Cache[V]) Close() error {
 		_ = sub.ps.Close()
 	}
 	c.wg.Wait()
+	if sub != nil && sub.own != nil {
+		_ = sub.own.Close()
+	}
 	if c.local != nil {
 		c.local.StopAllGoroutines()
 		c.clock.Stop()
@@ -317,10 +351,6 @@ func (c *Cache[V]) goTrack(fn func()) bool {
 	}()
 	return true
 }
-
-// notifies reports whether writes publish notices: other processes' local tiers or lease
-// waiters listen for them.
-func (c *Cache[V]) notifies() bool { return c.local != nil || c.cfg.Lease > 0 }
 
 // valueKey is where key's envelope lives; its lease is valueKey + ":lease" (same hash slot).
 func (c *Cache[V]) valueKey(key string) string { return keys.Tagged(c.cfg.Prefix, key) }
@@ -372,10 +402,11 @@ func (c *Cache[V]) decode(b []byte) (header, V, error) {
 	return h, v, err
 }
 
-// redisGet reads and decodes key's entry: redis.Nil when absent, errDecode-wrapped when
-// undecodable (counted), other errors are Redis errors (counted unless ctx ended).
-func (c *Cache[V]) redisGet(ctx context.Context, key string) (header, V, error) {
-	b, err := c.get(ctx, key)
+// readRedis reads (sharing a GET in flight, see reads.go) and decodes key's entry: redis.Nil
+// when absent, errDecode-wrapped when undecodable (counted), other errors are Redis errors
+// (counted unless ctx ended).
+func (c *Cache[V]) readRedis(ctx context.Context, key string) (header, V, error) {
+	b, err := c.sharedGet(ctx, key)
 	if err != nil {
 		var zero V
 		if !errors.Is(err, redis.Nil) && ctx.Err() == nil {
@@ -384,40 +415,4 @@ func (c *Cache[V]) redisGet(ctx context.Context, key string) (header, V, error) 
 		return header{}, zero, err
 	}
 	return c.decode(b)
-}
-
-func (c *Cache[V]) localGet(key string) (*localEntry[V], bool) {
-	if c.local == nil {
-		return nil, false
-	}
-	e, ok := c.local.GetIfPresent(key)
-	if ok {
-		c.st.localHits.Add(1)
-	}
-	return e, ok
-}
-
-// storeLocal puts a value read from Redis into the local tier, unless an invalidation arrived
-// since the read started (epoch moved): the read may predate the write that invalidated it.
-func (c *Cache[V]) storeLocal(epoch uint64, key string, v V, h header) {
-	if c.local == nil || c.epoch.Load() != epoch {
-		return
-	}
-	c.putLocal(key, &localEntry[V]{v: v, notFound: h.tombstone}, h)
-}
-
-// putLocal stores e for min(Local.TTL, the time left until the Redis copy expires or, with
-// RefreshAfter, turns stale): a local hit is never stale, so once the soft expiry passes the next
-// read goes to Redis, serves the stale value there and starts the refresh.
-func (c *Cache[V]) putLocal(key string, e *localEntry[V], h header) {
-	until := h.hard
-	if h.soft != 0 && h.soft < until {
-		until = h.soft
-	}
-	left := time.Duration(until-c.now().UnixMilli()) * time.Millisecond
-	e.ttl = min(c.cfg.local.TTL, left)
-	if e.ttl <= 0 {
-		return
-	}
-	c.local.Set(key, e)
 }

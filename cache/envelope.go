@@ -74,3 +74,9 @@ func decodeEnvelope(b []byte) (header, []byte, error) {
 	}
 	return h, payload, nil
 }
+
+// bytes returns the encoded header: what claim.lua compares to tell a refreshed value from the
+// stale one a reader saw (decodeEnvelope then bytes gives back the stored header).
+func (h header) bytes() string {
+	return string(appendEnvelope(make([]byte, 0, headerLen), h, nil))
+}

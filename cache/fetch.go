@@ -50,19 +50,19 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, load Loader[V]) (V, er
 	if !c.guardAllows(ctx, key) {
 		return zero, ErrNotFound
 	}
-	epoch := c.epoch.Load()
-	h, v, err := c.redisGet(ctx, key)
+	snap := c.snapshot(key)
+	h, v, err := c.readRedis(ctx, key)
 	redisDown := false
 	switch {
 	case err == nil:
-		c.storeLocal(epoch, key, v, h)
+		c.storeLocal(snap, key, v, h)
 		if h.tombstone {
 			c.st.negativeHits.Add(1)
 			return zero, ErrNotFound
 		}
 		c.st.redisHits.Add(1)
 		if c.shouldRefresh(h) {
-			c.leadFree(ctx, []string{key}, oneLoader(load), false, true)
+			c.leadFree(ctx, []string{key}, []header{h}, oneLoader(load), false)
 		}
 		return v, nil
 	case errors.Is(err, redis.Nil), errors.Is(err, errDecode):
@@ -74,14 +74,7 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, load Loader[V]) (V, er
 		redisDown = true
 	}
 	c.st.misses.Add(1)
-	f, leader := c.fl.claim(key)
-	if leader {
-		if !c.lead(ctx, []string{key}, []*flight[V]{f}, oneLoader(load), redisDown, false) {
-			return zero, ErrClosed
-		}
-	} else {
-		c.st.sharedLoads.Add(1)
-	}
+	f := c.leadFree(ctx, []string{key}, nil, oneLoader(load), redisDown)[0]
 	select {
 	case <-f.done:
 		return f.v, f.err

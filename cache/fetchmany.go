@@ -33,7 +33,7 @@ func (c *Cache[V]) FetchMany(ctx context.Context, keys []string, load BatchLoade
 			continue
 		}
 		seen[k] = struct{}{}
-		if e, ok := c.localGet(k); ok {
+		if e, ok := c.lookupLocal(k); ok {
 			if !e.notFound {
 				out[k] = e.v
 			}
@@ -50,7 +50,10 @@ func (c *Cache[V]) FetchMany(ctx context.Context, keys []string, load BatchLoade
 		return out, nil
 	}
 
-	epoch := c.epoch.Load()
+	snaps := make([]uint64, len(rest))
+	for i, k := range rest {
+		snaps[i] = c.snapshot(k)
+	}
 	cmds := make([]*redis.StringCmd, len(rest))
 	_, _ = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, k := range rest {
@@ -59,6 +62,7 @@ func (c *Cache[V]) FetchMany(ctx context.Context, keys []string, load BatchLoade
 		return nil
 	})
 	var missing, stale []string
+	var staleHeads []header
 	redisDown := false
 	for i, k := range rest {
 		b, err := cmds[i].Bytes()
@@ -82,24 +86,24 @@ func (c *Cache[V]) FetchMany(ctx context.Context, keys []string, load BatchLoade
 			missing = append(missing, k)
 		case h.tombstone:
 			c.st.negativeHits.Add(1)
-			c.storeLocal(epoch, k, v, h)
+			c.storeLocal(snaps[i], k, v, h)
 		default:
 			c.st.redisHits.Add(1)
-			c.storeLocal(epoch, k, v, h)
+			c.storeLocal(snaps[i], k, v, h)
 			out[k] = v
 			if c.shouldRefresh(h) {
-				stale = append(stale, k)
+				stale, staleHeads = append(stale, k), append(staleHeads, h)
 			}
 		}
 	}
 	if len(stale) > 0 {
-		c.leadFree(ctx, stale, load, false, true)
+		c.leadFree(ctx, stale, staleHeads, load, false)
 	}
 	if len(missing) == 0 {
 		return out, nil
 	}
 	c.st.misses.Add(uint64(len(missing)))
-	fl := c.leadFree(ctx, missing, load, redisDown, false)
+	fl := c.leadFree(ctx, missing, nil, load, redisDown)
 	var firstErr error
 	for i, f := range fl {
 		select {
@@ -116,24 +120,4 @@ func (c *Cache[V]) FetchMany(ctx context.Context, keys []string, load BatchLoade
 		}
 	}
 	return out, firstErr
-}
-
-// leadFree claims the flights of keys, starts one load (a refresh of stale values, with refresh)
-// for those nobody in this process is loading, and returns every key's flight. Misses that join
-// a running load count as shared loads.
-func (c *Cache[V]) leadFree(ctx context.Context, keys []string, load BatchLoader[V], redisDown, refresh bool) []*flight[V] {
-	fl, led := c.fl.claimMany(keys)
-	var ledKeys []string
-	var ledFl []*flight[V]
-	for i, f := range fl {
-		if led[i] {
-			ledKeys, ledFl = append(ledKeys, keys[i]), append(ledFl, f)
-		} else if !refresh {
-			c.st.sharedLoads.Add(1)
-		}
-	}
-	if len(ledKeys) > 0 {
-		c.lead(ctx, ledKeys, ledFl, load, redisDown, refresh)
-	}
-	return fl
 }

@@ -10,21 +10,14 @@ type flight[V any] struct {
 }
 
 // flights is a per-key singleflight that, unlike x/sync/singleflight, tells the caller whether it
-// leads and lets one caller claim many keys at once: FetchMany leads the keys nobody loads and
+// leads and lets one caller claim many keys at once: a caller leads the keys nobody loads and
 // joins the loads already running (Fetch's or another FetchMany's).
 type flights[V any] struct {
 	mu sync.Mutex
 	m  map[string]*flight[V]
 }
 
-// claim returns the flight of key and whether the caller leads it (and must finish it).
-func (g *flights[V]) claim(key string) (*flight[V], bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.claimLocked(key)
-}
-
-func (g *flights[V]) claimLocked(key string) (*flight[V], bool) {
+func (g *flights[V]) joinLocked(key string) (*flight[V], bool) {
 	if f, ok := g.m[key]; ok {
 		return f, false
 	}
@@ -36,13 +29,14 @@ func (g *flights[V]) claimLocked(key string) (*flight[V], bool) {
 	return f, true
 }
 
-// claimMany claims every key (distinct) at once: led[i] reports whether fl[i] is the caller's.
-func (g *flights[V]) claimMany(keys []string) (fl []*flight[V], led []bool) {
+// join returns the flights of keys (distinct), starting one for each key nobody in this process
+// loads: led[i] reports whether fl[i] is new, so the caller leads it and must finish it.
+func (g *flights[V]) join(keys []string) (fl []*flight[V], led []bool) {
 	fl, led = make([]*flight[V], len(keys)), make([]bool, len(keys))
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for i, k := range keys {
-		fl[i], led[i] = g.claimLocked(k)
+		fl[i], led[i] = g.joinLocked(k)
 	}
 	return fl, led
 }

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/surgekit/surge/internal/luascript"
 )
 
 // result is the outcome of one key's load.
@@ -15,30 +17,90 @@ type result[V any] struct {
 	err error
 }
 
-// lead loads keys (whose flights fl the caller leads) on a goroutine Close waits for, on
+// slot is one key of a load: what the leader knows and decides about it.
+type slot[V any] struct {
+	key   string
+	fl    *flight[V]
+	token string // this load's lease (or fence) token
+	seen  string // a refresh: the envelope header of the stale value read ("" for a miss)
+	snap  uint64 // the key's epoch before the load began (storeLocal)
+	plan  plan
+	v     V
+	err   error
+}
+
+// batch is the keys one leader loads together: one claim round trip, one loader call, one
+// write round trip.
+type batch[V any] []*slot[V]
+
+// with returns the slots whose plan is p.
+func (b batch[V]) with(p plan) batch[V] {
+	var out batch[V]
+	for _, s := range b {
+		if s.plan == p {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (b batch[V]) keys() []string {
+	out := make([]string, len(b))
+	for i, s := range b {
+		out[i] = s.key
+	}
+	return out
+}
+
+// leadFree joins the flights of keys, starts one load for those nobody in this process is
+// loading, and returns every key's flight. With seen (the headers of the stale values read, one
+// per key) the load is a refresh: a key whose value changed since it was read takes the new
+// value instead of loading. Misses that join a running load count as shared loads.
+func (c *Cache[V]) leadFree(ctx context.Context, keys []string, seen []header, load BatchLoader[V], redisDown bool) []*flight[V] {
+	fl, led := c.fl.join(keys)
+	var b batch[V]
+	for i, f := range fl {
+		switch {
+		case led[i]:
+			s := &slot[V]{key: keys[i], fl: f}
+			if seen != nil {
+				s.seen = seen[i].bytes()
+			}
+			b = append(b, s)
+		case seen == nil:
+			c.st.sharedLoads.Add(1)
+		}
+	}
+	if len(b) > 0 {
+		c.lead(ctx, b, load, redisDown)
+	}
+	return fl
+}
+
+// lead loads the keys of b (whose flights the caller leads) on a goroutine Close waits for, on
 // context.WithoutCancel(ctx) so that the caller giving up does not fail the other waiters (but
-// Close cancels it), and finishes every flight. refresh says the keys have (stale) values to
-// replace rather than none. After Close it finishes the flights with ErrClosed and returns false.
-func (c *Cache[V]) lead(ctx context.Context, keys []string, fl []*flight[V], load BatchLoader[V], redisDown, refresh bool) bool {
+// Close cancels it), and finishes every flight. After Close it finishes the flights with
+// ErrClosed and returns false.
+func (c *Cache[V]) lead(ctx context.Context, b batch[V], load BatchLoader[V], redisDown bool) bool {
 	ok := c.goTrack(func() {
 		ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		defer cancel()
 		defer context.AfterFunc(c.stop, cancel)()
-		res := c.loadKeys(ctx, keys, load, redisDown, refresh)
-		for i, k := range keys {
-			c.fl.finish(k, fl[i], res[i].v, res[i].err)
+		c.loadBatch(ctx, b, load, redisDown)
+		for _, s := range b {
+			c.fl.finish(s.key, s.fl, s.v, s.err)
 		}
 	})
 	if !ok {
 		var zero V
-		for i, k := range keys {
-			c.fl.finish(k, fl[i], zero, ErrClosed)
+		for _, s := range b {
+			c.fl.finish(s.key, s.fl, zero, ErrClosed)
 		}
 	}
 	return ok
 }
 
-// plan says what loadKeys does with one key.
+// plan says what loadBatch does with one key.
 type plan uint8
 
 const (
@@ -49,79 +111,57 @@ const (
 	planBad                 // an undecodable value is in the way: claim without looking at it
 )
 
-// loadKeys resolves keys that are missing in Redis (or, with refresh, stale): it claims their
-// leases, waits for the ones other processes hold, calls load once for the rest and writes them
-// fenced.
-func (c *Cache[V]) loadKeys(ctx context.Context, keys []string, load BatchLoader[V], redisDown, refresh bool) []result[V] {
-	res := make([]result[V], len(keys))
-	plans := make([]plan, len(keys))
-	tokens := make([]string, len(keys))
-	for i := range tokens {
-		tokens[i] = c.token()
-	}
-	epoch := c.epoch.Load()
-	all := make([]int, len(keys))
-	for i := range all {
-		all[i] = i
-	}
-	if redisDown {
-		for i := range plans {
-			plans[i] = planNoWrite
-		}
-	} else {
-		c.claim(ctx, keys, all, tokens, plans, res, epoch, !refresh)
-		if bad := withPlan(all, plans, planBad); len(bad) > 0 {
-			c.claim(ctx, keys, bad, tokens, plans, res, epoch, false)
+// loadBatch resolves keys that are missing in Redis (or stale): it claims their leases, waits for
+// the ones other processes hold, calls load once for the rest and writes them fenced.
+func (c *Cache[V]) loadBatch(ctx context.Context, b batch[V], load BatchLoader[V], redisDown bool) {
+	for _, s := range b {
+		s.token, s.snap = c.token(), c.snapshot(s.key)
+		if redisDown {
+			s.plan = planNoWrite
 		}
 	}
-	waitIdx := withPlan(all, plans, planWait)
-	loadIdx := append(withPlan(all, plans, planWrite), withPlan(all, plans, planNoWrite)...)
+	if !redisDown {
+		c.claimLeases(ctx, b, true)
+		if bad := b.with(planBad); len(bad) > 0 {
+			c.claimLeases(ctx, bad, false)
+		}
+	}
+	wait := b.with(planWait)
+	toLoad := append(b.with(planWrite), b.with(planNoWrite)...)
 	var wg sync.WaitGroup
-	if len(waitIdx) > 0 {
-		c.st.leaseWaits.Add(uint64(len(waitIdx)))
-		wg.Go(func() { c.waitFills(ctx, keys, waitIdx, tokens, plans, res, epoch) })
+	if len(wait) > 0 {
+		c.st.leaseWaits.Add(uint64(len(wait)))
+		wg.Go(func() { c.waitForFills(ctx, wait) })
 	}
-	if len(loadIdx) > 0 {
-		c.loadAndWrite(ctx, keys, loadIdx, tokens, plans, res, load, epoch)
+	if len(toLoad) > 0 {
+		c.loadAndFill(ctx, toLoad, load)
 	}
 	wg.Wait()
 	// Keys whose wait ended with the lease in our hands, or with the wait running out (unless
 	// Close ended it).
-	loadIdx = loadIdx[:0]
-	for _, i := range waitIdx {
+	var again batch[V]
+	for _, s := range wait {
 		switch {
-		case plans[i] == planDone:
+		case s.plan == planDone:
 		case ctx.Err() != nil:
-			res[i].err = fmt.Errorf("cache: load %q: %w", keys[i], ctx.Err())
+			s.err = fmt.Errorf("cache: load %q: %w", s.key, ctx.Err())
 		default:
-			loadIdx = append(loadIdx, i)
+			again = append(again, s)
 		}
 	}
-	if len(loadIdx) > 0 {
-		c.loadAndWrite(ctx, keys, loadIdx, tokens, plans, res, load, epoch)
+	if len(again) > 0 {
+		c.loadAndFill(ctx, again, load)
 	}
-	return res
 }
 
-// withPlan returns the indexes in idx whose plan is p.
-func withPlan(idx []int, plans []plan, p plan) []int {
-	var out []int
-	for _, i := range idx {
-		if plans[i] == p {
-			out = append(out, i)
-		}
-	}
-	return out
-}
-
-// claim runs claim.lua for keys[idx] in one round trip: with Options.Lease it takes each lease
-// exclusively (SET NX PX Lease), else it sets a plain fence token (SET PX LoadTimeout) that a
-// later claimer, Set or Delete replaces. With check, a value that arrived meanwhile is taken
-// instead. Each key's plan becomes planWrite (claimed), planWait (held elsewhere), planDone
-// (value found, or a Redis error under FailClosed), planNoWrite (Redis error under FailOpen) or
-// planBad (an undecodable value).
-func (c *Cache[V]) claim(ctx context.Context, keys []string, idx []int, tokens []string, plans []plan, res []result[V], epoch uint64, check bool) {
-	exclusive, ttl := "", c.cfg.LoadTimeout
+// claimLeases runs claim.lua for b in one round trip: with Options.Lease it takes each lease
+// exclusively (SET NX PX Lease), else it sets a plain fence token (SET PX 2·LoadTimeout) that a
+// later claimer, Set or Delete replaces. With check, a value the slot has not seen (any value
+// for a miss; another than the stale one for a refresh) is taken instead. Each key's plan becomes
+// planWrite (claimed), planWait (held elsewhere), planDone (value found, or a Redis error under
+// FailClosed), planNoWrite (Redis error under FailOpen) or planBad (an undecodable value).
+func (c *Cache[V]) claimLeases(ctx context.Context, b batch[V], check bool) {
+	exclusive, ttl := "", 2*c.cfg.LoadTimeout
 	if c.cfg.Lease > 0 {
 		exclusive, ttl = "1", c.cfg.Lease
 	}
@@ -129,38 +169,39 @@ func (c *Cache[V]) claim(ctx context.Context, keys []string, idx []int, tokens [
 	if check {
 		checkArg = "1"
 	}
-	calls := make([]scriptCall, len(idx))
-	for j, i := range idx {
-		vk := c.valueKey(keys[i])
-		calls[j] = scriptCall{claimScript, []string{vk, leaseKey(vk)}, []any{tokens[i], ttl.Milliseconds(), exclusive, checkArg}}
+	calls := make([]luascript.Call, len(b))
+	for i, s := range b {
+		vk := c.valueKey(s.key)
+		calls[i] = luascript.Call{Script: claimScript, Keys: []string{vk, leaseKey(vk)},
+			Args: []any{s.token, ttl.Milliseconds(), exclusive, checkArg, s.seen}}
 	}
-	for j, cmd := range runScripts(ctx, c.rdb, calls) {
-		i := idx[j]
+	for i, cmd := range luascript.RunAll(ctx, c.rdb, calls) {
+		s := b[i]
 		switch val, err := cmd.Result(); {
 		case err != nil:
 			c.st.redisErrors.Add(1)
-			plans[i] = planNoWrite
+			s.plan = planNoWrite
 			if c.cfg.OnRedisError == FailClosed {
-				res[i].err = fmt.Errorf("cache: fetch %q: %w", keys[i], err)
-				plans[i] = planDone
+				s.err = fmt.Errorf("cache: fetch %q: %w", s.key, err)
+				s.plan = planDone
 			}
 		case val == int64(1):
-			plans[i] = planWrite
+			s.plan = planWrite
 		case val == int64(0):
-			plans[i] = planWait
+			s.plan = planWait
 		default:
-			s, _ := val.(string)
-			h, v, err := c.decode([]byte(s))
+			str, _ := val.(string)
+			h, v, err := c.decode([]byte(str))
 			if err != nil {
-				plans[i] = planBad
+				s.plan = planBad
 				continue
 			}
-			plans[i] = planDone
-			c.storeLocal(epoch, keys[i], v, h)
+			s.plan = planDone
+			c.storeLocal(s.snap, s.key, v, h)
 			if h.tombstone {
-				res[i].err = ErrNotFound
+				s.err = ErrNotFound
 			} else {
-				res[i].v = v
+				s.v = v
 			}
 		}
 	}
@@ -175,104 +216,137 @@ func (c *Cache[V]) pollInterval() time.Duration {
 	return min(max(c.cfg.Lease/10, 5*time.Millisecond), 100*time.Millisecond)
 }
 
-// waitFills waits, up to LoadTimeout, for the values of keys[idx] that other processes are
-// loading under their leases, polling with claim (woken early by their fill notices). Each key
-// ends planDone, planWrite (the lease came free and is now ours) or planNoWrite (the wait ran
-// out, Redis failed under FailOpen, or the value is undecodable).
-func (c *Cache[V]) waitFills(ctx context.Context, keys []string, idx []int, tokens []string, plans []plan, res []result[V], epoch uint64) {
+// waitForFills waits, up to LoadTimeout, for the values of b that other processes are loading
+// under their leases, polling with claimLeases (woken early by their fill notices). Each key ends
+// planDone, planWrite (the lease came free and is now ours) or planNoWrite (the wait ran out,
+// Redis failed under FailOpen, or the value is undecodable).
+func (c *Cache[V]) waitForFills(ctx context.Context, b batch[V]) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.LoadTimeout)
 	defer cancel()
 	wakeCh := make(chan struct{}, 1)
-	names := make([]string, len(idx))
-	for j, i := range idx {
-		names[j] = keys[i]
-	}
+	names := b.keys()
 	c.registerWait(names, wakeCh)
 	defer c.unregisterWait(names, wakeCh)
 	poll := time.NewTimer(c.pollInterval())
 	defer poll.Stop()
-	for pending := idx; len(pending) > 0; pending = withPlan(pending, plans, planWait) {
+	for pending := b; len(pending) > 0; pending = pending.with(planWait) {
 		select {
 		case <-ctx.Done():
-			for _, i := range pending {
-				plans[i] = planNoWrite
+			for _, s := range pending {
+				s.plan = planNoWrite
 			}
 			return
 		case <-wakeCh:
 		case <-poll.C:
 		}
-		c.claim(ctx, keys, pending, tokens, plans, res, epoch, true)
-		for _, i := range pending {
-			if plans[i] == planBad {
-				plans[i] = planNoWrite // not ours to overwrite while another process holds the lease
+		c.claimLeases(ctx, pending, true)
+		for _, s := range pending {
+			if s.plan == planBad {
+				s.plan = planNoWrite // not ours to overwrite while another process holds the lease
 			}
 		}
 		poll.Reset(c.pollInterval())
 	}
 }
 
-// loadAndWrite calls load once for keys[idx] and writes the results of the planWrite ones,
-// fenced by their lease tokens, in one round trip. Keys load leaves out become negative entries.
-func (c *Cache[V]) loadAndWrite(ctx context.Context, keys []string, idx []int, tokens []string, plans []plan, res []result[V], load BatchLoader[V], epoch uint64) {
-	batch := make([]string, len(idx))
-	for j, i := range idx {
-		batch[j] = keys[i]
+// renewLeases keeps the leases of b alive (every Lease/3) while their load runs, so that a load
+// slower than Lease still lands; stop ends the renewals and waits for them.
+func (c *Cache[V]) renewLeases(ctx context.Context, b batch[V]) (stop func()) {
+	done, exited := make(chan struct{}), make(chan struct{})
+	calls := make([]luascript.Call, len(b))
+	for i, s := range b {
+		calls[i] = luascript.Call{Script: renewScript, Keys: []string{leaseKey(c.valueKey(s.key))},
+			Args: []any{s.token, c.cfg.Lease.Milliseconds()}}
 	}
-	m, dur, err := c.callLoader(ctx, load, batch)
+	go func() {
+		defer close(exited)
+		t := time.NewTicker(max(c.cfg.Lease/3, time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				for i, cmd := range luascript.RunAll(ctx, c.rdb, calls) {
+					if err := cmd.Err(); err != nil && ctx.Err() == nil {
+						c.cfg.Logger.Warn("cache: lease renewal failed", "key", b[i].key, "err", err)
+					}
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-exited
+	}
+}
+
+// loadAndFill calls load once for b and writes the results of the planWrite slots, fenced by
+// their lease tokens, in one round trip. Keys load leaves out become negative entries.
+func (c *Cache[V]) loadAndFill(ctx context.Context, b batch[V], load BatchLoader[V]) {
+	var stopRenewing func()
+	if writers := b.with(planWrite); c.cfg.Lease > 0 && len(writers) > 0 {
+		stopRenewing = c.renewLeases(ctx, writers)
+	}
+	m, dur, err := c.callLoader(ctx, load, b.keys())
+	if stopRenewing != nil {
+		stopRenewing()
+	}
 	channel, notice := "", ""
-	calls := make([]scriptCall, 0, len(idx))
+	calls := make([]luascript.Call, 0, len(b))
 	type write struct {
-		i     int
+		s     *slot[V]
 		h     header
 		store bool // a value or negative entry that may go to the local tier once written
 	}
-	writes := make([]write, 0, len(idx))
-	for _, i := range idx {
-		k := keys[i]
+	writes := make([]write, 0, len(b))
+	for _, s := range b {
 		var env []byte
 		var h header
 		var ttl time.Duration
-		switch v, found := m[k]; {
+		switch v, found := m[s.key]; {
 		case err != nil:
-			res[i].err = fmt.Errorf("cache: load %q: %w", k, err)
+			s.err = fmt.Errorf("cache: load %q: %w", s.key, err)
 		case found:
-			res[i].v = v
+			s.v = v
 			var eerr error
 			if env, h, ttl, eerr = c.encode(v, dur); eerr != nil {
-				c.cfg.Logger.Warn("cache: cannot encode loaded value", "key", k, "err", eerr)
+				c.cfg.Logger.Warn("cache: cannot encode loaded value", "key", s.key, "err", eerr)
 				env = nil
 			}
 		default:
-			res[i].err = ErrNotFound
+			s.err = ErrNotFound
 			env, h, ttl, _ = c.tombstone()
 		}
-		plan := plans[i]
-		plans[i] = planDone
-		if plan != planWrite {
+		p := s.plan
+		s.plan = planDone
+		if p != planWrite {
 			continue
 		}
 		if c.cfg.Lease > 0 {
-			channel, notice = c.cfg.channel, encodeNotice(noticeFilled, c.id, []string{k})
+			channel, notice = c.cfg.channel, encodeNotice(noticeFilled, c.id, []string{s.key})
 		}
-		vk := c.valueKey(k)
+		vk := c.valueKey(s.key)
 		// An empty envelope only releases the lease, so that waiters take over at once.
-		calls = append(calls, scriptCall{fillScript, []string{vk, leaseKey(vk)},
-			[]any{tokens[i], env, max(ttl.Milliseconds(), 1), channel, notice}})
-		writes = append(writes, write{i: i, h: h, store: env != nil})
+		calls = append(calls, luascript.Call{Script: fillScript, Keys: []string{vk, leaseKey(vk)},
+			Args: []any{s.token, env, max(ttl.Milliseconds(), 1), channel, notice}})
+		writes = append(writes, write{s: s, h: h, store: env != nil})
 	}
 	if len(calls) == 0 {
 		return
 	}
-	for j, cmd := range runScripts(ctx, c.rdb, calls) {
-		w := writes[j]
+	for i, cmd := range luascript.RunAll(ctx, c.rdb, calls) {
+		w := writes[i]
 		switch n, err := cmd.Int64(); {
 		case err != nil:
 			c.st.redisErrors.Add(1)
-			c.cfg.Logger.Warn("cache: write after load failed", "key", keys[w.i], "err", err)
+			c.cfg.Logger.Warn("cache: write after load failed", "key", w.s.key, "err", err)
 		case n == 0:
 			c.st.fenceRejects.Add(1)
 		case w.store:
-			c.storeLocal(epoch, keys[w.i], res[w.i].v, w.h)
+			c.storeLocal(w.s.snap, w.s.key, w.s.v, w.h)
 		}
 	}
 }

@@ -135,9 +135,9 @@ func TestLocalStaleReadDoesNotLand(t *testing.T) {
 	_, _, rdb := newCache(t, nil)
 	c := newLocal(t, rdb, Options{})
 	// A read that started before an invalidation must not store what it read.
-	epoch := c.epoch.Load()
+	snap := c.snapshot("k")
 	c.handleNotice(encodeNotice(noticeInvalidate, "other-process", []string{"k"}))
-	c.storeLocal(epoch, "k", user{ID: "old"}, header{hard: time.Now().Add(time.Minute).UnixMilli()})
+	c.storeLocal(snap, "k", user{ID: "old"}, header{hard: time.Now().Add(time.Minute).UnixMilli()})
 	_, ok := c.local.GetIfPresent("k")
 	require.False(t, ok)
 }

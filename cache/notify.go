@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -64,10 +65,17 @@ func decodeNotice(s string) (kind byte, id string, keys []string, err error) {
 	return kind, id, keys, nil
 }
 
-// subscriber is the goroutine listening on the cache's channel.
+// trackingChannel is where Redis sends server-assisted invalidations to a RESP2 connection that
+// redirected its own tracking to itself.
+const trackingChannel = "__redis__:invalidate"
+
+// subscriber is the goroutine listening on the cache's channel and, with a local tier on a
+// *redis.Client, on trackingChannel.
 type subscriber struct {
 	ps    *redis.PubSub
-	ready chan struct{} // closed at the first subscription confirmation
+	own   *redis.Client // the client ps belongs to when the Cache made it (tracking); closed by Close
+	want  int           // subscription confirmations before the listener is ready
+	ready chan struct{} // closed once every channel is subscribed
 }
 
 // startSubscriberLocked starts the listener once; c.mu must be held.
@@ -75,40 +83,127 @@ func (c *Cache[V]) startSubscriberLocked() {
 	if c.sub != nil || c.closing {
 		return
 	}
+	s := &subscriber{ready: make(chan struct{})}
+	channels := []string{c.cfg.channel}
+	if cl, ok := c.rdb.(*redis.Client); ok && c.local != nil {
+		s.own = c.trackingClient(cl)
+		channels = append(channels, trackingChannel)
+	}
 	// No channel yet: Subscribe without channels does no I/O, so a dead Redis does not block
 	// here; the goroutine subscribes, and go-redis re-subscribes after every reconnect.
-	s := &subscriber{ps: c.rdb.Subscribe(context.Background()), ready: make(chan struct{})}
+	if s.own != nil {
+		s.ps = s.own.Subscribe(context.Background())
+	} else {
+		s.ps = c.rdb.Subscribe(context.Background())
+	}
+	s.want = len(channels)
 	c.sub = s
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		c.listen(s)
+		c.listen(s, channels)
 	}()
 }
 
-func (c *Cache[V]) listen(s *subscriber) {
-	// An error here is a dead Redis or a closed PubSub: the channel is recorded either way, and
+// trackingClient returns a client like rdb (same address, dialer, credentials) whose connections
+// speak RESP2 and, as they connect (again, after any reconnect), turn on server-assisted
+// invalidation for the cache's prefix in broadcast mode, redirected to themselves: once such a
+// connection subscribes to trackingChannel, Redis tells it about every change of a key under the
+// prefix, whoever made it, including expiry and eviction. NOLOOP is not used: it would only
+// spare writes made on this very connection, which makes none. A server that refuses tracking
+// (before Redis 6, or an ACL) leaves the cache with notices from surge writers only.
+func (c *Cache[V]) trackingClient(rdb *redis.Client) *redis.Client {
+	opt := *rdb.Options()
+	opt.Protocol = 2
+	onConnect := opt.OnConnect
+	opt.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
+		if onConnect != nil {
+			if err := onConnect(ctx, cn); err != nil {
+				return err
+			}
+		}
+		id, err := cn.ClientID(ctx).Result()
+		if err == nil {
+			args := []any{"CLIENT", "TRACKING", "on", "REDIRECT", id, "BCAST"}
+			if c.cfg.Prefix != "" {
+				args = append(args, "PREFIX", c.cfg.Prefix)
+			}
+			err = cn.Do(ctx, args...).Err()
+		}
+		c.tracking.Store(err == nil)
+		if err != nil {
+			c.cfg.Logger.Warn("cache: server-assisted invalidation unavailable: only surge writers invalidate local tiers", "err", err)
+		}
+		return nil
+	}
+	return redis.NewClient(&opt)
+}
+
+func (c *Cache[V]) listen(s *subscriber, channels []string) {
+	// An error here is a dead Redis or a closed PubSub: the channels are recorded either way, and
 	// the receive loop below connects (again) until Close.
-	_ = s.ps.Subscribe(context.Background(), c.cfg.channel)
-	subscribed := false
+	_ = s.ps.Subscribe(context.Background(), channels...)
+	confirmed := 0
 	for m := range s.ps.ChannelWithSubscriptions(redis.WithChannelSize(1024)) {
 		switch m := m.(type) {
 		case *redis.Subscription:
 			if m.Kind != "subscribe" {
 				continue
 			}
-			if subscribed {
-				// A confirmation again means go-redis reconnected and re-subscribed: notices
-				// sent meanwhile are lost, so nothing local can be trusted.
-				c.flushLocal()
+			if confirmed++; confirmed > s.want {
+				// Confirmations again mean go-redis reconnected and re-subscribed (all channels
+				// at once): notices sent meanwhile are lost, so nothing local can be trusted.
+				if (confirmed-1)%s.want == 0 {
+					c.flushLocal()
+				}
 				continue
 			}
-			subscribed = true
-			close(s.ready)
+			if confirmed == s.want {
+				// From now on every invalidation reaches us; reads sent before now store nothing.
+				c.ready.Store(true)
+				c.bumpAll()
+				close(s.ready)
+			}
 		case *redis.Message:
-			c.handleNotice(m.Payload)
+			if m.Channel == trackingChannel {
+				c.handleTracking(m.PayloadSlice)
+			} else {
+				c.handleNotice(m.Payload)
+			}
 		}
 	}
+}
+
+// handleTracking applies a server-assisted invalidation: Redis keys, some of them this cache's
+// value keys (lease keys and others' keys under the prefix are ignored).
+func (c *Cache[V]) handleTracking(redisKeys []string) {
+	var mine []string
+	for _, rk := range redisKeys {
+		if k, ok := c.keyOf(rk); ok {
+			c.invalidateLocal(k)
+			mine = append(mine, k)
+		}
+	}
+	if len(mine) == 0 {
+		return
+	}
+	c.st.invalidations.Add(1)
+	c.wakeWaiters(mine) // a fill landed, or the value went: a lease waiter looks again
+}
+
+var unescaper = strings.NewReplacer("%7D", "}", "%25", "%")
+
+// keyOf is the inverse of valueKey: the cache key whose value lives at Redis key rk.
+func (c *Cache[V]) keyOf(rk string) (string, bool) {
+	rest, ok := strings.CutPrefix(rk, c.cfg.Prefix)
+	if !ok || len(rest) < 2 || rest[0] != '{' || rest[len(rest)-1] != '}' {
+		return "", false
+	}
+	id := rest[1 : len(rest)-1]
+	if strings.Contains(id, "%") {
+		id = unescaper.Replace(id)
+	}
+	return id, true
 }
 
 func (c *Cache[V]) handleNotice(payload string) {
@@ -121,33 +216,21 @@ func (c *Cache[V]) handleNotice(payload string) {
 		return
 	}
 	if kind == noticeInvalidate {
-		c.epoch.Add(1)
 		c.st.invalidations.Add(1)
-		if c.local != nil {
-			for _, k := range keys {
-				c.local.Invalidate(k)
-			}
+		for _, k := range keys {
+			c.invalidateLocal(k)
 		}
 	}
+	c.wakeWaiters(keys)
+}
+
+// wakeWaiters wakes the lease waiters of keys.
+func (c *Cache[V]) wakeWaiters(keys []string) {
 	c.mu.Lock()
 	for _, k := range keys {
 		if ch, ok := c.waiters[k]; ok {
 			wake(ch)
 		}
-	}
-	c.mu.Unlock()
-}
-
-// flushLocal empties the local tier and wakes every lease waiter.
-func (c *Cache[V]) flushLocal() {
-	c.epoch.Add(1)
-	c.st.localFlushes.Add(1)
-	if c.local != nil {
-		c.local.InvalidateAll()
-	}
-	c.mu.Lock()
-	for _, ch := range c.waiters {
-		wake(ch)
 	}
 	c.mu.Unlock()
 }

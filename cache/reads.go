@@ -12,7 +12,7 @@ import (
 // cached or missing (a cold stampede then costs one GET and one load, not a GET per caller).
 //
 // A reader joins a GET in flight only when no invalidation (Set, Delete, a notice from another
-// process: anything that bumps Cache.epoch) happened since that GET was sent, so a Fetch that
+// process: anything that moves the key's epoch) happened since that GET was sent, so a Fetch that
 // follows a Delete never receives the value the Delete removed.
 type reads struct {
 	mu      sync.Mutex
@@ -29,9 +29,10 @@ type readCall struct {
 	err   error
 }
 
-// get returns the raw entry of key, joining a GET of the same key and epoch already in flight.
-func (c *Cache[V]) get(ctx context.Context, key string) ([]byte, error) {
-	epoch := c.epoch.Load()
+// sharedGet returns the raw entry of key, joining a GET of the same key and epoch already in
+// flight.
+func (c *Cache[V]) sharedGet(ctx context.Context, key string) ([]byte, error) {
+	epoch := c.snapshot(key)
 	c.rd.mu.Lock()
 	if rc, ok := c.rd.m[key]; ok && rc.epoch == epoch {
 		c.rd.mu.Unlock()

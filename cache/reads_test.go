@@ -81,14 +81,14 @@ func TestReadAfterInvalidationDoesNotJoinOlderGET(t *testing.T) {
 		_, _ = c.Get(ctx, "k")
 	}()
 	require.Eventually(t, func() bool { return inFlight(c, "k") }, 10*time.Second, time.Millisecond)
-	c.epoch.Add(1) // what a Delete or Set of this process does once it has written
+	c.epochOf("k").Add(1) // what a Delete or Set of this process does once it has written
 
 	second := make(chan struct{})
 	go func() {
 		defer close(second)
 		_, _ = c.Get(ctx, "k")
 	}()
-	require.Eventually(t, func() bool { return joined(c) == 0 && inFlightEpoch(c, "k") == c.epoch.Load() },
+	require.Eventually(t, func() bool { return joined(c) == 0 && inFlightEpoch(c, "k") == c.snapshot("k") },
 		10*time.Second, time.Millisecond, "the second read must send its own GET")
 	srv.Resume()
 	<-first
