@@ -8,8 +8,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
-	"github.com/surgekit/surge/internal/otelx"
 	"github.com/surgekit/surge/internal/oteltest"
+	"github.com/surgekit/surge/internal/otelx"
 )
 
 func TestSDKRecordsWhatTheAPIReports(t *testing.T) {
