@@ -136,3 +136,28 @@ func ExampleIdempotency() {
 	// 201 true order #1
 	// 422  {"type":"about:blank","title":"Unprocessable Entity","status":422,"detail":"this Idempotency-Key was used for a different request"}
 }
+
+func ExampleConcurrency() {
+	gin.SetMode(gin.ReleaseMode)
+	lim, _ := ratelimit.NewLocalConcurrency(1, nil) // ratelimit.NewConcurrency(rdb, 1, nil) across instances
+	r := gin.New()
+	_ = r.SetTrustedProxies(nil)
+	var inner string
+	r.GET("/export", ginmw.Concurrency(lim, nil), func(c *gin.Context) {
+		if c.Query("nested") == "" { // while this export runs, the same client asks for another
+			w := serve(r, "GET", "/export?nested=1", "")
+			inner = fmt.Sprint(w.Code, " Retry-After: ", w.Header().Get("Retry-After"))
+		}
+		c.String(http.StatusOK, "export done")
+	})
+
+	w := serve(r, "GET", "/export", "")
+	fmt.Println("second export:", inner)
+	fmt.Println("first export:", w.Code, w.Body.String())
+	w = serve(r, "GET", "/export", "")
+	fmt.Println("afterwards:", w.Code)
+	// Output:
+	// second export: 429 Retry-After: 1
+	// first export: 200 export done
+	// afterwards: 200
+}

@@ -229,6 +229,54 @@ func (o *RateLimitOptions) resolve() (rateLimitConfig, error) {
 	return cfg, nil
 }
 
+// ConcurrencyOptions configures [Concurrency] and [NewConcurrency]. nil means all defaults.
+type ConcurrencyOptions struct {
+	// Key returns the key whose slots a request takes; "" lets the request through without one.
+	// Default: the client address, as [RateLimitOptions].Key's default takes it.
+	Key func(*gin.Context) string
+	// NoAddressKey is the key the default Key gives requests without a client address (all of
+	// them share its slots). Default "": such requests are refused with 500.
+	NoAddressKey string
+	// Status answers a request when every slot of its key is held: 429 Too Many Requests or 503
+	// Service Unavailable. Default [DefaultConcurrencyStatus].
+	Status int
+	// OnRedisError decides what happens when the limiter fails: [FailOpen] (the request runs
+	// without a slot) or [FailClosed] (503). The error is logged first. Default
+	// [DefaultConcurrencyOnRedisError].
+	OnRedisError ErrorPolicy
+	// Logger receives limiter errors, failed releases and the warnings about proxy trust and
+	// missing client addresses; nil discards.
+	Logger *slog.Logger
+}
+
+type concurrencyConfig struct {
+	key          func(*gin.Context) string // nil: the default key
+	noAddressKey string
+	status       int
+	onRedisError ErrorPolicy
+	log          *slog.Logger
+}
+
+func (o *ConcurrencyOptions) resolve() (concurrencyConfig, error) {
+	cfg := concurrencyConfig{status: DefaultConcurrencyStatus, onRedisError: DefaultConcurrencyOnRedisError, log: discard(nil)}
+	if o == nil {
+		return cfg, nil
+	}
+	switch o.Status {
+	case 0:
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		cfg.status = o.Status
+	default:
+		return cfg, optionError("ConcurrencyOptions.Status", "must be 429 or 503, got %d", o.Status)
+	}
+	var err error
+	if cfg.onRedisError, err = o.OnRedisError.resolve("ConcurrencyOptions.OnRedisError", DefaultConcurrencyOnRedisError); err != nil {
+		return cfg, err
+	}
+	cfg.key, cfg.noAddressKey, cfg.log = o.Key, o.NoAddressKey, discard(o.Logger)
+	return cfg, nil
+}
+
 // JWTOptions configures [JWT] and [NewJWT]. ValidMethods and one of Key or Keyfunc are required.
 type JWTOptions struct {
 	// Key verifies every token: []byte for HS256/384/512 (at least as long as the hash, per

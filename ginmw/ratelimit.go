@@ -76,17 +76,16 @@ func NewRateLimit(l ratelimit.Limiter, opt *RateLimitOptions) (gin.HandlerFunc, 
 	if cfg.engine != nil {
 		CheckProxies(cfg.engine, cfg.log)
 	}
-	m := &rateLimiter{l: l, cfg: cfg}
+	m := &rateLimiter{l: l, cfg: cfg, dk: defaultKey{mw: "RateLimit", noAddressKey: cfg.noAddressKey, log: cfg.log}}
 	return m.handle, nil
 }
 
 type rateLimiter struct {
 	l        ratelimit.Limiter
 	cfg      rateLimitConfig
+	dk       defaultKey
 	policies atomic.Pointer[map[ratelimit.Limit][]string]
-	mu       sync.Mutex  // serialises additions to policies
-	warned   atomic.Bool // the proxy-trust warning was logged
-	noAddr   atomic.Bool // the no-address error was logged
+	mu       sync.Mutex // serialises additions to policies
 }
 
 // key returns the bucket of c's request; ok false means the request was answered.
@@ -94,26 +93,7 @@ func (m *rateLimiter) key(c *gin.Context) (key string, ok bool) {
 	if m.cfg.key != nil {
 		return m.cfg.key(c), true
 	}
-	addr, spoofable := clientAddr(c)
-	if spoofable && m.warned.CompareAndSwap(false, true) {
-		m.cfg.log.LogAttrs(c.Request.Context(), slog.LevelWarn, "ginmw: RateLimit keys requests by the peer address "+
-			"because the gin engine trusts every proxy, so any client could set its own X-Forwarded-For; call "+
-			"engine.SetTrustedProxies with your proxies' addresses (or nil when there are none) to key by the client address behind them",
-			slog.String("peer", c.Request.RemoteAddr))
-	}
-	switch {
-	case addr != "":
-		return addr, true
-	case m.cfg.noAddressKey != "":
-		return m.cfg.noAddressKey, true
-	}
-	if m.noAddr.CompareAndSwap(false, true) {
-		m.cfg.log.LogAttrs(c.Request.Context(), slog.LevelError, "ginmw: RateLimit refuses requests without a client "+
-			"address (a unix-socket listener without X-Forwarded-For?); have the proxy in front set one, or set "+
-			"RateLimitOptions.NoAddressKey or Key", slog.String("remote_addr", c.Request.RemoteAddr))
-	}
-	abortProblem(c, http.StatusInternalServerError, "")
-	return "", false
+	return m.dk.key(c)
 }
 
 func (m *rateLimiter) handle(c *gin.Context) {
@@ -184,9 +164,7 @@ func (m *rateLimiter) policy(lim ratelimit.Limit) []string {
 }
 
 // policyValue formats `"name";q=<burst>;w=<window>`, the window being the seconds a drained bucket
-// takes to refill (at least 1): exact when burst/rate is a whole number up to floating-point
-// error (PerMinute(11) has a window of 60, though 11/(11/60.0) computes 60.00000000000001),
-// rounded up otherwise.
+// takes to refill (at least 1; see windowSeconds).
 func policyValue(lim ratelimit.Limit) string {
 	b := appendSFString(make([]byte, 0, 48), limitName(lim))
 	b = append(b, ";q="...)
@@ -240,13 +218,12 @@ func ceilSeconds(d time.Duration) int64 {
 	return int64((d + time.Second - 1) / time.Second)
 }
 
-// windowSeconds returns the seconds a drained bucket of lim takes to refill: burst/rate, rounded
-// to the nearest whole number when within a relative 1e-9 of it (rate is a float, so n/(n/60.0)
-// may miss 60 by an ulp or two), rounded up otherwise.
+// windowSeconds returns the whole seconds a drained bucket of lim takes to refill: the ceiling
+// of [ratelimit.Limit.Window], which is exact for PerSecond/PerMinute/PerHour although
+// n/(n/60.0) is not (PerMinute(11) has w=60, not 61); at most MaxInt32.
 func windowSeconds(lim ratelimit.Limit) float64 {
-	w := float64(lim.Burst) / lim.Rate
-	if r := math.Round(w); math.Abs(w-r) <= 1e-9*w {
-		return r
+	if w := float64(lim.Burst) / lim.Rate; !(w < math.MaxInt32) { // also NaN
+		return math.MaxInt32
 	}
-	return math.Ceil(w)
+	return float64(ceilSeconds(lim.Window()))
 }
