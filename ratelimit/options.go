@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/surgekit/surge/internal/keys"
@@ -29,11 +30,47 @@ type LocalOptions struct {
 	MaxKeys int
 }
 
+// Algorithm is how a [Redis] limiter keeps its buckets: [TokenBucket] (the default) or [GCRA].
+// Both give the same answers and the same [Result] for the same calls.
+type Algorithm int
+
+const (
+	// TokenBucket stores each bucket as its tokens and the server time they were counted at.
+	// The default.
+	TokenBucket Algorithm = iota + 1
+	// GCRA (the generic cell rate algorithm, as redis_rate and Stripe use) stores one number per
+	// bucket, the server time at which it will be full again: less work per call on the server.
+	// Its keys differ from TokenBucket's, so switching starts every key full. Limits must have a
+	// Rate of at most MaxGCRARate. When the server clock steps back, a bucket counts as empty
+	// (no longer than one refill) instead of keeping its tokens.
+	GCRA
+)
+
+// MaxGCRARate is the highest [Limit.Rate] [GCRA] accepts: one token per microsecond, the
+// resolution of the Redis clock.
+const MaxGCRARate = 1e6
+
+// DefaultAlgorithm is the default [RedisOptions.Algorithm].
+const DefaultAlgorithm = TokenBucket
+
+// String returns "token-bucket", "gcra" or "Algorithm(n)".
+func (a Algorithm) String() string {
+	switch a {
+	case TokenBucket:
+		return "token-bucket"
+	case GCRA:
+		return "gcra"
+	}
+	return "Algorithm(" + strconv.Itoa(int(a)) + ")"
+}
+
 // RedisOptions configures [NewRedis]. A nil *RedisOptions means all defaults.
 type RedisOptions struct {
 	// Prefix starts every Redis key (default DefaultPrefix). It must not contain '{' or '}': the
 	// user key becomes the {hash tag}, so all buckets of one key share a cluster slot.
 	Prefix string
+	// Algorithm is how buckets are kept in Redis; 0 means DefaultAlgorithm (TokenBucket).
+	Algorithm Algorithm
 	// OnRedisError decides what AllowN answers when Redis fails; nil means DefaultOnRedisError
 	// (FailClosed).
 	OnRedisError ErrorPolicy
@@ -100,6 +137,7 @@ func (o *LocalOptions) resolve() (localConfig, error) {
 // redisConfig is the resolved form of RedisOptions.
 type redisConfig struct {
 	prefix   string
+	algo     Algorithm
 	mode     FailMode
 	fallback *Local
 	probe    time.Duration
@@ -112,7 +150,14 @@ func (o *RedisOptions) resolve() (redisConfig, error) {
 	if o != nil {
 		in = *o
 	}
-	c := redisConfig{prefix: in.Prefix, probe: in.ProbeInterval, log: in.Logger}
+	c := redisConfig{prefix: in.Prefix, algo: in.Algorithm, probe: in.ProbeInterval, log: in.Logger}
+	switch c.algo {
+	case 0:
+		c.algo = DefaultAlgorithm
+	case TokenBucket, GCRA:
+	default:
+		return c, fmt.Errorf("%w: RedisOptions.Algorithm: unknown %v", ErrInvalidOptions, c.algo)
+	}
 	if c.prefix == "" {
 		c.prefix = DefaultPrefix
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -22,21 +23,30 @@ var tokenBucketLua string
 
 var tokenBucketScript = luascript.New(tokenBucketLua)
 
+//go:embed gcra.lua
+var gcraLua string
+
+var gcraScript = luascript.New(gcraLua)
+
 // Redis is a token-bucket limiter shared by every process that uses the same Redis and prefix.
 // Each AllowN is one round trip (EVALSHA of one Lua script) that reads the server's clock, so
 // clients' clocks do not matter. Buckets expire once they would be full again.
 //
-// Keys are Prefix + "{" + key + "}:" + limit name, each a string "<tokens> <server time in µs>";
-// the user key is the cluster hash tag (escaped when it contains '}'), so the buckets of all
-// limits of one key live in one slot.
+// With [TokenBucket] (the default) keys are Prefix + "{" + key + "}:" + limit name, each a string
+// "<tokens> <server time in µs>"; with [GCRA] they are Prefix + "{" + key + "}:gcra:" + limit
+// name, each the server time in µs (since 2020-01-01) when the bucket is full again. The user key
+// is the cluster hash tag (escaped when it contains '}'), so the buckets of all limits of one key
+// live in one slot.
 //
 // NewRedis starts no goroutine; there is nothing to close. All methods are safe for concurrent use.
 type Redis struct {
 	derived  // Allow, Wait, WaitN, Limits
 	rdb      redis.UniversalClient
 	prefix   string
-	suffixes []string // ":" + limit id, one per limit
-	params   []any    // rate, burst of each limit as ARGV strings
+	script   *luascript.Script
+	gcra     bool
+	suffixes []string // ":" + limit id (":gcra:" + id with GCRA), one per limit
+	params   []any    // per limit, as ARGV strings: rate and burst, or with GCRA per and tau
 	mode     FailMode
 	fallback *Local
 	probe    time.Duration
@@ -64,7 +74,8 @@ type Stats struct {
 // NewRedis returns a Redis limiter enforcing every limit at once on each key. It never closes rdb.
 // It returns an error wrapping [ErrInvalidOptions], naming the field, when rdb is nil, no limit is
 // given, a Rate is not positive, a Burst is below 1, two limits share a Name, the Prefix holds a
-// brace, Fallback got nil or ProbeInterval is negative. opt may be nil.
+// brace, Fallback got nil, ProbeInterval is negative, the Algorithm is unknown, or with GCRA a
+// Rate is above MaxGCRARate. opt may be nil.
 //
 // go-redis bounds a round trip by the context's deadline only when the client was built with
 // ContextTimeoutEnabled; otherwise its ReadTimeout applies (3 s by default). Set one of them so that
@@ -82,11 +93,23 @@ func NewRedis(rdb redis.UniversalClient, opt *RedisOptions, limits ...Limit) (*R
 		return nil, err
 	}
 	r := &Redis{rdb: rdb, prefix: cfg.prefix, mode: cfg.mode, fallback: cfg.fallback, probe: cfg.probe,
-		log: cfg.log, now: time.Now}
+		log: cfg.log, now: time.Now, script: tokenBucketScript, gcra: cfg.algo == GCRA}
 	r.derived = derived{limits: ls, allowN: r.AllowN}
-	for _, l := range ls {
-		r.suffixes = append(r.suffixes, ":"+l.id())
-		r.params = append(r.params, strconv.FormatFloat(l.Rate, 'f', -1, 64), strconv.Itoa(l.Burst))
+	if r.gcra {
+		r.script = gcraScript
+	}
+	for i, l := range ls {
+		if !r.gcra {
+			r.suffixes = append(r.suffixes, ":"+l.id())
+			r.params = append(r.params, strconv.FormatFloat(l.Rate, 'f', -1, 64), strconv.Itoa(l.Burst))
+			continue
+		}
+		if l.Rate > MaxGCRARate {
+			return nil, fmt.Errorf("%w: limits[%d] (%s): Rate %v is above MaxGCRARate for GCRA (use TokenBucket)", ErrInvalidOptions, i, l, l.Rate)
+		}
+		per := 1e6 / l.Rate
+		r.suffixes = append(r.suffixes, ":gcra:"+l.id())
+		r.params = append(r.params, strconv.FormatFloat(per, 'f', -1, 64), strconv.FormatFloat(per*float64(l.Burst), 'f', -1, 64))
 	}
 	return r, nil
 }
@@ -156,10 +179,14 @@ func (r *Redis) eval(ctx context.Context, key string, n int) (Result, error) {
 	sc.keys = r.keys(sc.keys[:0], key)
 	sc.args = append(append(sc.args[:0], n), r.params...)
 	// go-redis copies keys and args into the command, so the scratch can go back right after.
-	vals, err := tokenBucketScript.Run(ctx, r.rdb, sc.keys, sc.args...).Slice()
+	cmd := r.script.Run(ctx, r.rdb, sc.keys, sc.args...)
 	clear(sc.keys)
 	clear(sc.args)
 	scratchPool.Put(sc)
+	if r.gcra {
+		return r.gcraResult(cmd, n)
+	}
+	vals, err := cmd.Slice()
 	if err != nil {
 		return Result{}, err
 	}
@@ -181,6 +208,30 @@ func (r *Redis) eval(ctx context.Context, key string, n int) (Result, error) {
 	}
 	allowed, _ := vals[0].(int64)
 	return buildResult(r.limits, tokens, allowed == 1, n), nil
+}
+
+// gcraResult reads the GCRA script's answer: allowed, then each bucket's debt (TAT - now) in ns,
+// and turns the debts into tokens: burst - debt * rate.
+func (r *Redis) gcraResult(cmd *redis.Cmd, n int) (Result, error) {
+	vals, err := cmd.Int64Slice()
+	if err != nil {
+		return Result{}, err
+	}
+	if len(vals) != 1+len(r.limits) {
+		return Result{}, fmt.Errorf("ratelimit: script returned %d values, want %d", len(vals), 1+len(r.limits))
+	}
+	var buf [4]float64
+	tokens := buf[:0]
+	for i, l := range r.limits {
+		tk := float64(l.Burst) - float64(vals[i+1])*l.Rate/1e9
+		// The debt is rounded to the nanosecond and TAT kept to 1/32 µs: snap what is within a
+		// millionth of a whole token to it, so Remaining and RetryAfter match a token bucket's.
+		if w := math.Round(tk); math.Abs(tk-w) < 1e-6 {
+			tk = w
+		}
+		tokens = append(tokens, tk)
+	}
+	return buildResult(r.limits, tokens, vals[0] == 1, n), nil
 }
 
 // keys appends the Redis keys of key's buckets, one per limit, all with key as hash tag.

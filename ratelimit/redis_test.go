@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -135,11 +136,18 @@ func TestRedisClockStepBack(t *testing.T) {
 	require.Equal(t, fmt.Sprintf("0 %d", mt.t.UnixMicro()), v, "the bucket was taken at the current time")
 }
 
-// TestLocalAndRedisAgree runs one sequence of calls on both limiters and compares the Results.
+// TestLocalAndRedisAgree runs one sequence of calls on both limiters and compares the Results,
+// for each Redis algorithm.
 func TestLocalAndRedisAgree(t *testing.T) {
+	for _, algo := range []Algorithm{TokenBucket, GCRA} {
+		t.Run(algo.String(), func(t *testing.T) { testLocalAndRedisAgree(t, algo) })
+	}
+}
+
+func testLocalAndRedisAgree(t *testing.T, algo Algorithm) {
 	limits := []Limit{{Rate: 3, Burst: 4, Name: "a"}, {Rate: 1.5, Burst: 9, Name: "b"}}
 	l, clk := newLocal(t, nil, limits...)
-	r, _, mt := newMiniRedis(t, nil, limits...)
+	r, _, mt := newMiniRedis(t, &RedisOptions{Algorithm: algo}, limits...)
 	steps := []struct {
 		wait time.Duration
 		n    int
@@ -174,6 +182,72 @@ func TestLocalAndRedisAgree(t *testing.T) {
 	require.Greater(t, outcomes[false], 30, "%v", outcomes)
 	require.Greater(t, bindings["a"], 30, "%v", bindings)
 	require.Greater(t, bindings["b"], 30, "%v", bindings)
+}
+
+// TestRedisGCRA runs the shared behaviour tests on the GCRA algorithm.
+func TestRedisGCRA(t *testing.T) {
+	gcra := &RedisOptions{Algorithm: GCRA}
+	t.Run("burst-then-rate", func(t *testing.T) {
+		r, _, mt := newMiniRedis(t, gcra, Limit{Rate: 2, Burst: 5, Name: "b"})
+		testBurstThenRate(t, stepper{lim: r, advance: mt.Add})
+	})
+	t.Run("fractional-rate", func(t *testing.T) {
+		r, _, mt := newMiniRedis(t, gcra, Limit{Rate: 0.5, Burst: 1})
+		testFractionalRate(t, stepper{lim: r, advance: mt.Add})
+	})
+	t.Run("peek-and-n", func(t *testing.T) {
+		r, m, mt := newMiniRedis(t, gcra, Limit{Rate: 1, Burst: 4})
+		allowN(t, r, "k", 0)
+		require.Empty(t, m.Keys(), "a peek at a fresh key writes nothing")
+		testPeekAndN(t, stepper{lim: r, advance: mt.Add})
+	})
+	t.Run("multi-limit-atomic", func(t *testing.T) {
+		r, _, mt := newMiniRedis(t, gcra, Limit{Rate: 0.001, Burst: 5, Name: "slow"}, Limit{Rate: 1, Burst: 2, Name: "fast"})
+		testMultiLimitAtomic(t, stepper{lim: r, advance: mt.Add})
+	})
+	t.Run("keys-and-ttl", func(t *testing.T) {
+		r, m, mt := newMiniRedis(t, &RedisOptions{Prefix: "app:rl:", Algorithm: GCRA},
+			Limit{Rate: 2, Burst: 5, Name: "fast"}, Limit{Rate: 0.3, Burst: 7, Name: "slow"})
+		key := "user:{1}}"
+		allowN(t, r, key, 1)
+		fast, slow := "app:rl:{user:{1%7D%7D}:gcra:fast", "app:rl:{user:{1%7D%7D}:gcra:slow"
+		require.ElementsMatch(t, []string{fast, slow}, m.Keys())
+		require.Equal(t, 500*time.Millisecond, m.TTL(fast))
+		require.Equal(t, 3334*time.Millisecond, m.TTL(slow))
+		allowN(t, r, key, 4)
+		require.Equal(t, 2500*time.Millisecond, m.TTL(fast))
+		require.Equal(t, 16667*time.Millisecond, m.TTL(slow))
+		v, err := m.Get(fast)
+		require.NoError(t, err)
+		require.Equal(t, strconv.FormatInt(mt.t.UnixMicro()-1577836800e6+2_500_000, 10), v, "TAT in µs since 2020")
+		res := allowN(t, r, key, 1)
+		require.False(t, res.Allowed)
+		require.Equal(t, 2500*time.Millisecond, m.TTL(fast), "a denied call writes nothing")
+		m.FastForward(16667 * time.Millisecond)
+		require.Empty(t, m.Keys())
+	})
+	t.Run("clock-step-back", func(t *testing.T) {
+		r, _, mt := newMiniRedis(t, gcra, Limit{Rate: 1, Burst: 3, Name: "b"})
+		allowN(t, r, "k", 2)
+		mt.Add(-time.Hour)
+		res := allowN(t, r, "k", 1)
+		require.False(t, res.Allowed, "GCRA counts the bucket as empty after a step back")
+		require.InDelta(t, float64(time.Second), float64(res.RetryAfter), float64(time.Microsecond))
+		mt.Add(time.Second)
+		require.True(t, allowN(t, r, "k", 1).Allowed, "locked out longer than one token after the clock went back an hour")
+	})
+	t.Run("max-rate", func(t *testing.T) {
+		m, _ := redistest.Mini(t)
+		_, err := NewRedis(failFast(t, m.Addr()), gcra, Limit{Rate: MaxGCRARate * 2, Burst: 1})
+		require.ErrorIs(t, err, ErrInvalidOptions)
+		require.ErrorContains(t, err, "MaxGCRARate")
+		_, err = NewRedis(failFast(t, m.Addr()), &RedisOptions{Algorithm: 7}, PerSecond(1))
+		require.ErrorIs(t, err, ErrInvalidOptions)
+		require.ErrorContains(t, err, "RedisOptions.Algorithm")
+		r, _, _ := newMiniRedis(t, gcra, Limit{Rate: MaxGCRARate, Burst: 1000})
+		got, _ := countAllowed(t, r, "k", 2000)
+		require.Equal(t, 1000, got)
+	})
 }
 
 func TestRedisArgumentErrors(t *testing.T) {

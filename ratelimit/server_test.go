@@ -20,11 +20,17 @@ import (
 
 func TestServerConcurrentExactBurst(t *testing.T) {
 	srv := redistest.Server(t)
+	for _, algo := range []Algorithm{TokenBucket, GCRA} {
+		t.Run(algo.String(), func(t *testing.T) { testServerConcurrentExactBurst(t, srv, algo) })
+	}
+}
+
+func testServerConcurrentExactBurst(t *testing.T, srv *redistest.RedisServer, algo Algorithm) {
 	// Two limiters on one server stand for two processes; the rate is so low that nothing refills.
 	lims := make([]*Redis, 2)
 	for i := range lims {
 		var err error
-		lims[i], err = NewRedis(srv.NewClient(&redis.Options{PoolSize: 25}), nil, Limit{Rate: 1e-4, Burst: 37})
+		lims[i], err = NewRedis(srv.NewClient(&redis.Options{PoolSize: 25}), &RedisOptions{Algorithm: algo}, Limit{Rate: 1e-4, Burst: 37})
 		require.NoError(t, err)
 	}
 	var allowed, errs atomic.Int64
