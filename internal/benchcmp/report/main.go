@@ -135,8 +135,15 @@ var sections = []section{
 		{"hand-off p99 (vs bsm LinearBackoff 10ms)", "BenchmarkLockHandoff/surge", "BenchmarkLockHandoff/bsm-redislock-linear10ms", "p99-ms", "(report)", nil},
 	}},
 	{"ratelimit", []row{
-		{"Redis Allow vs redis_rate Allow", "BenchmarkRateLimitRedis/surge", "BenchmarkRateLimitRedis/redis_rate", "ns/op", "≤ 1.05×", lowerIsBetter(1.05)},
-		{"Local Allow over 100k keys vs x/time/rate in a sync.Map", "BenchmarkRateLimitLocal/surge", "BenchmarkRateLimitLocal/xtime-syncmap", "ns/op", "≤ 1.5×", lowerIsBetter(1.5)},
+		{"Redis Allow (token bucket) vs redis_rate Allow, one caller", "BenchmarkRateLimitRedis/single/surge", "BenchmarkRateLimitRedis/single/redis_rate", "ns/op", "≤ 1.0×", lowerIsBetter(1.0)},
+		{"Redis Allow (token bucket) vs redis_rate, 16 concurrent callers", "BenchmarkRateLimitRedis/parallel16/surge", "BenchmarkRateLimitRedis/parallel16/redis_rate", "ns/op", "≤ 1.0×", lowerIsBetter(1.0)},
+		{"Redis Allow (GCRA) vs redis_rate Allow, one caller", "BenchmarkRateLimitRedis/single/surge-gcra", "BenchmarkRateLimitRedis/single/redis_rate", "ns/op", "≤ 1.0×", lowerIsBetter(1.0)},
+		{"Redis Allow (GCRA) vs redis_rate, 16 concurrent callers", "BenchmarkRateLimitRedis/parallel16/surge-gcra", "BenchmarkRateLimitRedis/parallel16/redis_rate", "ns/op", "≤ 1.0×", lowerIsBetter(1.0)},
+		{"Local Allow, 1 key, vs x/time/rate in a sync.Map", "BenchmarkRateLimitLocal/1-keys/surge", "BenchmarkRateLimitLocal/1-keys/xtime-syncmap", "ns/op", "≤ 1.5×", lowerIsBetter(1.5)},
+		{"Local Allow over 1,000 keys vs x/time/rate in a sync.Map", "BenchmarkRateLimitLocal/1000-keys/surge", "BenchmarkRateLimitLocal/1000-keys/xtime-syncmap", "ns/op", "≤ 1.5×", lowerIsBetter(1.5)},
+		{"Local Allow over 100,000 keys vs x/time/rate in a sync.Map", "BenchmarkRateLimitLocal/100000-keys/surge", "BenchmarkRateLimitLocal/100000-keys/xtime-syncmap", "ns/op", "≤ 1.5×", lowerIsBetter(1.5)},
+		{"Local Allow allocations (1 key)", "BenchmarkRateLimitLocal/1-keys/surge", "", "allocs/op", "0 allocs/op", atMost(0)},
+		{"Local Allow allocations (100,000 keys)", "BenchmarkRateLimitLocal/100000-keys/surge", "", "allocs/op", "0 allocs/op", atMost(0)},
 	}},
 	{"bloom", []row{
 		{"local MightContain vs bits-and-blooms Test behind an RWMutex", "BenchmarkBloomLocal/surge", "BenchmarkBloomLocal/bits-and-blooms-rwmutex", "ns/op", "≤ 1.2×", lowerIsBetter(1.2)},
