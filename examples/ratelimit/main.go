@@ -1,10 +1,12 @@
-// Command ratelimit shows surge's token-bucket limiter on Redis:
+// Command ratelimit shows surge's rate and concurrency limiters on Redis:
 //
 //  1. a burst from one user against two limits at once (5/s with burst 10, and 100/min),
 //     answered by two "instances" of a service that share the budget through Redis;
 //  2. Wait pacing a worker at the limit's rate for -duration;
 //  3. the Fallback policy: a limiter whose Redis is unreachable keeps answering from its
-//     local twin instead of failing every request.
+//     local twin instead of failing every request;
+//  4. a concurrency limiter: at most 2 exports per tenant in flight across instances, with a
+//     lease so that a crashed holder frees its slot.
 //
 // It uses REDIS_ADDR when set, else an embedded miniredis.
 //
@@ -14,6 +16,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -108,6 +111,40 @@ func run(ctx context.Context, duration time.Duration) error {
 	st := fb.Stats()
 	fmt.Printf("   stats: %d allowed, %d denied, %d answered by the fallback, %d Redis errors\n",
 		st.Allowed, st.Denied, st.Fallback, st.RedisErrors)
+
+	fmt.Println("\n4. At most 2 exports per tenant in flight, across instances (leases of 30s):")
+	cl, err := ratelimit.NewConcurrency(rb.Client, 2, &ratelimit.ConcurrencyOptions{Prefix: "example:cl:"})
+	if err != nil {
+		return err
+	}
+	tenant := fmt.Sprintf("tenant:%d", time.Now().UnixNano())
+	var held []*ratelimit.Permit
+	for i := 1; i <= 3; i++ {
+		p, err := cl.Acquire(ctx, tenant)
+		var busy *ratelimit.ConcurrencyError
+		switch {
+		case errors.As(err, &busy):
+			fmt.Printf("   export %d: busy (all %d slots held), retry after %v\n", i, busy.Max, busy.RetryAfter)
+		case err != nil:
+			return err
+		default:
+			fmt.Printf("   export %d: running\n", i)
+			held = append(held, p)
+		}
+	}
+	for _, p := range held {
+		if err := p.Release(ctx); err != nil { // in a service: defer p.Release(ctx) right after Acquire
+			return err
+		}
+	}
+	p, err := cl.Acquire(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	fmt.Println("   after the releases: export 3 running")
+	if err := p.Release(ctx); err != nil {
+		return err
+	}
 	fmt.Println("\nratelimit example done")
 	return nil
 }
