@@ -21,14 +21,19 @@ import (
 //
 // The zero Local holds no filter: its methods return [ErrNoFilter] until [Local.ReadFrom] loads
 // one. Use [NewLocal].
+//
+// Telemetry: each answer of MightContain and MightContainMany is counted in the OpenTelemetry
+// counter surge.bloom.checks (surge.bloom.result = maybe or absent) of the global MeterProvider;
+// with no SDK installed that costs an atomic load and allocates nothing.
 type Local struct {
 	st atomic.Pointer[localState]
 }
 
 // localState is one filter; ReadFrom replaces it whole.
 type localState struct {
-	m, k  uint64
-	words []uint64
+	m, k   uint64
+	words  []uint64
+	checks *checks
 }
 
 var _ Filter = (*Local)(nil)
@@ -42,7 +47,7 @@ func NewLocal(n uint, fp float64) (*Local, error) {
 		return nil, fmt.Errorf("bloom: NewLocal: %w", err)
 	}
 	l := &Local{}
-	l.st.Store(&localState{m: m, k: k, words: make([]uint64, (m+63)/64)})
+	l.st.Store(&localState{m: m, k: k, words: make([]uint64, (m+63)/64), checks: newChecks(nil)})
 	return l, nil
 }
 
@@ -80,34 +85,43 @@ func (s *localState) add(key string) {
 }
 
 // MightContain reports whether key may have been added: false means it certainly was not, true
-// means it was or is a false positive. It never blocks, ignores ctx and is safe for concurrent
-// use. Its only error is [ErrNoFilter] on a zero Local.
-func (l *Local) MightContain(_ context.Context, key string) (bool, error) {
+// means it was or is a false positive. It never blocks and is safe for concurrent use; ctx only
+// reaches the telemetry (the answer is counted in surge.bloom.checks on the global
+// MeterProvider). Its only error is [ErrNoFilter] on a zero Local.
+func (l *Local) MightContain(ctx context.Context, key string) (bool, error) {
 	s, err := l.state()
 	if err != nil {
 		return false, err
 	}
+	maybe := s.test(key)
+	s.checks.answer(ctx, maybe)
+	return maybe, nil
+}
+
+func (s *localState) test(key string) bool {
 	h := hashKey(key)
 	for i := range s.k {
 		loc := location(&h, i) % s.m
 		if atomic.LoadUint64(&s.words[loc>>6])&(1<<(loc&63)) == 0 {
-			return false, nil
+			return false
 		}
 	}
-	return true, nil
+	return true
 }
 
 // MightContainMany is [Local.MightContain] for several keys: out[i] answers keys[i] (the same
 // call as [Redis.MightContainMany]). It never blocks, ignores ctx, does not keep or modify keys
 // and is safe for concurrent use. Its only error is [ErrNoFilter] on a zero Local.
 func (l *Local) MightContainMany(ctx context.Context, keys []string) ([]bool, error) {
-	if _, err := l.state(); err != nil {
+	s, err := l.state()
+	if err != nil {
 		return nil, err
 	}
 	out := make([]bool, len(keys))
 	for i, key := range keys {
-		out[i], _ = l.MightContain(ctx, key)
+		out[i] = s.test(key)
 	}
+	s.checks.answers(ctx, out)
 	return out, nil
 }
 
@@ -250,7 +264,7 @@ func (l *Local) ReadFrom(r io.Reader) (int64, error) {
 	if m%64 != 0 {
 		words[nw-1] &= 1<<(m%64) - 1 // bits past m are never used; do not let them count
 	}
-	l.st.Store(&localState{m: m, k: k, words: words[:nw:nw]})
+	l.st.Store(&localState{m: m, k: k, words: words[:nw:nw], checks: newChecks(nil)})
 	return total, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"math"
 
 	bbloom "github.com/bits-and-blooms/bloom/v3"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // maxShardBits is the largest bitmap one Redis string holds (512 MiB = 2^32 bits).
@@ -26,11 +27,15 @@ type RedisOptions struct {
 	// name must agree on it. A shard's bitmap soon takes its full ceil(m/S)/8 bytes on its node
 	// (Redis grows a string up to the highest bit set); one shard holds at most 2^32 bits.
 	Shards int
+	// MeterProvider receives the counter surge.bloom.checks (surge.bloom.result = maybe, absent
+	// or error; surge.bloom.name = the filter's name). nil means the global provider.
+	MeterProvider metric.MeterProvider
 }
 
 // config is [RedisOptions] resolved: defaults filled in, validated.
 type config struct {
 	shards uint64
+	mp     metric.MeterProvider
 }
 
 // resolve copies o (nil means all defaults) into a config, filling defaults and rejecting bad
@@ -46,7 +51,7 @@ func (o *RedisOptions) resolve() (config, error) {
 	if in.Shards == 0 {
 		in.Shards = DefaultShards
 	}
-	return config{shards: uint64(in.Shards)}, nil
+	return config{shards: uint64(in.Shards), mp: in.MeterProvider}, nil
 }
 
 // sizing validates n and fp and returns bits-and-blooms' m and k for them.

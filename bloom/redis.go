@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/surgekit/surge/internal/keys"
 	"github.com/surgekit/surge/internal/luascript"
@@ -63,6 +64,7 @@ type Redis struct {
 	cfg    string
 	cfgArg any // cfg boxed once, so passing it to a script does not allocate
 	kArg   any // k as a decimal string, boxed once
+	checks *checks
 }
 
 var _ Filter = (*Redis)(nil)
@@ -94,7 +96,7 @@ func NewRedis(rdb redis.UniversalClient, name string, n uint, fp float64, opt *R
 		return nil, fmt.Errorf("bloom: NewRedis: %w: %d bits per shard exceed a Redis string's 2^32; "+
 			"set RedisOptions.Shards to at least %d", ErrInvalidOptions, m, (m*shards+maxShardBits-1)/maxShardBits)
 	}
-	r := &Redis{rdb: rdb, name: name, m: m, k: k}
+	r := &Redis{rdb: rdb, name: name, m: m, k: k, checks: newChecks(cfg.mp, attribute.String(attrName, name))}
 	r.cfg = fmt.Sprintf("surge-bloom/%d m=%d k=%d shards=%d", formatVersion, m, k, shards)
 	r.cfgArg = r.cfg
 	r.kArg = strconv.FormatUint(k, 10)
@@ -151,8 +153,19 @@ func (r *Redis) appendOffsets(buf []byte, h *[4]uint64) []byte {
 // its shard) and blocks until Redis answers or ctx ends. A filter never added to answers false
 // (with one more round trip, to check the shard-0 config, when the key's shard is not shard 0).
 // Errors: [ErrConfigMismatch] when the stored filter has another size, else the Redis error
-// wrapped; treat an error as "maybe" when guarding a cache.
+// wrapped; treat an error as "maybe" when guarding a cache. The answer (or the error) is counted
+// in surge.bloom.checks.
 func (r *Redis) MightContain(ctx context.Context, key string) (bool, error) {
+	maybe, err := r.mightContain(ctx, key)
+	if err != nil {
+		r.checks.failed(ctx, 1)
+	} else {
+		r.checks.answer(ctx, maybe)
+	}
+	return maybe, err
+}
+
+func (r *Redis) mightContain(ctx context.Context, key string) (bool, error) {
 	h := hashKey(key)
 	s := r.shardOf(&h)
 	offs := r.appendOffsets(make([]byte, 0, 4*r.k), &h)
@@ -169,11 +182,22 @@ func (r *Redis) MightContain(ctx context.Context, key string) (bool, error) {
 // MightContainMany is [Redis.MightContain] for several keys: out[i] answers keys[i]. It makes
 // one round trip (one script per shard touched and per 1000 keys, pipelined), blocks until Redis
 // answers or ctx ends, does not keep or modify keys and is safe for concurrent use. Errors are
-// those of MightContain; on error out is nil.
+// those of MightContain; on error out is nil. Every key's answer (or the error, once per key) is
+// counted in surge.bloom.checks.
 func (r *Redis) MightContainMany(ctx context.Context, keys []string) ([]bool, error) {
 	if len(keys) == 0 {
 		return nil, nil
 	}
+	out, err := r.mightContainMany(ctx, keys)
+	if err != nil {
+		r.checks.failed(ctx, len(keys))
+	} else {
+		r.checks.answers(ctx, out)
+	}
+	return out, err
+}
+
+func (r *Redis) mightContainMany(ctx context.Context, keys []string) ([]bool, error) {
 	calls := r.group(keys, true)
 	cmds, err := r.run(ctx, containsScript, "might contain", calls, func(call) any { return r.kArg })
 	if err != nil {
