@@ -26,9 +26,14 @@ const (
 	typicalMeanBefore, typicalMeanAfter = 128 * time.Millisecond, 8 * time.Millisecond
 )
 
-// warmBatch is how many orders one FetchMany of the start-up warm-up asks for; warmParallel
-// how many run at once.
-const warmBatch, warmParallel = 1000, 4
+// The start-up warm-up: FetchMany asks for warmBatch orders at a time, warmParallel at once. A
+// pass after the first loads only what the one before failed to cache (when a slow Redis let a
+// batch's leases run out); passes stop once one loads nothing, after warmPasses, or when the
+// next would start after warmBudget.
+const (
+	warmBatch, warmParallel, warmPasses = 200, 4, 3
+	warmBudget                          = 10 * time.Second
+)
 
 // runDemo starts the service on a random loopback port, runs the write tour, then drives
 // GET /orders/:id twice with the same load (and the same stream of payments beside it), first
@@ -143,33 +148,49 @@ func runDemo(ctx context.Context, cfg config) error {
 
 // warmCache fills the cache with every order the way a service warms its working set at
 // start: cache.FetchMany in batches of warmBatch ids, warmParallel at a time, each batch one
-// database query. It returns a line saying what it did.
+// database query for the ids not cached yet; then passes again until a pass loads nothing (see
+// warmPasses). It returns a line saying what it did.
 func warmCache(ctx context.Context, s *service) (string, error) {
 	ids := slices.Collect(s.db.IDs())
 	q0, t0 := s.db.Queries(), time.Now()
-	var (
-		wg       sync.WaitGroup
-		slots    = make(chan struct{}, warmParallel)
-		got      atomic.Int64
-		firstErr atomic.Pointer[error]
-	)
-	for batch := range slices.Chunk(ids, warmBatch) {
-		slots <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			m, err := s.orders.FetchMany(ctx, batch, s.loadMany)
-			got.Add(int64(len(m)))
-			if err != nil {
-				firstErr.CompareAndSwap(nil, &err)
-			}
-		})
+	var loaded []int64 // ids loaded from the database, per pass
+	for len(loaded) == 0 || (len(loaded) < warmPasses && loaded[len(loaded)-1] > 0 && time.Since(t0) < warmBudget) {
+		var (
+			wg       sync.WaitGroup
+			slots    = make(chan struct{}, warmParallel)
+			n        atomic.Int64
+			firstErr atomic.Pointer[error]
+		)
+		load := func(ctx context.Context, ids []string) (map[string]Order, error) {
+			n.Add(int64(len(ids)))
+			return s.loadMany(ctx, ids)
+		}
+		for batch := range slices.Chunk(ids, warmBatch) {
+			slots <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-slots }()
+				if _, err := s.orders.FetchMany(ctx, batch, load); err != nil {
+					firstErr.CompareAndSwap(nil, &err)
+				}
+			})
+		}
+		wg.Wait()
+		if p := firstErr.Load(); p != nil {
+			return "", *p
+		}
+		loaded = append(loaded, n.Load())
 	}
-	wg.Wait()
-	if p := firstErr.Load(); p != nil {
-		return "", *p
+	line := fmt.Sprintf("cache.FetchMany of all %d orders in batches of %d, %d at a time: %d database queries, %v",
+		len(ids), warmBatch, warmParallel, s.db.Queries()-q0, time.Since(t0).Round(10*time.Millisecond))
+	switch last := loaded[len(loaded)-1]; {
+	case len(loaded) == 2:
+		line += "; a second pass found every order cached"
+	case last == 0:
+		line += fmt.Sprintf("; passes loaded %v orders, the last none", loaded)
+	default:
+		line += fmt.Sprintf("; passes loaded %v orders (the last still found %d not cached)", loaded, last)
 	}
-	return fmt.Sprintf("cache.FetchMany of all %d orders in batches of %d, %d at a time: %d database queries, %v",
-		got.Load(), warmBatch, warmParallel, s.db.Queries()-q0, time.Since(t0).Round(10*time.Millisecond)), nil
+	return line, nil
 }
 
 // writeTour exercises the write path over HTTP: JWT, Idempotency, events and consumers.
@@ -278,7 +299,7 @@ func rateLimitBurst(ctx context.Context, s *service, base string, out io.Writer)
 	for range 32 {
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) && ctx.Err() == nil {
-				status, _, _, err := get(ctx, hc, base+"/orders/1", "tour-burst")
+				status, _, _, _, err := get(ctx, hc, base+"/orders/1", "tour-burst")
 				switch {
 				case err != nil:
 					firstErr.CompareAndSwap(nil, &err)
@@ -356,9 +377,11 @@ func printTable(out io.Writer, a, b loadResult) {
 		{"mean latency", fmtMs(a.Mean), fmtMs(b.Mean), fmt.Sprintf("%v -> %v", fmtDur(typicalMeanBefore), fmtDur(typicalMeanAfter))},
 		{"all p50/p99/p999 ms", lat(a.All), lat(b.All), ""},
 		{"hits", num(a.Hits), num(b.Hits), ""},
-		{"hits p50/p99/p999 ms", lat(a.Hit), lat(b.Hit), ""},
+		{"hits p50/p99/p999 ms", lat(a.Hit), lat(b.Hit), "as the clients saw them"},
+		{"  in the service", lat(a.HitServer), lat(b.HitServer), "from its Server-Timing header"},
 		{"misses", num(a.Misses), num(b.Misses), ""},
 		{"misses p50/p99/p999 ms", lat(a.Miss), lat(b.Miss), ""},
+		{"  in the service", lat(a.MissServer), lat(b.MissServer), ""},
 		{"database queries/s", fmt.Sprintf("%.1f", a.QPS()), fmt.Sprintf("%.1f", b.QPS()), ""},
 		{"rejected non-existent ids", num(a.Rejected), num(b.Rejected), ""},
 		{"orders paid meanwhile", num(a.Writes), num(b.Writes), ""},

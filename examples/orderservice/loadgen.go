@@ -75,8 +75,9 @@ type loadResult struct {
 	Writes                          int64 // orders paid in the measured window
 	Elapsed                         time.Duration
 	Mean                            time.Duration // of every GET answered
-	All, Hit, Miss                  latencies
-	DBQueries                       int64 // queries the database served (reads and writes)
+	All, Hit, Miss                  latencies     // as the clients saw them
+	HitServer, MissServer           latencies     // as the service timed them (Server-Timing)
+	DBQueries                       int64         // queries the database served (reads and writes)
 	CacheLine                       string
 }
 
@@ -200,6 +201,8 @@ func runLoad(ctx context.Context, cfg loadConfig) loadResult {
 		firstErr   atomic.Pointer[string]
 		hitLats    = make([][]time.Duration, cfg.Clients) // measured latencies, per client
 		missLats   = make([][]time.Duration, cfg.Clients)
+		hitSrv     = make([][]time.Duration, cfg.Clients) // the service's own time, per client
+		missSrv    = make([][]time.Duration, cfg.Clients)
 		wg, wwg    sync.WaitGroup // clients, writer
 		stopWrites = make(chan struct{})
 	)
@@ -225,7 +228,8 @@ func runLoad(ctx context.Context, cfg loadConfig) loadResult {
 			ids := newIDSource(cfg, uint64(i))
 			apiKey := "loadgen-" + strconv.Itoa(i)
 			hits, misses := make([]time.Duration, 0, 4096), make([]time.Duration, 0, 64)
-			defer func() { hitLats[i], missLats[i] = hits, misses }()
+			hitsS, missesS := make([]time.Duration, 0, 4096), make([]time.Duration, 0, 64)
+			defer func() { hitLats[i], missLats[i], hitSrv[i], missSrv[i] = hits, misses, hitsS, missesS }()
 			pause := time.NewTimer(0)
 			defer pause.Stop()
 			for ctx.Err() == nil && !over() {
@@ -242,7 +246,7 @@ func runLoad(ctx context.Context, cfg loadConfig) loadResult {
 				}
 				id := ids.next()
 				w := cur.Load()
-				status, cached, took, err := get(ctx, hc, cfg.BaseURL+"/orders/"+id, apiKey)
+				status, cached, took, srv, err := get(ctx, hc, cfg.BaseURL+"/orders/"+id, apiKey)
 				if err != nil {
 					if ctx.Err() == nil {
 						w.errs.Add(1)
@@ -277,6 +281,11 @@ func runLoad(ctx context.Context, cfg loadConfig) loadResult {
 					hits = append(hits, took)
 				} else {
 					misses = append(misses, took)
+				}
+				if srv >= 0 && hit {
+					hitsS = append(hitsS, srv)
+				} else if srv >= 0 {
+					missesS = append(missesS, srv)
 				}
 			}
 		})
@@ -351,6 +360,8 @@ func runLoad(ctx context.Context, cfg loadConfig) loadResult {
 	res.All = summarise(slices.Concat(hitAll, missAll))
 	res.Hit = summarise(hitAll)
 	res.Miss = summarise(missAll)
+	res.HitServer = summarise(slices.Concat(hitSrv...))
+	res.MissServer = summarise(slices.Concat(missSrv...))
 	return res
 }
 
@@ -400,22 +411,41 @@ func writer(ctx context.Context, stop <-chan struct{}, cfg loadConfig, hc *http.
 	}
 }
 
-// get issues one GET and returns its status, its X-Cache header and its latency; the body is
-// read and dropped.
-func get(ctx context.Context, hc *http.Client, url, apiKey string) (status int, cached string, took time.Duration, err error) {
+// get issues one GET and returns its status, its X-Cache header, its latency and the service's
+// own time from its Server-Timing header (-1 without one); the body is read and dropped.
+func get(ctx context.Context, hc *http.Client, url, apiKey string) (status int, cached string, took, srv time.Duration, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0, "", 0, err
+		return 0, "", 0, -1, err
 	}
 	req.Header.Set(apiKeyHeader, apiKey)
 	t0 := time.Now()
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, "", 0, err
+		return 0, "", 0, -1, err
 	}
 	_, err = io.Copy(io.Discard, resp.Body)
 	_ = resp.Body.Close()
-	return resp.StatusCode, resp.Header.Get(cacheHeader), time.Since(t0), err
+	return resp.StatusCode, resp.Header.Get(cacheHeader), time.Since(t0), appDuration(resp.Header.Get("Server-Timing")), err
+}
+
+// appDuration reads dur of the "app" metric of a Server-Timing header ("app;dur=0.042", in
+// milliseconds); -1 when there is none.
+func appDuration(h string) time.Duration {
+	for m := range strings.SplitSeq(h, ",") {
+		name, params, _ := strings.Cut(strings.TrimSpace(m), ";")
+		if name != "app" {
+			continue
+		}
+		for p := range strings.SplitSeq(params, ";") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(p), "dur="); ok {
+				if ms, err := strconv.ParseFloat(v, 64); err == nil && ms >= 0 {
+					return time.Duration(ms * float64(time.Millisecond))
+				}
+			}
+		}
+	}
+	return -1
 }
 
 // put issues one authenticated PUT without a body and returns its status.
