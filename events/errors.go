@@ -15,6 +15,14 @@ var (
 	// ErrTransactional is returned by [Producer.PublishAsync] on a transactional producer: its
 	// records must be written inside [Producer.Transact].
 	ErrTransactional = errors.New("events: transactional producer: publish inside Transact")
+	// ErrNestedTransaction is returned by [Producer.Publish] and [Producer.Transact] on a
+	// transactional producer when called with the ctx of a running Transact's fn: publish
+	// through its [Tx] instead.
+	ErrNestedTransaction = errors.New("events: Publish or Transact inside Transact: publish through the Tx")
+	// ErrInvalidEvent marks an event [Producer.Publish], [Producer.PublishAsync] or
+	// [Tx.Publish] refuses before sending anything: a reserved header name, a Time outside the
+	// years 0-9999 that RFC 3339 can carry, an empty topic.
+	ErrInvalidEvent = errors.New("events: invalid event")
 	// ErrDecode marks a record whose key, value or headers cannot be read as an [Event].
 	// It is wrapped in a [*DecodeError] naming the record.
 	ErrDecode = errors.New("events: bad record")

@@ -1,7 +1,6 @@
 package events
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -19,7 +18,7 @@ import (
 const (
 	HeaderID   = "event-id"   // Event.ID
 	HeaderType = "event-type" // Event.Type
-	HeaderTime = "event-time" // Event.Time, RFC 3339 with nanoseconds
+	HeaderTime = "event-time" // Event.Time, RFC 3339 in UTC with nanoseconds
 )
 
 // Event is one fact worth telling other services. On the wire Key is the record key, Data the
@@ -31,7 +30,7 @@ type Event struct {
 	ID      string            // unique id; [NewEvent] makes a time-ordered one
 	Type    string            // what happened, e.g. "order.created"
 	Key     string            // ordering key: events with one key stay in order; "" is a null key
-	Time    time.Time         // when it happened; the record timestamp too
+	Time    time.Time         // when it happened, years 0-9999; the record timestamp is the publish time
 	Headers map[string]string // user headers
 	Data    []byte            // payload, JSON when made by [NewEvent]
 }
@@ -96,109 +95,20 @@ func reservedHeader(k string) bool {
 	return k == HeaderID || k == HeaderType || k == HeaderTime
 }
 
-// pubRec is one record on its way to Kafka with everything it needs in one allocation: kgo
-// hands it back to the promise through Record.Context, which it embeds (kgo only reads the
-// context for cancellation, and our pubRec is that context).
-type pubRec struct {
-	context.Context // the caller's ctx
+// fromRecord decodes r, read from a topic whose ID the broker did not say.
+func fromRecord(r *kgo.Record) (Event, error) { return decodeRecord(r, [16]byte{}) }
 
-	rec kgo.Record
-	hs  [3]kgo.RecordHeader
-	buf [128]byte // ID, time, type and key bytes when they fit
-
-	p     *Producer
-	done  func(error) // PublishAsync
-	batch *pubBatch   // Publish
-	idx   int
-	tx    *Tx // Tx.Publish
-}
-
-// newPubRec builds the record for ev, filling a missing ID or Time. ev is the caller's copy:
-// a generated ID goes straight into the record's bytes, never into a string.
-func newPubRec(ctx context.Context, topic string, ev *Event) (*pubRec, error) {
-	for k := range ev.Headers {
-		if reservedHeader(k) {
-			return nil, fmt.Errorf("events: event %s: header %q is reserved", ev.ID, k)
-		}
-	}
-	var now time.Time
-	if ev.ID == "" || ev.Time.IsZero() {
-		now = time.Now()
-	}
-	if ev.Time.IsZero() {
-		ev.Time = now.UTC()
-	}
-	pr := &pubRec{Context: ctx}
-	var buf []byte
-	if need := max(len(ev.ID), 36) + len(time.RFC3339Nano) + 6 + len(ev.Type) + len(ev.Key); need <= len(pr.buf) {
-		buf = pr.buf[:0]
-	} else {
-		buf = make([]byte, 0, need)
-	}
-	// Each slice is cut right after its append, so a reallocation never invalidates it.
-	if ev.ID == "" {
-		buf = appendID(buf, now)
-	} else {
-		buf = append(buf, ev.ID...)
-	}
-	id := buf[:len(buf):len(buf)]
-	n := len(buf)
-	buf = ev.Time.AppendFormat(buf, time.RFC3339Nano)
-	ts := buf[n:len(buf):len(buf)]
-	n = len(buf)
-	buf = append(buf, ev.Type...)
-	typ := buf[n:len(buf):len(buf)]
-	n = len(buf)
-	buf = append(buf, ev.Key...)
-	key := buf[n:len(buf):len(buf)]
-
-	hs := pr.hs[:0]
-	if len(ev.Headers) > 0 {
-		hs = make([]kgo.RecordHeader, 0, 3+len(ev.Headers))
-	}
-	hs = append(hs, kgo.RecordHeader{Key: HeaderID, Value: id})
-	if ev.Type != "" {
-		hs = append(hs, kgo.RecordHeader{Key: HeaderType, Value: typ})
-	}
-	hs = append(hs, kgo.RecordHeader{Key: HeaderTime, Value: ts})
-	for k, v := range ev.Headers {
-		hs = append(hs, kgo.RecordHeader{Key: k, Value: []byte(v)})
-	}
-	pr.rec = kgo.Record{Topic: topic, Value: ev.Data, Headers: hs, Timestamp: ev.Time, Context: pr}
-	if ev.Key != "" {
-		pr.rec.Key = key
-	}
-	return pr, nil
-}
-
-// toRecord is newPubRec for callers that only want the record; it fills ev.ID too.
-func toRecord(topic string, ev *Event) (*kgo.Record, error) {
-	pr, err := newPubRec(context.Background(), topic, ev)
-	if err != nil {
-		return nil, err
-	}
-	if ev.ID == "" {
-		ev.ID = string(pr.rec.Headers[0].Value)
-	}
-	return &pr.rec, nil
-}
-
-// fromRecord decodes r. A record without an ID header (written by another client) gets the
-// stable ID "topic/partition/offset", so redeliveries still dedupe; a missing time header falls
-// back to the record timestamp.
-func fromRecord(r *kgo.Record) (Event, error) {
+// decodeRecord decodes r, read from the topic incarnation topicID (zero when unknown). A
+// record without an ID header (written by another client) gets the stable ID of
+// [recordIdentity], so redeliveries still dedupe and a re-created topic's records are new; a
+// missing time header falls back to the record timestamp.
+func decodeRecord(r *kgo.Record, topicID [16]byte) (Event, error) {
 	ev := Event{Key: string(r.Key), Data: r.Value}
 	if name, err := decodeHeaders(r.Headers, &ev); err != nil {
 		return Event{}, &DecodeError{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Header: name, Err: err}
 	}
 	if ev.ID == "" {
-		b := make([]byte, 0, len(r.Topic)+24)
-		b = append(b, r.Topic...)
-		b = append(b, '/')
-		b = strconv.AppendInt(b, int64(r.Partition), 10)
-		b = append(b, '/')
-		b = strconv.AppendInt(b, r.Offset, 10)
-		ev.ID = string(b)
+		ev.ID = recordIdentity(r, topicID)
 	}
 	if ev.Time.IsZero() {
 		ev.Time = r.Timestamp
@@ -252,4 +162,25 @@ func decodeHeaders(hs []kgo.RecordHeader, ev *Event) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// recordIdentity names r uniquely, also across incarnations of its topic (offsets restart when
+// a topic is deleted and created again): "topic/partition/offset/" followed by the topic ID in
+// hex, or, when the broker does not send topic IDs (before Kafka 3.1), "t" and the record
+// timestamp in milliseconds.
+func recordIdentity(r *kgo.Record, topicID [16]byte) string {
+	b := make([]byte, 0, len(r.Topic)+64)
+	b = append(b, r.Topic...)
+	b = append(b, '/')
+	b = strconv.AppendInt(b, int64(r.Partition), 10)
+	b = append(b, '/')
+	b = strconv.AppendInt(b, r.Offset, 10)
+	b = append(b, '/')
+	if topicID != ([16]byte{}) {
+		b = hex.AppendEncode(b, topicID[:])
+	} else {
+		b = append(b, 't')
+		b = strconv.AppendInt(b, r.Timestamp.UnixMilli(), 10)
+	}
+	return string(b)
 }

@@ -70,9 +70,10 @@ type LagConfig struct {
 	// MaxLag is the group's total lag above which the report is in breach: a page-worthy
 	// backlog. Default [DefaultMaxLag]; negative disables.
 	MaxLag int64
-	// MaxLagAge is the age of the oldest unconsumed event above which the report is in breach
-	// (the signal to add consumers), estimated from the timestamp of the record at each
-	// partition's committed offset. Default [DefaultMaxLagAge]; negative disables.
+	// MaxLagAge is the age of the oldest unconsumed record above which the report is in breach
+	// (the signal to add consumers): how long ago the record at a partition's committed offset
+	// was published (its record timestamp, which a [Producer] sets to the publish time, not to
+	// Event.Time, so replays and an outbox catching up do not look late). Default [DefaultMaxLagAge]; negative disables.
 	MaxLagAge time.Duration
 	// MaxFailureRate is the share of failed handler calls over the window above which the
 	// report is in breach (time to look at the dead letters). Needs Stats. Default
@@ -105,7 +106,7 @@ type PartitionLag struct {
 	Commit    int64         // committed offset; -1 when the group has none (or does not exist)
 	End       int64         // high watermark
 	Lag       int64         // End - Commit (from the log start when nothing is committed)
-	Age       time.Duration // how long ago the oldest unconsumed event was written; 0 without lag
+	Age       time.Duration // how long ago the oldest unconsumed record was published (see LagConfig.MaxLagAge); 0 without lag
 	Status    Status
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/surgekit/surge/internal/kafkatest"
 )
@@ -91,14 +92,15 @@ func TestNewLagMonitorValidates(t *testing.T) {
 
 func TestLagMonitorAlertsOnKfake(t *testing.T) {
 	kc := kafkatest.ClusterWith(t, kafkatest.Config{Partitions: 2, Topics: []string{"orders"}})
-	p := newTestProducer(t, kc)
 	ctx := testCtx(t, 30*time.Second)
+	// Records appended 10 minutes ago: a record's timestamp is when it was published.
 	old := time.Now().Add(-10 * time.Minute)
-	var evs []Event
+	var recs []*kgo.Record
 	for i := range 40 {
-		evs = append(evs, Event{Type: "t", Key: fmt.Sprint(i), Time: old})
+		recs = append(recs, &kgo.Record{Topic: "orders", Key: []byte(fmt.Sprint(i)), Timestamp: old})
 	}
-	require.NoError(t, p.Publish(ctx, "orders", evs...))
+	raw := kc.Client(t)
+	require.NoError(t, raw.ProduceSync(ctx, recs...).FirstErr())
 	ends := endOffsets(kc, "orders")
 	adm := kadm.NewClient(kc.Client(t))
 	commit := func(f func(p int32) int64) {
@@ -194,14 +196,13 @@ func TestEvaluateWindowCountsFromLogStart(t *testing.T) {
 // start with 0 members, STOP after a full window, and alerted on by Check and by Run.
 func TestLagMonitorAlertsForGroupThatNeverJoined(t *testing.T) {
 	kc := kafkatest.ClusterWith(t, kafkatest.Config{Partitions: 2, Topics: []string{"orders", "other"}})
-	p := newTestProducer(t, kc)
 	ctx := testCtx(t, 30*time.Second)
-	old := time.Now().Add(-10 * time.Minute)
-	var evs []Event
+	old := time.Now().Add(-10 * time.Minute) // appended 10 minutes ago
+	var recs []*kgo.Record
 	for i := range 40 {
-		evs = append(evs, Event{Type: "t", Key: fmt.Sprint(i), Time: old})
+		recs = append(recs, &kgo.Record{Topic: "orders", Key: []byte(fmt.Sprint(i)), Timestamp: old})
 	}
-	require.NoError(t, p.Publish(ctx, "orders", evs...))
+	require.NoError(t, kc.Client(t).ProduceSync(ctx, recs...).FirstErr())
 	ends := endOffsets(kc, "orders")
 	require.Len(t, ends, 2)
 
@@ -302,4 +303,25 @@ func TestLagMonitorAlertsForGroupThatNeverJoined(t *testing.T) {
 	require.True(t, first.Report.LagExceeded)
 	require.Equal(t, StatusStop, second.Report.Status)
 	require.Zero(t, second.Report.Members)
+}
+
+// TestLagAgeIsTimeSincePublishNotEventTime: a replay of old events, or an outbox catching up,
+// publishes events whose Time is long past; that is not a consumer falling behind.
+func TestLagAgeIsTimeSincePublishNotEventTime(t *testing.T) {
+	kc := oneTopic(t, "orders")
+	p := newTestProducer(t, kc)
+	ctx := testCtx(t, 30*time.Second)
+	old := time.Now().Add(-time.Hour)
+	require.NoError(t, p.Publish(ctx, "orders", Event{ID: "replayed", Time: old}))
+	m, err := NewLagMonitor(LagConfig{Brokers: kc.Seeds(), Group: "g", Topics: []string{"orders"}, MaxLagAge: 5 * time.Minute})
+	require.NoError(t, err)
+	t.Cleanup(m.Close)
+	rep, err := m.Check(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, rep.TotalLag)
+	require.False(t, rep.AgeExceeded, "published just now, though it happened an hour ago: age %v", rep.MaxAge)
+	require.Less(t, rep.MaxAge, time.Minute)
+	ev, err := fromRecord(readAll(t, kc, "orders", 1)[0])
+	require.NoError(t, err)
+	require.True(t, ev.Time.Equal(old.Truncate(0)), "Event.Time still travels")
 }

@@ -19,7 +19,7 @@ import (
 type Producer struct {
 	cl      *kgo.Client
 	txn     bool
-	txMu    sync.Mutex
+	txSem   chan struct{} // one token: the right to run a transaction
 	log     *slog.Logger
 	closing atomic.Bool
 	once    sync.Once
@@ -49,11 +49,12 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 		return nil, err
 	}
 	cfg = rc.ProducerConfig
+	// kgo's default: sticky batches for null keys, murmur2 like the Java client for keys.
+	partitioner := kgo.UniformBytesPartitioner(64<<10, true, true, nil)
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		// kgo's default: sticky batches for null keys, murmur2 like the Java client for keys.
-		kgo.RecordPartitioner(kgo.UniformBytesPartitioner(64<<10, true, true, nil)),
+		kgo.RecordPartitioner(partitioner),
 	}
 	opts = append(opts, cfg.KafkaOptions...)
 	if cfg.TransactionalID != "" {
@@ -67,7 +68,11 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 		cl.Close()
 		return nil, err
 	}
-	return &Producer{cl: cl, txn: cfg.TransactionalID != "", log: cfg.Logger}, nil
+	if cl.OptValue(kgo.RecordPartitioner) != any(partitioner) {
+		cl.Close()
+		return nil, invalid("ProducerConfig.KafkaOptions", "must not hold kgo.RecordPartitioner: keys are placed with murmur2 like the Java client, so per-key order holds across producers")
+	}
+	return &Producer{cl: cl, txn: cfg.TransactionalID != "", txSem: make(chan struct{}, 1), log: cfg.Logger}, nil
 }
 
 // checkDurable rejects a client that could lose or duplicate records.
@@ -84,11 +89,15 @@ func checkDurable(cl *kgo.Client, field string) error {
 	return nil
 }
 
-// Publish writes evs to topic and blocks until Kafka acknowledged every one, or ctx ends. A
-// missing ID or Time is filled in. If any event is malformed (a reserved header name) nothing
-// is sent. The error joins one error per failed event, each naming its ID; on ctx end it is
-// ctx.Err() (records already handed to Kafka may still land). On a transactional producer
-// Publish runs as its own transaction. After Close it returns [ErrClosed].
+// Publish writes evs to topic and blocks until Kafka acknowledged every one, or ctx ends. It
+// sends at once, without waiting out the client's linger (as kgo's ProduceSync), so a call
+// costs one round trip. A missing ID or Time is filled in. If any event is malformed it
+// returns an error wrapping [ErrInvalidEvent] and nothing is sent. The error joins one error
+// per failed event, each naming its ID; on ctx end it is ctx.Err() (records already handed to
+// Kafka may still land). On a transactional producer Publish runs as its own transaction,
+// waiting (until ctx ends) for one in progress on another goroutine; called with the ctx of a
+// running [Producer.Transact] fn it returns [ErrNestedTransaction] (publish through the Tx).
+// After Close it returns [ErrClosed]. Safe for concurrent use.
 func (p *Producer) Publish(ctx context.Context, topic string, evs ...Event) error {
 	if p.closing.Load() {
 		return ErrClosed
@@ -105,7 +114,7 @@ func (p *Producer) Publish(ctx context.Context, topic string, evs ...Event) erro
 
 func (p *Producer) records(ctx context.Context, topic string, evs []Event) ([]*pubRec, error) {
 	if topic == "" {
-		return nil, errors.New("events: publish: empty topic")
+		return nil, errEmptyTopic
 	}
 	prs := make([]*pubRec, len(evs))
 	for i := range evs {
@@ -120,24 +129,7 @@ func (p *Producer) records(ctx context.Context, topic string, evs []Event) ([]*p
 	return prs, nil
 }
 
-// pubBatch collects the outcomes of one Publish call.
-type pubBatch struct {
-	errs []error
-	left atomic.Int64
-	done chan struct{}
-}
-
-func batchPromise(r *kgo.Record, err error) {
-	pr := r.Context.(*pubRec)
-	pr.p.count(err)
-	b := pr.batch
-	if err != nil {
-		b.errs[pr.idx] = publishError(r, err)
-	}
-	if b.left.Add(-1) == 0 {
-		close(b.done)
-	}
-}
+var errEmptyTopic = fmt.Errorf("%w: empty topic", ErrInvalidEvent)
 
 func asyncPromise(r *kgo.Record, err error) {
 	pr := r.Context.(*pubRec)
@@ -152,23 +144,39 @@ func publishError(r *kgo.Record, err error) error {
 	return fmt.Errorf("events: publish %s to %s: %w", eventID(r), r.Topic, err)
 }
 
-// produceWait produces prs and waits for all of their promises or ctx.
+// produceWait produces prs with kgo's ProduceSync, which flushes their partitions at once
+// instead of lingering, and waits for all of them or ctx.
 func (p *Producer) produceWait(ctx context.Context, prs []*pubRec) error {
 	if len(prs) == 0 {
 		return nil
 	}
-	b := &pubBatch{errs: make([]error, len(prs)), done: make(chan struct{})}
-	b.left.Store(int64(len(prs)))
+	recs := make([]*kgo.Record, len(prs))
 	for i, pr := range prs {
-		pr.batch, pr.idx = b, i
-		p.cl.Produce(ctx, &pr.rec, batchPromise)
+		recs[i] = &pr.rec
 	}
+	if ctx.Done() == nil { // cannot end: wait here
+		return p.results(p.cl.ProduceSync(ctx, recs...))
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.results(p.cl.ProduceSync(ctx, recs...)) }()
 	select {
-	case <-b.done:
-		return errors.Join(b.errs...)
+	case err := <-done:
+		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// results counts a ProduceSync's outcomes and joins its errors, each naming its event.
+func (p *Producer) results(rs kgo.ProduceResults) error {
+	var errs []error
+	for _, r := range rs {
+		p.count(r.Err)
+		if r.Err != nil {
+			errs = append(errs, publishError(r.Record, r.Err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (p *Producer) count(err error) {
@@ -203,7 +211,7 @@ func (p *Producer) PublishAsync(ctx context.Context, topic string, ev Event, don
 		done(ErrTransactional)
 		return
 	case topic == "":
-		done(errors.New("events: publish: empty topic"))
+		done(errEmptyTopic)
 		return
 	}
 	pr, err := newPubRec(ctx, topic, &ev)
@@ -246,4 +254,96 @@ func (p *Producer) Close() {
 		cancel()
 		p.cl.Close()
 	})
+}
+
+// pubRec is one record on its way to Kafka with everything it needs in one allocation: kgo
+// hands it back to the promise through Record.Context, which it embeds (kgo only reads the
+// context for cancellation, and our pubRec is that context).
+type pubRec struct {
+	context.Context // the caller's ctx
+
+	rec kgo.Record
+	hs  [3]kgo.RecordHeader
+	buf [128]byte // ID, time, type and key bytes when they fit
+
+	p    *Producer
+	done func(error) // PublishAsync
+	tx   *Tx         // Tx.Publish
+}
+
+// newPubRec builds the record for ev, filling a missing ID or Time. ev is the caller's copy:
+// a generated ID goes straight into the record's bytes, never into a string. The event's Time
+// travels in its header, written in UTC; the record timestamp is left to kgo (the publish
+// time), so retention and lag age count from when the event was published, not from when it
+// happened.
+func newPubRec(ctx context.Context, topic string, ev *Event) (*pubRec, error) {
+	for k := range ev.Headers {
+		if reservedHeader(k) {
+			return nil, fmt.Errorf("%w: event %s: header %q is reserved", ErrInvalidEvent, ev.ID, k)
+		}
+	}
+	var now time.Time
+	if ev.ID == "" || ev.Time.IsZero() {
+		now = time.Now()
+	}
+	if ev.Time.IsZero() {
+		ev.Time = now
+	}
+	ev.Time = ev.Time.UTC()
+	if y := ev.Time.Year(); y < 0 || y > 9999 {
+		return nil, fmt.Errorf("%w: event %s: Time %v is outside the years 0-9999 that RFC 3339 can carry", ErrInvalidEvent, ev.ID, ev.Time)
+	}
+	pr := &pubRec{Context: ctx}
+	var buf []byte
+	if need := max(len(ev.ID), 36) + len(time.RFC3339Nano) + 6 + len(ev.Type) + len(ev.Key); need <= len(pr.buf) {
+		buf = pr.buf[:0]
+	} else {
+		buf = make([]byte, 0, need)
+	}
+	// Each slice is cut right after its append, so a reallocation never invalidates it.
+	if ev.ID == "" {
+		buf = appendID(buf, now)
+	} else {
+		buf = append(buf, ev.ID...)
+	}
+	id := buf[:len(buf):len(buf)]
+	n := len(buf)
+	buf = ev.Time.AppendFormat(buf, time.RFC3339Nano)
+	ts := buf[n:len(buf):len(buf)]
+	n = len(buf)
+	buf = append(buf, ev.Type...)
+	typ := buf[n:len(buf):len(buf)]
+	n = len(buf)
+	buf = append(buf, ev.Key...)
+	key := buf[n:len(buf):len(buf)]
+
+	hs := pr.hs[:0]
+	if len(ev.Headers) > 0 {
+		hs = make([]kgo.RecordHeader, 0, 3+len(ev.Headers))
+	}
+	hs = append(hs, kgo.RecordHeader{Key: HeaderID, Value: id})
+	if ev.Type != "" {
+		hs = append(hs, kgo.RecordHeader{Key: HeaderType, Value: typ})
+	}
+	hs = append(hs, kgo.RecordHeader{Key: HeaderTime, Value: ts})
+	for k, v := range ev.Headers {
+		hs = append(hs, kgo.RecordHeader{Key: k, Value: []byte(v)})
+	}
+	pr.rec = kgo.Record{Topic: topic, Value: ev.Data, Headers: hs, Timestamp: now, Context: pr}
+	if ev.Key != "" {
+		pr.rec.Key = key
+	}
+	return pr, nil
+}
+
+// toRecord is newPubRec for callers that only want the record; it fills ev.ID too.
+func toRecord(topic string, ev *Event) (*kgo.Record, error) {
+	pr, err := newPubRec(context.Background(), topic, ev)
+	if err != nil {
+		return nil, err
+	}
+	if ev.ID == "" {
+		ev.ID = string(pr.rec.Headers[0].Value)
+	}
+	return &pr.rec, nil
 }

@@ -241,3 +241,71 @@ func TestTransactAbortsWhenAWriteFails(t *testing.T) {
 	require.Len(t, recs, 1)
 	require.Equal(t, "p-2", string(headerValue(recs[0], HeaderID)))
 }
+
+// TestPublishRefusesATimeAConsumerCannotRead: RFC 3339 has four-digit years, so an event
+// outside years 0-9999 would be a poison pill from birth.
+func TestPublishRefusesATimeAConsumerCannotRead(t *testing.T) {
+	kc := oneTopic(t, "in")
+	p := newTestProducer(t, kc)
+	ctx := testCtx(t, 30*time.Second)
+	for _, ts := range []time.Time{time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC)} {
+		err := p.Publish(ctx, "in", Event{ID: "far", Time: ts})
+		require.ErrorIs(t, err, ErrInvalidEvent, "year %d", ts.Year())
+		require.ErrorContains(t, err, "far")
+		done := make(chan error, 1)
+		p.PublishAsync(ctx, "in", Event{ID: "far", Time: ts}, func(err error) { done <- err })
+		require.ErrorIs(t, <-done, ErrInvalidEvent)
+	}
+	require.Zero(t, countRecords(kc, "in"))
+
+	// Any other time is written in UTC and reads back as the same instant.
+	at := time.Date(2026, 3, 1, 12, 0, 0, 5, time.FixedZone("CET", 3600))
+	require.NoError(t, p.Publish(ctx, "in", Event{ID: "ok", Time: at}))
+	r := readAll(t, kc, "in", 1)[0]
+	require.Equal(t, "2026-03-01T11:00:00.000000005Z", string(headerValue(r, HeaderTime)))
+	ev, err := fromRecord(r)
+	require.NoError(t, err)
+	require.True(t, ev.Time.Equal(at))
+}
+
+// TestPublishInsideTransactDoesNotDeadlock: Publish on a transactional producer is its own
+// transaction; called inside Transact's fn it must neither hang nor ignore ctx.
+func TestPublishInsideTransactDoesNotDeadlock(t *testing.T) {
+	kc := oneTopic(t, "in")
+	ctx := testCtx(t, 30*time.Second)
+	p, err := NewProducer(ProducerConfig{Brokers: kc.Seeds(), TransactionalID: "tx-nested"})
+	require.NoError(t, err)
+	t.Cleanup(p.Close)
+	res := make(chan error, 1)
+	go func() {
+		res <- p.Transact(ctx, func(ctx context.Context, tx *Tx) error {
+			return p.Publish(ctx, "in", Event{ID: "inner"})
+		})
+	}()
+	select {
+	case err := <-res:
+		require.ErrorIs(t, err, ErrNestedTransaction)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Publish inside Transact deadlocked")
+	}
+	// A Publish waiting for another goroutine's transaction gives up when its ctx ends.
+	inside, leave := make(chan struct{}), make(chan struct{})
+	go func() {
+		res <- p.Transact(ctx, func(context.Context, *Tx) error { close(inside); <-leave; return nil })
+	}()
+	<-inside
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, p.Publish(short, "in", Event{ID: "waits"}), context.DeadlineExceeded)
+	close(leave)
+	require.NoError(t, <-res)
+}
+
+// TestUserPartitionerIsRefused: keyed events must land where murmur2 puts them, or per-key
+// order across producers breaks.
+func TestUserPartitionerIsRefused(t *testing.T) {
+	_, err := NewProducer(ProducerConfig{Brokers: []string{"127.0.0.1:1"},
+		KafkaOptions: []kgo.Opt{kgo.RecordPartitioner(kgo.RoundRobinPartitioner())}})
+	require.ErrorIs(t, err, ErrInvalidOptions)
+	require.ErrorContains(t, err, "RecordPartitioner")
+}

@@ -18,8 +18,8 @@ type Tx struct {
 }
 
 // Publish adds evs to the transaction. It does not wait for acknowledgements: Transact flushes
-// before committing and aborts when any write failed. It returns an error at once for a
-// malformed event or an empty topic.
+// before committing and aborts when any write failed. It returns an error wrapping
+// [ErrInvalidEvent] at once for a malformed event or an empty topic.
 func (tx *Tx) Publish(ctx context.Context, topic string, evs ...Event) error {
 	prs, err := tx.p.records(ctx, topic, evs)
 	if err != nil {
@@ -31,6 +31,9 @@ func (tx *Tx) Publish(ctx context.Context, topic string, evs ...Event) error {
 	}
 	return nil
 }
+
+// txKey marks the ctx of a Transact's fn with its producer.
+type txKey struct{}
 
 func txPromise(r *kgo.Record, err error) {
 	pr := r.Context.(*pubRec)
@@ -51,8 +54,10 @@ func (tx *Tx) err() error {
 // Transact runs fn in a Kafka transaction: every event fn publishes through tx becomes visible
 // to read-committed consumers together, or none does. fn's error, a failed write or a failed
 // commit aborts the transaction and is returned. Transactions on one producer run one at a
-// time; Transact blocks until the commit or abort completes. It returns [ErrNotTransactional]
-// without ProducerConfig.TransactionalID and [ErrClosed] after Close.
+// time: Transact waits for the one in progress, or returns ctx.Err() when ctx ends first, and
+// then blocks until the commit or abort completes. It returns [ErrNotTransactional] without
+// ProducerConfig.TransactionalID, [ErrClosed] after Close, and [ErrNestedTransaction] when
+// called (or [Producer.Publish] is) with the ctx fn received: one transaction at a time.
 func (p *Producer) Transact(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) error {
 	if !p.txn {
 		return ErrNotTransactional
@@ -60,13 +65,20 @@ func (p *Producer) Transact(ctx context.Context, fn func(ctx context.Context, tx
 	if p.closing.Load() {
 		return ErrClosed
 	}
-	p.txMu.Lock()
-	defer p.txMu.Unlock()
+	if ctx.Value(txKey{}) == p {
+		return ErrNestedTransaction
+	}
+	select {
+	case p.txSem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-p.txSem }()
 	if err := p.cl.BeginTransaction(); err != nil {
 		return fmt.Errorf("events: begin transaction: %w", err)
 	}
 	tx := &Tx{p: p}
-	err := fn(ctx, tx)
+	err := fn(context.WithValue(ctx, txKey{}, p), tx)
 	if err == nil {
 		err = p.cl.Flush(ctx)
 	}
