@@ -97,8 +97,9 @@ type keyQueue struct {
 }
 
 type item struct {
-	r   *kgo.Record
-	seq uint64
+	r       *kgo.Record
+	seq     uint64
+	topicID [16]byte // the topic's incarnation; zero when the broker does not say
 }
 
 // NewConsumer validates cfg and returns a consumer. It does not connect or start goroutines;
@@ -116,7 +117,9 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: ConsumerConfig.KafkaOptions: %w", ErrInvalidOptions, err)
 	}
-	if c.DeadLetterTopic != "" {
+	if v, _ := probe.OptValue(kgo.ConsumeRegex).(bool); v {
+		err = invalid("ConsumerConfig.KafkaOptions", "must not hold kgo.ConsumeRegex: Topics are topic names (a pattern could match the DeadLetterTopic)")
+	} else if c.DeadLetterTopic != "" {
 		err = checkDurable(probe, "ConsumerConfig.KafkaOptions")
 	}
 	probe.Close()
@@ -148,6 +151,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
+		// Transaction markers take offsets too: seeing them lets the commit point pass them.
+		kgo.KeepControlRecords(),
 		kgo.OnPartitionsRevoked(c.onRevoked),
 		kgo.OnPartitionsLost(c.onLost),
 	)
@@ -242,17 +247,24 @@ func (c *Consumer) pollLoop(ctx context.Context) {
 			c.log.Warn("events: fetch", "group", c.cfg.Group, "topic", t, "partition", p, "err", err)
 		})
 		c.mu.Lock()
-		fs.EachPartition(func(f kgo.FetchTopicPartition) {
-			if len(f.Records) == 0 {
-				return
-			}
-			k := tp{f.Topic, f.Partition}
-			p := c.parts[k]
-			if p == nil {
-				p = c.newPart(k)
-			}
-			for _, r := range f.Records {
-				c.enqueue(p, r)
+		fs.EachTopic(func(t kgo.FetchTopic) {
+			for i := range t.Partitions {
+				f := &t.Partitions[i]
+				if len(f.Records) == 0 {
+					continue
+				}
+				k := tp{t.Topic, f.Partition}
+				p := c.parts[k]
+				if p == nil {
+					p = c.newPart(k)
+				}
+				for _, r := range f.Records {
+					if r.Attrs.IsControl() {
+						c.skipControl(p, r)
+					} else {
+						c.enqueue(p, r, t.TopicID)
+					}
+				}
 			}
 		})
 		c.mu.Unlock()
@@ -286,8 +298,19 @@ func (c *Consumer) newPart(k tp) *part {
 	return p
 }
 
-// enqueue adds r to its key's queue and tracker. c.mu is held.
-func (c *Consumer) enqueue(p *part, r *kgo.Record) {
+// skipControl records a transaction marker as done at once: it is never handled, but the
+// commit point must pass it, or a caught-up partition would lag by one per transaction.
+// c.mu is held.
+func (c *Consumer) skipControl(p *part, r *kgo.Record) {
+	p.fetched = r.Offset + 1
+	p.pending = append(p.pending, pendingRec{offset: r.Offset, epoch: r.LeaderEpoch, done: true})
+	p.nextSeq++
+	c.advance(p)
+}
+
+// enqueue adds r, read from the topic incarnation topicID, to its key's queue and tracker.
+// c.mu is held.
+func (c *Consumer) enqueue(p *part, r *kgo.Record, topicID [16]byte) {
 	seq := p.nextSeq
 	p.nextSeq++
 	p.pending = append(p.pending, pendingRec{offset: r.Offset, epoch: r.LeaderEpoch})
@@ -303,7 +326,7 @@ func (c *Consumer) enqueue(p *part, r *kgo.Record) {
 		q = &keyQueue{p: p, key: string(r.Key)}
 		p.keys[q.key] = q
 	}
-	q.items = append(q.items, item{r: r, seq: seq})
+	q.items = append(q.items, item{r: r, seq: seq, topicID: topicID})
 	if !q.scheduled {
 		q.scheduled = true
 		c.push(q)
@@ -318,12 +341,17 @@ func (c *Consumer) push(q *keyQueue) {
 // markDone records seq as done and advances the partition's commit point. c.mu is held.
 func (c *Consumer) markDone(p *part, seq uint64) {
 	p.pending[seq-p.baseSeq].done = true
+	c.advance(p)
+	c.release(1)
+}
+
+// advance moves p's commit point past its leading done records. c.mu is held.
+func (c *Consumer) advance(p *part) {
 	for len(p.pending) > 0 && p.pending[0].done {
 		p.commit = kgo.EpochOffset{Epoch: p.pending[0].epoch, Offset: p.pending[0].offset + 1}
 		p.pending = p.pending[1:]
 		p.baseSeq++
 	}
-	c.release(1)
 }
 
 // release forgets n buffered records and wakes the poll loop if it waits for room.
@@ -399,7 +427,7 @@ func (c *Consumer) worker() {
 		attempt, lastErr := q.attempt, q.lastErr
 		c.mu.Unlock()
 
-		res := c.process(p.ctx, it.r, attempt, lastErr)
+		res := c.process(p.ctx, it, attempt, lastErr)
 		c.finish(q, it, res)
 	}
 }
@@ -432,19 +460,20 @@ type result struct {
 }
 
 // process handles one record. attempt is the number of failed attempts so far.
-func (c *Consumer) process(ctx context.Context, r *kgo.Record, attempt int, lastErr error) result {
+func (c *Consumer) process(ctx context.Context, it item, attempt int, lastErr error) result {
+	r := it.r
 	if attempt >= c.cfg.MaxAttempts || IsPermanent(lastErr) {
-		return c.deadLetter(ctx, r, lastErr, attempt) // the DLQ write failed before: try it again
+		return c.deadLetter(ctx, it, lastErr, attempt) // the DLQ write failed before: try it again
 	}
-	ev, err := fromRecord(r)
+	ev, err := decodeRecord(r, it.topicID)
 	if err != nil {
 		c.st.decodeErrors.Add(1)
 		c.log.Error("events: undecodable record", "group", c.cfg.Group, "err", err)
-		return c.deadLetter(ctx, r, Permanent(err), attempt)
+		return c.deadLetter(ctx, it, Permanent(err), attempt)
 	}
 	var id, token string
 	if d := c.cfg.Deduper; d != nil {
-		id = c.cfg.Group + ":" + ev.ID
+		id = dedupeID(c.cfg.Group, ev.ID)
 		token, err = d.Claim(ctx, id, c.cfg.DedupeLease)
 		switch {
 		case errors.Is(err, ErrDuplicate):
@@ -461,7 +490,18 @@ func (c *Consumer) process(ctx context.Context, r *kgo.Record, attempt int, last
 			return result{out: outWait, err: lastErr, attempts: attempt}
 		}
 	}
-	err = c.call(ctx, ev)
+	if token == "" {
+		err = c.call(ctx, ev)
+	} else {
+		hctx, lost, stop := c.keepClaim(ctx, id, token)
+		err = c.call(hctx, ev)
+		stop()
+		if err != nil && lost() && ctx.Err() == nil {
+			// Another member may run it now: try again later, without using an attempt.
+			c.st.failed.Add(1)
+			return result{out: outWait, err: lastErr, attempts: attempt}
+		}
+	}
 	if err == nil {
 		c.st.handled.Add(1)
 		if token != "" {
@@ -477,10 +517,7 @@ func (c *Consumer) process(ctx context.Context, r *kgo.Record, attempt int, last
 		return result{out: outAbandon} // a killed process releases nothing
 	}
 	if token != "" {
-		if rerr := c.cfg.Deduper.Release(context.WithoutCancel(ctx), id, token); rerr != nil {
-			c.st.dedupeErrors.Add(1)
-			c.log.Warn("events: dedupe release", "group", c.cfg.Group, "id", ev.ID, "err", rerr)
-		}
+		c.dedupeRelease(ctx, id, token)
 	}
 	if ctx.Err() != nil {
 		return result{out: outAbandon}
@@ -489,7 +526,7 @@ func (c *Consumer) process(ctx context.Context, r *kgo.Record, attempt int, last
 	c.log.Warn("events: handler failed", "group", c.cfg.Group, "topic", r.Topic, "partition", r.Partition,
 		"offset", r.Offset, "id", ev.ID, "attempt", attempt, "err", err)
 	if attempt >= c.cfg.MaxAttempts || IsPermanent(err) {
-		return c.deadLetter(ctx, r, err, attempt)
+		return c.deadLetter(ctx, it, err, attempt)
 	}
 	c.st.retried.Add(1)
 	return result{out: outRetry, err: err, attempts: attempt}
@@ -592,12 +629,16 @@ func (c *Consumer) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[str
 	c.forget(ps)
 }
 
-// onLost drops the partitions at once: another member may already own them, so nothing is
-// committed and their handlers are cancelled.
+// onLost drops the partitions: another member may already own them, so nothing is committed
+// and their handlers are cancelled. It waits for those handlers to return, so a partition that
+// comes back to this member never has two handlers for one key.
 func (c *Consumer) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	ps := c.take(lost)
 	for _, p := range ps {
 		p.cancel()
+	}
+	for _, p := range ps {
+		c.waitIdle(p)
 	}
 	c.forget(ps)
 }
@@ -658,5 +699,57 @@ func (c *Consumer) forget(ps []*part) {
 	c.mu.Unlock()
 	if len(resume) > 0 {
 		c.cl.ResumeFetchPartitions(resume)
+	}
+}
+
+// dedupeRelease gives up a claim after a failure, logging and counting a store error.
+func (c *Consumer) dedupeRelease(ctx context.Context, id, token string) {
+	if err := c.cfg.Deduper.Release(context.WithoutCancel(ctx), id, token); err != nil {
+		c.st.dedupeErrors.Add(1)
+		c.log.Warn("events: dedupe release", "group", c.cfg.Group, "id", id, "err", err)
+	}
+}
+
+// keepClaim renews the claim token holds on id every DedupeLease/3 while a handler runs, when
+// the Deduper is a [DedupeRenewer]. It returns the handler's context, cancelled when the claim
+// is known lost; lost, which reports that; and stop, which ends the renewals and waits for
+// them.
+func (c *Consumer) keepClaim(ctx context.Context, id, token string) (hctx context.Context, lost func() bool, stop func()) {
+	rn, ok := c.cfg.Deduper.(DedupeRenewer)
+	if !ok {
+		return ctx, func() bool { return false }, func() {}
+	}
+	hctx, cancel := context.WithCancelCause(ctx)
+	var gone atomic.Bool
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(max(c.cfg.DedupeLease/3, time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-hctx.Done():
+				return
+			case <-t.C:
+			}
+			err := rn.Renew(hctx, id, token, c.cfg.DedupeLease)
+			switch {
+			case errors.Is(err, ErrClaimed):
+				gone.Store(true)
+				c.log.Warn("events: dedupe claim lost while the handler ran; cancelling it", "group", c.cfg.Group, "id", id)
+				cancel(fmt.Errorf("events: dedupe claim of %s lost: %w", id, ErrClaimed))
+				return
+			case err != nil && hctx.Err() == nil:
+				c.st.dedupeErrors.Add(1)
+				c.log.Warn("events: dedupe renew", "group", c.cfg.Group, "id", id, "err", err)
+			}
+		}
+	})
+	return hctx, gone.Load, func() {
+		close(done)
+		wg.Wait()
+		cancel(nil)
 	}
 }

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -235,9 +238,16 @@ func TestPoisonGoesToTheDeadLetterTopicAfterItsWriteIsAcked(t *testing.T) {
 	require.NoError(t, err, "a dead letter is still an event")
 	require.Equal(t, "e3", ev.ID)
 
-	v, err := m.Get(DedupePrefix + "{g:e3}")
-	require.NoError(t, err)
-	require.Equal(t, "done", v, "a dead-lettered event is disposed of: a redelivery skips it")
+	require.False(t, m.Exists(DedupePrefix+"{g:e3}"), "the event is not done: a re-drive of its dead letter will run")
+	var marks []string
+	for _, k := range m.Keys() {
+		if v, _ := m.Get(k); v == "done" && strings.Contains(k, ":dlq:") {
+			marks = append(marks, k)
+		}
+	}
+	require.Len(t, marks, 1)
+	require.Regexp(t, `^`+regexp.QuoteMeta(DedupePrefix+"{g:dlq:in/0/3/")+`[0-9a-f]{32}}$`, marks[0],
+		"the dead-lettered record is done: a redelivery of it is not dead-lettered twice")
 
 	st := r.c.Stats()
 	require.EqualValues(t, 1, st.DeadLettered)
@@ -352,4 +362,85 @@ func TestShutdownTimeoutCancelsStuckHandlers(t *testing.T) {
 	require.NoError(t, r.stop())
 	require.Empty(t, committed(t, kc, "g", "in"), "an event cut short is not committed")
 	require.EqualValues(t, 1, r.c.Stats().Failed)
+}
+
+// TestForeignRecordsOfARecreatedTopicAreNotDuplicates: records without an event-id header
+// get a fallback ID; after the topic is deleted and created again its offsets restart, and
+// the new records must not pass for the old ones in the Deduper.
+func TestForeignRecordsOfARecreatedTopicAreNotDuplicates(t *testing.T) {
+	kc := oneTopic(t, "in")
+	_, rdb := redistest.Mini(t)
+	dd := NewRedisDeduper(rdb, time.Hour)
+	ctx := testCtx(t, 60*time.Second)
+	raw := kc.Client(t)
+	adm := kadm.NewClient(raw)
+	var got idSet
+	var values sync.Map
+	consume := func(want int) {
+		r := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"in"}, Deduper: dd,
+			CommitInterval: 10 * time.Millisecond,
+			Handler: func(_ context.Context, ev Event) error {
+				values.Store(string(ev.Data), ev.ID)
+				got.add(ev.ID)
+				return nil
+			}})
+		require.Eventually(t, func() bool {
+			st := r.c.Stats()
+			return int(st.Handled+st.Deduped) >= want
+		}, 20*time.Second, 5*time.Millisecond)
+		require.NoError(t, r.stop())
+	}
+	for _, v := range []string{"old-0", "old-1", "old-2"} {
+		require.NoError(t, raw.ProduceSync(ctx, &kgo.Record{Topic: "in", Key: []byte("k"), Value: []byte(v)}).FirstErr())
+	}
+	consume(3)
+	require.Equal(t, 3, got.len())
+
+	_, err := adm.DeleteTopic(ctx, "in")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(kc.Fake().PartitionInfos("in")) == 0 }, 10*time.Second, 5*time.Millisecond)
+	_, err = adm.CreateTopic(ctx, 1, 1, nil, "in")
+	require.NoError(t, err)
+	fresh := kc.Client(t) // raw knows the old topic ID
+	require.NoError(t, fresh.ProduceSync(ctx, &kgo.Record{Topic: "in", Key: []byte("k"), Value: []byte("new-0")}).FirstErr())
+	consume(1)
+	id, ok := values.Load("new-0")
+	require.True(t, ok, "the record of the new topic reached the handler")
+	require.Equal(t, 1, got.count(id.(string)))
+	old, _ := values.Load("old-0")
+	require.NotEqual(t, old, id, "same topic, partition and offset, another incarnation")
+}
+
+// TestTransactionalTopicReachesZeroLag: a transaction's commit marker takes an offset the
+// handler never sees; a caught-up group must still commit up to the end of the partition.
+func TestTransactionalTopicReachesZeroLag(t *testing.T) {
+	kc := oneTopic(t, "in")
+	ctx := testCtx(t, 30*time.Second)
+	p, err := NewProducer(ProducerConfig{Brokers: kc.Seeds(), TransactionalID: "tx-lag"})
+	require.NoError(t, err)
+	t.Cleanup(p.Close)
+	for range 3 {
+		require.NoError(t, p.Publish(ctx, "in", idEvents(2, nil)...))
+	}
+	var handled atomic.Int64
+	r := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"in"}, CommitInterval: 10 * time.Millisecond,
+		Handler: func(context.Context, Event) error { handled.Add(1); return nil }})
+	require.Eventually(t, func() bool { return handled.Load() == 6 }, 20*time.Second, 5*time.Millisecond)
+	require.NoError(t, r.stop())
+	require.Equal(t, endOffsets(kc, "in"), committed(t, kc, "g", "in"), "6 events and 3 commit markers: 9 offsets")
+
+	m, err := NewLagMonitor(LagConfig{Brokers: kc.Seeds(), Group: "g", Topics: []string{"in"}})
+	require.NoError(t, err)
+	t.Cleanup(m.Close)
+	rep, err := m.Check(ctx)
+	require.NoError(t, err)
+	require.Zero(t, rep.TotalLag)
+}
+
+func TestConsumeRegexIsRefused(t *testing.T) {
+	_, err := NewConsumer(ConsumerConfig{Brokers: []string{"b:1"}, Group: "g", Topics: []string{"in.*"},
+		DeadLetterTopic: "in.dlq", KafkaOptions: []kgo.Opt{kgo.ConsumeRegex()},
+		Handler: func(context.Context, Event) error { return nil }})
+	require.ErrorIs(t, err, ErrInvalidOptions, "Topics would become regexes matching the dead-letter topic")
+	require.ErrorContains(t, err, "ConsumeRegex")
 }

@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"time"
 
@@ -20,8 +21,12 @@ const (
 )
 
 // deadLetter writes r to the DLQ and waits for the acknowledgement, or pauses r's partition
-// when there is no DLQ.
-func (c *Consumer) deadLetter(ctx context.Context, r *kgo.Record, cause error, attempts int) result {
+// when there is no DLQ. With a Deduper, the record (not the event: a re-driven dead letter is
+// a new record of the same event, to be handled) is claimed first and marked done after the
+// write, so a redelivery of this very record (a crash before the commit) is not dead-lettered
+// twice.
+func (c *Consumer) deadLetter(ctx context.Context, it item, cause error, attempts int) result {
+	r := it.r
 	msg := "unknown"
 	if cause != nil {
 		msg = cause.Error()
@@ -44,8 +49,31 @@ func (c *Consumer) deadLetter(ctx context.Context, r *kgo.Record, cause error, a
 		kgo.RecordHeader{Key: HeaderDLQAttempts, Value: strconv.AppendInt(nil, int64(attempts), 10)},
 		kgo.RecordHeader{Key: HeaderDLQTime, Value: time.Now().UTC().AppendFormat(nil, time.RFC3339Nano)},
 	)
+	var id, token string
+	if d := c.cfg.Deduper; d != nil {
+		id = dedupeID(c.cfg.Group, "dlq:"+recordIdentity(r, it.topicID))
+		var err error
+		token, err = d.Claim(ctx, id, c.cfg.DedupeLease)
+		switch {
+		case errors.Is(err, ErrDuplicate):
+			c.st.deduped.Add(1)
+			return result{out: outDone} // dead-lettered already, before a crash or rebalance
+		case errors.Is(err, ErrClaimed):
+			return result{out: outWait, err: cause, attempts: attempts}
+		case err != nil:
+			if ctx.Err() != nil {
+				return result{out: outAbandon}
+			}
+			c.st.dedupeErrors.Add(1)
+			c.log.Warn("events: dedupe claim of a dead letter", "group", c.cfg.Group, "id", id, "err", err)
+			return result{out: outWait, err: cause, attempts: attempts}
+		}
+	}
 	dl := &kgo.Record{Topic: c.cfg.DeadLetterTopic, Key: r.Key, Value: r.Value, Headers: hs, Timestamp: r.Timestamp}
 	if err := c.cl.ProduceSync(ctx, dl).FirstErr(); err != nil {
+		if token != "" {
+			c.dedupeRelease(ctx, id, token)
+		}
 		if ctx.Err() != nil {
 			return result{out: outAbandon}
 		}
@@ -55,7 +83,12 @@ func (c *Consumer) deadLetter(ctx context.Context, r *kgo.Record, cause error, a
 		return result{out: outWait, err: cause, attempts: attempts}
 	}
 	c.st.deadLettered.Add(1)
-	c.disposed(ctx, r)
+	if token != "" {
+		if err := c.cfg.Deduper.Done(context.WithoutCancel(ctx), id, token); err != nil {
+			c.st.dedupeErrors.Add(1)
+			c.log.Warn("events: dedupe done after dead letter", "group", c.cfg.Group, "id", id, "err", err)
+		}
+	}
 	c.log.Warn("events: event dead-lettered", "group", c.cfg.Group, "topic", r.Topic, "partition", r.Partition,
 		"offset", r.Offset, "dlq", c.cfg.DeadLetterTopic, "attempts", attempts, "err", msg)
 	return result{out: outDone}
@@ -73,23 +106,5 @@ func (c *Consumer) pause(r *kgo.Record) {
 	if first {
 		c.st.paused.Add(1)
 		c.cl.PauseFetchPartitions(map[string][]int32{r.Topic: {r.Partition}})
-	}
-}
-
-// disposed marks a dead-lettered event done in the Deduper, so a redelivery (a crash before
-// the commit) is skipped instead of failing again into a second dead letter. Undecodable
-// records have no trustworthy ID and are left alone.
-func (c *Consumer) disposed(ctx context.Context, r *kgo.Record) {
-	if c.cfg.Deduper == nil {
-		return
-	}
-	ev, err := fromRecord(r)
-	if err != nil {
-		return
-	}
-	id := c.cfg.Group + ":" + ev.ID
-	if err := c.cfg.Deduper.Done(context.WithoutCancel(ctx), id, ""); err != nil {
-		c.st.dedupeErrors.Add(1)
-		c.log.Warn("events: dedupe done after dead letter", "group", c.cfg.Group, "id", ev.ID, "err", err)
 	}
 }

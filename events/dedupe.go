@@ -7,17 +7,21 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/surgekit/surge/internal/keys"
+	"github.com/surgekit/surge/internal/luascript"
 )
 
 // Deduper is a store shared by every consumer of a group that remembers which events were
 // handled, so a redelivered event (after a crash or a rebalance) is handled once. The
-// [Consumer] passes ids of the form "group:eventID". Implementations must be safe for
-// concurrent use.
+// [Consumer] passes ids of the form "group:eventID" (with '%' and ':' in the group written
+// %25 and %3A, so no two groups share an id), and "group:dlq:record" for the dead letters it
+// writes. Implementations must be safe for concurrent use; one that also implements
+// [DedupeRenewer] keeps the claims of slow handlers.
 type Deduper interface {
 	// Claim takes id for handling for lease and returns a token for Done or Release. It returns
 	// [ErrDuplicate] when id is done and [ErrClaimed] while another unexpired claim holds it.
@@ -30,14 +34,39 @@ type Deduper interface {
 	Release(ctx context.Context, id, token string) error
 }
 
+// DedupeRenewer is implemented by a [Deduper] whose claims can be extended. While a handler
+// runs, the [Consumer] renews its claim every DedupeLease/3 (the watchdog pattern), so a
+// handler slower than the lease keeps it; when Renew reports the claim lost, the handler's
+// context is cancelled. [NewRedisDeduper]'s Deduper implements it.
+type DedupeRenewer interface {
+	// Renew extends the claim token holds on id to lease from now. It returns [ErrClaimed]
+	// when token no longer holds id (it expired, was released or is done).
+	Renew(ctx context.Context, id, token string, lease time.Duration) error
+}
+
 var (
 	//go:embed dedupe_claim.lua
 	claimLua    string
-	claimScript = redis.NewScript(claimLua)
+	claimScript = luascript.New(claimLua)
 	//go:embed dedupe_release.lua
 	releaseLua    string
-	releaseScript = redis.NewScript(releaseLua)
+	releaseScript = luascript.New(releaseLua)
+	//go:embed dedupe_renew.lua
+	renewLua    string
+	renewScript = luascript.New(renewLua)
 )
+
+// dedupeID is the Deduper id of event id in group: "group:id", with '%' and ':' in group
+// escaped so that the first ':' ends the group ("a:b" + "c" and "a" + "b:c" differ). Groups
+// without either character keep the plain form.
+func dedupeID(group, id string) string {
+	if strings.ContainsAny(group, "%:") {
+		group = groupEscaper.Replace(group)
+	}
+	return group + ":" + id
+}
+
+var groupEscaper = strings.NewReplacer("%", "%25", ":", "%3A")
 
 // DedupePrefix starts every key [NewRedisDeduper] writes: DedupePrefix + "{" + id + "}".
 const DedupePrefix = "surge:events:dedupe:"
@@ -82,6 +111,21 @@ func (d *redisDeduper) Claim(ctx context.Context, id string, lease time.Duration
 func (d *redisDeduper) Done(ctx context.Context, id, _ string) error {
 	if err := d.rdb.Set(ctx, keys.Tagged(DedupePrefix, id), "done", d.ttl).Err(); err != nil {
 		return fmt.Errorf("events: dedupe done %q: %w", id, err)
+	}
+	return nil
+}
+
+// Renew runs dedupe_renew.lua: extends the claim only while it holds token.
+func (d *redisDeduper) Renew(ctx context.Context, id, token string, lease time.Duration) error {
+	if lease <= 0 {
+		return fmt.Errorf("events: dedupe renew %q: lease %v is not positive", id, lease)
+	}
+	n, err := renewScript.Run(ctx, d.rdb, []string{keys.Tagged(DedupePrefix, id)}, token, max(lease.Milliseconds(), 1)).Int()
+	switch {
+	case err != nil:
+		return fmt.Errorf("events: dedupe renew %q: %w", id, err)
+	case n == 0:
+		return ErrClaimed
 	}
 	return nil
 }

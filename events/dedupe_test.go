@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/surgekit/surge/internal/kafkatest"
 	"github.com/surgekit/surge/internal/redistest"
@@ -190,4 +191,100 @@ func TestCrashRedeliversEverythingAndTheDeduperMakesItOnce(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRedrivenDeadLetterIsHandled: the usual repair after a bug fix is to publish the dead
+// letters again, headers and all. That is a new record of the same event, not a redelivery.
+func TestRedrivenDeadLetterIsHandled(t *testing.T) {
+	kc := oneTopic(t, "in", "in.dlq")
+	_, rdb := redistest.Mini(t)
+	p := newTestProducer(t, kc)
+	ctx := testCtx(t, 30*time.Second)
+	require.NoError(t, p.Publish(ctx, "in", Event{ID: "e1", Key: "k"}))
+	var fixed atomic.Bool
+	var handled idSet
+	r := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"in"}, MaxAttempts: 1,
+		Deduper: NewRedisDeduper(rdb, time.Hour), DeadLetterTopic: "in.dlq", CommitInterval: 10 * time.Millisecond,
+		Handler: func(_ context.Context, ev Event) error {
+			if !fixed.Load() {
+				return errors.New("bug")
+			}
+			handled.add(ev.ID)
+			return nil
+		}})
+	dl := readAll(t, kc, "in.dlq", 1)[0]
+	fixed.Store(true)
+	// Re-drive: the dead letter goes back to the topic with its headers.
+	require.NoError(t, kc.Client(t).ProduceSync(ctx, &kgo.Record{Topic: "in", Key: dl.Key, Value: dl.Value, Headers: dl.Headers}).FirstErr())
+	require.Eventually(t, func() bool {
+		st := r.c.Stats()
+		return st.Handled+st.Deduped >= 1
+	}, 20*time.Second, 5*time.Millisecond)
+	require.Equal(t, 1, handled.count("e1"), "the re-driven event ran")
+	require.Zero(t, r.c.Stats().Deduped)
+	require.NoError(t, r.stop())
+}
+
+// TestDedupeClaimIsRenewedWhileTheHandlerRuns: a handler slower than DedupeLease keeps its
+// claim, so no other member can run the same event meanwhile.
+func TestDedupeClaimIsRenewedWhileTheHandlerRuns(t *testing.T) {
+	const lease = 300 * time.Millisecond
+	kc := oneTopic(t, "in")
+	rdb := redistest.Server(t).Client()
+	dd := NewRedisDeduper(rdb, time.Hour)
+	p := newTestProducer(t, kc)
+	ctx := testCtx(t, 30*time.Second)
+	require.NoError(t, p.Publish(ctx, "in", Event{ID: "slow", Key: "k"}))
+	started, release := make(chan struct{}), make(chan struct{})
+	r := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"in"}, Deduper: dd, DedupeLease: lease,
+		ShutdownTimeout: time.Second,
+		Handler: func(ctx context.Context, _ Event) error {
+			close(started)
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}})
+	<-started
+	// For several leases, another member's claim must keep failing.
+	for end := time.Now().Add(4 * lease); time.Now().Before(end); time.Sleep(lease / 10) {
+		_, err := dd.Claim(ctx, "g:slow", time.Minute)
+		require.ErrorIs(t, err, ErrClaimed, "the claim of a running handler expired")
+	}
+	close(release)
+	require.Eventually(t, func() bool { return r.c.Stats().Handled == 1 }, 20*time.Second, 5*time.Millisecond)
+	_, err := dd.Claim(ctx, "g:slow", time.Minute)
+	require.ErrorIs(t, err, ErrDuplicate)
+	require.NoError(t, r.stop())
+}
+
+// TestDedupeIDsOfGroupsWithColonsDoNotCollide: group "a" with event "b:c" and group "a:b"
+// with event "c" are two different things to remember.
+func TestDedupeIDsOfGroupsWithColonsDoNotCollide(t *testing.T) {
+	kc := oneTopic(t, "in")
+	_, rdb := redistest.Mini(t)
+	dd := NewRedisDeduper(rdb, time.Hour)
+	p := newTestProducer(t, kc)
+	ctx := testCtx(t, 30*time.Second)
+	require.NoError(t, p.Publish(ctx, "in", Event{ID: "b:c", Key: "1"}, Event{ID: "c", Key: "2"}))
+	run := func(group, want string) {
+		var seen idSet
+		r := startConsumer(t, kc, ConsumerConfig{Group: group, Topics: []string{"in"}, Deduper: dd,
+			Handler: func(_ context.Context, ev Event) error {
+				if ev.ID == want {
+					seen.add(ev.ID)
+				}
+				return nil
+			}})
+		require.Eventually(t, func() bool {
+			st := r.c.Stats()
+			return st.Handled+st.Deduped >= 2
+		}, 20*time.Second, 5*time.Millisecond)
+		require.NoError(t, r.stop())
+		require.Equal(t, 1, seen.count(want), "group %q, event %q", group, want)
+	}
+	run("a", "b:c")
+	run("a:b", "c")
 }

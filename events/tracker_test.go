@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -27,7 +28,7 @@ func TestCommitPointCoversOnlyContiguousDoneOffsets(t *testing.T) {
 	p := c.newPart(tp{"t", 0})
 	// Offsets with holes, as compaction and transaction markers leave them.
 	for i, off := range []int64{10, 11, 13, 17, 18} {
-		c.enqueue(p, &kgo.Record{Topic: "t", Offset: off, LeaderEpoch: int32(i), Key: []byte{byte('a' + i)}})
+		c.enqueue(p, &kgo.Record{Topic: "t", Offset: off, LeaderEpoch: int32(i), Key: []byte{byte('a' + i)}}, [16]byte{})
 	}
 	require.Equal(t, 5, c.buffered)
 	require.Len(t, c.ready, 5, "five keys, all ready at once")
@@ -51,9 +52,9 @@ func TestSameKeyQueuesBehindItsHead(t *testing.T) {
 	c.mu.Lock()
 	p := c.newPart(tp{"t", 0})
 	for off := range int64(3) {
-		c.enqueue(p, &kgo.Record{Topic: "t", Offset: off, Key: []byte("k")})
+		c.enqueue(p, &kgo.Record{Topic: "t", Offset: off, Key: []byte("k")}, [16]byte{})
 	}
-	c.enqueue(p, &kgo.Record{Topic: "t", Offset: 3}) // null key: its own per-partition queue
+	c.enqueue(p, &kgo.Record{Topic: "t", Offset: 3}, [16]byte{}) // null key: its own per-partition queue
 	require.Len(t, c.ready, 2, "one entry per key, not per record")
 	c.mu.Unlock()
 
@@ -71,7 +72,7 @@ func TestLostPartitionsCommitNothing(t *testing.T) {
 	c.mu.Lock()
 	p := c.newPart(tp{"t", 0})
 	for off := range int64(4) {
-		c.enqueue(p, &kgo.Record{Topic: "t", Offset: off, Key: []byte{byte(off)}})
+		c.enqueue(p, &kgo.Record{Topic: "t", Offset: off, Key: []byte{byte(off)}}, [16]byte{})
 	}
 	c.mu.Unlock()
 	finishNext(c, outDone)
@@ -100,4 +101,34 @@ func finishNext(c *Consumer, out outcome) *keyQueue {
 	c.mu.Unlock()
 	c.finish(q, q.items[0], result{out: out})
 	return q
+}
+
+// TestLostPartitionWaitsForItsHandlers: onLost cancels a lost partition's handlers and must
+// not return before they are gone, or a partition that comes back could run one key twice.
+func TestLostPartitionWaitsForItsHandlers(t *testing.T) {
+	c := bareConsumer(t)
+	c.mu.Lock()
+	p := c.newPart(tp{"t", 0})
+	c.enqueue(p, &kgo.Record{Topic: "t", Offset: 0, Key: []byte("k")}, [16]byte{})
+	q := c.ready[0]
+	c.ready = c.ready[1:]
+	q.running = true
+	p.running++
+	c.running++
+	c.mu.Unlock()
+
+	lost := make(chan struct{})
+	go func() {
+		c.onLost(context.Background(), nil, map[string][]int32{"t": {0}})
+		close(lost)
+	}()
+	<-p.ctx.Done() // the handler sees the cancellation...
+	select {
+	case <-lost:
+		t.Fatal("onLost returned while the lost partition's handler was still running")
+	case <-time.After(100 * time.Millisecond): // ...and takes a moment to return
+	}
+	c.finish(q, q.items[0], result{out: outAbandon})
+	<-lost
+	require.Zero(t, c.running)
 }
