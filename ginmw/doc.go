@@ -1,6 +1,6 @@
 // Package ginmw is the Gin middleware of surge: request ids and W3C trace context, a structured
-// access log, rate limiting with the IETF RateLimit headers, bearer JWT authentication, a Redis
-// response cache and the IETF Idempotency-Key header.
+// access log, rate limiting with the IETF RateLimit headers, a per-client bound on requests in
+// flight, bearer JWT authentication, a Redis response cache and the IETF Idempotency-Key header.
 //
 // Everything a middleware learns about a request lives on the request's context.Context under
 // unexported keys and is read with typed accessors, never with c.Get strings: [RequestIDFrom],

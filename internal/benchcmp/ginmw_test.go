@@ -42,12 +42,21 @@ func BenchmarkGinOverhead(b *testing.B) {
 	})
 }
 
-// BenchmarkGinRateLimitRedis compares the Redis-backed rate-limit middlewares on one server,
-// both with a limit high enough that every request passes and both keyed by client IP.
+// BenchmarkGinRateLimitRedis compares the Redis-backed rate-limit middlewares on one server, all
+// with a limit high enough that every request passes and all keyed by client IP: surge with its
+// default token bucket and with GCRA (one key, like redis_rate), and ulule/limiter's fixed window.
 func BenchmarkGinRateLimitRedis(b *testing.B) {
 	rdb := newRedis(b)
 	b.Run("surge", func(b *testing.B) {
 		l, err := ratelimit.NewRedis(rdb, &ratelimit.RedisOptions{Prefix: "bg:surge:"}, ratelimit.Limit{Rate: 1e9, Burst: 1e9, Name: "bench"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		serve(b, ginmw.RateLimit(l, nil))
+	})
+	b.Run("surge-gcra", func(b *testing.B) {
+		l, err := ratelimit.NewRedis(rdb, &ratelimit.RedisOptions{Prefix: "bg:gcra:", Algorithm: ratelimit.GCRA},
+			ratelimit.Limit{Rate: ratelimit.MaxGCRARate, Burst: 1e9, Name: "bench"})
 		if err != nil {
 			b.Fatal(err)
 		}
