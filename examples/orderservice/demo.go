@@ -50,8 +50,13 @@ func runDemo(ctx context.Context, cfg config) error {
 	fmt.Fprintf(out, "orderservice demo: %d orders, database latency %v; per phase %d clients, each pausing ~%v between reads;\n",
 		cfg.Orders, cfg.DBLatency, cfg.Clients, cfg.Think)
 	fmt.Fprintf(out, "  ids %s, plus %.1f%% ids that do not exist;\n", dist, 100*cfg.Missing)
-	fmt.Fprintf(out, "  beside the reads, %g orders/s paid (PUT /orders/:id/pay, which deletes the cached order), ids drawn alike;\n", cfg.Writes)
-	fmt.Fprintf(out, "  each phase runs a warm-up (until the hit rate settles, at most %v) and is then measured for %v\n", cfg.Warmup, cfg.Duration)
+	if cfg.Writes > 0 {
+		fmt.Fprintf(out, "  beside the reads, %g orders/s paid (PUT /orders/:id/pay, which deletes the cached order), ids drawn alike;\n", cfg.Writes)
+	} else {
+		fmt.Fprintf(out, "  reads only (-writes 0);\n")
+	}
+	fmt.Fprintf(out, "  each phase runs a warm-up (until the hit rate settles, at most %v) and is then measured for %v;\n", cfg.Warmup, cfg.Duration)
+	fmt.Fprintf(out, "  before surge's phase the cache is warmed with FetchMany over every order, as a service warms at start\n")
 	cfg.JobEvery = 0 // the demo runs the job itself, once
 	s, err := newService(ctx, cfg, out, log)
 	if err != nil {
