@@ -38,12 +38,15 @@ var gcraScript = luascript.New(gcraLua)
 // is the cluster hash tag (escaped when it contains '}'), so the buckets of all limits of one key
 // live in one slot.
 //
-// NewRedis starts no goroutine; there is nothing to close. All methods are safe for concurrent use.
+// NewRedis starts no goroutine and there is nothing to close; with [RedisOptions.Pipeline],
+// AllowN starts a short-lived goroutine to send each batch, which ends when no call is queued.
+// All methods are safe for concurrent use.
 type Redis struct {
 	derived  // Allow, Wait, WaitN, Limits
 	rdb      redis.UniversalClient
 	prefix   string
 	script   *luascript.Script
+	pipe     *autoPipe // nil unless RedisOptions.Pipeline
 	gcra     bool
 	suffixes []string // ":" + limit id (":gcra:" + id with GCRA), one per limit
 	params   []any    // per limit, as ARGV strings: rate and burst, or with GCRA per and tau
@@ -97,6 +100,9 @@ func NewRedis(rdb redis.UniversalClient, opt *RedisOptions, limits ...Limit) (*R
 	r.derived = derived{limits: ls, allowN: r.AllowN}
 	if r.gcra {
 		r.script = gcraScript
+	}
+	if cfg.pipeline {
+		r.pipe = &autoPipe{rdb: rdb, script: r.script}
 	}
 	for i, l := range ls {
 		if !r.gcra {
@@ -178,8 +184,14 @@ func (r *Redis) eval(ctx context.Context, key string, n int) (Result, error) {
 	sc := scratchPool.Get().(*scratch)
 	sc.keys = r.keys(sc.keys[:0], key)
 	sc.args = append(append(sc.args[:0], n), r.params...)
-	// go-redis copies keys and args into the command, so the scratch can go back right after.
-	cmd := r.script.Run(ctx, r.rdb, sc.keys, sc.args...)
+	// go-redis copies keys and args into the command (and a queued call copies them), so the
+	// scratch can go back right after.
+	var cmd *redis.Cmd
+	if r.pipe != nil {
+		cmd = r.pipe.run(ctx, sc.keys, sc.args)
+	} else {
+		cmd = r.script.Run(ctx, r.rdb, sc.keys, sc.args...)
+	}
 	clear(sc.keys)
 	clear(sc.args)
 	scratchPool.Put(sc)

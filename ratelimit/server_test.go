@@ -2,6 +2,8 @@ package ratelimit
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,16 +23,19 @@ import (
 func TestServerConcurrentExactBurst(t *testing.T) {
 	srv := redistest.Server(t)
 	for _, algo := range []Algorithm{TokenBucket, GCRA} {
-		t.Run(algo.String(), func(t *testing.T) { testServerConcurrentExactBurst(t, srv, algo) })
+		for _, pipe := range []bool{false, true} {
+			opt := &RedisOptions{Algorithm: algo, Pipeline: pipe, Prefix: fmt.Sprintf("t%v:", pipe)}
+			t.Run(fmt.Sprintf("%v/pipeline=%v", algo, pipe), func(t *testing.T) { testServerConcurrentExactBurst(t, srv, opt) })
+		}
 	}
 }
 
-func testServerConcurrentExactBurst(t *testing.T, srv *redistest.RedisServer, algo Algorithm) {
+func testServerConcurrentExactBurst(t *testing.T, srv *redistest.RedisServer, opt *RedisOptions) {
 	// Two limiters on one server stand for two processes; the rate is so low that nothing refills.
 	lims := make([]*Redis, 2)
 	for i := range lims {
 		var err error
-		lims[i], err = NewRedis(srv.NewClient(&redis.Options{PoolSize: 25}), &RedisOptions{Algorithm: algo}, Limit{Rate: 1e-4, Burst: 37})
+		lims[i], err = NewRedis(srv.NewClient(&redis.Options{PoolSize: 25}), opt, Limit{Rate: 1e-4, Burst: 37})
 		require.NoError(t, err)
 	}
 	var allowed, errs atomic.Int64
@@ -99,6 +104,103 @@ func TestServerWait(t *testing.T) {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
 	defer cancel()
 	require.ErrorIs(t, r.Wait(dctx, "k"), ErrWaitDeadline)
+}
+
+// TestServerPipelineBatches: calls made while one is in flight go out together, each gets its own
+// answer and the budget stays exact; a queued caller whose ctx ends returns at once.
+func TestServerPipelineBatches(t *testing.T) {
+	srv := redistest.Server(t)
+	rdb := srv.NewClient(&redis.Options{MaxRetries: -1, ContextTimeoutEnabled: true, ReadTimeout: 20 * time.Second})
+	h := &tripHook{}
+	rdb.AddHook(h)
+	r, err := NewRedis(rdb, &RedisOptions{Pipeline: true}, Limit{Rate: 1e-4, Burst: 5})
+	require.NoError(t, err)
+	ctx := context.Background()
+	_, err = r.Allow(ctx, "warm") // connects and loads the script
+	require.NoError(t, err)
+	h.n.Store(0)
+
+	// inFlight starts a call that stays in flight on the paused server.
+	inFlight := func() <-chan Result {
+		out := make(chan Result, 1)
+		go func() {
+			res, err := r.Allow(ctx, "k")
+			if err != nil {
+				t.Error(err)
+			}
+			out <- res
+		}()
+		require.Eventually(t, func() bool { return r.pipe.direct.Load() == 1 }, 5*time.Second, time.Millisecond)
+		return out
+	}
+
+	srv.Pause(20 * time.Second)
+	first := inFlight()
+	const callers = 10
+	results := make(chan Result, callers)
+	for range callers {
+		go func() {
+			res, err := r.Allow(ctx, "k")
+			if err != nil {
+				t.Error(err)
+			}
+			results <- res
+		}()
+	}
+	require.Eventually(t, func() bool { return r.pipe.queued.Load() == callers }, 5*time.Second, time.Millisecond)
+	srv.Resume()
+	allowed := 0
+	if (<-first).Allowed {
+		allowed++
+	}
+	for range callers {
+		if (<-results).Allowed {
+			allowed++
+		}
+	}
+	require.Equal(t, 5, allowed, "exactly Burst of the 11 pass")
+	require.InDelta(t, 0, bucketTokens(t, rdb, "surge:rl:{k}:0.0001:5"), 0.01, "the bucket is empty")
+	// The direct call, then the flusher's first batch (whatever had queued when it started) and
+	// one more with all the rest.
+	require.LessOrEqual(t, h.n.Load(), int64(3), "round trips for %d calls", callers+1)
+
+	// A queued caller whose ctx ends returns its ctx error at once, whatever the batch does.
+	require.NoError(t, r.Reset(ctx, "k"))
+	srv.Pause(20 * time.Second)
+	first = inFlight()
+	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	start := time.Now()
+	_, err = r.Allow(cctx, "k")
+	cancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Less(t, time.Since(start), 5*time.Second)
+	require.Zero(t, r.Stats().RedisErrors, "the caller's deadline is not a Redis failure")
+	srv.Resume()
+	require.True(t, (<-first).Allowed)
+}
+
+func isEval(cmd redis.Cmder) bool { return cmd.Name() == "evalsha" || cmd.Name() == "eval" }
+
+// tripHook counts the round trips that run scripts (a pipeline is one), not the connection
+// handshakes.
+type tripHook struct{ n atomic.Int64 }
+
+func (h *tripHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *tripHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isEval(cmd) {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *tripHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if slices.ContainsFunc(cmds, isEval) {
+			h.n.Add(1)
+		}
+		return next(ctx, cmds)
+	}
 }
 
 func TestServerPausedHonoursContext(t *testing.T) {
