@@ -46,8 +46,8 @@ func runCallers(b *testing.B, n int, fn func(i int) error) {
 }
 
 // BenchmarkRateLimitRedis: one Allow per op on Redis, one caller ("single") and 16 concurrent
-// callers ("parallel16", keys spread over 1000 users), surge (token bucket and GCRA) beside
-// redis_rate (GCRA).
+// callers ("parallel16", keys spread over 1000 users), surge (token bucket and GCRA, each also with
+// RedisOptions.Pipeline) beside redis_rate (GCRA).
 func BenchmarkRateLimitRedis(b *testing.B) {
 	ctx := context.Background()
 	rdb := newRedis(b)
@@ -69,6 +69,20 @@ func BenchmarkRateLimitRedis(b *testing.B) {
 		}},
 		{"surge-gcra", func() allowFunc {
 			l, err := ratelimit.NewRedis(rdb, &ratelimit.RedisOptions{Algorithm: ratelimit.GCRA}, ratelimit.PerSecond(rateLimitPerSecond))
+			if err != nil {
+				b.Fatal(err)
+			}
+			return func(key string) error { _, err := l.Allow(ctx, key); return err }
+		}},
+		{"surge-pipeline", func() allowFunc {
+			l, err := ratelimit.NewRedis(rdb, &ratelimit.RedisOptions{Pipeline: true}, ratelimit.PerSecond(rateLimitPerSecond))
+			if err != nil {
+				b.Fatal(err)
+			}
+			return func(key string) error { _, err := l.Allow(ctx, key); return err }
+		}},
+		{"surge-gcra-pipeline", func() allowFunc {
+			l, err := ratelimit.NewRedis(rdb, &ratelimit.RedisOptions{Algorithm: ratelimit.GCRA, Pipeline: true}, ratelimit.PerSecond(rateLimitPerSecond))
 			if err != nil {
 				b.Fatal(err)
 			}
