@@ -27,8 +27,10 @@ type Relay struct {
 	cfg    relayConfig
 	notify chan struct{}
 
-	running atomic.Bool
-	leader  atomic.Bool
+	running  atomic.Bool
+	leader   atomic.Bool
+	flushing atomic.Bool    // a flush goroutine runs
+	flushes  sync.WaitGroup // the flush goroutine, waited for when Run returns
 
 	published atomic.Uint64
 	batches   atomic.Uint64
@@ -47,8 +49,8 @@ type Relay struct {
 type Stats struct {
 	Leader      bool      // this relay holds the lease now
 	Acquired    uint64    // times this relay became the leader
-	Published   uint64    // events acknowledged by Kafka and deleted from the outbox
-	Batches     uint64    // batches published and deleted
+	Published   uint64    // events acknowledged by Kafka and then deleted from the outbox
+	Batches     uint64    // delete statements that removed published rows
 	Failures    uint64    // failed rounds (database or Kafka), each logged and followed by a backoff
 	LastError   error     // the latest failure, nil if none
 	LastErrorAt time.Time // when it happened
@@ -130,13 +132,18 @@ func (r *Relay) Run(ctx context.Context) error {
 		return errors.New("outbox: relay: Run is already running")
 	}
 	defer r.running.Store(false)
+	defer r.flushes.Wait()
 	defer r.stepDown()
 
+	del := r.startDeleter(ctx)
+	defer del.stop()
+
 	var (
-		renewedAt  time.Time // when the last successful renewal was sent
-		leaseUntil time.Time // this relay's conservative estimate of its lease's end
-		inflight   *batch    // published, not yet settled
-		fails      int       // consecutive failed rounds
+		renewedAt  time.Time          // when the last successful renewal was sent
+		leaseUntil time.Time          // this relay's conservative estimate of its lease's end
+		inflight   *batch             // published, not yet settled
+		fails      int                // consecutive failed rounds
+		deleting   = map[int64]bool{} // acknowledged rows whose delete has not been seen to finish
 	)
 	renewEvery := r.cfg.leaseTTL / 3
 	for ctx.Err() == nil {
@@ -160,7 +167,12 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 
 		if inflight == nil {
-			rows, err := r.fetch(ctx)
+			// Rows deleted before this query starts cannot come back; rows whose delete is
+			// still running may, and are skipped.
+			for _, id := range del.finished() {
+				delete(deleting, id)
+			}
+			rows, err := r.fetch(ctx, deleting)
 			if err != nil {
 				fails++
 				r.fail(ctx, "read rows", err, fails)
@@ -196,15 +208,15 @@ func (r *Relay) Run(ctx context.Context) error {
 			n++
 		}
 		if n > 0 {
-			if err := r.delete(ctx, b.rows[:n]); err != nil {
-				// Published but still in the outbox: the next leader publishes them again,
-				// with the same IDs.
-				fails++
-				r.fail(ctx, "delete published rows", err, fails)
-				continue
+			// Deleted in the background while the next batch is read and published.
+			ids := make([]int64, n)
+			for i := range ids {
+				ids[i] = b.rows[i].id
+				deleting[ids[i]] = true
 			}
-			r.published.Add(uint64(n))
-			r.batches.Add(1)
+			if !del.add(ctx, ids) {
+				break
+			}
 		}
 		if n < len(b.rows) {
 			fails++
@@ -217,6 +229,117 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// maxDeleting, times BatchSize, is how many acknowledged rows may wait for their delete
+// before the relay stops publishing more.
+const maxDeleting = 10
+
+// deleter deletes acknowledged rows in one background goroutine, all that are waiting in one
+// statement, so a slow delete (a commit waiting for fsync or for SQLite's write lock) does not
+// hold up the next batches.
+type deleter struct {
+	max  int
+	wake chan struct{} // rows are waiting
+	room chan struct{} // the waiting rows were taken
+	quit chan struct{}
+	wg   sync.WaitGroup
+
+	mu      sync.Mutex
+	pending []int64 // acknowledged, to delete
+	done    []int64 // deleted, not yet returned by finished
+}
+
+func (r *Relay) startDeleter(ctx context.Context) *deleter {
+	d := &deleter{max: maxDeleting * r.cfg.batch, wake: make(chan struct{}, 1), room: make(chan struct{}, 1),
+		quit: make(chan struct{})}
+	d.wg.Go(func() {
+		for {
+			quitting := false
+			select {
+			case <-d.wake:
+			case <-d.quit:
+				quitting = true // delete what is queued, then stop
+			}
+			d.mu.Lock()
+			ids := d.pending
+			d.pending = nil
+			d.mu.Unlock()
+			signal(d.room)
+			if len(ids) > 0 && !r.deleteRetrying(ctx, ids) {
+				return
+			}
+			d.mu.Lock()
+			d.done = append(d.done, ids...)
+			d.mu.Unlock()
+			if quitting {
+				return
+			}
+		}
+	})
+	return d
+}
+
+// deleteRetrying deletes ids, retrying with backoff until it succeeds (true) or ctx ends
+// (false: the rows stay, published, and the next leader publishes them again, same IDs).
+func (r *Relay) deleteRetrying(ctx context.Context, ids []int64) bool {
+	for attempt := 1; ; attempt++ {
+		// Not cancelled with ctx: a relay that stops still deletes what it published.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.publishTimeout)
+		err := r.delete(dctx, ids)
+		cancel()
+		if err == nil {
+			r.published.Add(uint64(len(ids)))
+			r.batches.Add(1)
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		r.fail(ctx, "delete published rows", err, attempt)
+	}
+}
+
+// add queues ids for deletion; it blocks while too many rows wait, and reports false when ctx
+// ended first.
+func (d *deleter) add(ctx context.Context, ids []int64) bool {
+	for {
+		d.mu.Lock()
+		if len(d.pending) < d.max {
+			d.pending = append(d.pending, ids...)
+			d.mu.Unlock()
+			signal(d.wake)
+			return true
+		}
+		d.mu.Unlock()
+		select {
+		case <-d.room:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// finished returns the ids deleted since the last call.
+func (d *deleter) finished() []int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := d.done
+	d.done = nil
+	return out
+}
+
+// stop deletes what is queued (unless ctx ended) and waits for the goroutine.
+func (d *deleter) stop() {
+	close(d.quit)
+	d.wg.Wait()
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
 }
 
 func (r *Relay) setLeader(on bool) {
@@ -257,8 +380,9 @@ func (r *Relay) stepDown() {
 	r.setLeader(false)
 }
 
-func (r *Relay) fetch(ctx context.Context) ([]row, error) {
-	rs, err := r.o.db.QueryContext(ctx, r.o.q.fetch, r.cfg.batch)
+// fetch reads the next rows in id order, skipping those in skip.
+func (r *Relay) fetch(ctx context.Context, skip map[int64]bool) ([]row, error) {
+	rs, err := r.o.db.QueryContext(ctx, r.o.q.fetch, r.cfg.batch+len(skip))
 	if err != nil {
 		return nil, err
 	}
@@ -272,6 +396,9 @@ func (r *Relay) fetch(ctx context.Context) ([]row, error) {
 		)
 		if err := rs.Scan(&rw.id, &rw.topic, &rw.ev.ID, &rw.ev.Type, &rw.ev.Key, &nanos, &headers, &rw.ev.Data); err != nil {
 			return nil, err
+		}
+		if skip[rw.id] || len(rows) == r.cfg.batch {
+			continue
 		}
 		rw.ev.Time = time.Unix(0, nanos).UTC()
 		if headers.Valid {
@@ -296,14 +423,20 @@ func (r *Relay) publish(ctx context.Context, rows []row) *batch {
 			}
 		})
 	}
+	// The producer lingers (kgo: 10ms by default) to fill batches; the relay's batch is complete,
+	// so have it sent now. One flush at a time: while one runs, nothing lingers.
+	if r.flushing.CompareAndSwap(false, true) {
+		r.flushes.Go(func() {
+			defer r.flushing.Store(false)
+			fctx, cancel := context.WithTimeout(ctx, r.cfg.publishTimeout)
+			defer cancel()
+			_ = r.p.Flush(fctx) // the outcome is in each event's callback
+		})
+	}
 	return b
 }
 
-func (r *Relay) delete(ctx context.Context, rows []row) error {
-	ids := make([]int64, len(rows))
-	for i := range rows {
-		ids[i] = rows[i].id
-	}
+func (r *Relay) delete(ctx context.Context, ids []int64) error {
 	_, err := r.o.db.ExecContext(ctx, r.o.q.del, r.o.q.idList(ids))
 	return err
 }
