@@ -228,4 +228,3 @@ func BenchmarkOutboxLatency(b *testing.B) {
 		})
 	}
 }
-
