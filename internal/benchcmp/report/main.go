@@ -166,6 +166,14 @@ var sections = []section{
 		{"Redis-backed RateLimit vs ulule/limiter Gin middleware + Redis store", "BenchmarkGinRateLimitRedis/surge", "BenchmarkGinRateLimitRedis/ulule", "ns/op", "faster (< 1.0×)", lowerIsBetter(0.999)},
 		{"Redis-backed RateLimit (GCRA) vs ulule/limiter Gin middleware + Redis store", "BenchmarkGinRateLimitRedis/surge-gcra", "BenchmarkGinRateLimitRedis/ulule", "ns/op", "faster (< 1.0×)", lowerIsBetter(0.999)},
 	}},
+	{"outbox", []row{
+		{"relay throughput, SQLite (WAL, synchronous=NORMAL), 200-byte events, default options", "BenchmarkOutboxRelay/surge-sqlite", "", "events/s", "≥ 20,000 events/s (go-outbox publishes ~7,300 msg/s with broker confirms)", func(s, _ float64) (string, bool) { return "", s >= 20000 }},
+		{"relay throughput, PostgreSQL (fsync on)", "BenchmarkOutboxRelay/surge-postgres", "", "events/s", "≥ 20,000 events/s", func(s, _ float64) (string, bool) { return "", s >= 20000 }},
+		{"commit-to-publish p99 at 1,000 events/s with Notify, SQLite", "BenchmarkOutboxLatency/surge-sqlite", "", "p99-ms", "p99 < 50 ms", func(s, _ float64) (string, bool) { return "", s < 50 }},
+		{"commit-to-publish p50, SQLite", "BenchmarkOutboxLatency/surge-sqlite", "", "p50-ms", "(report)", nil},
+		{"commit-to-publish p99 at 1,000 events/s with Notify, PostgreSQL", "BenchmarkOutboxLatency/surge-postgres", "", "p99-ms", "p99 < 50 ms", func(s, _ float64) (string, bool) { return "", s < 50 }},
+		{"commit-to-publish p50, PostgreSQL", "BenchmarkOutboxLatency/surge-postgres", "", "p50-ms", "(report)", nil},
+	}},
 }
 
 // notes explain rows whose target is not met, or whose reading needs care.
