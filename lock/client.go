@@ -13,28 +13,37 @@ import (
 
 // Client obtains locks on one Redis deployment: a single server, a Sentinel-managed primary or a
 // Redis Cluster. It is safe for concurrent use. It starts no goroutine of its own except while
-// Obtain waits (one pub/sub reader shared by all its waiters) and one watchdog per auto-renewed
-// lock; there is nothing to close.
+// Obtain waits (one pub/sub reader shared by all its waiters; on a Redis Cluster one per
+// awaited lock, over sharded pub/sub) and one watchdog per auto-renewed lock; there is nothing
+// to close.
 type Client struct {
-	rdb redis.UniversalClient
-	cfg config
-	hub hub   // release notifications for waiters
-	g   group // this client alone, quorum 1
+	g group // one node, quorum 1
 }
 
 // New returns a Client on rdb. It never fails: invalid opt is reported by every Obtain and Do
 // with an error wrapping [ErrInvalidOptions] that names the bad field, and a nil rdb with an
 // error saying so. rdb is not closed by the Client.
 func New(rdb redis.UniversalClient, opt *Options) *Client {
-	c := &Client{rdb: rdb}
-	var err error
-	c.cfg, err = opt.resolve()
+	cfg, err := opt.resolve()
 	if err == nil && rdb == nil {
 		err = errors.New("lock: New: nil redis client")
 	}
-	c.g = group{nodes: []*Client{c}, quorum: 1, cfg: &c.cfg, err: err, now: time.Now}
+	_, sharded := rdb.(*redis.ClusterClient)
+	c := &Client{g: group{nodes: []*node{newNode(rdb, sharded)}, quorum: 1, cfg: cfg, err: err, now: time.Now, publish: "publish"}}
+	if sharded {
+		c.g.publish = "spublish"
+	}
+	if cfg.waitReplicas == 0 {
+		// A lock handed over by a release would skip the WAIT of WaitReplicas: queue only without.
+		c.g.queueLease = queueLease
+	}
 	return c
 }
+
+// queueLease is how long a waiter's place in a lock's queue lasts unless it renews it (every
+// queueLease/2 while it waits): a waiter that died without leaving the queue is skipped after
+// at most this long.
+const queueLease = 2 * time.Second
 
 // Obtain tries to acquire the lock named key for ttl (at least 1ms). With opt.Wait > 0 it
 // blocks, waking on the holder's release message or on the backoff timer, until it acquires, the
@@ -59,13 +68,33 @@ func (c *Client) Do(ctx context.Context, key string, ttl time.Duration, opt *Obt
 	return c.g.do(ctx, key, ttl, opt, fn)
 }
 
-// group is what Client and Redlock share: a set of independent nodes and the quorum among them.
+// node is one Redis deployment a group acquires on, with the pub/sub hub its waiters share.
+type node struct {
+	rdb redis.UniversalClient
+	hub hub
+}
+
+func newNode(rdb redis.UniversalClient, sharded bool) *node {
+	return &node{rdb: rdb, hub: hub{sharded: sharded}}
+}
+
+// group is the acquisition logic Client and Redlock share: a set of independent nodes and the
+// quorum among them (a Client is a group of one node, quorum 1).
+//
+// Acquiring, from the top: obtain makes the Lock and calls acquireRound, then wait, which calls
+// acquireRound again on each wake-up. acquireRound is one acquisition round: on a single node it
+// runs acquire.lua (Lock.runAcquire, or acquireReplicated with WaitReplicas); on several it
+// is acquireQuorum, which runs acquire.lua on every node in parallel and counts the grants.
 type group struct {
-	nodes  []*Client
-	quorum int
-	cfg    *config
-	err    error
-	now    func() time.Time // tests move the clock
+	nodes   []*node
+	quorum  int
+	cfg     config
+	err     error  // from New or NewRedlock: returned by every Obtain and Do
+	publish string // "publish", or "spublish" for a Redis Cluster client (sharded pub/sub)
+	// queueLease > 0 (single node, no WaitReplicas) makes waiters queue, and releases hand the
+	// lock over to the first live waiter.
+	queueLease time.Duration
+	now        func() time.Time // tests move the clock
 
 	beforeSubscribe func() // tests: runs between the failed first try and the subscription
 }
@@ -153,14 +182,18 @@ func (g *group) obtain(ctx context.Context, key string, ttl time.Duration, opt *
 	l := &Lock{
 		g:      g,
 		key:    key,
-		keys:   [2]string{lockKey, lockKey + ":fence"},
+		keys:   [4]string{lockKey, lockKey + ":fence", lockKey + ":queue", lockKey + ":waiters"},
 		token:  rand.Text(),
 		meta:   o.Metadata,
 		ttl:    ttl,
 		onLost: onLost,
 	}
 
-	att := g.acquire(ctx, l, ttl)
+	var lease time.Duration
+	if o.Wait > 0 {
+		lease = g.queueLease // queue at once: a release may hand the lock over before we subscribe
+	}
+	att := g.acquireRound(ctx, l, ttl, lease)
 	if !att.ok && att.retry && o.Wait > 0 {
 		att = g.wait(ctx, l, ttl, &o, att)
 	}
@@ -180,47 +213,47 @@ type attempt struct {
 	pttl  time.Duration // holder's remaining ttl when known, else 0
 	err   error         // why not: ErrNotObtained-wrapping, a Redis error or a validation error
 	errs  []error       // Redlock: node errors of this round
+
+	// Queued on a single node: when the round started and the fence counter it saw. A hand-over
+	// message with a higher fence came after this round, so the lock's ttl started after start.
+	start   time.Time
+	counter int64
 }
 
-// acquire runs one acquisition round on every node; on success it fills l.fence and l.validUntil.
-func (g *group) acquire(ctx context.Context, l *Lock, ttl time.Duration) attempt {
+// acquireRound runs one acquisition round on every node, queueing the lock's token for lease
+// (single node only); on success it fills l.fence and the validity.
+func (g *group) acquireRound(ctx context.Context, l *Lock, ttl, lease time.Duration) attempt {
 	start := g.now()
-	if len(g.nodes) == 1 {
-		fence, pttl, err := g.nodes[0].acquire(ctx, l, ttl)
-		switch {
-		case err != nil:
-			// The script may have run although no answer came (cancelled, timed out, connection
-			// lost after the write): give the key back, best effort, rather than orphan it for
-			// a full ttl.
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.nodeTimeoutFor(ttl))
-			_, _ = l.run(rctx, g.nodes[0].rdb, opRelease, 0)
-			cancel()
-			return attempt{err: fmt.Errorf("lock: obtain %q: %w", l.key, err)}
-		case fence == 0:
-			return attempt{retry: true, pttl: pttl, err: notObtained(l.key, nil, nil)}
-		}
-		l.granted(fence, start.Add(ttl-g.drift(ttl)))
-		return attempt{ok: true}
+	if len(g.nodes) > 1 {
+		return g.acquireQuorum(ctx, l, ttl, start)
 	}
-	return g.acquireQuorum(ctx, l, ttl, start)
-}
-
-// acquire runs acquire.lua on this node and returns the fence (0 when someone else holds the lock,
-// with that holder's PTTL when known).
-func (c *Client) acquire(ctx context.Context, l *Lock, ttl time.Duration) (int64, time.Duration, error) {
-	if c.cfg.waitReplicas > 0 && len(l.g.nodes) == 1 {
-		return c.acquireReplicated(ctx, l, ttl)
+	n := g.nodes[0]
+	var gr grant
+	var err error
+	if g.cfg.waitReplicas > 0 {
+		gr, err = n.acquireReplicated(ctx, l, ttl, &g.cfg)
+	} else {
+		gr, err = l.runAcquire(ctx, n.rdb, ttl, lease)
 	}
-	return acquireOn(ctx, c.rdb, l, ttl)
-}
-
-func acquireOn(ctx context.Context, s redis.Scripter, l *Lock, ttl time.Duration) (int64, time.Duration, error) {
-	n, err := l.run(ctx, s, opAcquire, ttl.Milliseconds())
 	switch {
 	case err != nil:
-		return 0, 0, err
-	case n > 0:
-		return n, 0, nil
+		// The script may have run although no answer came (cancelled, timed out, connection lost
+		// after the write): give the key (and the place in the queue) back, best effort, rather
+		// than orphan it for a full ttl.
+		g.giveBack(ctx, l)
+		return attempt{err: fmt.Errorf("lock: obtain %q: %w", l.key, err)}
+	case gr.fence == 0:
+		return attempt{retry: true, pttl: gr.pttl, start: start, counter: gr.counter, err: notObtained(l.key, nil, nil)}
 	}
-	return 0, time.Duration(-n) * time.Millisecond, nil
+	l.granted(gr.fence, start.Add(ttl-g.drift(ttl)))
+	return attempt{ok: true}
+}
+
+// giveBack releases l on a single node, best effort and bounded even when ctx ended: after an
+// acquisition without answer, and when a queued waiter gives up (release.lua also takes it out
+// of the queue, and hands the lock on if it was handed to it meanwhile).
+func (g *group) giveBack(ctx context.Context, l *Lock) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.nodeTimeoutFor(l.ttl))
+	defer cancel()
+	_, _ = l.run(rctx, g.nodes[0].rdb, opRelease, 0)
 }

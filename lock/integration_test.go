@@ -288,7 +288,9 @@ func TestServerNoLostWakeUps(t *testing.T) {
 	ctx := ctxT(t)
 	var clients []*Client
 	for range 2 {
-		clients = append(clients, New(s.NewClient(nil), nil))
+		c := New(s.NewClient(nil), nil)
+		c.g.queueLease = time.Hour // no renewal of the queue place may stand in for a wake-up
+		clients = append(clients, c)
 	}
 	opt := &ObtainOptions{Wait: 20 * time.Second, Backoff: func(int) time.Duration { return time.Hour }}
 	var held atomic.Int64

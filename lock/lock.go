@@ -13,7 +13,7 @@ import (
 type Lock struct {
 	g     *group
 	key   string
-	keys  [2]string // lock key, fence counter
+	keys  [4]string // indexed by keyLock, keyFence, keyQueue, keyWaiters
 	token string
 	meta  string
 	fence int64

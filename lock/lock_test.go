@@ -445,10 +445,11 @@ func TestManyWaitersShareOneSubscription(t *testing.T) {
 	}
 	wg.Wait()
 	assert.Equal(t, int32(12), held.Load())
-	c.hub.mu.Lock()
-	defer c.hub.mu.Unlock()
-	assert.Nil(t, c.hub.ps, "the last waiter closed the subscription")
-	assert.Empty(t, c.hub.chans)
+	h := &c.g.nodes[0].hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	assert.Nil(t, h.ps, "the last waiter closed the subscription")
+	assert.Empty(t, h.chans)
 }
 
 func TestBackoffIsCappedByHolderTTL(t *testing.T) {
@@ -475,8 +476,17 @@ func TestBackoffIsCappedByHolderTTL(t *testing.T) {
 // waitSubscribed returns once someone listens on lockKey's release channel.
 func waitSubscribed(t *testing.T, rdb redis.UniversalClient, lockKey string) {
 	ch := releaseChannel(lockKey)
+	ctx := context.Background()
 	require.Eventually(t, func() bool {
-		n, err := rdb.PubSubNumSub(context.Background(), ch).Result()
+		if cl, ok := rdb.(*redis.ClusterClient); ok { // sharded pub/sub: ask the slot's master
+			m, err := cl.MasterForKey(ctx, ch)
+			if err != nil {
+				return false
+			}
+			n, err := m.PubSubShardNumSub(ctx, ch).Result()
+			return err == nil && n[ch] > 0
+		}
+		n, err := rdb.PubSubNumSub(ctx, ch).Result()
 		return err == nil && n[ch] > 0
 	}, 10*time.Second, time.Millisecond)
 }
@@ -536,6 +546,7 @@ func TestReleaseBeforeSubscriptionIsNotLost(t *testing.T) {
 	holder, err := c.Obtain(ctx, "k", time.Hour, nil)
 	require.NoError(t, err)
 	c.g.beforeSubscribe = func() { assert.NoError(t, holder.Release(ctx)) }
+	c.g.queueLease = time.Hour                              // no renewal of the queue place may stand in for the wake-up
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second) // only a lost wake-up gets here
 	defer cancel()
 	l, err := c.Obtain(wctx, "k", time.Minute, &ObtainOptions{

@@ -2,6 +2,8 @@ package lock
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -10,11 +12,19 @@ import (
 type op int8
 
 const (
-	opAcquire op = iota // arg: ttl in ms; reply: fence, or -(holder's PTTL)
-	opRelease           // reply: 1 when released
+	opAcquire op = iota // Redlock, no queue: arg: ttl in ms; reply: fence, or -(holder's PTTL)
+	opRelease           // reply: 1 when released (or handed over to a waiter)
 	opRefresh           // arg: ttl in ms; reply: 1 when extended
 	opTTL               // reply: PTTL in ms, or ttlNotHeld
 	opFence             // arg: fence; reply: 1 when the counter is at least arg
+)
+
+// Indexes of Lock.keys; they share one hash tag.
+const (
+	keyLock    = iota // the lock: "<token>:<fence>:<metadata>", with the ttl
+	keyFence          // the fence counter, never expires
+	keyQueue          // waiters in arrival order (a list of tokens)
+	keyWaiters        // each queued waiter's lease expiry, ttl and metadata (a hash)
 )
 
 // run runs op for l on one node, through s (a client, or a dedicated connection).
@@ -22,17 +32,41 @@ func (l *Lock) run(ctx context.Context, s redis.Scripter, o op, arg int64) (int6
 	var cmd *redis.Cmd
 	switch o {
 	case opAcquire:
-		cmd = acquireScript.Run(ctx, s, l.keys[:], l.token, arg, l.meta)
+		gr, err := l.runAcquire(ctx, s, time.Duration(arg)*time.Millisecond, 0)
+		if gr.fence > 0 || err != nil {
+			return gr.fence, err
+		}
+		return -gr.pttl.Milliseconds(), nil
 	case opRelease:
-		cmd = releaseScript.Run(ctx, s, l.keys[:1], l.token, releaseChannel(l.keys[0]))
+		cmd = releaseScript.Run(ctx, s, l.keys[:], l.token, releaseChannel(l.keys[keyLock]), l.g.publish)
 	case opRefresh:
-		cmd = refreshScript.Run(ctx, s, l.keys[:1], l.token, arg)
+		cmd = refreshScript.Run(ctx, s, l.keys[:keyLock+1], l.token, arg)
 	case opTTL:
-		cmd = ttlScript.Run(ctx, s, l.keys[:1], l.token)
+		cmd = ttlScript.Run(ctx, s, l.keys[:keyLock+1], l.token)
 	default:
-		cmd = fenceScript.Run(ctx, s, l.keys[:], l.token, arg)
+		cmd = fenceScript.Run(ctx, s, l.keys[:keyFence+1], l.token, arg)
 	}
 	return cmd.Int64()
+}
+
+// grant is acquire.lua's answer.
+type grant struct {
+	fence   int64         // > 0 when the token holds the lock
+	pttl    time.Duration // else the holder's remaining ttl, 0 when unknown
+	counter int64         // else the fence counter: hand-overs after this answer draw a higher fence
+}
+
+// runAcquire runs acquire.lua for l on one node, through s. A lease > 0 queues l's token (or
+// renews its place) for that long, so that a release hands the lock over to it.
+func (l *Lock) runAcquire(ctx context.Context, s redis.Scripter, ttl, lease time.Duration) (grant, error) {
+	vals, err := acquireScript.Run(ctx, s, l.keys[:], l.token, ttl.Milliseconds(), l.meta, lease.Milliseconds()).Int64Slice()
+	if err != nil {
+		return grant{}, err
+	}
+	if len(vals) != 3 {
+		return grant{}, fmt.Errorf("acquire: unexpected reply %v", vals)
+	}
+	return grant{fence: vals[0], pttl: time.Duration(vals[1]) * time.Millisecond, counter: vals[2]}, nil
 }
 
 // releaseChannel is the pub/sub channel release.lua publishes on; waiters subscribe to it.

@@ -28,14 +28,16 @@ func NewRedlock(clients []redis.UniversalClient, opt *Options) *Redlock {
 	if err == nil && len(clients) == 0 {
 		err = fmt.Errorf("lock: NewRedlock: no clients")
 	}
-	nodes := make([]*Client, len(clients))
+	nodes := make([]*node, len(clients))
 	for i, rdb := range clients {
 		if err == nil && rdb == nil {
 			err = fmt.Errorf("lock: NewRedlock: client %d is nil", i)
 		}
-		nodes[i] = New(rdb, opt)
+		nodes[i] = newNode(rdb, false)
 	}
-	return &Redlock{g: group{nodes: nodes, quorum: len(clients)/2 + 1, cfg: &cfg, err: err, now: time.Now}}
+	// No queue: each node would hand the lock to its own first waiter, and no waiter might get a
+	// quorum. Releases publish "" and every waiter tries again.
+	return &Redlock{g: group{nodes: nodes, quorum: len(clients)/2 + 1, cfg: cfg, err: err, now: time.Now, publish: "publish"}}
 }
 
 // Obtain is [Client.Obtain] across the nodes: it succeeds when a quorum granted the lock within
@@ -110,11 +112,11 @@ func (g *group) each(ctx context.Context, timeout time.Duration, l *Lock, o op, 
 		err error
 	}
 	replies := make(chan reply, len(g.nodes)) // buffered: a straggler's send never blocks
-	for i, c := range g.nodes {
+	for i, nd := range g.nodes {
 		go func() {
 			nctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			n, err := l.run(nctx, c.rdb, o, arg)
+			n, err := l.run(nctx, nd.rdb, o, arg)
 			replies <- reply{i, n, err}
 		}()
 	}

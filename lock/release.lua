@@ -1,8 +1,35 @@
--- KEYS[1] lock key; ARGV[1] token, ARGV[2] release channel
--- Deletes the key and announces the release when token owns it. Returns 1, else 0.
-if owned(KEYS[1], ARGV[1]) then
-  redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], KEYS[1])
-  return 1
+-- KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] waiter queue, KEYS[4] waiters (see acquire.lua)
+-- ARGV[1] token, ARGV[2] release channel, ARGV[3] 'publish' or 'spublish' (Redis Cluster)
+-- Takes the token out of the queue (a waiter that gives up). When the token holds the lock, hands
+-- it to the first queued waiter whose lease has not run out: the lock key gets that waiter's
+-- token, a new fence and its ttl, and "<token>:<fence>" is published so the waiter learns, with
+-- no further call, that it holds the lock. With no live waiter it deletes the key and publishes
+-- "" (anyone may try). Returns 1 when the token held the lock, else 0.
+if redis.call('HDEL', KEYS[4], ARGV[1]) == 1 then
+  redis.call('LREM', KEYS[3], 1, ARGV[1])
 end
-return 0
+if not owned(KEYS[1], ARGV[1]) then
+  return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+while true do
+  local w = redis.call('LPOP', KEYS[3])
+  if not w then
+    break
+  end
+  local e = redis.call('HGET', KEYS[4], w)
+  redis.call('HDEL', KEYS[4], w)
+  if e then
+    local expiry, ttl, meta = string.match(e, '^(%d+) (%d+) (.*)$')
+    if tonumber(expiry) > now then
+      local fence = string.format('%d', redis.call('INCR', KEYS[2]))
+      redis.call('SET', KEYS[1], w .. ':' .. fence .. ':' .. meta, 'PX', ttl)
+      redis.call(ARGV[3], ARGV[2], w .. ':' .. fence)
+      return 1
+    end
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call(ARGV[3], ARGV[2], '')
+return 1

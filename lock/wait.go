@@ -2,7 +2,10 @@ package lock
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -10,75 +13,123 @@ import (
 
 // wait retries the acquisition until it succeeds, o.Wait runs out or ctx ends. It subscribes to
 // the release channel first and retries once the subscription is confirmed, so a release that
-// happens after the failed try always wakes it; the backoff timer, capped by the holder's PTTL,
-// covers expiries and lost messages.
+// happens after the failed try always wakes it; the backoff timer, capped by the holder's PTTL
+// (and, while queued, by half the queue lease, to renew the place), covers expiries and lost
+// messages. On a single node the waiter is queued: a release hands the lock over to the first
+// live waiter and names it in its message, and that waiter holds the lock without another call.
+// A waiter that gives up leaves the queue (and hands on a lock handed to it meanwhile).
 func (g *group) wait(ctx context.Context, l *Lock, ttl time.Duration, o *ObtainOptions, att attempt) attempt {
 	deadline := g.now().Add(o.Wait)
 	backoff := o.Backoff
 	if backoff == nil {
 		backoff = defaultBackoff
 	}
-	w := &waiter{wake: make(chan struct{}, 1)}
-	ch := releaseChannel(l.keys[0])
+	w := &waiter{token: l.token, wake: make(chan struct{}, 1)}
+	ch := releaseChannel(l.keys[keyLock])
 	if g.beforeSubscribe != nil {
 		g.beforeSubscribe()
 	}
-	for _, c := range g.nodes {
-		c.hub.join(ctx, c.rdb, ch, w)
+	var queuedAt time.Time // when queued, the subscription may spare the first retry
+	if g.queueLease > 0 {
+		queuedAt = att.start
+	}
+	for _, n := range g.nodes {
+		n.hub.join(ctx, n.rdb, ch, w, queuedAt)
 	}
 	defer func() {
-		for _, c := range g.nodes {
-			c.hub.leave(ch, w)
+		for _, n := range g.nodes {
+			n.hub.leave(ch, w)
 		}
 	}()
+	giveUp := func(err error) attempt {
+		if g.queueLease > 0 {
+			g.giveBack(ctx, l)
+		}
+		return attempt{err: err}
+	}
 	timer := time.NewTimer(time.Hour) // reset before every wait
 	defer timer.Stop()
 	for n := 0; ; n++ {
 		left := deadline.Sub(g.now())
 		if left <= 0 {
-			return attempt{err: notObtained(l.key, nil, att.errs)}
+			return giveUp(notObtained(l.key, nil, att.errs))
 		}
-		d := backoff(n)
+		var d time.Duration
+		if queued := g.queueLease > 0 && !att.start.IsZero(); queued {
+			// The release hands the lock over and names us: no polling. Look again at the
+			// holder's expiry, and in time to renew our place in the queue.
+			d = g.queueLease / 2
+		} else {
+			d = backoff(n)
+		}
 		if att.pttl > 0 && att.pttl < d {
 			d = att.pttl
 		}
 		timer.Reset(min(d, left))
 		select {
 		case <-ctx.Done():
-			return attempt{err: notObtained(l.key, ctx.Err(), att.errs)}
+			return giveUp(notObtained(l.key, ctx.Err(), att.errs))
 		case <-w.wake:
+			if fence := w.handedOver.Swap(0); fence > att.counter && !att.start.IsZero() {
+				// Handed over after our last round, which started at att.start: the lock's ttl
+				// started later. With less than half of it left, the next round renews it.
+				if until := att.start.Add(ttl - g.drift(ttl)); until.Sub(g.now()) > ttl/2 {
+					l.granted(fence, until)
+					return attempt{ok: true}
+				}
+			}
 		case <-timer.C:
 		}
-		att = g.acquire(ctx, l, ttl)
+		att = g.acquireRound(ctx, l, ttl, g.queueLease)
 		switch {
 		case att.ok:
 			return att
 		case ctx.Err() != nil: // ended during the try
-			return attempt{err: notObtained(l.key, ctx.Err(), nil)}
+			return giveUp(notObtained(l.key, ctx.Err(), nil))
 		case !att.retry:
-			return att
+			return att // acquireRound gave the key back
 		}
 	}
 }
 
-// hub multiplexes the release channels of all of a Client's waiters over one pub/sub
-// connection, opened by the first waiter and closed (its reader goroutine waited for) by the
-// last one to leave.
+// hub multiplexes the release channels of all of a node's waiters. With plain pub/sub it uses one
+// connection, opened by the first waiter and closed (its reader goroutine waited for) by the last
+// one to leave. With sharded pub/sub (Redis Cluster: a shard channel is served by the node owning
+// its slot) each channel has its own connection and reader, for as long as it has waiters.
 type hub struct {
+	sharded bool
+
 	mu    sync.Mutex
-	ps    *redis.PubSub
+	ps    *redis.PubSub // plain pub/sub: shared by every channel
 	done  chan struct{} // closed when the reader goroutine of ps has exited
 	chans map[string]*subscription
 }
 
 type subscription struct {
-	waiters []*waiter
-	pending int // SUBSCRIBE commands sent and not yet confirmed
+	waiters  []*waiter
+	pending  int           // SUBSCRIBE commands sent and not yet confirmed
+	activeAt time.Time     // when the subscription was last confirmed
+	ps       *redis.PubSub // sharded: this channel's own connection
+	done     chan struct{}
+	// The last hand-overs to tokens without a waiter here yet: a waiter queued by its first try
+	// may be handed the lock before it joins.
+	recent [16]handover
+	next   int
 }
 
-// waiter is one waiting Obtain; wake is signalled (without blocking) on a release message and on
-// subscription confirmation: both mean "try again now".
-type waiter struct{ wake chan struct{} }
+type handover struct {
+	token string
+	fence int64
+}
+
+// waiter is one waiting Obtain. wake is signalled (without blocking) on subscription confirmation,
+// on a release message that lets anyone try, and on a hand-over naming its token, whose fence is
+// then in handedOver: all mean "look again now".
+type waiter struct {
+	token      string
+	wake       chan struct{}
+	handedOver atomic.Int64
+}
 
 func (w *waiter) signal() {
 	select {
@@ -88,8 +139,12 @@ func (w *waiter) signal() {
 }
 
 // join adds w to the waiters of channel, subscribing when it is the first. w is signalled once
-// the subscription is known active.
-func (h *hub) join(ctx context.Context, rdb redis.UniversalClient, channel string, w *waiter) {
+// the subscription is known active, so that it looks again: a release between its failed try and
+// the subscription sent no message it could receive. A waiter queued by a try that started at
+// queuedAt, after the subscription was confirmed active, needs no such look: every release after
+// its try hands the lock to a queued waiter, and the message reached this hub; if it named w,
+// join finds it among the recent hand-overs.
+func (h *hub) join(ctx context.Context, rdb redis.UniversalClient, channel string, w *waiter, queuedAt time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := h.chans[channel]
@@ -99,24 +154,39 @@ func (h *hub) join(ctx context.Context, rdb redis.UniversalClient, channel strin
 			h.chans = make(map[string]*subscription)
 		}
 		h.chans[channel] = s
-		if h.ps == nil {
-			// A write error here is healed by go-redis, which reconnects and resubscribes; the
-			// backoff timer covers the meantime.
-			h.ps = rdb.Subscribe(context.WithoutCancel(ctx), channel) // shared: not this waiter's ctx
+		// A write error here is healed by go-redis, which reconnects and resubscribes; the
+		// backoff timer covers the meantime. The connection is shared: not this waiter's ctx.
+		sctx := context.WithoutCancel(ctx)
+		switch {
+		case h.sharded:
+			s.ps = rdb.SSubscribe(sctx, channel)
+			s.done = make(chan struct{})
+			go h.read(s.ps.ChannelWithSubscriptions(redis.WithChannelSize(64)), s.done)
+		case h.ps == nil:
+			h.ps = rdb.Subscribe(sctx, channel)
 			h.done = make(chan struct{})
 			go h.read(h.ps.ChannelWithSubscriptions(redis.WithChannelSize(64)), h.done)
-		} else {
-			_ = h.ps.Subscribe(context.WithoutCancel(ctx), channel)
+		default:
+			_ = h.ps.Subscribe(sctx, channel)
 		}
 	}
 	s.waiters = append(s.waiters, w)
-	if s.pending == 0 {
+	switch {
+	case s.pending > 0: // the confirmation will signal
+	case queuedAt.IsZero() || !s.activeAt.Before(queuedAt):
 		w.signal()
+	default:
+		for _, ho := range s.recent {
+			if ho.token == w.token {
+				w.handedOver.Store(ho.fence)
+				w.signal()
+			}
+		}
 	}
 }
 
-// leave removes w; the last waiter of a channel unsubscribes, and the last waiter of the hub
-// closes the connection and waits for the reader goroutine.
+// leave removes w; the last waiter of a channel unsubscribes, and the last waiter of a connection
+// closes it and waits for its reader goroutine.
 func (h *hub) leave(channel string, w *waiter) {
 	h.mu.Lock()
 	s := h.chans[channel]
@@ -135,16 +205,22 @@ func (h *hub) leave(channel string, w *waiter) {
 		return
 	}
 	delete(h.chans, channel)
-	if len(h.chans) > 0 {
+	var ps *redis.PubSub
+	var done chan struct{}
+	switch {
+	case s.ps != nil:
+		ps, done = s.ps, s.done
+	case len(h.chans) > 0:
 		_ = h.ps.Unsubscribe(context.Background(), channel)
-		h.mu.Unlock()
-		return
+	default:
+		ps, done = h.ps, h.done
+		h.ps, h.done = nil, nil
 	}
-	ps, done := h.ps, h.done
-	h.ps, h.done = nil, nil
 	h.mu.Unlock()
-	_ = ps.Close()
-	<-done
+	if ps != nil {
+		_ = ps.Close()
+		<-done
+	}
 }
 
 // read dispatches pub/sub traffic until the connection is closed. A subscription confirmation
@@ -155,29 +231,62 @@ func (h *hub) read(msgs <-chan any, done chan struct{}) {
 	for m := range msgs {
 		switch m := m.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" {
-				h.notify(m.Channel, true)
+			if m.Kind == "subscribe" || m.Kind == "ssubscribe" {
+				h.confirmed(m.Channel)
 			}
 		case *redis.Message:
-			h.notify(m.Channel, false)
+			h.released(m.Channel, m.Payload)
 		}
 	}
 }
 
-func (h *hub) notify(channel string, confirmed bool) {
+func (h *hub) confirmed(channel string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := h.chans[channel]
 	if s == nil {
 		return
 	}
-	if confirmed && s.pending > 0 {
+	if s.pending > 0 {
 		s.pending--
 		if s.pending > 0 {
 			return
 		}
 	}
+	s.activeAt = time.Now()
 	for _, w := range s.waiters {
 		w.signal()
+	}
+}
+
+// released handles a release message: "" wakes every waiter (the lock is free), "<token>:<fence>"
+// only the waiter the lock was handed over to.
+func (h *hub) released(channel, payload string) {
+	token, fence, isHandover := strings.Cut(payload, ":")
+	var f int64
+	if isHandover {
+		var err error
+		if f, err = strconv.ParseInt(fence, 10, 64); err != nil || f <= 0 {
+			isHandover = false // not ours to read: wake everyone, they will look
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := h.chans[channel]
+	if s == nil {
+		return
+	}
+	for _, w := range s.waiters {
+		if !isHandover {
+			w.signal()
+		} else if w.token == token {
+			w.handedOver.Store(f)
+			w.signal()
+			return
+		}
+	}
+	if isHandover {
+		s.recent[s.next] = handover{token, f}
+		s.next = (s.next + 1) % len(s.recent)
 	}
 }
