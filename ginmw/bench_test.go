@@ -64,3 +64,38 @@ func BenchmarkRedis(b *testing.B) {
 		benchkit.Serve(b, benchEngine(b, h.Handler()), "/users/1?b=2&a=1", 200)
 	})
 }
+
+// BenchmarkClientIPKey is the default rate-limit key: a direct client, a client behind a
+// configured proxy (one extra ClientIP probe), and a forged X-Forwarded-For on an engine that
+// trusts every proxy (two probes: the peer is used).
+func BenchmarkClientIPKey(b *testing.B) {
+	for _, bc := range []struct {
+		name    string
+		trusted []string
+		all     bool
+		xff     string
+	}{
+		{"direct", nil, false, ""},
+		{"behind-trusted-proxy", []string{"10.0.0.0/8"}, false, "198.51.100.7"},
+		{"trust-all-forged", nil, true, "198.51.100.7"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			r := gin.New()
+			if !bc.all {
+				require.NoError(b, r.SetTrustedProxies(bc.trusted))
+			}
+			c := gin.CreateTestContextOnly(nil, r)
+			c.Request, _ = http.NewRequest(http.MethodGet, "/", nil)
+			c.Request.RemoteAddr = "10.1.2.3:4000"
+			if bc.xff != "" {
+				c.Request.Header.Set("X-Forwarded-For", bc.xff)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if ClientIPKey(c) == "" {
+					b.Fatal("no key")
+				}
+			}
+		})
+	}
+}

@@ -300,6 +300,14 @@ func TestCacheRedisDownServesFromHandler(t *testing.T) {
 		assert.Contains(t, w.Body.String(), "run")
 	}
 	assert.EqualValues(t, 2, runs.Load())
+
+	closed := newHTTPCache(t, downRedis(t), &CacheOptions{OnRedisError: FailClosed})
+	r = newEngine(t, closed.Handler())
+	r.GET("/", countingHandler(&runs, nil))
+	w := get(r, "/")
+	assert.Equal(t, http.StatusServiceUnavailable, w.Code, "FailClosed")
+	assert.Equal(t, "1", w.Header().Get("Retry-After"))
+	assert.EqualValues(t, 2, runs.Load(), "FailClosed does not run the handler")
 }
 
 func TestCacheInvalidate(t *testing.T) {

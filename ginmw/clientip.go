@@ -66,28 +66,33 @@ var platformHeaders = [...]string{
 // peer, or from a TrustedPlatform header, which a third question without gin's Platform* headers
 // tells apart. The probes run only for requests whose address came from a header.
 func anyPeerGets(c *gin.Context, peer, ip string) bool {
-	orig := c.Request
-	defer func() { c.Request = orig }()
-	probe := *orig // shallow: the probes only read it, and the second gets its own Header
-	probe.RemoteAddr = "0.0.0.0:1"
+	req := c.Request
+	addr := req.RemoteAddr
+	req.RemoteAddr = "0.0.0.0:1" // briefly: nothing else reads the request while middleware runs
 	if strings.IndexByte(peer, ':') >= 0 {
-		probe.RemoteAddr = "[::]:1"
+		req.RemoteAddr = "[::]:1"
 	}
-	c.Request = &probe
-	if c.ClientIP() != ip {
-		return false
+	same := c.ClientIP() == ip
+	if !same {
+		req.RemoteAddr = addr
+		return false // the peer is a configured trusted proxy
 	}
+	defer func() { c.Request, req.RemoteAddr = req, addr }()
 	platform := false
 	for _, h := range platformHeaders {
-		if _, ok := orig.Header[h]; ok {
-			if !platform {
-				probe.Header = orig.Header.Clone()
-			}
-			delete(probe.Header, h)
-			platform = true
-		}
+		_, ok := req.Header[h]
+		platform = platform || ok
 	}
-	return !platform || c.ClientIP() == ip
+	if !platform {
+		return true // trust-all: the address came from a forwarding header
+	}
+	probe := *req // the same request without gin's Platform* headers
+	probe.Header = req.Header.Clone()
+	for _, h := range platformHeaders {
+		delete(probe.Header, h)
+	}
+	c.Request = &probe
+	return c.ClientIP() == ip
 }
 
 // principalCredentials are request headers that carry a caller's credentials: a request with one
