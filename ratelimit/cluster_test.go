@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,6 +36,58 @@ func TestCluster(t *testing.T) {
 			res := allowN(t, r, id, 2)
 			require.True(t, res.Allowed, "id %q: reset", id)
 			require.Equal(t, 1, res.Remaining)
+		}
+	})
+
+	t.Run("pipelined batches span the masters, both algorithms", func(t *testing.T) {
+		for _, algo := range []Algorithm{TokenBucket, GCRA} {
+			r, err := NewRedis(c.Client(), &RedisOptions{Prefix: "c:p:" + algo.String() + ":", Algorithm: algo, Pipeline: true},
+				Limit{Rate: 1e-4, Burst: 3, Name: "a"}, Limit{Rate: 1e-4, Burst: 4, Name: "b"})
+			require.NoError(t, err)
+			var mu sync.Mutex
+			allowed := map[string]int{}
+			var wg sync.WaitGroup
+			for g := 0; g < 16; g++ {
+				wg.Go(func() {
+					for i := 0; i < 40; i++ {
+						key := fmt.Sprintf("k%d", (g+i)%20) // 20 keys over many slots
+						res, err := r.Allow(ctx, key)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if res.Allowed {
+							mu.Lock()
+							allowed[key]++
+							mu.Unlock()
+						}
+					}
+				})
+			}
+			wg.Wait()
+			for i := 0; i < 20; i++ {
+				require.Equal(t, 3, allowed[fmt.Sprintf("k%d", i)], "%v: key k%d", algo, i)
+			}
+		}
+	})
+
+	t.Run("concurrency limiter keys on every master", func(t *testing.T) {
+		cl, err := NewConcurrency(c.Client(), 2, &ConcurrencyOptions{Prefix: "c:cl:"})
+		require.NoError(t, err)
+		for i := 0; i < 20; i++ {
+			key := fmt.Sprintf("tenant:%d}{", i)
+			a, err := cl.Acquire(ctx, key)
+			require.NoError(t, err)
+			b, err := cl.Acquire(ctx, key)
+			require.NoError(t, err)
+			_, err = cl.Acquire(ctx, key)
+			require.ErrorIs(t, err, ErrConcurrencyLimited, "key %q", key)
+			require.NoError(t, a.Release(ctx))
+			require.NoError(t, b.Renew(ctx))
+			n, err := cl.InFlight(ctx, key)
+			require.NoError(t, err)
+			require.Equal(t, 1, n)
+			require.NoError(t, b.Release(ctx))
 		}
 	})
 

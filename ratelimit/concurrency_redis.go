@@ -26,6 +26,11 @@ var renewLua string
 
 var renewScript = luascript.New(renewLua)
 
+//go:embed inflight.lua
+var inflightLua string
+
+var inflightScript = luascript.New(inflightLua)
+
 // Concurrency is a concurrency limiter shared by every process that uses the same Redis and
 // prefix: at most max permits per key are held at once, across all of them. Each key is a sorted
 // set (Prefix + "{" + key + "}") of its holders scored by the end of their lease on the Redis
@@ -112,15 +117,10 @@ func (c *Concurrency) renew(ctx context.Context, p *Permit) error {
 	return nil
 }
 
-// InFlight returns how many permits of key hold an unexpired lease now, by the server's clock
-// (two round trips: TIME, then ZCOUNT).
+// InFlight returns how many permits of key hold an unexpired lease now, by the clock of the
+// server that holds key (one round trip).
 func (c *Concurrency) InFlight(ctx context.Context, key string) (int, error) {
-	k := keys.Tagged(c.prefix, key)
-	t, err := c.rdb.Time(ctx).Result()
-	if err != nil {
-		return 0, fmt.Errorf("ratelimit: in flight %q: %w", key, err)
-	}
-	n, err := c.rdb.ZCount(ctx, k, "("+strconv.FormatInt(t.UnixMilli(), 10), "+inf").Result()
+	n, err := inflightScript.Run(ctx, c.rdb, []string{keys.Tagged(c.prefix, key)}).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("ratelimit: in flight %q: %w", key, err)
 	}
