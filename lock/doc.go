@@ -7,10 +7,15 @@
 //   - a watchdog ([ObtainOptions.AutoRenew], always on in [Client.Do]) renews the lock every
 //     ttl/3 while the holder works and closes [Lock.Lost] (cancelling Do's context) the moment
 //     the lock is known lost;
+//   - the holder's own clock bounds it: a timer at the validity the holder knows (last
+//     successful acquisition or renewal, plus ttl, minus drift) closes Lost and ends Do's context
+//     even while a renewal hangs on a stalled server or network, whatever the client's timeouts;
+//     Do's context has that validity as its deadline;
 //   - every acquisition draws a fencing token ([Lock.Fence]) from a counter in the same hash
 //     slot, strictly increasing per key, for the protected resource to reject stale writers;
-//   - waiters ([ObtainOptions.Wait]) subscribe to the lock's release channel and retry as soon as
-//     the holder releases, with a jittered backoff only as fallback;
+//   - waiters ([ObtainOptions.Wait]) queue in the lock's hash slot; a release hands the lock to
+//     the first waiter still queued and names it in a pub/sub message (sharded pub/sub on Redis
+//     Cluster), so it holds the lock without another call: no polling, no herd;
 //   - [Redlock] spreads a lock over several independent masters with a quorum;
 //   - keys are hash-tagged, so it works on Redis Cluster; [Options.WaitReplicas] waits for
 //     replicas to acknowledge an acquisition.
@@ -32,5 +37,16 @@
 //	select { case <-l.Lost(): ...; default: }
 //
 // Keys: the lock of key k is Prefix+"{k}" (default prefix "surge:lock:"), its fence counter
-// Prefix+"{k}:fence" (never expires), its release channel Prefix+"{k}:released".
+// Prefix+"{k}:fence" (never expires), its waiter queue Prefix+"{k}:queue" (a list of tokens) and
+// Prefix+"{k}:waiters" (a hash of each waiter's lease, ttl and metadata; both expire with the last
+// waiter's lease), its release channel Prefix+"{k}:released".
+//
+// What survives a failover: Redis replicates asynchronously, so a primary that fails right after
+// an acquisition may lose it, and the promoted replica may then grant the lock to a second holder
+// while the first still believes it holds it. [Options.WaitReplicas] narrows that window: Obtain
+// returns only once that many replicas acknowledged the lock and its fence counter. It does not
+// close it (a replica that acknowledged may not be the one promoted, and the fence counter of a
+// lost write can repeat on the new primary); fences are strictly increasing only as long as the
+// counter's writes survive. A resource that must never accept two holders' writes keeps the
+// highest fence it saw and, across failovers, also compares lock tokens or uses [Redlock].
 package lock

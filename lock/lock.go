@@ -63,7 +63,9 @@ func (l *Lock) Metadata() string {
 // with every write to the protected resource, and have the resource remember the highest fence
 // it has seen and reject writes carrying a lower one; a holder that paused past its TTL then
 // cannot overwrite the work of the next holder. (The counter lives in Redis without expiry; it
-// restarts only if that key is deleted or the data lost.) For a [Redlock] it is the highest of
+// restarts only if that key is deleted or the data lost, e.g. by a failover that lost recent
+// writes: see the package documentation on what [Options.WaitReplicas] buys.) For a [Redlock]
+// it is the highest of
 // the nodes' fences, raised on every node of the quorum so the next quorum draws a higher one.
 // A nil Lock has fence 0, below every real one.
 func (l *Lock) Fence() int64 {

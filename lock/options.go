@@ -34,8 +34,11 @@ type Options struct {
 
 	// WaitReplicas, when > 0, makes Obtain run WAIT WaitReplicas WaitTimeout on the connection of
 	// the acquisition, and fail with [ErrNotReplicated] (releasing the lock) when fewer replicas
-	// acknowledged it. It narrows, without closing, the window in which a failover loses a lock.
-	// Needs a *redis.Client or *redis.ClusterClient; ignored by [Redlock]. Default 0 (off).
+	// acknowledged it. It narrows, without closing, the window in which a failover loses a lock
+	// and repeats a fence: a replica that acknowledged may not be the one promoted (see the
+	// package documentation). Waiters then do not queue (a lock handed over by a release would
+	// skip the WAIT): they retry on release messages and the backoff. Needs a *redis.Client or
+	// *redis.ClusterClient; ignored by [Redlock]. Default 0 (off).
 	WaitReplicas int
 
 	// WaitTimeout bounds the WAIT of WaitReplicas; default [DefaultWaitTimeout]. Zero means the
@@ -54,13 +57,20 @@ type Options struct {
 // ObtainOptions tunes one Obtain or Do. A nil *ObtainOptions means one try, no watchdog.
 type ObtainOptions struct {
 	// Wait is how long to keep trying while someone else holds the lock; 0 means one try.
-	// Waiters subscribe to the lock's release channel and retry as soon as the holder releases;
-	// the backoff timer is the fallback (expiry, lost message).
+	// Waiters subscribe to the lock's release channel. On a [Client] (without
+	// [Options.WaitReplicas]) they also queue in Redis, in arrival order: a release hands the
+	// lock to the first waiter still queued and names it in its message, so that waiter holds the
+	// lock without another call. A waiter renews its place every second; one that gives up
+	// leaves the queue, one that died is skipped after 2s (a release in between hands it the lock,
+	// which then stays taken until its ttl runs out). A [Redlock] does not queue: its waiters
+	// retry as soon as the holder releases. Either way a waiter also looks again at the holder's
+	// expiry.
 	Wait time.Duration
 
-	// Backoff returns the delay before retry attempt (0-based) when no release message came.
-	// The delay is capped by the holder's remaining TTL. Default: full-jitter exponential,
-	// uniform in [0, min([DefaultBackoffMax], [DefaultBackoffBase]·2^attempt)).
+	// Backoff returns the delay before retry attempt (0-based) when no release message came, for
+	// waiters that do not queue ([Redlock], [Options.WaitReplicas]); a queued waiter needs no
+	// polling. The delay is capped by the holder's remaining TTL. Default: full-jitter
+	// exponential, uniform in [0, min([DefaultBackoffMax], [DefaultBackoffBase]·2^attempt)).
 	Backoff func(attempt int) time.Duration
 
 	// AutoRenew starts a watchdog that renews the lock every ttl/3 until [Lock.Release], and
