@@ -60,13 +60,15 @@ func pgDB(t testing.TB) (*sql.DB, string) {
 	return db, pg.DSNFor(name)
 }
 
-// dialects runs fn once per dialect, each on a fresh database.
+// dialects runs fn once per dialect, each on a fresh database, both at once.
 func dialects(t *testing.T, fn func(t *testing.T, d Dialect, db *sql.DB, dsn string)) {
 	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
 		db, dsn := sqliteDB(t)
 		fn(t, SQLite, db, dsn)
 	})
 	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
 		db, dsn := pgDB(t)
 		fn(t, Postgres, db, dsn)
 	})

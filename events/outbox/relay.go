@@ -157,8 +157,10 @@ func (r *Relay) Run(ctx context.Context) error {
 				r.fail(ctx, "renew lease", err, fails)
 				continue
 			case !ok:
+				// Not woken by Notify: a follower would otherwise race for the lease on
+				// every commit.
 				r.setLeader(false)
-				r.idle(ctx, r.cfg.poll)
+				wait(ctx, nil, r.cfg.poll)
 				continue
 			}
 			r.setLeader(true)
