@@ -4,6 +4,7 @@
 //   - RequestID + Logger: a request id and W3C traceparent, one access-log line per request;
 //   - Cache: GET /report takes 200 ms, a second call is a cache hit (Cache-Status header);
 //   - RateLimit: GET /quote allows 3 per second per client, then 429 with Retry-After;
+//   - Concurrency: GET /export runs one at a time per client; others get 429 with Retry-After;
 //   - JWT + Idempotency: POST /charges needs a bearer token; a retry with the same
 //     Idempotency-Key replays the first response instead of charging twice.
 //
@@ -24,6 +25,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -66,6 +68,14 @@ func run(ctx context.Context, serve bool, duration time.Duration) error {
 		c.JSON(http.StatusOK, gin.H{"revenue": 12345})
 	})
 	r.GET("/quote", ginmw.RateLimit(limiter, nil), func(c *gin.Context) { c.String(http.StatusOK, "42.17") })
+	exports, err := ratelimit.NewLocalConcurrency(1, nil) // ratelimit.NewConcurrency(rdb, ...) across instances
+	if err != nil {
+		return err
+	}
+	r.GET("/export", ginmw.Concurrency(exports, nil), func(c *gin.Context) {
+		time.Sleep(100 * time.Millisecond) // a long export
+		c.String(http.StatusOK, "export ready")
+	})
 	var charges atomic.Int64
 	auth := ginmw.JWT(ginmw.JWTOptions{Key: key, ValidMethods: []string{"HS256"}})
 	idem := ginmw.Idempotency(rb.Client, &ginmw.IdempotencyOptions{Prefix: prefix + "idem:"})
@@ -100,13 +110,14 @@ func run(ctx context.Context, serve bool, duration time.Duration) error {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		_ = resp.Body.Close()
-		fmt.Printf("  -> %s %s: %d in %v %s", method, path, resp.StatusCode, time.Since(start).Round(100*time.Microsecond), strings.TrimSpace(string(body)))
+		var line strings.Builder // one Println per call: calls may run concurrently
+		fmt.Fprintf(&line, "  -> %s %s: %d in %v %s", method, path, resp.StatusCode, time.Since(start).Round(100*time.Microsecond), strings.TrimSpace(string(body)))
 		for _, h := range []string{"Cache-Status", "Ratelimit", "Retry-After", "Idempotent-Replayed"} {
 			if v := resp.Header.Get(h); v != "" {
-				fmt.Printf(" [%s: %s]", h, v)
+				fmt.Fprintf(&line, " [%s: %s]", h, v)
 			}
 		}
-		fmt.Println()
+		fmt.Println(line.String())
 	}
 	fmt.Println("\nCache: the same report twice")
 	call("GET", "/report")
@@ -115,6 +126,13 @@ func run(ctx context.Context, serve bool, duration time.Duration) error {
 	for range 5 {
 		call("GET", "/quote")
 	}
+	fmt.Println("\nConcurrency: three exports at once (one in flight per client)")
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() { defer wg.Done(); call("GET", "/export") }()
+	}
+	wg.Wait()
 	fmt.Println("\nJWT + Idempotency: no token, then one charge sent twice with one key")
 	call("POST", "/charges")
 	for range 2 {
