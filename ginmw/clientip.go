@@ -60,11 +60,13 @@ var platformHeaders = [...]string{
 }
 
 // anyPeerGets reports whether Gin gave ip (not the peer's address) to c's request only because it
-// believes forwarding headers from every peer. It asks c.ClientIP again for a copy of the request
-// coming from the unspecified address (which only a trust-all engine trusts): a different answer
-// means the real peer is a configured trusted proxy. The same answer comes from trusting every
-// peer, or from a TrustedPlatform header, which a third question without gin's Platform* headers
-// tells apart. The probes run only for requests whose address came from a header.
+// believes forwarding headers from every peer. It asks c.ClientIP again with the request's
+// RemoteAddr set, for the duration of the call, to the unspecified address (which only a
+// trust-all engine trusts): a different answer means the real peer is a configured trusted proxy.
+// The same answer comes from trusting every peer, or from a TrustedPlatform header, which a third
+// question, on a copy of the request without gin's Platform* headers, tells apart. The probes run
+// only for requests whose address came from a header, before the handlers (which could read the
+// request on other goroutines) run.
 func anyPeerGets(c *gin.Context, peer, ip string) bool {
 	req := c.Request
 	addr := req.RemoteAddr
