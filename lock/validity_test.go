@@ -100,11 +100,12 @@ func lostReplies(t *testing.T, s *redistest.RedisServer) (*Client, *proxy) {
 	require.NoError(t, err)
 	require.NoError(t, l.Refresh(ctx, time.Minute))
 	require.NoError(t, l.Release(ctx))
-	// Open and initialise (HELLO) three connections at once: each BLPOP holds one for 100ms.
+	// Open and initialise (HELLO) three connections at once: each BLPOP holds one for 100ms (a
+	// blocking command's read timeout is its own plus 10s).
 	require.Eventually(t, func() bool {
 		var wg sync.WaitGroup
 		for range 3 {
-			wg.Go(func() { assert.ErrorIs(t, rdb.Do(ctx, "BLPOP", "warm-up:list", 0.1).Err(), redis.Nil) })
+			wg.Go(func() { assert.ErrorIs(t, rdb.BLPop(ctx, 100*time.Millisecond, "warm-up:list").Err(), redis.Nil) })
 		}
 		wg.Wait()
 		return rdb.PoolStats().IdleConns >= 3
