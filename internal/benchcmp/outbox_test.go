@@ -10,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/components/forwarder"
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/twmb/franz-go/pkg/kgo"
 	_ "modernc.org/sqlite"
 
@@ -227,4 +231,92 @@ func BenchmarkOutboxLatency(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 		})
 	}
+}
+
+// kgoPublisher is a watermill Publisher that writes to Kafka with kgo (acks=all, idempotent,
+// like surge's producer) and waits for the acknowledgements, as watermill-kafka's does.
+type kgoPublisher struct {
+	cl   *kgo.Client
+	sent atomic.Int64
+}
+
+func (p *kgoPublisher) Publish(topic string, msgs ...*message.Message) error {
+	recs := make([]*kgo.Record, len(msgs))
+	for i, m := range msgs {
+		recs[i] = &kgo.Record{Topic: topic, Key: []byte(m.Metadata.Get("key")), Value: m.Payload,
+			Headers: []kgo.RecordHeader{{Key: events.HeaderID, Value: []byte(m.UUID)}}}
+	}
+	if err := p.cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		return err
+	}
+	p.sent.Add(int64(len(msgs)))
+	return nil
+}
+
+func (p *kgoPublisher) Close() error { return nil }
+
+// BenchmarkOutboxRelayWatermill is the peer of BenchmarkOutboxRelay/surge-postgres: the same
+// events committed through watermill-sql's PostgreSQL publisher wrapped by watermill's
+// Forwarder, whose subscriber (default batch of 100) forwards them to Kafka.
+func BenchmarkOutboxRelayWatermill(b *testing.B) {
+	b.Run("watermill-forwarder-postgres", func(b *testing.B) {
+		db, _ := outboxDialects(b)["postgres"](b)
+		kc := kafkatest.Cluster(b, "orders")
+		logger := watermill.NopLogger{}
+		schema := wsql.DefaultPostgreSQLSchema{}
+		sub, err := wsql.NewSubscriber(wsql.BeginnerFromStdSQL(db), wsql.SubscriberConfig{
+			SchemaAdapter: schema, OffsetsAdapter: wsql.DefaultPostgreSQLOffsetsAdapter{},
+			InitializeSchema: true, PollInterval: 10 * time.Millisecond}, logger)
+		if err != nil {
+			b.Fatal(err)
+		}
+		const fwdTopic = "outbox"
+		if err := sub.SubscribeInitialize(fwdTopic); err != nil {
+			b.Fatal(err)
+		}
+		keys := benchkit.Keys(1000)
+		ctx := context.Background()
+		for i := 0; i < b.N; i += 500 {
+			tx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			pub, err := wsql.NewPublisher(wsql.TxFromStdSQL(tx), wsql.PublisherConfig{SchemaAdapter: schema}, logger)
+			if err != nil {
+				b.Fatal(err)
+			}
+			fp := forwarder.NewPublisher(pub, forwarder.PublisherConfig{ForwarderTopic: fwdTopic})
+			msgs := make([]*message.Message, 0, 500)
+			for j := i; j < min(i+500, b.N); j++ {
+				m := message.NewMessage(watermill.NewUUID(), benchkit.Payload200)
+				m.Metadata.Set("key", keys[j%len(keys)])
+				msgs = append(msgs, m)
+			}
+			if err := fp.Publish("orders", msgs...); err != nil {
+				b.Fatal(err)
+			}
+			if err := tx.Commit(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		out := &kgoPublisher{cl: kc.Client(b, kgo.RequiredAcks(kgo.AllISRAcks()))}
+		fwd, err := forwarder.NewForwarder(sub, out, logger, forwarder.Config{ForwarderTopic: fwdTopic})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ResetTimer()
+		done := make(chan error, 1)
+		go func() { done <- fwd.Run(ctx) }()
+		for out.sent.Load() < int64(b.N) {
+			time.Sleep(time.Millisecond)
+		}
+		b.StopTimer()
+		if err := fwd.Close(); err != nil {
+			b.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	})
 }

@@ -169,6 +169,7 @@ var sections = []section{
 	{"outbox", []row{
 		{"relay throughput, SQLite (WAL, synchronous=NORMAL), 200-byte events, default options", "BenchmarkOutboxRelay/surge-sqlite", "", "events/s", "≥ 20,000 events/s (go-outbox publishes ~7,300 msg/s with broker confirms)", func(s, _ float64) (string, bool) { return "", s >= 20000 }},
 		{"relay throughput, PostgreSQL (fsync on)", "BenchmarkOutboxRelay/surge-postgres", "", "events/s", "≥ 20,000 events/s", func(s, _ float64) (string, bool) { return "", s >= 20000 }},
+		{"relay throughput, PostgreSQL, vs watermill-sql + Forwarder (to Kafka with kgo, acks=all)", "BenchmarkOutboxRelay/surge-postgres", "BenchmarkOutboxRelayWatermill/watermill-forwarder-postgres", "events/s", "(report)", nil},
 		{"commit-to-publish p99 at 1,000 events/s with Notify, SQLite", "BenchmarkOutboxLatency/surge-sqlite", "", "p99-ms", "p99 < 50 ms", func(s, _ float64) (string, bool) { return "", s < 50 }},
 		{"commit-to-publish p50, SQLite", "BenchmarkOutboxLatency/surge-sqlite", "", "p50-ms", "(report)", nil},
 		{"commit-to-publish p99 at 1,000 events/s with Notify, PostgreSQL", "BenchmarkOutboxLatency/surge-postgres", "", "p99-ms", "p99 < 50 ms", func(s, _ float64) (string, bool) { return "", s < 50 }},
