@@ -110,3 +110,28 @@ func TestKafkaDownBacksOffAndLosesNothing(t *testing.T) {
 	require.Equal(t, want, ids(got), "each event once, in order")
 	require.EqualValues(t, len(evs), p.Stats().Published)
 }
+
+// A relay that stops cleanly releases its lease: another takes over at once, not after LeaseTTL.
+func TestStoppedLeaderHandsOverAtOnce(t *testing.T) {
+	dialects(t, func(t *testing.T, d Dialect, db *sql.DB, _ string) {
+		kc := kafkatest.Cluster(t, "orders")
+		ob, err := New(db, &Options{Dialect: d})
+		require.NoError(t, err)
+		opt := &RelayOptions{PollInterval: 5 * time.Millisecond, LeaseTTL: time.Hour}
+		first, err := NewRelay(ob, newProducer(t, kc), opt)
+		require.NoError(t, err)
+		stopFirst := runRelay(t, first)
+		poll(t, 10*time.Second, "the first relay to lead", func() bool { return first.Stats().Leader })
+		second, err := NewRelay(ob, newProducer(t, kc), opt)
+		require.NoError(t, err)
+		runRelay(t, second)
+
+		stopFirst()
+		require.False(t, first.Stats().Leader)
+		poll(t, 10*time.Second, "the second relay to lead (the lease lasts an hour)", func() bool { return second.Stats().Leader })
+		ev := mustEvent(t, "order.created", "o1", 1)
+		addTx(t, ob, "orders", ev)
+		got := newReader(t, kc, "orders").until(10*time.Second, func(rs []rec) bool { return len(rs) >= 1 })
+		require.Equal(t, []string{ev.ID}, ids(got))
+	})
+}
