@@ -51,7 +51,7 @@ type Stats struct {
 	Acquired    uint64    // times this relay became the leader
 	Published   uint64    // events acknowledged by Kafka and then deleted from the outbox
 	Batches     uint64    // delete statements that removed published rows
-	Failures    uint64    // failed rounds (database or Kafka), each logged and followed by a backoff
+	Failures    uint64    // failed rounds and deletes (database or Kafka), each logged and followed by a backoff
 	LastError   error     // the latest failure, nil if none
 	LastErrorAt time.Time // when it happened
 }
@@ -87,7 +87,7 @@ func (r *Relay) Notify() {
 	}
 }
 
-// Stats returns a snapshot of the relay's counters.
+// Stats returns a snapshot of the relay's counters. It is safe to call while Run runs.
 func (r *Relay) Stats() Stats {
 	r.mu.Lock()
 	lastErr, lastAt := r.lastErr, r.lastErrAt
@@ -119,14 +119,19 @@ type batch struct {
 }
 
 // Run makes the relay take part in publishing until ctx ends; it blocks. While it leads, it
-// reads up to BatchSize committed rows in id order (commit order per key), publishes them,
-// waits for Kafka's acknowledgements and deletes the acknowledged rows, then goes on at once
-// while rows remain, or after PollInterval or [Relay.Notify]. While another relay leads, it
-// tries to take the lease over every PollInterval. Database and Kafka errors do not end Run:
-// each failed round is logged, counted in [Stats] and followed by a backoff (MinBackoff doubling
-// up to MaxBackoff). When ctx ends Run releases the lease, so another relay takes over at once,
-// and returns nil; events still waiting for Kafka then are published again by the next leader.
-// It returns an error only when Run is already running on this relay.
+// reads up to BatchSize committed rows in id order (commit order per key), hands them to the
+// producer and has them sent at once, waits for Kafka's acknowledgements, and queues the
+// acknowledged rows for deletion (done by a goroutine of Run's, in the background, so the next
+// batch need not wait for it); then it goes on at once while rows remain, else after
+// PollInterval or [Relay.Notify]. While another relay leads, it tries to take the lease over
+// every PollInterval. Database and Kafka errors do not end Run: each failed round is logged,
+// counted in [Stats] and followed by a backoff (MinBackoff doubling up to MaxBackoff, with
+// jitter); events Kafka has not acknowledged are not handed to the producer again until it
+// settles them. When ctx ends Run finishes the queued deletes, releases the lease (so another
+// relay takes over at once), waits for its goroutines and returns nil; events still waiting
+// for Kafka then are published again by the next leader, with the same IDs. It returns an
+// error only when Run is already running on this relay; it may be called again after it
+// returned.
 func (r *Relay) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
 		return errors.New("outbox: relay: Run is already running")
