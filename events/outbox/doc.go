@@ -17,8 +17,11 @@
 // On PostgreSQL, [Outbox.Add] takes a transaction-scoped advisory lock per topic and key, so
 // two transactions that add events with the same key commit one after the other and the outbox
 // row ids follow their commit order; on SQLite writers are serialized anyway. After a relay
-// crash the next leader may publish again some events already published: the first copy of
-// each event is always in order.
+// crash the next leader may publish again some events already published; the first copy of
+// each event is in order. The one exception: a leader whose records stay in its producer
+// longer than its lease (Kafka unreachable from it alone for LeaseTTL) may land them after
+// the next leader's, so a consumer may see a later event of a key before an earlier one (whose
+// first copy then arrives from the new leader).
 //
 // Dialects: [Postgres] (any database/sql driver, e.g. pgx's stdlib) and [SQLite] (e.g. the
 // pure-Go modernc.org/sqlite, nothing to install). The package imports no driver: the caller
