@@ -14,10 +14,10 @@ type Dialect int
 
 // The supported dialects. The zero Dialect in [Options] means "ask the database".
 const (
-	// Postgres is PostgreSQL 13 or later, through any database/sql driver (pgx's stdlib,
+	// Postgres is PostgreSQL 10 or later, through any database/sql driver (pgx's stdlib,
 	// lib/pq...).
 	Postgres Dialect = iota + 1
-	// SQLite is SQLite 3.35 or later (modernc.org/sqlite, mattn/go-sqlite3...). Open it with a
+	// SQLite is SQLite 3.38 or later (modernc.org/sqlite, mattn/go-sqlite3...). Open it with a
 	// busy timeout (modernc: "?_pragma=busy_timeout(5000)"), since the relay and the service
 	// write the same file; WAL mode (_pragma=journal_mode(WAL)) lets reads run beside writes.
 	SQLite
