@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"hash/maphash"
 	"math/bits"
+	"strings"
 	"sync"
 )
 
@@ -89,7 +90,8 @@ func (s *store) insert(sh *shard, key string, now int64, limits []Limit) *bucket
 	for i, l := range limits {
 		b.tokens[i] = float64(l.Burst)
 	}
-	sh.m[key] = b
+	// A copy, so that a key sliced from a large request buffer does not keep the buffer alive.
+	sh.m[strings.Clone(key)] = b
 	return b
 }
 

@@ -12,14 +12,13 @@ if redis.replicate_commands then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local nowstr = t[1] .. string.sub('00000' .. t[2], -6) -- the same µs, exact, without float formatting
 local n = tonumber(ARGV[1])
 local want = n
 if want == 0 then want = 1 end
 local eps = 1e-9
 local allowed = 1
 local tokens = {}
-local rewind = {}
+local rewind = nil
 for i = 1, #KEYS do
   local rate = tonumber(ARGV[2 * i])
   local burst = tonumber(ARGV[2 * i + 1])
@@ -39,6 +38,7 @@ for i = 1, #KEYS do
   elseif now < ts then
     -- The server clock went back: no refill for the gap, and refilling restarts from now
     -- instead of waiting for the clock to catch up with the stored time.
+    rewind = rewind or {}
     rewind[i] = true
   end
   if tk > burst then tk = burst end
@@ -51,11 +51,13 @@ for i = 1, #KEYS do
   local tk = tokens[i]
   if charge then tk = math.max(tk - n, 0) end
   local tkstr = string.format('%.17g', tk)
-  if charge or rewind[i] then
+  if charge or (rewind and rewind[i]) then
     local rate = tonumber(ARGV[2 * i])
     local burst = tonumber(ARGV[2 * i + 1])
     local ttl = math.ceil((burst - tk) * 1000 / rate)
     if ttl < 1 then ttl = 1 end
+    -- The time as the server gave it (exact µs, without float formatting).
+    local nowstr = t[1] .. string.sub('00000' .. t[2], -6)
     redis.call('SET', KEYS[i], tkstr .. ' ' .. nowstr, 'PX', string.format('%d', ttl))
   end
   out[i + 1] = tkstr
