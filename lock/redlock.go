@@ -14,8 +14,11 @@ import (
 // held when a quorum of N/2+1 nodes granted it within its validity, ttl − elapsed − drift, with
 // drift = ttl·0.01 + 2ms. It survives the loss of fewer than a quorum of nodes. Locks it returns
 // behave as those of [Client]: Release, Refresh and TTL act on every node in parallel, each
-// bounded by [Options.NodeTimeout], and succeed when a quorum answers. It is safe for
-// concurrent use and has nothing to close.
+// bounded by [Options.NodeTimeout], and succeed when a quorum answers; a node that has not
+// answered by then counts as failed and is not waited for. A waiter subscribes to every node in
+// the background, so a hung node does not hold it up either; what a hung node holds (a call, a
+// subscription) ends with the client's own timeouts. It is safe for concurrent use and has
+// nothing to close.
 type Redlock struct {
 	g group
 }

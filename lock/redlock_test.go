@@ -199,3 +199,43 @@ func TestServerRedlockAnswersWithinNodeTimeoutWhenANodeHangs(t *testing.T) {
 	require.NoError(t, l.Release(ctx))
 	assert.Less(t, time.Since(start), bound, "Release")
 }
+
+// A waiter subscribes on every node; the hung node's subscription must not hold it up either.
+func TestServerRedlockWaiterIsNotHeldUpByAHungNode(t *testing.T) {
+	ctx := ctxT(t)
+	var servers []*redistest.RedisServer
+	var rdbs []redis.UniversalClient
+	for range 3 {
+		s := redistest.Server(t)
+		servers = append(servers, s)
+		rdb := redis.NewClient(&redis.Options{Addr: s.Addr()}) // all defaults
+		t.Cleanup(func() { _ = rdb.Close() })
+		rdbs = append(rdbs, rdb)
+	}
+	const nodeTimeout = 100 * time.Millisecond
+	r := NewRedlock(rdbs, &Options{NodeTimeout: nodeTimeout})
+	holder, err := r.Obtain(ctx, "hung-wait", time.Hour, nil)
+	require.NoError(t, err)
+
+	servers[0].Pause(time.Minute)
+	t.Cleanup(servers[0].Resume)
+	got := make(chan time.Time, 1)
+	var l *Lock
+	go func() {
+		var err error
+		l, err = r.Obtain(ctx, "hung-wait", 5*time.Second, &ObtainOptions{Wait: 20 * time.Second})
+		if assert.NoError(t, err) {
+			got <- time.Now()
+		}
+		close(got)
+	}()
+	for _, rdb := range rdbs[1:] {
+		waitSubscribed(t, rdb, holder.keys[keyLock])
+	}
+	released := time.Now()
+	require.NoError(t, holder.Release(ctx))
+	at, ok := <-got
+	require.True(t, ok)
+	assert.Less(t, at.Sub(released), 10*nodeTimeout, "woken by the release on the live nodes")
+	require.NoError(t, l.Release(ctx))
+}

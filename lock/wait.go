@@ -33,14 +33,24 @@ func (g *group) wait(ctx context.Context, l *Lock, ttl time.Duration, o *ObtainO
 	if g.queueLease > 0 {
 		queuedAt = att.start
 	}
-	for _, n := range g.nodes {
+	if len(g.nodes) == 1 {
+		n := g.nodes[0]
 		n.hub.join(ctx, n.rdb, ch, w, queuedAt)
-	}
-	defer func() {
+		defer n.hub.leave(ch, w)
+	} else {
+		// Redlock: subscribing on a hung node blocks for the client's timeouts, and must not hold
+		// up the wait (the other nodes make the quorum). Each node joins and, once the wait is
+		// over, leaves in the background.
+		over := make(chan struct{})
+		defer close(over)
 		for _, n := range g.nodes {
-			n.hub.leave(ch, w)
+			go func() {
+				n.hub.join(ctx, n.rdb, ch, w, queuedAt)
+				<-over
+				n.hub.leave(ch, w)
+			}()
 		}
-	}()
+	}
 	giveUp := func(err error) attempt {
 		if g.queueLease > 0 {
 			g.giveBack(ctx, l)
