@@ -60,41 +60,37 @@ var platformHeaders = [...]string{
 }
 
 // anyPeerGets reports whether Gin gave ip (not the peer's address) to c's request only because it
-// believes forwarding headers from every peer. It asks c.ClientIP again with the request's
-// RemoteAddr set, for the duration of the call, to the unspecified address (which only a
-// trust-all engine trusts): a different answer means the real peer is a configured trusted proxy.
-// The same answer comes from trusting every peer, or from a TrustedPlatform header, which a third
-// question, on a copy of the request without gin's Platform* headers, tells apart. The probes run
-// only for requests whose address came from a header, before the handlers (which could read the
-// request on other goroutines) run.
+// believes forwarding headers from every peer. It asks ClientIP again, on a copy of c (Gin's
+// engine is reachable only through a context) holding a copy of the request that comes from the
+// unspecified address, which only a trust-all engine trusts: a different answer means the real
+// peer is a configured trusted proxy. The same answer comes from trusting every peer, or from a
+// TrustedPlatform header, which a third question without gin's Platform* headers tells apart.
+// Nothing the caller holds is modified, so other goroutines may read c meanwhile. The probes run
+// only for requests whose address came from a header.
 func anyPeerGets(c *gin.Context, peer, ip string) bool {
-	req := c.Request
-	addr := req.RemoteAddr
-	req.RemoteAddr = "0.0.0.0:1" // briefly: nothing else reads the request while middleware runs
+	probe := *c.Request
+	probe.RemoteAddr = "0.0.0.0:1"
 	if strings.IndexByte(peer, ':') >= 0 {
-		req.RemoteAddr = "[::]:1"
+		probe.RemoteAddr = "[::]:1"
 	}
-	same := c.ClientIP() == ip
-	if !same {
-		req.RemoteAddr = addr
+	cp := c.Copy()
+	cp.Request = &probe
+	if cp.ClientIP() != ip {
 		return false // the peer is a configured trusted proxy
 	}
-	defer func() { c.Request, req.RemoteAddr = req, addr }()
 	platform := false
 	for _, h := range platformHeaders {
-		_, ok := req.Header[h]
+		_, ok := probe.Header[h]
 		platform = platform || ok
 	}
 	if !platform {
 		return true // trust-all: the address came from a forwarding header
 	}
-	probe := *req // the same request without gin's Platform* headers
-	probe.Header = req.Header.Clone()
+	probe.Header = probe.Header.Clone()
 	for _, h := range platformHeaders {
 		delete(probe.Header, h)
 	}
-	c.Request = &probe
-	return c.ClientIP() == ip
+	return cp.ClientIP() == ip
 }
 
 // principalCredentials are request headers that carry a caller's credentials: a request with one

@@ -286,3 +286,29 @@ func TestPrincipalIncludesIssuer(t *testing.T) {
 	require.Len(t, got, 2)
 	assert.NotEqual(t, got[0], got[1])
 }
+
+// ClientIPKey may be called while other goroutines read the request: its probes change nothing
+// the caller holds (run with -race).
+func TestClientIPKeyLeavesTheRequestAlone(t *testing.T) {
+	r := gin.New() // trusts every proxy, so the probes run
+	var odd []string
+	r.GET("/", func(c *gin.Context) {
+		done := make(chan []string)
+		go func() {
+			var seen []string
+			for range 200 {
+				if a := c.Request.RemoteAddr; a != "203.0.113.5:1" {
+					seen = append(seen, a)
+				}
+			}
+			done <- seen
+		}()
+		for range 200 {
+			ClientIPKey(c)
+		}
+		odd = <-done
+		c.Status(http.StatusOK)
+	})
+	do(r, req{target: "/", remote: "203.0.113.5:1", header: http.Header{"X-Forwarded-For": {"198.51.100.7"}}})
+	assert.Empty(t, odd)
+}
