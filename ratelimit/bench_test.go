@@ -141,3 +141,35 @@ func BenchmarkLocalAllow(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkConcurrency measures Acquire+Release over 100k keys: in process, and on a real
+// redis-server (two round trips).
+func BenchmarkConcurrency(b *testing.B) {
+	ctx := context.Background()
+	run := func(b *testing.B, l ConcurrencyLimiter) {
+		b.ReportAllocs()
+		parallelKeys(b, func(key string) {
+			p, err := l.Acquire(ctx, key)
+			if err != nil {
+				return // all slots of the key held by other goroutines: a refusal is a result too
+			}
+			if err := p.Release(ctx); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+	b.Run("local", func(b *testing.B) {
+		l, err := NewLocalConcurrency(4, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		run(b, l)
+	})
+	b.Run("redis", func(b *testing.B) {
+		c, err := NewConcurrency(redistest.Server(b).Client(), 4, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		run(b, c)
+	})
+}

@@ -309,3 +309,39 @@ func bucketTokens(t *testing.T, rdb redis.UniversalClient, key string) float64 {
 	require.NoError(t, err)
 	return f
 }
+
+// TestServerGCRAResults: on real Redis (its Lua, its number formatting) GCRA answers as a token
+// bucket would, fractions included.
+func TestServerGCRAResults(t *testing.T) {
+	srv := redistest.Server(t)
+	rdb := srv.Client()
+	r, err := NewRedis(rdb, &RedisOptions{Algorithm: GCRA}, Limit{Rate: 1e-3, Burst: 3, Name: "x"}, Limit{Rate: 0.3, Burst: 7, Name: "y"})
+	require.NoError(t, err)
+	ctx := context.Background()
+	res, err := r.AllowN(ctx, "k", 2)
+	require.NoError(t, err)
+	require.True(t, res.Allowed)
+	require.Equal(t, 1, res.Remaining)
+	require.Equal(t, "x", res.Limit.Name)
+	require.InDelta(t, float64(2000*time.Second), float64(res.ResetAfter), float64(100*time.Millisecond))
+	res, err = r.AllowN(ctx, "k", 2)
+	require.NoError(t, err)
+	require.False(t, res.Allowed)
+	require.Equal(t, 1, res.Remaining)
+	require.InDelta(t, float64(1000*time.Second), float64(res.RetryAfter), float64(100*time.Millisecond))
+	res, err = r.AllowN(ctx, "k", 0)
+	require.NoError(t, err)
+	require.True(t, res.Allowed, "a peek: one token is there")
+	// The slow limit's TAT holds a fraction (1/0.3 s per token) and survives the round trip.
+	v, err := rdb.Get(ctx, "surge:rl:{k}:gcra:y").Result()
+	require.NoError(t, err)
+	tat, err := strconv.ParseFloat(v, 64)
+	require.NoError(t, err)
+	now, err := rdb.Time(ctx).Result()
+	require.NoError(t, err)
+	debt := tat - float64(now.UnixMicro()-1577836800e6)
+	require.InDelta(t, 2e6/0.3, debt, 1e5, "TAT %q: 2 tokens at 0.3/s ahead of now", v)
+	ttl, err := rdb.PTTL(ctx, "surge:rl:{k}:gcra:y").Result()
+	require.NoError(t, err)
+	require.InDelta(t, 2e9/0.3, float64(ttl), float64(200*time.Millisecond))
+}
