@@ -28,8 +28,8 @@ const (
 
 // The start-up warm-up: FetchMany asks for warmBatch orders at a time, warmParallel at once. A
 // pass after the first loads only what the one before failed to cache (when a slow Redis let a
-// batch's leases run out); passes stop once one loads nothing, after warmPasses, or when the
-// next would start after warmBudget.
+// batch's leases run out); the second always runs, and passes stop once one loads nothing,
+// after warmPasses, or when a third would start after warmBudget.
 const (
 	warmBatch, warmParallel, warmPasses = 200, 4, 3
 	warmBudget                          = 10 * time.Second
@@ -159,7 +159,10 @@ func warmCache(ctx context.Context, s *service) (string, error) {
 	ids := slices.Collect(s.db.IDs())
 	q0, t0 := s.db.Queries(), time.Now()
 	var loaded []int64 // ids loaded from the database, per pass
-	for len(loaded) == 0 || (len(loaded) < warmPasses && loaded[len(loaded)-1] > 0 && time.Since(t0) < warmBudget) {
+	for pass := 1; pass <= warmPasses; pass++ {
+		if pass > 1 && loaded[len(loaded)-1] == 0 || pass > 2 && time.Since(t0) >= warmBudget {
+			break
+		}
 		var (
 			wg       sync.WaitGroup
 			slots    = make(chan struct{}, warmParallel)
@@ -188,12 +191,12 @@ func warmCache(ctx context.Context, s *service) (string, error) {
 	line := fmt.Sprintf("cache.FetchMany of all %d orders in batches of %d, %d at a time: %d database queries, %v",
 		len(ids), warmBatch, warmParallel, s.db.Queries()-q0, time.Since(t0).Round(10*time.Millisecond))
 	switch last := loaded[len(loaded)-1]; {
-	case len(loaded) == 2:
+	case len(loaded) == 2 && last == 0:
 		line += "; a second pass found every order cached"
 	case last == 0:
-		line += fmt.Sprintf("; passes loaded %v orders, the last none", loaded)
+		line += fmt.Sprintf("; its passes loaded %v orders, the last none", loaded)
 	default:
-		line += fmt.Sprintf("; passes loaded %v orders (the last still found %d not cached)", loaded, last)
+		line += fmt.Sprintf("; its passes loaded %v orders (the last still found %d uncached)", loaded, last)
 	}
 	return line, nil
 }
