@@ -131,3 +131,37 @@ func ExampleNewConcurrency() {
 	// export 2: busy, retry in 1s
 	// after release: true
 }
+
+func ExampleNewLocalConcurrency() {
+	// At most 3 image conversions per user in this process.
+	cl, err := ratelimit.NewLocalConcurrency(3, nil)
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	convert := func(user string) error {
+		p, err := cl.Acquire(ctx, user)
+		if err != nil {
+			return err // errors.Is(err, ratelimit.ErrConcurrencyLimited): answer 429
+		}
+		defer p.Release(ctx)
+		fmt.Println("converting for", user, "- in flight:", cl.InFlight(user))
+		return nil
+	}
+	_ = convert("user:1")
+	fmt.Println("after:", cl.InFlight("user:1"))
+	// Output:
+	// converting for user:1 - in flight: 1
+	// after: 0
+}
+
+func ExampleLimit_Window() {
+	for _, l := range []ratelimit.Limit{ratelimit.PerMinute(11), ratelimit.PerHour(65), {Rate: 2, Burst: 5}} {
+		w := l.Window()
+		fmt.Printf("%s: window %v, RateLimit-Policy w=%d\n", l, w, (w+time.Second-1)/time.Second)
+	}
+	// Output:
+	// 11/min: window 1m0s, RateLimit-Policy w=60
+	// 65/h: window 1h0m0s, RateLimit-Policy w=3600
+	// 2/s burst 5: window 2.5s, RateLimit-Policy w=3
+}
