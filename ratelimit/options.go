@@ -26,7 +26,8 @@ type LocalOptions struct {
 	// MaxKeys bounds how many keys keep a bucket in memory (default DefaultMaxKeys); the bound is
 	// never exceeded. When more keys are active, a new key replaces a bucket that is full again or
 	// else the least recently used of a few sampled ones; a dropped key starts again with a full
-	// bucket. Must not be negative.
+	// bucket. Keys are spread over up to 256 shards of MaxKeys/shards buckets each, so replacing
+	// may begin a little before MaxKeys keys are held. Must not be negative.
 	MaxKeys int
 }
 
