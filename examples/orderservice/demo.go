@@ -383,6 +383,7 @@ func printTable(out io.Writer, a, b loadResult) {
 		{"requests/s", fmt.Sprintf("%.0f", a.RPS()), fmt.Sprintf("%.0f", b.RPS()), ""},
 		{"hit rate", pct(a.HitRate()), pct(b.HitRate()), fmt.Sprintf("%.0f%% -> %.0f%%", 100*typicalHitBefore, 100*typicalHitAfter)},
 		{"mean latency", fmtMs(a.Mean), fmtMs(b.Mean), fmt.Sprintf("%v -> %v", fmtDur(typicalMeanBefore), fmtDur(typicalMeanAfter))},
+		{"  in the service", fmtMs(a.MeanServer), fmtMs(b.MeanServer), ""},
 		{"all p50/p99/p999 ms", lat(a.All), lat(b.All), ""},
 		{"hits", num(a.Hits), num(b.Hits), ""},
 		{"hits p50/p99/p999 ms", lat(a.Hit), lat(b.Hit), "as the clients saw them"},

@@ -75,6 +75,7 @@ type loadResult struct {
 	Writes                          int64 // orders paid in the measured window
 	Elapsed                         time.Duration
 	Mean                            time.Duration // of every GET answered
+	MeanServer                      time.Duration // of every GET answered, as the service timed it
 	All, Hit, Miss                  latencies     // as the clients saw them
 	HitServer, MissServer           latencies     // as the service timed them (Server-Timing)
 	DBQueries                       int64         // queries the database served (reads and writes)
@@ -108,7 +109,8 @@ func hitRate(hits, misses int64) float64 {
 // window counts the requests of one part of a phase (warm-up or measured).
 type window struct {
 	requests, hits, misses, rejected, limited, errs, nanos, writes atomic.Int64
-	queries                                                        int64 // database queries when the window opened
+	timed, srvNanos                                                atomic.Int64 // answers with a Server-Timing, and its sum
+	queries                                                        int64        // database queries when the window opened
 }
 
 // snapshot turns the window's counters, and the database's since it opened, into a result.
@@ -120,6 +122,9 @@ func (w *window) snapshot(name string, queries func() int64, elapsed time.Durati
 	}
 	if r.Requests > 0 {
 		r.Mean = time.Duration(w.nanos.Load() / r.Requests)
+	}
+	if n := w.timed.Load(); n > 0 {
+		r.MeanServer = time.Duration(w.srvNanos.Load() / n)
 	}
 	return r
 }
@@ -256,6 +261,10 @@ func runLoad(ctx context.Context, cfg loadConfig) loadResult {
 				}
 				w.requests.Add(1)
 				w.nanos.Add(int64(took))
+				if srv >= 0 {
+					w.timed.Add(1)
+					w.srvNanos.Add(int64(srv))
+				}
 				switch {
 				case status == http.StatusTooManyRequests:
 					w.limited.Add(1)
