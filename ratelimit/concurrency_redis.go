@@ -88,7 +88,7 @@ func (c *Concurrency) Acquire(ctx context.Context, key string) (*Permit, error) 
 	id := c.idBase + strconv.FormatUint(c.seq.Add(1), 36)
 	vals, err := acquireScript.Run(ctx, c.rdb, []string{keys.Tagged(c.prefix, key)}, id, c.maxArg, c.lease).Int64Slice()
 	if err != nil {
-		return nil, fmt.Errorf("ratelimit: acquire %q: %w", key, err)
+		return nil, opError(ctx, "acquire", key, err)
 	}
 	if len(vals) != 2 {
 		return nil, fmt.Errorf("ratelimit: acquire %q: script returned %d values, want 2", key, len(vals))
@@ -101,7 +101,7 @@ func (c *Concurrency) Acquire(ctx context.Context, key string) (*Permit, error) 
 
 func (c *Concurrency) release(ctx context.Context, p *Permit) error {
 	if err := c.rdb.ZRem(ctx, keys.Tagged(c.prefix, p.key), p.id).Err(); err != nil {
-		return fmt.Errorf("ratelimit: release %q: %w", p.key, err)
+		return opError(ctx, "release", p.key, err)
 	}
 	return nil
 }
@@ -109,7 +109,7 @@ func (c *Concurrency) release(ctx context.Context, p *Permit) error {
 func (c *Concurrency) renew(ctx context.Context, p *Permit) error {
 	ok, err := renewScript.Run(ctx, c.rdb, []string{keys.Tagged(c.prefix, p.key)}, p.id, c.lease).Int64()
 	if err != nil {
-		return fmt.Errorf("ratelimit: renew %q: %w", p.key, err)
+		return opError(ctx, "renew", p.key, err)
 	}
 	if ok != 1 {
 		return fmt.Errorf("ratelimit: renew %q: %w", p.key, ErrPermitLost)
@@ -122,10 +122,19 @@ func (c *Concurrency) renew(ctx context.Context, p *Permit) error {
 func (c *Concurrency) InFlight(ctx context.Context, key string) (int, error) {
 	n, err := inflightScript.Run(ctx, c.rdb, []string{keys.Tagged(c.prefix, key)}).Int64()
 	if err != nil {
-		return 0, fmt.Errorf("ratelimit: in flight %q: %w", key, err)
+		return 0, opError(ctx, "in flight", key, err)
 	}
 	return int(n), nil
 }
 
 // Max returns the number of slots per key.
 func (c *Concurrency) Max() int { return c.max }
+
+// opError wraps a failed round trip: the context's error when ctx has ended (a client with
+// ContextTimeoutEnabled reports an i/o timeout at the deadline), else the Redis error.
+func opError(ctx context.Context, op, key string, err error) error {
+	if cerr := ctxEnded(ctx); cerr != nil {
+		return fmt.Errorf("ratelimit: %s %q: %w (%v)", op, key, cerr, err)
+	}
+	return fmt.Errorf("ratelimit: %s %q: %w", op, key, err)
+}

@@ -277,3 +277,33 @@ func TestServerConcurrencyCrashedHolder(t *testing.T) {
 	}, 5*time.Second, 20*time.Millisecond, "the slot never came back")
 	require.NoError(t, p.Release(ctx))
 }
+
+// TestServerConcurrencyPausedHonoursContext: Acquire returns the caller's deadline error when
+// Redis does not answer, and Release reports its failure so the caller can retry.
+func TestServerConcurrencyPausedHonoursContext(t *testing.T) {
+	srv := redistest.Server(t)
+	c, err := NewConcurrency(srv.NewClient(&redis.Options{MaxRetries: -1, ContextTimeoutEnabled: true}), 1, nil)
+	require.NoError(t, err)
+	ctx := context.Background()
+	p, err := c.Acquire(ctx, "k")
+	require.NoError(t, err)
+	srv.Pause(10 * time.Second)
+	defer srv.Resume()
+
+	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = c.Acquire(cctx, "other")
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Less(t, time.Since(start), 5*time.Second)
+
+	rctx, rcancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer rcancel()
+	require.Error(t, p.Release(rctx), "a Release that did not reach Redis says so")
+	srv.Resume()
+	require.NoError(t, p.Release(ctx), "and a later Release tries again")
+	n, err := c.InFlight(ctx, "k")
+	require.NoError(t, err)
+	require.Zero(t, n)
+	require.NoError(t, p.Release(ctx))
+}
