@@ -53,6 +53,7 @@ func detect(ctx context.Context, db *sql.DB) (Dialect, error) {
 // queries are a table's statements in one dialect, built once by New.
 type queries struct {
 	create  []string // run in order, in one transaction
+	exists  string   // fails unless both tables exist
 	lock    string   // Postgres: per-key advisory locks, args: class int32, keys "{k1,k2}"
 	insert  string   // "INSERT INTO t (cols) VALUES " without the rows
 	row     func(b *strings.Builder, first int)
@@ -74,6 +75,7 @@ func buildQueries(d Dialect, table string) queries {
 		insert:  "INSERT INTO " + table + " (" + columns + ") VALUES ",
 		fetch:   "SELECT id, " + columns + " FROM " + table + " ORDER BY id LIMIT ",
 		pending: "SELECT count(*) FROM " + table,
+		exists:  "SELECT 1 FROM " + table + ", " + lease + " LIMIT 0",
 	}
 	switch d {
 	case Postgres:

@@ -26,7 +26,7 @@ type Outbox struct {
 }
 
 // New returns an Outbox on db, creating its table and lease table when they are missing (so the
-// database user needs the right to create tables the first time). It blocks for those
+// database user needs the right to create tables until they exist). It blocks for those
 // statements (at most 30s). A zero Options.Dialect is detected by asking the database. It
 // returns an error wrapping [ErrInvalidOptions] naming the bad field, or the database's error.
 // The Outbox never closes db.
@@ -56,6 +56,10 @@ func New(db *sql.DB, opt *Options) (*Outbox, error) {
 }
 
 func (o *Outbox) create(ctx context.Context) error {
+	// Tables that exist need no CREATE (nor the right to create tables).
+	if _, err := o.db.ExecContext(ctx, o.q.exists); err == nil {
+		return nil
+	}
 	tx, err := o.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("outbox: create table %s: %w", o.cfg.table, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -211,4 +212,32 @@ func TestRunTwiceFails(t *testing.T) {
 	err = r.Run(context.Background())
 	require.Error(t, err)
 	require.False(t, errors.Is(err, ErrInvalidOptions))
+}
+
+// A service whose database user may use the outbox tables but not create tables (PostgreSQL 15
+// gives ordinary users no CREATE on schema public) still starts once the tables exist.
+func TestNewNeedsNoCreateRightOnceTheTablesExist(t *testing.T) {
+	db, dsn := pgDB(t)
+	_, err := New(db, nil) // as the owner
+	require.NoError(t, err)
+	for _, stmt := range []string{
+		"CREATE ROLE app LOGIN",
+		"GRANT SELECT, INSERT, UPDATE, DELETE ON " + DefaultTable + ", " + DefaultTable + "_lease TO app",
+	} {
+		_, err := db.Exec(stmt)
+		require.NoError(t, err)
+	}
+	app, err := sql.Open("pgx", strings.Replace(dsn, "postgres@", "app@", 1))
+	require.NoError(t, err)
+	defer app.Close()
+	_, err = app.Exec("CREATE TABLE probe (x int)")
+	require.Error(t, err, "the app user must not be able to create tables for this test to mean anything")
+
+	ob, err := New(app, nil)
+	require.NoError(t, err)
+	require.Equal(t, Postgres, ob.Dialect())
+	addTx(t, ob, "orders", mustEvent(t, "order.created", "o1", 1))
+	n, err := ob.Pending(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
 }
