@@ -32,6 +32,7 @@ type Consumer struct {
 	mu       sync.Mutex
 	work     *sync.Cond   // signalled when ready gets a key or stopping is set
 	ready    []*keyQueue  // keys whose head record may run, FIFO
+	spare    []*keyQueue  // emptied key queues kept for reuse
 	parts    map[tp]*part // partitions with dispatched records
 	buffered int          // records dispatched and not yet done or dropped
 	running  int          // handlers running
@@ -88,7 +89,8 @@ type keyQueue struct {
 	p         *part
 	key       string
 	null      bool
-	items     []item
+	items     []item // items[head:] are queued, oldest first; the backing array is reused
+	head      int
 	attempt   int   // failed attempts of the head record
 	lastErr   error // the head record's last failure
 	scheduled bool  // in ready, running, waiting for a retry or stuck
@@ -268,6 +270,7 @@ func (c *Consumer) pollLoop(ctx context.Context) {
 			}
 		})
 		c.mu.Unlock()
+		c.work.Broadcast() // workers blocked on c.mu while we enqueued wake in turn anyway
 		c.cl.AllowRebalance()
 	}
 }
@@ -323,7 +326,7 @@ func (c *Consumer) enqueue(p *part, r *kgo.Record, topicID [16]byte) {
 		}
 		q = p.null
 	} else if q = p.keys[string(r.Key)]; q == nil {
-		q = &keyQueue{p: p, key: string(r.Key)}
+		q = c.newKeyQueue(p, string(r.Key))
 		p.keys[q.key] = q
 	}
 	q.items = append(q.items, item{r: r, seq: seq, topicID: topicID})
@@ -333,9 +336,54 @@ func (c *Consumer) enqueue(p *part, r *kgo.Record, topicID [16]byte) {
 	}
 }
 
+// newKeyQueue returns an empty queue for key of p, reusing one whose key emptied. c.mu is held.
+func (c *Consumer) newKeyQueue(p *part, key string) *keyQueue {
+	if n := len(c.spare); n > 0 {
+		q := c.spare[n-1]
+		c.spare = c.spare[:n-1]
+		q.p, q.key = p, key
+		return q
+	}
+	return &keyQueue{p: p, key: key}
+}
+
+// retire forgets q, an emptied key queue, and keeps it for reuse. c.mu is held.
+func (c *Consumer) retire(q *keyQueue) {
+	delete(q.p.keys, q.key)
+	if cap(q.items) > 64 || len(c.spare) >= c.cfg.MaxBuffered {
+		return // a hot key's big array, or enough spares
+	}
+	*q = keyQueue{items: q.items[:0]}
+	c.spare = append(c.spare, q)
+}
+
+// front returns q's oldest record. q is not empty.
+func (q *keyQueue) front() item { return q.items[q.head] }
+
+// len returns how many records q holds.
+func (q *keyQueue) len() int { return len(q.items) - q.head }
+
+// pop removes q's oldest record.
+func (q *keyQueue) pop() {
+	q.items[q.head] = item{}
+	q.head++
+	if q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
+	}
+}
+
+// truncate keeps q's first n records (n is 0 or 1).
+func (q *keyQueue) truncate(n int) {
+	keep := q.items[q.head : q.head+n]
+	copy(q.items, keep)
+	clear(q.items[n:])
+	q.items, q.head = q.items[:n], 0
+}
+
+// push appends q to the ready keys. It wakes no worker: the caller does, once per batch
+// (pollLoop), or is a worker about to take from ready itself (finishLocked). c.mu is held.
 func (c *Consumer) push(q *keyQueue) {
 	c.ready = append(c.ready, q)
-	c.work.Signal()
 }
 
 // markDone records seq as done and advances the partition's commit point. c.mu is held.
@@ -354,10 +402,11 @@ func (c *Consumer) advance(p *part) {
 	}
 }
 
-// release forgets n buffered records and wakes the poll loop if it waits for room.
+// release forgets n buffered records and wakes the poll loop if it waits for room and a
+// quarter of MaxBuffered is free: polling a few records at a time would cost a wake-up each.
 func (c *Consumer) release(n int) {
 	c.buffered -= n
-	if c.wantRoom && c.buffered < c.cfg.MaxBuffered {
+	if c.wantRoom && c.buffered <= c.cfg.MaxBuffered-max(c.cfg.MaxBuffered/4, 1) {
 		c.wantRoom = false
 		select {
 		case c.room <- struct{}{}:
@@ -383,14 +432,12 @@ func (c *Consumer) dropQueued(p *part) {
 			q.timer.Stop()
 			q.timer = nil
 		}
-		n := len(q.items)
+		n, keep := q.len(), 0
 		if q.running {
-			n--
-			q.items = q.items[:1]
-		} else {
-			q.items = nil
+			keep = 1
 		}
-		c.release(n)
+		q.truncate(keep)
+		c.release(n - keep)
 	}
 	for _, q := range p.keys {
 		drop(q)
@@ -400,35 +447,42 @@ func (c *Consumer) dropQueued(p *part) {
 	}
 }
 
-// worker runs ready keys' head records until Run stops.
+// worker runs ready keys' head records until Run stops. It applies one record's outcome and
+// takes the next record in one critical section.
 func (c *Consumer) worker() {
+	var (
+		q   *keyQueue // the key whose head ran, or nil
+		it  item
+		res result
+	)
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for {
-		c.mu.Lock()
+		if q != nil {
+			c.finishLocked(q, it, res)
+			q = nil
+		}
 		for len(c.ready) == 0 && !c.stopping {
 			c.work.Wait()
 		}
 		if len(c.ready) == 0 {
-			c.mu.Unlock()
 			return
 		}
-		q := c.ready[0]
+		next := c.ready[0]
 		c.ready[0] = nil
 		c.ready = c.ready[1:]
 		if c.ending() {
-			// Run's ctx ended: start nothing new; the drain drops q's records.
-			c.mu.Unlock()
-			continue
+			continue // Run's ctx ended: start nothing new; the drain drops next's records
 		}
+		q, it = next, next.front()
 		p := q.p
-		it := q.items[0]
 		q.running = true
 		p.running++
 		c.running++
 		attempt, lastErr := q.attempt, q.lastErr
 		c.mu.Unlock()
-
-		res := c.process(p.ctx, it, attempt, lastErr)
-		c.finish(q, it, res)
+		res = c.process(p.ctx, it, attempt, lastErr)
+		c.mu.Lock()
 	}
 }
 
@@ -546,6 +600,11 @@ func (c *Consumer) call(ctx context.Context, ev Event) (err error) {
 func (c *Consumer) finish(q *keyQueue, it item, res result) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.finishLocked(q, it, res)
+}
+
+// finishLocked is finish with c.mu held.
+func (c *Consumer) finishLocked(q *keyQueue, it item, res result) {
 	p := q.p
 	q.running = false
 	p.running--
@@ -559,23 +618,25 @@ func (c *Consumer) finish(q *keyQueue, it item, res result) {
 		return
 	}
 	if res.out != outDone && p.revoked {
-		q.items = nil // the head dropQueued kept: the next owner fetches it again
+		q.truncate(0) // the head dropQueued kept: the next owner fetches it again
 		c.release(1)
 		return
 	}
 	switch res.out {
 	case outDone:
-		q.items = q.items[1:]
+		q.pop()
 		q.attempt, q.lastErr = 0, nil
 		c.markDone(p, it.seq)
 		switch {
-		case len(q.items) > 0 && !p.revoked && !c.stopping:
+		case q.len() > 0 && !p.revoked && !c.stopping:
 			c.push(q)
-		case len(q.items) == 0:
+			if len(c.ready) > 1 { // the calling worker takes one; wake another for the rest
+				c.work.Signal()
+			}
+		case q.len() == 0:
 			q.scheduled = false
-			q.items = nil
 			if !q.null {
-				delete(p.keys, q.key)
+				c.retire(q)
 			}
 		}
 	case outRetry:
@@ -604,6 +665,7 @@ func (c *Consumer) later(q *keyQueue, d time.Duration) {
 		}
 		q.timer = nil
 		c.push(q)
+		c.work.Signal()
 	})
 	q.timer = t
 }

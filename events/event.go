@@ -103,8 +103,8 @@ func fromRecord(r *kgo.Record) (Event, error) { return decodeRecord(r, [16]byte{
 // [recordIdentity], so redeliveries still dedupe and a re-created topic's records are new; a
 // missing time header falls back to the record timestamp.
 func decodeRecord(r *kgo.Record, topicID [16]byte) (Event, error) {
-	ev := Event{Key: string(r.Key), Data: r.Value}
-	if name, err := decodeHeaders(r.Headers, &ev); err != nil {
+	ev := Event{Data: r.Value}
+	if name, err := decodeHeaders(r.Headers, r.Key, &ev); err != nil {
 		return Event{}, &DecodeError{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Header: name, Err: err}
 	}
 	if ev.ID == "" {
@@ -121,11 +121,12 @@ var (
 	errEmptyHeader = errors.New("is empty")
 )
 
-// decodeHeaders reads the reserved headers into ev.ID, ev.Type and ev.Time and the others into
-// ev.Headers (the last value wins when a user header repeats). On error it returns the name of
-// the offending header.
-func decodeHeaders(hs []kgo.RecordHeader, ev *Event) (string, error) {
+// decodeHeaders reads key into ev.Key, the reserved headers into ev.ID, ev.Type and ev.Time
+// and the others into ev.Headers (the last value wins when a user header repeats). Key, ID and
+// Type share one allocation. On error it returns the name of the offending header.
+func decodeHeaders(hs []kgo.RecordHeader, key []byte, ev *Event) (string, error) {
 	var seenID, seenType, seenTime bool
+	var id, typ []byte
 	for i := range hs {
 		h := &hs[i]
 		switch h.Key {
@@ -137,13 +138,13 @@ func decodeHeaders(hs []kgo.RecordHeader, ev *Event) (string, error) {
 				return h.Key, errEmptyHeader
 			}
 			seenID = true
-			ev.ID = string(h.Value)
+			id = h.Value
 		case HeaderType:
 			if seenType {
 				return h.Key, errDupHeader
 			}
 			seenType = true
-			ev.Type = string(h.Value)
+			typ = h.Value
 		case HeaderTime:
 			if seenTime {
 				return h.Key, errDupHeader
@@ -161,6 +162,12 @@ func decodeHeaders(hs []kgo.RecordHeader, ev *Event) (string, error) {
 			ev.Headers[h.Key] = string(h.Value)
 		}
 	}
+	var buf [128]byte
+	b := append(append(append(buf[:0], key...), id...), typ...)
+	all := string(b)
+	ev.Key = all[:len(key)]
+	ev.ID = all[len(key) : len(key)+len(id)]
+	ev.Type = all[len(key)+len(id):]
 	return "", nil
 }
 

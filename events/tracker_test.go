@@ -63,7 +63,7 @@ func TestSameKeyQueuesBehindItsHead(t *testing.T) {
 	defer c.mu.Unlock()
 	require.Len(t, c.ready, 2, "the key went back in line for its next record")
 	require.Same(t, q, c.ready[1])
-	require.EqualValues(t, 1, q.items[0].r.Offset)
+	require.EqualValues(t, 1, q.front().r.Offset)
 	require.EqualValues(t, 1, p.commit.Offset)
 }
 
@@ -99,7 +99,7 @@ func finishNext(c *Consumer, out outcome) *keyQueue {
 	q.p.running++
 	c.running++
 	c.mu.Unlock()
-	c.finish(q, q.items[0], result{out: out})
+	c.finish(q, q.front(), result{out: out})
 	return q
 }
 
@@ -128,7 +128,7 @@ func TestLostPartitionWaitsForItsHandlers(t *testing.T) {
 		t.Fatal("onLost returned while the lost partition's handler was still running")
 	case <-time.After(100 * time.Millisecond): // ...and takes a moment to return
 	}
-	c.finish(q, q.items[0], result{out: outAbandon})
+	c.finish(q, q.front(), result{out: outAbandon})
 	<-lost
 	require.Zero(t, c.running)
 }

@@ -141,3 +141,154 @@ func BenchmarkEventsConsume(b *testing.B) {
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 	})
 }
+
+// BenchmarkEventsPublishSync measures one synchronous publish of a 200-byte event: surge's
+// Publish against kgo's ProduceSync of the same record (with and without the event headers).
+func BenchmarkEventsPublishSync(b *testing.B) {
+	now := time.Now()
+	b.Run("surge", func(b *testing.B) {
+		kc := kafkatest.Cluster(b, "s")
+		p, err := events.NewProducer(events.ProducerConfig{Brokers: kc.Seeds()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer p.Close()
+		keys := benchkit.Keys(1000)
+		ctx := context.Background()
+		if err := p.Publish(ctx, "s", events.Event{Type: "warm"}); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			if err := p.Publish(ctx, "s", events.Event{Type: "bench", Key: keys[i%len(keys)], Time: now, Data: benchkit.Payload200}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("kgo-same-headers", func(b *testing.B) {
+		cl := kafkatest.Cluster(b, "s").Client(b)
+		keys := benchkit.Keys(1000)
+		ctx := context.Background()
+		ts := []byte(now.UTC().Format(time.RFC3339Nano))
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "s"}).FirstErr(); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			hs := []kgo.RecordHeader{{Key: events.HeaderID, Value: []byte(events.NewID())},
+				{Key: events.HeaderType, Value: []byte("bench")}, {Key: events.HeaderTime, Value: ts}}
+			r := &kgo.Record{Topic: "s", Key: []byte(keys[i%len(keys)]), Value: benchkit.Payload200, Headers: hs}
+			if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// consumeEvents is the number of 200-byte events BenchmarkEventsConsumeOverhead reads per op.
+const consumeEvents = 100_000
+
+// seedPayloadEvents writes n 200-byte events over 500 keys to topic o of a new cluster.
+func seedPayloadEvents(b *testing.B, n int) *kafkatest.KafkaCluster {
+	kc := kafkatest.Cluster(b, "o")
+	p, err := events.NewProducer(events.ProducerConfig{Brokers: kc.Seeds()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	keys := benchkit.Keys(500)
+	for i := range n {
+		p.PublishAsync(context.Background(), "o", events.Event{Type: "bench", Key: keys[i%len(keys)], Data: benchkit.Payload200},
+			func(err error) {
+				if err != nil {
+					b.Error(err)
+				}
+			})
+	}
+	if err := p.Flush(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	return kc
+}
+
+// BenchmarkEventsConsumeOverhead reads 100k 200-byte events per op with a no-op handler in a
+// fresh group: surge's consumer at Concurrency 8 (decoding each record into an Event, per-key
+// order, commits) against a bare franz-go group consumer that polls, touches each record and
+// commits. It reports events/s from the first event to the last, so the group join (the same
+// for both, and noisy on a busy machine) is left out; ns/op includes it.
+func BenchmarkEventsConsumeOverhead(b *testing.B) {
+	b.Run("surge-c8", func(b *testing.B) {
+		kc := seedPayloadEvents(b, consumeEvents)
+		var busy time.Duration
+		b.ResetTimer()
+		for i := range b.N {
+			var handled atomic.Int64
+			var first time.Time
+			all := make(chan struct{})
+			cons, err := events.NewConsumer(events.ConsumerConfig{
+				Brokers: kc.Seeds(), Group: "g" + strconv.Itoa(i), Topics: []string{"o"}, Concurrency: 8,
+				KafkaOptions: groupOpts(),
+				Handler: func(context.Context, events.Event) error {
+					switch handled.Add(1) {
+					case 1:
+						first = time.Now()
+					case consumeEvents:
+						busy += time.Since(first)
+						close(all)
+					}
+					return nil
+				},
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- cons.Run(ctx) }()
+			<-all
+			b.StopTimer()
+			cancel()
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+		b.ReportMetric(float64(b.N*consumeEvents)/busy.Seconds(), "events/s")
+	})
+	b.Run("kgo-group", func(b *testing.B) {
+		kc := seedPayloadEvents(b, consumeEvents)
+		ctx := context.Background()
+		var busy time.Duration
+		b.ResetTimer()
+		for i := range b.N {
+			cl, err := kgo.NewClient(append(groupOpts(), kgo.SeedBrokers(kc.Seeds()...), kgo.ConsumerGroup("g"+strconv.Itoa(i)),
+				kgo.ConsumeTopics("o"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit(),
+				kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			handled, bytes := 0, 0
+			var first time.Time
+			for handled < consumeEvents {
+				fs := cl.PollFetches(ctx)
+				if err := fs.Err0(); err != nil {
+					b.Fatal(err)
+				}
+				if handled == 0 {
+					first = time.Now()
+				}
+				fs.EachRecord(func(r *kgo.Record) { bytes += len(r.Value); handled++ })
+				if err := cl.CommitUncommittedOffsets(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			busy += time.Since(first)
+			b.StopTimer()
+			cl.Close()
+			b.StartTimer()
+		}
+		b.ReportMetric(float64(b.N*consumeEvents)/busy.Seconds(), "events/s")
+	})
+}

@@ -160,6 +160,8 @@ var sections = []section{
 		{"consumer, 1 ms handler, 3 partitions: Concurrency 16 vs 1", "BenchmarkEventsConsume/surge-c16", "BenchmarkEventsConsume/surge-c1", "events/s", "≥ 8×", higherIsBetter(8)},
 		{"consumer: Concurrency 4 vs 1", "BenchmarkEventsConsume/surge-c4", "BenchmarkEventsConsume/surge-c1", "events/s", "(report)", nil},
 		{"consumer: Concurrency 16 vs one in flight per partition (watermill-kafka style)", "BenchmarkEventsConsume/surge-c16", "BenchmarkEventsConsume/one-per-partition", "events/s", "(report)", nil},
+		{"synchronous Publish of one 200-byte event vs kgo ProduceSync of the same record and headers", "BenchmarkEventsPublishSync/surge", "BenchmarkEventsPublishSync/kgo-same-headers", "ns/op", "≤ 1.2×", lowerIsBetter(1.2)},
+		{"consumer overhead: no-op handler, 100k 200-byte events, Concurrency 8 vs a bare franz-go group consumer", "BenchmarkEventsConsumeOverhead/surge-c8", "BenchmarkEventsConsumeOverhead/kgo-group", "events/s", "≥ 0.8×", higherIsBetter(0.8)},
 	}},
 	{"ginmw", []row{
 		{"RequestID+Logger+RateLimit(local) vs bare engine", "BenchmarkGinOverhead/surge-stack", "BenchmarkGinOverhead/bare", "ns/op", "(overhead per request)", nil},
