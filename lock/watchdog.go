@@ -56,8 +56,11 @@ func (l *Lock) renew(ctx context.Context) bool {
 	}()
 	for attempt := 0; ; attempt++ {
 		l.mu.Lock()
-		ttl, until := l.ttl, l.validUntil
+		ttl, until, lost := l.ttl, l.validUntil, l.isLost
 		l.mu.Unlock()
+		if lost {
+			return false // the validity timer fired: extending the key now would only delay others
+		}
 		left := until.Sub(l.g.now())
 		if left <= 0 {
 			l.markLost("validity ran out before a renewal succeeded")
