@@ -101,3 +101,35 @@ func (c *Consumer) commit(ctx context.Context, ps []*part) error {
 	}
 	return nil
 }
+
+type pendingRec struct {
+	offset int64
+	epoch  int32
+	done   bool
+}
+
+// skipControl records a transaction marker as done at once: it is never handled, but the
+// commit point must pass it, or a caught-up partition would lag by one per transaction.
+// c.mu is held.
+func (c *Consumer) skipControl(p *part, r *kgo.Record) {
+	p.fetched = r.Offset + 1
+	p.pending = append(p.pending, pendingRec{offset: r.Offset, epoch: r.LeaderEpoch, done: true})
+	p.nextSeq++
+	c.advance(p)
+}
+
+// markDone records seq as done and advances the partition's commit point. c.mu is held.
+func (c *Consumer) markDone(p *part, seq uint64) {
+	p.pending[seq-p.baseSeq].done = true
+	c.advance(p)
+	c.unbuffer(1)
+}
+
+// advance moves p's commit point past its leading done records. c.mu is held.
+func (c *Consumer) advance(p *part) {
+	for len(p.pending) > 0 && p.pending[0].done {
+		p.commit = kgo.EpochOffset{Epoch: p.pending[0].epoch, Offset: p.pending[0].offset + 1}
+		p.pending = p.pending[1:]
+		p.baseSeq++
+	}
+}

@@ -10,7 +10,10 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/surgekit/surge/internal/kafkatest"
 	"github.com/surgekit/surge/internal/redistest"
@@ -125,17 +128,32 @@ func TestRebalanceMidProcessingHandlesEachEventOnce(t *testing.T) {
 	require.Equal(t, endOffsets(kc, "orders"), committed(t, kc, "g", "orders"))
 }
 
-// TestCrashRedeliversEverythingAndTheDeduperMakesItOnce kills a consumer mid-batch (no final
-// commit, claims left behind) and starts another: every event is handled at least once, and
-// with the Redis deduper exactly once.
+// killableDeduper releases nothing once killed, as a dead process would not.
+type killableDeduper struct {
+	Deduper
+	killed *atomic.Bool
+}
+
+func (d killableDeduper) Release(ctx context.Context, id, token string) error {
+	if d.killed.Load() {
+		return nil
+	}
+	return d.Deduper.Release(ctx, id, token)
+}
+
+// TestCrashRedeliversEverythingAndTheDeduperMakesItOnce kills a consumer mid-batch (no commit
+// reaches Kafka, claims are left behind, handlers are cancelled at once) and starts another:
+// every event is handled at least once, and with the Redis deduper exactly once.
 func TestCrashRedeliversEverythingAndTheDeduperMakesItOnce(t *testing.T) {
 	for _, dedupe := range []bool{false, true} {
 		t.Run(fmt.Sprintf("dedupe=%v", dedupe), func(t *testing.T) {
 			const n, keys, beforeCrash = 90, 9, 30
 			kc := kafkatest.Cluster(t, "orders")
-			var dd Deduper
+			var dd, dda Deduper
+			var killed atomic.Bool
 			if dedupe {
 				dd = NewRedisDeduper(redistest.Server(t).Client(), time.Hour)
+				dda = killableDeduper{dd, &killed}
 			}
 			p := newTestProducer(t, kc)
 			ctx := testCtx(t, 60*time.Second)
@@ -145,8 +163,8 @@ func TestCrashRedeliversEverythingAndTheDeduperMakesItOnce(t *testing.T) {
 			var blocked atomic.Int64
 			var handled atomic.Int64
 			a, err := NewConsumer(ConsumerConfig{Brokers: kc.Seeds(), Group: "g", Topics: []string{"orders"},
-				Concurrency: 4, Deduper: dd, DedupeLease: 300 * time.Millisecond, CommitInterval: time.Hour,
-				KafkaOptions: groupOpts(),
+				Concurrency: 4, Deduper: dda, DedupeLease: 300 * time.Millisecond, CommitInterval: time.Hour,
+				ShutdownTimeout: time.Nanosecond, KafkaOptions: groupOpts(),
 				Handler: func(ctx context.Context, ev Event) error {
 					if handled.Add(1) > beforeCrash {
 						blocked.Add(1)
@@ -159,8 +177,12 @@ func TestCrashRedeliversEverythingAndTheDeduperMakesItOnce(t *testing.T) {
 			require.NoError(t, err)
 			ra := runConsumer(t, a)
 			require.Eventually(t, func() bool { return blocked.Load() >= 4 }, 20*time.Second, time.Millisecond)
-			a.crash.Store(true)
-			require.NoError(t, ra.stop())
+			// The kill: no commit reaches the group, no claim is released, handlers end now.
+			noCommits := kc.Fake().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetCommit}, Group: "g",
+				Err: kerr.GroupAuthorizationFailed, Count: -1})
+			killed.Store(true)
+			require.ErrorIs(t, ra.stop(), kerr.GroupAuthorizationFailed, "the final commit did not land")
+			noCommits.Remove()
 			require.Empty(t, committed(t, kc, "g", "orders"), "the crashed consumer committed nothing")
 
 			b := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"orders"}, Concurrency: 4,

@@ -1,0 +1,343 @@
+package events
+
+// Dispatch: the poll loop fetches records into per-key queues, workers run each key's head
+// record, and finish applies the outcome.
+
+import (
+	"context"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// keyQueue holds one key's records of one partition, oldest first.
+type keyQueue struct {
+	p         *part
+	key       string
+	null      bool
+	items     []item // items[head:] are queued, oldest first; the backing array is reused
+	head      int
+	attempt   int   // failed attempts of the head record
+	lastErr   error // the head record's last failure
+	scheduled bool  // in ready, running, waiting for a retry or stuck
+	running   bool
+	timer     *time.Timer
+}
+
+type item struct {
+	r       *kgo.Record
+	seq     uint64
+	topicID [16]byte // the topic's incarnation; zero when the broker does not say
+}
+
+// pollLoop fetches and dispatches until ctx ends.
+func (c *Consumer) pollLoop(ctx context.Context) {
+	for {
+		n, ok := c.waitRoom(ctx)
+		if !ok {
+			return
+		}
+		fs := c.cl.PollRecords(ctx, n)
+		if fs.IsClientClosed() || ctx.Err() != nil {
+			c.cl.AllowRebalance()
+			return
+		}
+		fs.EachError(func(t string, p int32, err error) {
+			c.st.fetchErrors.Add(1)
+			c.log.Warn("events: fetch", "group", c.cfg.Group, "topic", t, "partition", p, "err", err)
+		})
+		c.mu.Lock()
+		fs.EachTopic(func(t kgo.FetchTopic) {
+			for i := range t.Partitions {
+				f := &t.Partitions[i]
+				if len(f.Records) == 0 {
+					continue
+				}
+				k := tp{t.Topic, f.Partition}
+				p := c.parts[k]
+				if p == nil {
+					p = c.newPart(k)
+				}
+				for _, r := range f.Records {
+					if r.Attrs.IsControl() {
+						c.skipControl(p, r)
+					} else {
+						c.enqueue(p, r, t.TopicID)
+					}
+				}
+			}
+		})
+		c.mu.Unlock()
+		c.work.Broadcast() // workers blocked on c.mu while we enqueued wake in turn anyway
+		c.cl.AllowRebalance()
+	}
+}
+
+// waitRoom blocks until fewer than MaxBuffered records are buffered and returns how many more
+// may be polled; false when ctx ended.
+func (c *Consumer) waitRoom(ctx context.Context) (int, bool) {
+	for {
+		c.mu.Lock()
+		free := c.cfg.MaxBuffered - c.buffered
+		c.wantRoom = free <= 0
+		c.mu.Unlock()
+		if free > 0 {
+			return free, true
+		}
+		select {
+		case <-c.room:
+		case <-ctx.Done():
+			return 0, false
+		}
+	}
+}
+
+func (c *Consumer) newPart(k tp) *part {
+	p := &part{tp: k, keys: make(map[string]*keyQueue), committed: -1, commit: kgo.EpochOffset{Epoch: -1, Offset: -1}}
+	p.ctx, p.cancel = context.WithCancel(c.hctx)
+	c.parts[k] = p
+	return p
+}
+
+// enqueue adds r, read from the topic incarnation topicID, to its key's queue and tracker.
+// c.mu is held.
+func (c *Consumer) enqueue(p *part, r *kgo.Record, topicID [16]byte) {
+	seq := p.nextSeq
+	p.nextSeq++
+	p.pending = append(p.pending, pendingRec{offset: r.Offset, epoch: r.LeaderEpoch})
+	p.fetched = r.Offset + 1
+	c.buffered++
+	var q *keyQueue
+	if r.Key == nil {
+		if p.null == nil {
+			p.null = &keyQueue{p: p, null: true}
+		}
+		q = p.null
+	} else if q = p.keys[string(r.Key)]; q == nil {
+		q = c.newKeyQueue(p, string(r.Key))
+		p.keys[q.key] = q
+	}
+	q.items = append(q.items, item{r: r, seq: seq, topicID: topicID})
+	if !q.scheduled {
+		q.scheduled = true
+		c.push(q)
+	}
+}
+
+// newKeyQueue returns an empty queue for key of p, reusing one whose key emptied. c.mu is held.
+func (c *Consumer) newKeyQueue(p *part, key string) *keyQueue {
+	if n := len(c.spare); n > 0 {
+		q := c.spare[n-1]
+		c.spare = c.spare[:n-1]
+		q.p, q.key = p, key
+		return q
+	}
+	return &keyQueue{p: p, key: key}
+}
+
+// retire forgets q, an emptied key queue, and keeps it for reuse. c.mu is held.
+func (c *Consumer) retire(q *keyQueue) {
+	delete(q.p.keys, q.key)
+	if cap(q.items) > 64 || len(c.spare) >= c.cfg.MaxBuffered {
+		return // a hot key's big array, or enough spares
+	}
+	*q = keyQueue{items: q.items[:0]}
+	c.spare = append(c.spare, q)
+}
+
+// front returns q's oldest record. q is not empty.
+func (q *keyQueue) front() item { return q.items[q.head] }
+
+// len returns how many records q holds.
+func (q *keyQueue) len() int { return len(q.items) - q.head }
+
+// pop removes q's oldest record.
+func (q *keyQueue) pop() {
+	q.items[q.head] = item{}
+	q.head++
+	if q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
+	}
+}
+
+// truncate keeps q's first n records (n is 0 or 1).
+func (q *keyQueue) truncate(n int) {
+	keep := q.items[q.head : q.head+n]
+	copy(q.items, keep)
+	clear(q.items[n:])
+	q.items, q.head = q.items[:n], 0
+}
+
+// push appends q to the ready keys. It wakes no worker: the caller does, once per batch
+// (pollLoop), or is a worker about to take from ready itself (finishLocked). c.mu is held.
+func (c *Consumer) push(q *keyQueue) {
+	c.ready = append(c.ready, q)
+}
+
+// unbuffer forgets n buffered records and wakes the poll loop if it waits for room and a
+// quarter of MaxBuffered is free: polling a few records at a time would cost a wake-up each.
+func (c *Consumer) unbuffer(n int) {
+	c.buffered -= n
+	if c.wantRoom && c.buffered <= c.cfg.MaxBuffered-max(c.cfg.MaxBuffered/4, 1) {
+		c.wantRoom = false
+		select {
+		case c.room <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// dropQueued removes p's records that have not started, so they are fetched again by whoever
+// owns p next. A running head stays until its handler returns. c.mu is held.
+func (c *Consumer) dropQueued(p *part) {
+	p.revoked = true
+	kept := c.ready[:0]
+	for _, q := range c.ready {
+		if q.p != p {
+			kept = append(kept, q)
+		}
+	}
+	clear(c.ready[len(kept):])
+	c.ready = kept
+	drop := func(q *keyQueue) {
+		if q.timer != nil {
+			q.timer.Stop()
+			q.timer = nil
+		}
+		n, keep := q.len(), 0
+		if q.running {
+			keep = 1
+		}
+		q.truncate(keep)
+		c.unbuffer(n - keep)
+	}
+	for _, q := range p.keys {
+		drop(q)
+	}
+	if p.null != nil {
+		drop(p.null)
+	}
+}
+
+// worker runs ready keys' head records until Run stops. It applies one record's outcome and
+// takes the next record in one critical section.
+func (c *Consumer) worker() {
+	var (
+		q   *keyQueue // the key whose head ran, or nil
+		it  item
+		res result
+	)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		if q != nil {
+			c.finishLocked(q, it, res)
+			q = nil
+		}
+		for len(c.ready) == 0 && !c.stopping {
+			c.work.Wait()
+		}
+		if len(c.ready) == 0 {
+			return
+		}
+		next := c.ready[0]
+		c.ready[0] = nil
+		c.ready = c.ready[1:]
+		if c.ending() {
+			continue // Run's ctx ended: start nothing new; the drain drops next's records
+		}
+		q, it = next, next.front()
+		p := q.p
+		q.running = true
+		p.running++
+		c.running++
+		attempt, lastErr := q.attempt, q.lastErr
+		c.mu.Unlock()
+		res = c.process(p.ctx, it, attempt, lastErr)
+		c.mu.Lock()
+	}
+}
+
+// ending reports whether Run's ctx has ended.
+func (c *Consumer) ending() bool {
+	select {
+	case <-c.runDone:
+		return true
+	default:
+		return false
+	}
+}
+
+// finish applies a record's outcome to its key queue and partition.
+func (c *Consumer) finish(q *keyQueue, it item, res result) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.finishLocked(q, it, res)
+}
+
+// finishLocked is finish with c.mu held.
+func (c *Consumer) finishLocked(q *keyQueue, it item, res result) {
+	p := q.p
+	q.running = false
+	p.running--
+	c.running--
+	if p.revoked && p.running == 0 && p.idle != nil {
+		close(p.idle)
+		p.idle = nil
+	}
+	if p.gone {
+		c.unbuffer(1) // the head dropQueued kept for us
+		return
+	}
+	if res.out != outDone && p.revoked {
+		q.truncate(0) // the head dropQueued kept: the next owner fetches it again
+		c.unbuffer(1)
+		return
+	}
+	switch res.out {
+	case outDone:
+		q.pop()
+		q.attempt, q.lastErr = 0, nil
+		c.markDone(p, it.seq)
+		switch {
+		case q.len() > 0 && !p.revoked && !c.stopping:
+			c.push(q)
+			if len(c.ready) > 1 { // the calling worker takes one; wake another for the rest
+				c.work.Signal()
+			}
+		case q.len() == 0:
+			q.scheduled = false
+			if !q.null {
+				c.retire(q)
+			}
+		}
+	case outRetry:
+		q.attempt, q.lastErr = res.attempts, res.err
+		c.later(q, c.cfg.Backoff(q.attempt))
+	case outWait:
+		q.attempt, q.lastErr = res.attempts, res.err
+		c.later(q, c.cfg.Backoff(max(q.attempt, 1)))
+	case outStuck:
+		q.attempt, q.lastErr = res.attempts, res.err // stays scheduled: nothing behind it runs
+	case outAbandon:
+	}
+}
+
+// later puts q back in the ready queue after d, unless its partition goes first. c.mu is held.
+func (c *Consumer) later(q *keyQueue, d time.Duration) {
+	if q.p.revoked || c.stopping {
+		return
+	}
+	var t *time.Timer
+	t = time.AfterFunc(d, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if q.timer != t || q.p.revoked || c.stopping {
+			return
+		}
+		q.timer = nil
+		c.push(q)
+		c.work.Signal()
+	})
+	q.timer = t
+}

@@ -1,0 +1,162 @@
+package events
+
+// Processing one record: decode, the dedupe claim (kept alive while the handler runs), the
+// handler call, and its outcome.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+type outcome uint8
+
+const (
+	outDone    outcome = iota // handled, deduplicated or dead-lettered: commit it
+	outRetry                  // failed; try again after backoff
+	outWait                   // could not start (claimed elsewhere, store down); try again, no attempt used
+	outStuck                  // failed for good without a DLQ; the partition is paused
+	outAbandon                // shutting down; leave it uncommitted
+)
+
+// result is what became of one try at a record.
+type result struct {
+	out      outcome
+	err      error // the handler's (or decoder's) error, if any
+	attempts int   // failed handler attempts so far
+}
+
+// process handles one record. attempt is the number of failed attempts so far.
+func (c *Consumer) process(ctx context.Context, it item, attempt int, lastErr error) result {
+	r := it.r
+	if attempt >= c.cfg.MaxAttempts || IsPermanent(lastErr) {
+		return c.deadLetter(ctx, it, lastErr, attempt) // the DLQ write failed before: try it again
+	}
+	ev, err := decodeRecord(r, it.topicID)
+	if err != nil {
+		c.st.decodeErrors.Add(1)
+		c.log.Error("events: undecodable record", "group", c.cfg.Group, "err", err)
+		return c.deadLetter(ctx, it, Permanent(err), attempt)
+	}
+	var id, token string
+	if d := c.cfg.Deduper; d != nil {
+		id = dedupeID(c.cfg.Group, ev.ID)
+		token, err = d.Claim(ctx, id, c.cfg.DedupeLease)
+		switch {
+		case errors.Is(err, ErrDuplicate):
+			c.st.deduped.Add(1)
+			return result{out: outDone}
+		case errors.Is(err, ErrClaimed):
+			return result{out: outWait, err: lastErr, attempts: attempt}
+		case err != nil:
+			if ctx.Err() != nil {
+				return result{out: outAbandon}
+			}
+			c.st.dedupeErrors.Add(1)
+			c.log.Warn("events: dedupe claim", "group", c.cfg.Group, "id", ev.ID, "err", err)
+			return result{out: outWait, err: lastErr, attempts: attempt}
+		}
+	}
+	if token == "" {
+		err = c.call(ctx, ev)
+	} else {
+		hctx, lost, stop := c.keepClaim(ctx, id, token)
+		err = c.call(hctx, ev)
+		stop()
+		if err != nil && lost() && ctx.Err() == nil {
+			// Another member may run it now: try again later, without using an attempt.
+			c.st.failed.Add(1)
+			return result{out: outWait, err: lastErr, attempts: attempt}
+		}
+	}
+	if err == nil {
+		c.st.handled.Add(1)
+		if token != "" {
+			if derr := c.cfg.Deduper.Done(context.WithoutCancel(ctx), id, token); derr != nil {
+				c.st.dedupeErrors.Add(1)
+				c.log.Warn("events: dedupe done", "group", c.cfg.Group, "id", ev.ID, "err", derr)
+			}
+		}
+		return result{out: outDone}
+	}
+	c.st.failed.Add(1)
+	if token != "" {
+		c.dedupeRelease(ctx, id, token)
+	}
+	if ctx.Err() != nil {
+		return result{out: outAbandon}
+	}
+	attempt++
+	c.log.Warn("events: handler failed", "group", c.cfg.Group, "topic", r.Topic, "partition", r.Partition,
+		"offset", r.Offset, "id", ev.ID, "attempt", attempt, "err", err)
+	if attempt >= c.cfg.MaxAttempts || IsPermanent(err) {
+		return c.deadLetter(ctx, it, err, attempt)
+	}
+	c.st.retried.Add(1)
+	return result{out: outRetry, err: err, attempts: attempt}
+}
+
+// call runs the handler, turning a panic into an error.
+func (c *Consumer) call(ctx context.Context, ev Event) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("events: handler panic: %v", v)
+		}
+	}()
+	return c.cfg.Handler(ctx, ev)
+}
+
+// dedupeRelease gives up a claim after a failure, logging and counting a store error.
+func (c *Consumer) dedupeRelease(ctx context.Context, id, token string) {
+	if err := c.cfg.Deduper.Release(context.WithoutCancel(ctx), id, token); err != nil {
+		c.st.dedupeErrors.Add(1)
+		c.log.Warn("events: dedupe release", "group", c.cfg.Group, "id", id, "err", err)
+	}
+}
+
+// keepClaim renews the claim token holds on id every DedupeLease/3 while a handler runs, when
+// the Deduper is a [DedupeRenewer]. It returns the handler's context, cancelled when the claim
+// is known lost; lost, which reports that; and stop, which ends the renewals and waits for
+// them.
+func (c *Consumer) keepClaim(ctx context.Context, id, token string) (hctx context.Context, lost func() bool, stop func()) {
+	rn, ok := c.cfg.Deduper.(DedupeRenewer)
+	if !ok {
+		return ctx, func() bool { return false }, func() {}
+	}
+	hctx, cancel := context.WithCancelCause(ctx)
+	var gone atomic.Bool
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(max(c.cfg.DedupeLease/3, time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-hctx.Done():
+				return
+			case <-t.C:
+			}
+			err := rn.Renew(hctx, id, token, c.cfg.DedupeLease)
+			switch {
+			case errors.Is(err, ErrClaimed):
+				gone.Store(true)
+				c.log.Warn("events: dedupe claim lost while the handler ran; cancelling it", "group", c.cfg.Group, "id", id)
+				cancel(fmt.Errorf("events: dedupe claim of %s lost: %w", id, ErrClaimed))
+				return
+			case err != nil && hctx.Err() == nil:
+				c.st.dedupeErrors.Add(1)
+				c.log.Warn("events: dedupe renew", "group", c.cfg.Group, "id", id, "err", err)
+			}
+		}
+	})
+	return hctx, gone.Load, func() {
+		close(done)
+		wg.Wait()
+		cancel(nil)
+	}
+}
