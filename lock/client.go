@@ -46,8 +46,8 @@ func New(rdb redis.UniversalClient, opt *Options) *Client {
 const queueLease = 2 * time.Second
 
 // Obtain tries to acquire the lock named key for ttl (at least 1ms). With opt.Wait > 0 it
-// blocks, waking on the holder's release message or on the backoff timer, until it acquires, the
-// wait runs out or ctx ends. It returns an error wrapping [ErrNotObtained] when someone else kept
+// blocks until it acquires, the wait runs out or ctx ends: waiters queue in arrival order and
+// the holder's release hands the lock to the first of them (see [ObtainOptions.Wait]). It returns an error wrapping [ErrNotObtained] when someone else kept
 // the lock (also wrapping ctx.Err() when ctx ended the wait), [ErrNotReplicated] (see
 // [Options.WaitReplicas]), or the Redis error met. Each successful Obtain draws a new
 // [Lock.Fence]. With opt.AutoRenew the returned lock owns a watchdog until [Lock.Release].
