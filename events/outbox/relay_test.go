@@ -12,6 +12,7 @@ import (
 
 	"github.com/surgekit/surge/events"
 	"github.com/surgekit/surge/internal/kafkatest"
+	"github.com/surgekit/surge/internal/pgtest"
 )
 
 // Two relays share a table; the leader dies without releasing its lease (as a killed process
@@ -134,4 +135,25 @@ func TestStoppedLeaderHandsOverAtOnce(t *testing.T) {
 		got := newReader(t, kc, "orders").until(10*time.Second, func(rs []rec) bool { return len(rs) >= 1 })
 		require.Equal(t, []string{ev.ID}, ids(got))
 	})
+}
+
+// With the database gone the relay logs and backs off, and still stops promptly when asked.
+func TestDatabaseDownBacksOffAndStops(t *testing.T) {
+	pg := pgtest.Server(t)
+	db := pg.DB(t)
+	kc := kafkatest.Cluster(t, "orders")
+	ob, err := New(db, nil)
+	require.NoError(t, err)
+	r, err := NewRelay(ob, newProducer(t, kc), &RelayOptions{PollInterval: 5 * time.Millisecond,
+		LeaseTTL: 300 * time.Millisecond, PublishTimeout: 100 * time.Millisecond,
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
+	require.NoError(t, err)
+	stop := runRelay(t, r)
+	poll(t, 10*time.Second, "the relay to lead", func() bool { return r.Stats().Leader })
+
+	pg.Kill()
+	poll(t, 20*time.Second, "three failed rounds", func() bool { return r.Stats().Failures >= 3 })
+	require.Error(t, r.Stats().LastError)
+	poll(t, 10*time.Second, "the relay to stop leading (it cannot renew its lease)", func() bool { return !r.Stats().Leader })
+	stop() // returns: nothing waits for the dead database past its timeouts
 }
