@@ -59,13 +59,16 @@ func TestIdempotencyNoCrossTenantReplayWithoutSubject(t *testing.T) {
 func TestIdempotencyNoCrossSessionReplayWithCookies(t *testing.T) {
 	for _, hdr := range []string{"Cookie", "Authorization", "X-Api-Key"} {
 		t.Run(hdr, func(t *testing.T) {
-			a := newOrderAPI(t, nil)
+			logger, logs := newJSONLogger(0)
+			a := newOrderAPI(t, &IdempotencyOptions{Logger: logger})
 			w1 := a.post("k", "same body", hdr, "session=alice")
 			w2 := a.post("k", "same body", hdr, "session=bob")
 			assert.Equal(t, http.StatusCreated, w1.Code)
 			assert.Empty(t, w2.Header().Get(headerReplayed), "bob replayed alice's response")
 			assert.EqualValues(t, 2, a.runs.Load())
 			assert.Empty(t, a.mr.Keys())
+			assert.Len(t, logs.lines(), 1, "warned once")
+			assert.Contains(t, logs.String(), "IdempotencyOptions.Principal")
 		})
 	}
 }
@@ -311,4 +314,19 @@ func TestClientIPKeyLeavesTheRequestAlone(t *testing.T) {
 	})
 	do(r, req{target: "/", remote: "203.0.113.5:1", header: http.Header{"X-Forwarded-For": {"198.51.100.7"}}})
 	assert.Empty(t, odd)
+}
+
+// A Principal for the service's own scheme restores idempotency for API-key callers.
+func TestIdempotencyCustomPrincipal(t *testing.T) {
+	a := newOrderAPI(t, &IdempotencyOptions{Principal: func(c *gin.Context) (string, bool) {
+		k := c.GetHeader("X-Api-Key") // verified by an earlier middleware in a real service
+		return "key:" + k, k != ""
+	}})
+	w1 := a.post("k", "body", "X-Api-Key", "alice")
+	w2 := a.post("k", "body", "X-Api-Key", "alice")
+	w3 := a.post("k", "body", "X-Api-Key", "bob")
+	assert.Empty(t, w1.Header().Get(headerReplayed))
+	assert.Equal(t, "true", w2.Header().Get(headerReplayed), "alice's retry is replayed")
+	assert.Empty(t, w3.Header().Get(headerReplayed), "bob is not alice")
+	assert.EqualValues(t, 2, a.runs.Load())
 }
