@@ -77,6 +77,9 @@ func Permanent(err error) error {
 
 // IsPermanent reports whether err was marked with [Permanent].
 func IsPermanent(err error) bool {
+	if err == nil {
+		return false // and no allocation for the common case
+	}
 	var p permanentError
 	return errors.As(err, &p)
 }
