@@ -42,11 +42,11 @@ var (
 // DecodeError says which record could not be decoded and why. It matches [ErrDecode] with
 // errors.Is.
 type DecodeError struct {
-	Topic     string
-	Partition int32
-	Offset    int64
+	Topic     string // the record's topic
+	Partition int32  // the record's partition
+	Offset    int64  // the record's offset
 	Header    string // the offending header name; "" when the problem is not a header
-	Err       error
+	Err       error  // what is wrong with it
 }
 
 // Error names the record and the offending header.

@@ -90,7 +90,7 @@ type LagConfig struct {
 
 // Condition is what alerts are about: the worst partition status and the threshold breaches.
 type Condition struct {
-	Status              Status
+	Status              Status // the worst partition status
 	LagExceeded         bool // TotalLag > MaxLag
 	AgeExceeded         bool // MaxAge > MaxLagAge
 	FailureRateExceeded bool // FailureRate > MaxFailureRate
@@ -101,40 +101,40 @@ func (c Condition) Healthy() bool { return c == Condition{} }
 
 // PartitionLag is one partition's figures in a [LagReport].
 type PartitionLag struct {
-	Topic     string
-	Partition int32
+	Topic     string        // the partition's topic
+	Partition int32         // the partition number
 	Commit    int64         // committed offset; -1 when the group has none (or does not exist)
 	End       int64         // high watermark
 	Lag       int64         // End - Commit (from the log start when nothing is committed)
 	Age       time.Duration // how long ago the oldest unconsumed record was published (see LagConfig.MaxLagAge); 0 without lag
-	Status    Status
+	Status    Status        // this partition's status over the window
 }
 
 // LagReport is the result of one [LagMonitor.Check].
 type LagReport struct {
-	Condition
-	Group       string
-	Time        time.Time
-	Members     int   // members in the group now; 0 when the group does not exist
-	TotalLag    int64 // sum of the partitions' lag
-	MaxAge      time.Duration
-	FailureRate float64 // failed / (handled + failed) over the window; 0 without Stats
-	Partitions  []PartitionLag
+	Condition                  // the worst partition status and the threshold breaches
+	Group       string         // the consumer group
+	Time        time.Time      // when the sample was taken
+	Members     int            // members in the group now; 0 when the group does not exist
+	TotalLag    int64          // sum of the partitions' lag
+	MaxAge      time.Duration  // the largest partition Age
+	FailureRate float64        // failed / (handled + failed) over the window; 0 without Stats
+	Partitions  []PartitionLag // every monitored partition, by topic and partition
 }
 
 // Alert is passed to LagConfig.OnAlert when the condition changes.
 type Alert struct {
-	Report   LagReport
-	Previous Condition
+	Report   LagReport // the check that found the new condition
+	Previous Condition // the condition before it
 }
 
 // LagSample is one observation of a partition, the input of the window evaluation.
 type LagSample struct {
-	Time    time.Time
-	Commit  int64 // -1: nothing committed
-	Start   int64 // log start offset: lag counts from it while nothing is committed
-	End     int64
-	Members int
+	Time    time.Time // when it was taken
+	Commit  int64     // committed offset; -1: nothing committed
+	Start   int64     // log start offset: lag counts from it while nothing is committed
+	End     int64     // high watermark
+	Members int       // members of the group at the time
 }
 
 func (s LagSample) lag() int64 {

@@ -12,8 +12,8 @@ type ConsumerStats struct {
 	DecodeErrors uint64 // records that were not valid events
 	Paused       uint64 // partitions paused for an event that failed with no DeadLetterTopic
 	Commits      uint64 // offset commits that succeeded (at least partly)
-	CommitErrors uint64
-	FetchErrors  uint64
+	CommitErrors uint64 // offset commits that failed, wholly or for some partitions
+	FetchErrors  uint64 // fetch errors kgo reported (it retries them)
 	DedupeErrors uint64 // Deduper calls that failed (the event is retried, not lost)
 	DLQErrors    uint64 // dead-letter writes that failed (they are retried)
 	InFlight     int    // handlers running now
