@@ -91,9 +91,9 @@ type LagConfig struct {
 // Condition is what alerts are about: the worst partition status and the threshold breaches.
 type Condition struct {
 	Status              Status // the worst partition status
-	LagExceeded         bool // TotalLag > MaxLag
-	AgeExceeded         bool // MaxAge > MaxLagAge
-	FailureRateExceeded bool // FailureRate > MaxFailureRate
+	LagExceeded         bool   // TotalLag > MaxLag
+	AgeExceeded         bool   // MaxAge > MaxLagAge
+	FailureRateExceeded bool   // FailureRate > MaxFailureRate
 }
 
 // Healthy reports whether nothing is wrong.
