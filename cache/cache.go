@@ -31,7 +31,9 @@ type BatchLoader[V any] func(ctx context.Context, keys []string) (map[string]V, 
 // Guard rules out keys that cannot exist (a Bloom filter, typically). MightContain returning
 // false makes the key ErrNotFound without touching Redis or the loader; an error means "maybe"
 // (counted in Stats.GuardErrors). Implementations must be safe for concurrent use; *bloom.Local
-// and *bloom.Redis satisfy it.
+// and *bloom.Redis satisfy it. A Guard that also has Add(ctx, keys ...string) error (both bloom
+// filters do) learns every key [Cache.Set] stores; otherwise add keys the loader can return
+// yourself, or Fetch rules them out even after a Set.
 type Guard interface {
 	MightContain(ctx context.Context, key string) (bool, error)
 }

@@ -13,8 +13,16 @@
 //     policy, which serves from the loader (still singleflighted) while Redis is down.
 //
 // Writes after a load are fenced by a lease token in Redis, so a [Cache.Delete] or [Cache.Set]
-// during a slow load is never overwritten by the value that load read before the update. Values
-// travel in a small versioned envelope; an entry that cannot be decoded is a miss, never a panic.
+// during a slow load is never overwritten by the value that load read before the update. A stale
+// value is reloaded once per RefreshAfter period (per process, or across processes with Lease),
+// however the reads interleave: a refresh takes over only while the value is still the one it
+// read. Values travel in a small versioned envelope; an entry that cannot be decoded is a miss,
+// never a panic.
+//
+// The in-process tier ([LocalOptions]) is coherent: after a write returns, no instance serves the
+// value it replaced for longer than the invalidation delay (a pub/sub hop, a few ms at p99 on
+// one host), whichever surge instance wrote and, on a single server or failover client, whoever
+// wrote at all (server-assisted invalidation), including expiry and eviction.
 //
 // Usage:
 //

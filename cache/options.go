@@ -92,6 +92,20 @@ type Options struct {
 // A Cache with a local tier owns goroutines from [New] on (see there) until [Cache.Close].
 // Callers share the values it holds: treat a V that contains pointers, slices or maps as
 // read-only.
+//
+// Coherence: once a write returns ([Cache.Set], [Cache.Delete] or a load's fill, from any
+// process), no local tier serves the value it replaced for longer than the invalidation delay:
+// the time a pub/sub message takes from Redis to each instance, about 0.1-0.3 ms p50 and a few
+// ms p99 on one host (BENCHMARKS.md has the measured figures). Every surge writer announces its
+// writes on InvalidationChannel, from the script that writes, whether or not it has a local tier
+// itself. On a *redis.Client (a single server or a failover client) the tier also follows every
+// other writer: the listener's connection turns on server-assisted invalidation (CLIENT TRACKING
+// BCAST PREFIX Prefix, Redis 6 or later), so a SET or DEL by another service or by redis-cli, an
+// expiry and an eviction evict the local copy too; give the cache a Prefix of its own, since
+// Redis then reports every key under it. On a ClusterClient only surge writers invalidate; other
+// writers' changes show after at most TTL here. While the listener is disconnected nothing is
+// announced to it; when it reconnects the tier is flushed. Entries never outlive their Redis
+// copy, nor, with RefreshAfter, the moment it turns stale.
 type LocalOptions struct {
 	// MaxEntries bounds the tier. Default 10000.
 	MaxEntries int

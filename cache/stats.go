@@ -22,7 +22,7 @@ type Stats struct {
 	DecodeErrors   uint64 // Redis entries that could not be decoded (served as misses)
 	GuardRejects   uint64 // keys ruled out by the Guard
 	GuardErrors    uint64 // Guard errors (the key then went on as "maybe")
-	Invalidations  uint64 // local-tier invalidation messages received from other processes
+	Invalidations  uint64 // invalidation messages received: notices from other processes' writes and, with server-assisted invalidation, Redis's own (which include this process's writes)
 	LocalFlushes   uint64 // whole local-tier flushes after the invalidation channel reconnected
 }
 

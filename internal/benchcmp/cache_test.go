@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -247,4 +249,146 @@ func BenchmarkCacheThroughput(b *testing.B) {
 	}
 	b.Run("surge", func(b *testing.B) { run(b, len(keys)) })
 	b.Run("surge-hot-key", func(b *testing.B) { run(b, 1) })
+}
+
+// BenchmarkCacheInvalidationDelay measures the coherence bound of the local tier: the time from
+// a write's return to the moment another instance's local tier stops serving the old value.
+// Each iteration caches the key in the reader's local tier, writes a new version, and spins on
+// the reader's Get (a local hit until the invalidation lands, then a Redis read of the new
+// value). The writer is a surge instance without a local tier (Set: the notice published from
+// the write's script) or a plain go-redis client (raw-SET: only server-assisted invalidation
+// can tell). p50-ms and p99-ms are over all iterations; ns/op includes the re-caching reads.
+func BenchmarkCacheInvalidationDelay(b *testing.B) {
+	ctx := context.Background()
+	rdb := newRedis(b)
+	for _, via := range []string{"Set", "raw-SET"} {
+		b.Run("surge-"+via, func(b *testing.B) {
+			prefix := "bc:inv:" + via + ":"
+			reader, err := cache.New[item](newRedis(b), &cache.Options{Prefix: prefix, Local: &cache.LocalOptions{TTL: time.Hour}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer reader.Close()
+			writer, err := cache.New[item](newRedis(b), &cache.Options{Prefix: prefix})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer writer.Close()
+			// A raw writer stores the envelopes a surge writer would: copy two versions.
+			envs := [2][]byte{}
+			for i := range envs {
+				v := sampleItem()
+				v.ID = int64(i)
+				if err := writer.Set(ctx, "template", v); err != nil {
+					b.Fatal(err)
+				}
+				if envs[i], err = rdb.Get(ctx, prefix+"{template}").Bytes(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := writer.Set(ctx, "k", sampleItem()); err != nil {
+				b.Fatal(err)
+			}
+			var delays []time.Duration
+			version := int64(0)
+			for b.Loop() {
+				// Cache the current version locally (a local hit moves LocalHits).
+				for hits := reader.Stats().LocalHits; reader.Stats().LocalHits == hits; {
+					if _, err := reader.Get(ctx, "k"); err != nil && !errors.Is(err, cache.ErrMiss) {
+						b.Fatal(err)
+					}
+				}
+				version = 1 - version
+				if via == "Set" {
+					v := sampleItem()
+					v.ID = version
+					err = writer.Set(ctx, "k", v)
+				} else {
+					err = rdb.Set(ctx, prefix+"{k}", envs[version], time.Hour).Err()
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				written := time.Now()
+				for {
+					got, err := reader.Get(ctx, "k")
+					if err == nil && got.ID == version {
+						break
+					}
+					runtime.Gosched()
+				}
+				delays = append(delays, time.Since(written))
+			}
+			slices.Sort(delays)
+			ms := func(q float64) float64 {
+				return float64(delays[min(len(delays)-1, int(q*float64(len(delays))))]) / 1e6
+			}
+			b.ReportMetric(ms(0.5), "p50-ms")
+			b.ReportMetric(ms(0.99), "p99-ms")
+		})
+	}
+}
+
+// BenchmarkCacheLocalHitRateUnderWrites reads 1,000 keys uniformly through an instance with a
+// local tier while another instance keeps Setting 10 of them (a remote write load of about one
+// write per 20 reads): local-hit-% is the share of reads the local tier served. An invalidation
+// keeps only its own key (and the reads in flight of 1/256 of the keys) out of the local tier.
+func BenchmarkCacheLocalHitRateUnderWrites(b *testing.B) {
+	ctx := context.Background()
+	const keys, hot = 1000, 10
+	b.Run("surge", func(b *testing.B) {
+		prefix := "bc:hitrate:"
+		reader, err := cache.New[item](newRedis(b), &cache.Options{Prefix: prefix, Local: &cache.LocalOptions{TTL: time.Hour}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer reader.Close()
+		writer, err := cache.New[item](newRedis(b), &cache.Options{Prefix: prefix})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer writer.Close()
+		names := make([]string, keys)
+		for i := range names {
+			names[i] = "k" + strconv.Itoa(i)
+			if err := writer.Set(ctx, names[i], sampleItem()); err != nil {
+				b.Fatal(err)
+			}
+		}
+		var reads atomic.Int64
+		stop, done := make(chan struct{}), make(chan struct{})
+		go func() { // the remote write load: one Set per 20 reads
+			defer close(done)
+			next := int64(20)
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if reads.Load() < next {
+					runtime.Gosched()
+					continue
+				}
+				next += 20
+				if err := writer.Set(ctx, names[i%hot], sampleItem()); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+		before := reader.Stats()
+		i := 0
+		for b.Loop() {
+			i = (i + 7919) % keys
+			if _, err := reader.Fetch(ctx, names[i], noLoad); err != nil {
+				b.Fatal(err)
+			}
+			reads.Add(1)
+		}
+		close(stop)
+		<-done
+		after := reader.Stats()
+		b.ReportMetric(100*float64(after.LocalHits-before.LocalHits)/float64(reads.Load()), "local-hit-%")
+	})
 }

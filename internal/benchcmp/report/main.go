@@ -127,6 +127,12 @@ var sections = []section{
 		{"stampede: the same vs go-zero Take", "BenchmarkCacheStampede/surge", "BenchmarkCacheStampede/go-zero", "ns/op", "(information)", nil},
 		{"Redis-tier Fetch throughput vs redis-benchmark GET (same server, 64 clients, 10k keys)", "BenchmarkCacheThroughput/surge", "BenchmarkPhysicalLimit", "ops/s", "(fraction of the physical limit)", nil},
 		{"the same on one hot key (concurrent reads share a GET)", "BenchmarkCacheThroughput/surge-hot-key", "BenchmarkPhysicalLimit", "ops/s", "(information)", nil},
+		{"invalidation delay p50: another instance's Set until a local tier serves the new value", "BenchmarkCacheInvalidationDelay/surge-Set", "", "p50-ms", "(report)", nil},
+		{"invalidation delay p99 after another instance's Set", "BenchmarkCacheInvalidationDelay/surge-Set", "", "p99-ms", "≤ 5 ms", atMost(5)},
+		{"invalidation delay p50 after a raw go-redis SET (server-assisted invalidation)", "BenchmarkCacheInvalidationDelay/surge-raw-SET", "", "p50-ms", "(report)", nil},
+		{"invalidation delay p99 after a raw go-redis SET", "BenchmarkCacheInvalidationDelay/surge-raw-SET", "", "p99-ms", "≤ 5 ms", atMost(5)},
+		{"local-tier hit rate while another instance Sets 10 of 1,000 keys (1 write per 20 reads)", "BenchmarkCacheLocalHitRateUnderWrites/surge", "", "local-hit-%", "(report: does not collapse)", nil},
+		{"the same: time per read", "BenchmarkCacheLocalHitRateUnderWrites/surge", "", "ns/op", "(information)", nil},
 	}},
 	{"lock", []row{
 		{"uncontended Obtain+Release vs bsm/redislock", "BenchmarkLockUncontended/surge", "BenchmarkLockUncontended/bsm-redislock", "ns/op", "≤ 1.1×", lowerIsBetter(1.1)},
@@ -190,7 +196,9 @@ var notes = map[string]string{
 		"number per key. Both surge rows include the middleware's RateLimit/RateLimit-Policy headers, " +
 		"which ulule's middleware also sets (X-RateLimit-*).",
 	"cache": "Concurrent reads of one key share one GET, so a cold stampede costs one GET and one " +
-		"load, and one hot key can be read faster than the server answers GETs.",
+		"load, and one hot key can be read faster than the server answers GETs. The invalidation " +
+		"delay is one pub/sub hop from Redis to the reading process plus its scheduling: its p99 " +
+		"moves with the machine's load far more than with the code.",
 }
 
 func fmtVal(v float64, unit string) string {
