@@ -5,16 +5,22 @@
 // Type, Time and user Headers are record headers ([HeaderID], [HeaderType], [HeaderTime]), so
 // any Kafka client can read and write them.
 //
-// [Producer] is an idempotent acks=all producer (options that would weaken that are refused)
-// that places keys like the Java client; [Producer.Transact] writes several events atomically.
+// [Producer] is an idempotent acks=all producer (options that would weaken that, or replace its
+// partitioner, are refused) that places keys like the Java client. [Producer.Publish] sends at
+// once and costs one round trip; [Producer.PublishAsync] batches; [Producer.Transact] writes
+// several events atomically. An event a consumer could not decode is refused
+// ([ErrInvalidEvent]).
 //
 // [Consumer] runs a consumer group (cooperative-sticky) and hands events to Concurrency
 // handler goroutines: one key at a time and in order, different keys in parallel. Offsets are
-// committed only below the first event not yet done, on an interval, on revoke and at the end
-// of [Consumer.Run]. Failing events are retried with backoff without holding other keys, then
-// dead-lettered with provenance headers ([HeaderDLQTopic]...) and committed once the dead
-// letter is acknowledged; without a DeadLetterTopic the partition pauses instead. A [Deduper]
-// ([NewRedisDeduper]) makes redeliveries after a crash or rebalance effectively once.
+// committed only below the first event not yet done (and past transaction markers, so a
+// caught-up group has zero lag), on an interval, on revoke and at the end of [Consumer.Run].
+// Failing events are retried with backoff without holding other keys, then dead-lettered with
+// provenance headers ([HeaderDLQTopic]...) and committed once the dead letter is acknowledged;
+// without a DeadLetterTopic the partition pauses instead. A [Deduper] ([NewRedisDeduper]) makes
+// redeliveries after a crash or rebalance effectively once; one that is a [DedupeRenewer] keeps
+// a slow handler's claim alive. Publishing a dead letter again (after a fix) is a new record:
+// it is handled, not skipped.
 //
 // [LagMonitor] watches a group's lag with kadm, judges each partition over a window of samples
 // ([EvaluateWindow]: OK, WARN, STALL, STOP, REWIND) plus MaxLag, MaxLagAge and failure-rate

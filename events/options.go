@@ -19,7 +19,8 @@ type ProducerConfig struct {
 	Brokers []string
 	// KafkaOptions are passed to kgo.NewClient after the producer's own. Options that turn
 	// idempotent writes off (kgo.DisableIdempotentWrite,
-	// kgo.AllowIdempotentProduceCancellation) or acks below all (kgo.RequiredAcks) are rejected.
+	// kgo.AllowIdempotentProduceCancellation), acks below all (kgo.RequiredAcks) or replace the
+	// murmur2 key placement (kgo.RecordPartitioner) are rejected.
 	KafkaOptions []kgo.Opt
 	// TransactionalID turns on transactions: [Producer.Transact] writes all of its events or
 	// none. Empty (the default) means a plain idempotent producer.
@@ -58,10 +59,15 @@ type ConsumerConfig struct {
 	// the partition is paused instead, and the error logged and counted, so nothing is lost.
 	DeadLetterTopic string
 	// Deduper, when set, makes handling effectively once: an event ID is claimed before the
-	// handler runs, marked done after it succeeds and released when it fails.
+	// handler runs (renewed while it runs when the Deduper is a [DedupeRenewer]), marked done
+	// after it succeeds and released when it fails. A dead-lettered record is marked done as a
+	// record, not as an event, so a redelivery of it is not dead-lettered twice while the same
+	// event published again (a re-driven dead letter) is handled.
 	Deduper Deduper
 	// DedupeLease is how long a claim lasts before another consumer may take the event over
-	// (after a crash). It should exceed the slowest handler. Default [DefaultDedupeLease].
+	// (after a crash). A [DedupeRenewer] claim is renewed every DedupeLease/3 while its handler
+	// runs; with any other Deduper it should exceed the slowest handler. Default
+	// [DefaultDedupeLease].
 	DedupeLease time.Duration
 	// CommitInterval is how often done offsets are committed; they are also committed on
 	// revoke and when Run ends. Default [DefaultCommitInterval].
@@ -73,8 +79,8 @@ type ConsumerConfig struct {
 	// context is cancelled then. Default [DefaultShutdownTimeout].
 	ShutdownTimeout time.Duration
 	// KafkaOptions are passed to kgo.NewClient before the consumer's own, which win: the group,
-	// topics, manual commits, cooperative-sticky balancing and rebalance callbacks are the
-	// consumer's. They may override the defaults the consumer sets first: the reset offset
+	// topics, manual commits, cooperative-sticky balancing, kept control records and rebalance
+	// callbacks are the consumer's; kgo.ConsumeRegex is refused (Topics are names). They may override the defaults the consumer sets first: the reset offset
 	// (default: the start of the partition, so a new group misses nothing) and the isolation
 	// level (default read-committed, so aborted transactions are never handled). Dead letters
 	// are written with this client, so with a DeadLetterTopic the producer rules of

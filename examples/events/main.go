@@ -124,7 +124,9 @@ func run(ctx context.Context, accounts, perAccount int) error {
 	case <-done:
 	case <-ctx.Done():
 	}
-	for ctx.Err() == nil && cons.Stats().DeadLettered == 0 { // the poison event's retries run out
+	// The poison event's retries run out, and the duplicate, queued behind its account's other
+	// events, reaches the Deduper.
+	for st := cons.Stats(); ctx.Err() == nil && (st.DeadLettered == 0 || st.Deduped == 0); st = cons.Stats() {
 		time.Sleep(20 * time.Millisecond)
 	}
 	el := time.Since(start)
