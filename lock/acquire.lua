@@ -1,23 +1,24 @@
 -- KEYS[1] lock key, KEYS[2] fence counter (never expires), KEYS[3] waiter queue (list of tokens),
 -- KEYS[4] waiters (hash: token -> "<expiry ms> <ttl ms> <metadata>"); one hash slot.
 -- ARGV[1] token, ARGV[2] ttl in ms, ARGV[3] metadata, ARGV[4] queue lease in ms (0: do not queue)
--- Returns {fence, 0, 0} when the token holds the lock: taken now, or handed over to it by the
--- holder's release (its ttl then restarts from now). Otherwise {0, holder's PTTL in ms (0 when
--- unknown), fence counter}, after queueing the token (or renewing its place) until now + lease.
+-- Returns the fence (an integer) when the token holds the lock: taken now, or handed over to it
+-- by the holder's release (its ttl then restarts from now). Otherwise {holder's PTTL in ms (0
+-- when unknown), fence counter}, after queueing the token (or renewing its place) until
+-- now + lease.
+local lease = tonumber(ARGV[4])
 local v = redis.call('GET', KEYS[1])
 if not v then
   local fence = redis.call('INCR', KEYS[2])
   redis.call('SET', KEYS[1], ARGV[1] .. ':' .. string.format('%d', fence) .. ':' .. ARGV[3], 'PX', ARGV[2])
-  if redis.call('HDEL', KEYS[4], ARGV[1]) == 1 then
+  if lease > 0 and redis.call('HDEL', KEYS[4], ARGV[1]) == 1 then
     redis.call('LREM', KEYS[3], 1, ARGV[1])
   end
-  return {fence, 0, 0}
+  return fence
 end
 if ARGV[1] ~= '' and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {tonumber(string.match(v, '^[^:]*:(%d+)')), 0, 0}
+  return tonumber(string.match(v, '^[^:]*:(%d+)'))
 end
-local lease = tonumber(ARGV[4])
 if lease > 0 then
   local t = redis.call('TIME')
   local expiry = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + lease
@@ -33,4 +34,4 @@ local pttl = redis.call('PTTL', KEYS[1])
 if pttl < 0 then
   pttl = 0
 end
-return {0, pttl, tonumber(redis.call('GET', KEYS[2]) or '0')}
+return {pttl, tonumber(redis.call('GET', KEYS[2]) or '0')}

@@ -25,7 +25,7 @@ type Lock struct {
 	mu         sync.Mutex
 	ttl        time.Duration // the watchdog renews with the last ttl set
 	validUntil time.Time     // local estimate of the expiry, drift subtracted
-	expiry     *time.Timer   // fires at validUntil and marks the lock lost, whatever calls hang
+	expiry     *time.Timer   // armed: fires at validUntil and marks the lock lost, whatever calls hang
 	released   bool
 	isLost     bool
 	lost       chan struct{}      // made by the first Lost call
@@ -86,14 +86,22 @@ func (l *Lock) Lost() <-chan struct{} {
 		return closedChan
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.lost == nil {
 		l.lost = make(chan struct{})
 		if l.isLost {
 			close(l.lost)
 		}
 	}
-	return l.lost
+	ch := l.lost
+	expired := !l.isLost && !l.released && !l.g.now().Before(l.validUntil)
+	if !expired {
+		l.armLocked() // from now on someone watches: the timer closes ch on time
+	}
+	l.mu.Unlock()
+	if expired {
+		l.markLost("validity ran out")
+	}
+	return ch
 }
 
 // Release stops the watchdog, waiting for it, and deletes the lock if this handle still owns it,
@@ -197,15 +205,21 @@ func (l *Lock) refresh(ctx context.Context, ttl time.Duration) error {
 	return err
 }
 
-// setValidityLocked records the validity and (re)arms the timer that marks the lock lost at it.
-// l.mu is held.
+// setValidityLocked records the validity and moves the validity timer, if armed, to it. l.mu is
+// held.
 func (l *Lock) setValidityLocked(until time.Time) {
 	l.validUntil = until
-	d := until.Sub(l.g.now())
-	if l.expiry == nil {
-		l.expiry = time.AfterFunc(d, l.expire)
-	} else {
-		l.expiry.Reset(d)
+	if l.expiry != nil {
+		l.expiry.Reset(until.Sub(l.g.now()))
+	}
+}
+
+// armLocked starts the timer that marks the lock lost at its validity. It is armed only once
+// something can observe the loss (a watchdog, Do's function context, a Lost call), which spares
+// a plain Obtain/Release its cost. l.mu is held.
+func (l *Lock) armLocked() {
+	if l.expiry == nil && !l.released && !l.isLost {
+		l.expiry = time.AfterFunc(l.validUntil.Sub(l.g.now()), l.expire)
 	}
 }
 
@@ -230,6 +244,9 @@ func (l *Lock) granted(fence int64, until time.Time) {
 	l.fence = fence
 	l.mu.Lock()
 	l.setValidityLocked(until)
+	if l.onLost != nil {
+		l.armLocked()
+	}
 	l.mu.Unlock()
 }
 

@@ -59,14 +59,23 @@ type grant struct {
 // runAcquire runs acquire.lua for l on one node, through s. A lease > 0 queues l's token (or
 // renews its place) for that long, so that a release hands the lock over to it.
 func (l *Lock) runAcquire(ctx context.Context, s redis.Scripter, ttl, lease time.Duration) (grant, error) {
-	vals, err := acquireScript.Run(ctx, s, l.keys[:], l.token, ttl.Milliseconds(), l.meta, lease.Milliseconds()).Int64Slice()
+	v, err := acquireScript.Run(ctx, s, l.keys[:], l.token, ttl.Milliseconds(), l.meta, lease.Milliseconds()).Result()
 	if err != nil {
 		return grant{}, err
 	}
-	if len(vals) != 3 {
-		return grant{}, fmt.Errorf("acquire: unexpected reply %v", vals)
+	switch v := v.(type) {
+	case int64:
+		return grant{fence: v}, nil
+	case []any:
+		if len(v) == 2 {
+			pttl, ok1 := v[0].(int64)
+			counter, ok2 := v[1].(int64)
+			if ok1 && ok2 {
+				return grant{pttl: time.Duration(pttl) * time.Millisecond, counter: counter}, nil
+			}
+		}
 	}
-	return grant{fence: vals[0], pttl: time.Duration(vals[1]) * time.Millisecond, counter: vals[2]}, nil
+	return grant{}, fmt.Errorf("acquire: unexpected reply %v", v)
 }
 
 // releaseChannel is the pub/sub channel release.lua publishes on; waiters subscribe to it.

@@ -11,12 +11,15 @@ end
 if not owned(KEYS[1], ARGV[1]) then
   return 0
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now
 while true do
   local w = redis.call('LPOP', KEYS[3])
   if not w then
     break
+  end
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   end
   local e = redis.call('HGET', KEYS[4], w)
   redis.call('HDEL', KEYS[4], w)

@@ -13,6 +13,7 @@ func (l *Lock) startWatchdog() {
 	ctx, cancel := context.WithCancel(context.Background())
 	l.mu.Lock()
 	l.stopWatch, l.watchDone = cancel, make(chan struct{})
+	l.armLocked()
 	l.mu.Unlock()
 	go l.watch(ctx)
 }
