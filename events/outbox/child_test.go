@@ -96,6 +96,12 @@ func TestKilledRelayProcessLosesNothing(t *testing.T) {
 			var stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stderr, &stderr
 			require.NoError(t, cmd.Start())
+			t.Cleanup(func() { // a test that failed half-way leaves no relay process behind
+				if cmd.ProcessState == nil {
+					_ = cmd.Process.Kill()
+					_ = cmd.Wait()
+				}
+			})
 			return cmd, &stderr
 		}
 		kill := func(cmd *exec.Cmd, stderr *bytes.Buffer) {
