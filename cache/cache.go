@@ -87,8 +87,9 @@ type localEntry[V any] struct {
 // field, wrapping [ErrInvalidOptions].
 //
 // Without Options.Local, New does no I/O. With Options.Local set, New starts goroutines: one that
-// listens for invalidations (one Redis connection of its own: the invalidation channel and, on a
-// *redis.Client, server-assisted invalidation, see [LocalOptions]), the local tier's periodic
+// listens for invalidations (a Redis connection of its own for the invalidation channel and
+// server-assisted invalidation, plus one per master and a goroutine watching the masters on a
+// cluster; see [LocalOptions]), the local tier's periodic
 // clean-up, and a clock that reads the time every 10ms (local entries may expire up to that much
 // late); and it blocks until the listener is subscribed, at most LoadTimeout. Nothing enters the
 // local tier before that, so an instance never misses the invalidation of a value it holds;

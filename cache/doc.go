@@ -21,8 +21,9 @@
 //
 // The in-process tier ([LocalOptions]) is coherent: after a write returns, no instance serves the
 // value it replaced for longer than the invalidation delay (a pub/sub hop, a few ms at p99 on
-// one host), whichever surge instance wrote and, on a single server or failover client, whoever
-// wrote at all (server-assisted invalidation), including expiry and eviction.
+// one host), whichever surge instance wrote and, through server-assisted invalidation on a
+// single server, a failover client or a cluster, whoever wrote at all, including expiry and
+// eviction.
 //
 // Usage:
 //

@@ -5,6 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -70,12 +73,24 @@ func decodeNotice(s string) (kind byte, id string, keys []string, err error) {
 const trackingChannel = "__redis__:invalidate"
 
 // subscriber is the goroutine listening on the cache's channel and, with a local tier on a
-// *redis.Client, on trackingChannel.
+// *redis.Client, on trackingChannel; with a local tier on a *redis.ClusterClient, a goroutine
+// keeps one tracker (see tracker) per master.
 type subscriber struct {
 	ps    *redis.PubSub
 	own   *redis.Client // the client ps belongs to when the Cache made it (tracking); closed by Close
-	want  int           // subscription confirmations before the listener is ready
-	ready chan struct{} // closed once every channel is subscribed
+	want  int           // subscription confirmations of ps before its part is ready
+	parts atomic.Int32  // parts (ps, the first set of cluster trackers) not yet subscribed
+	ready chan struct{} // closed once every part is subscribed
+}
+
+// partReady records that one part of s is subscribed; the last one makes the Cache ready.
+func (c *Cache[V]) partReady(s *subscriber) {
+	if s.parts.Add(-1) == 0 {
+		// From now on every invalidation reaches us; reads sent before now store nothing.
+		c.ready.Store(true)
+		c.bumpAll()
+		close(s.ready)
+	}
 }
 
 // startSubscriberLocked starts the listener once; c.mu must be held.
@@ -84,10 +99,20 @@ func (c *Cache[V]) startSubscriberLocked() {
 		return
 	}
 	s := &subscriber{ready: make(chan struct{})}
+	s.parts.Store(1)
 	channels := []string{c.cfg.channel}
-	if cl, ok := c.rdb.(*redis.Client); ok && c.local != nil {
-		s.own = c.trackingClient(cl)
-		channels = append(channels, trackingChannel)
+	var cluster *redis.ClusterClient
+	switch rdb := c.rdb.(type) {
+	case *redis.Client:
+		if c.local != nil {
+			s.own = c.trackingClient(rdb)
+			channels = append(channels, trackingChannel)
+		}
+	case *redis.ClusterClient:
+		if c.local != nil {
+			cluster = rdb
+			s.parts.Add(1)
+		}
 	}
 	// No channel yet: Subscribe without channels does no I/O, so a dead Redis does not block
 	// here; the goroutine subscribes, and go-redis re-subscribes after every reconnect.
@@ -103,6 +128,116 @@ func (c *Cache[V]) startSubscriberLocked() {
 		defer c.wg.Done()
 		c.listen(s, channels)
 	}()
+	if cluster != nil {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.trackMasters(cluster, s)
+		}()
+	}
+}
+
+// tracker is a connection to one cluster master with server-assisted invalidation on.
+type tracker struct {
+	cl   *redis.Client
+	ps   *redis.PubSub
+	done chan struct{} // closed when its listener returned
+}
+
+// mastersPoll is how often trackMasters looks for masters that changed (failover, resharding).
+const mastersPoll = time.Second
+
+// trackMasters keeps one tracker per master of the cluster until Close: the first set makes a
+// part of s ready; a tracker for a master that appears later (a promoted replica) flushes the
+// local tier once subscribed, since the writes it took before were not reported to us.
+func (c *Cache[V]) trackMasters(cl *redis.ClusterClient, s *subscriber) {
+	trackers := map[string]*tracker{}
+	defer func() {
+		for _, t := range trackers {
+			t.close()
+		}
+	}()
+	first := true
+	tick := time.NewTicker(mastersPoll)
+	defer tick.Stop()
+	for {
+		var mu sync.Mutex
+		nodes := map[string]*redis.Client{}
+		ctx, cancel := context.WithTimeout(c.stop, c.cfg.LoadTimeout)
+		err := cl.ForEachMaster(ctx, func(_ context.Context, node *redis.Client) error {
+			mu.Lock()
+			nodes[node.Options().Addr] = node
+			mu.Unlock()
+			return nil
+		})
+		cancel()
+		if err == nil {
+			for addr, t := range trackers {
+				if nodes[addr] == nil {
+					t.close()
+					delete(trackers, addr)
+				}
+			}
+			var pending atomic.Int32
+			pending.Store(int32(len(nodes) - len(trackers)))
+			initial := first
+			onFirst := func() {
+				if !initial {
+					c.flushLocal()
+				} else if pending.Add(-1) == 0 {
+					c.partReady(s)
+				}
+			}
+			for addr, node := range nodes {
+				if trackers[addr] == nil {
+					trackers[addr] = c.startTracker(node, onFirst)
+				}
+			}
+			first = false
+		} else if c.stop.Err() == nil {
+			c.cfg.Logger.Warn("cache: cannot list cluster masters for server-assisted invalidation", "err", err)
+		}
+		select {
+		case <-c.stop.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// startTracker connects a tracker to node; onFirst runs at its first subscription confirmation,
+// and every later one (a reconnect) flushes the local tier.
+func (c *Cache[V]) startTracker(node *redis.Client, onFirst func()) *tracker {
+	cl := c.trackingClient(node)
+	t := &tracker{cl: cl, ps: cl.Subscribe(context.Background()), done: make(chan struct{})}
+	go func() {
+		defer close(t.done)
+		_ = t.ps.Subscribe(context.Background(), trackingChannel)
+		subscribed := false
+		for m := range t.ps.ChannelWithSubscriptions(redis.WithChannelSize(1024)) {
+			switch m := m.(type) {
+			case *redis.Subscription:
+				if m.Kind != "subscribe" {
+					continue
+				}
+				if !subscribed {
+					subscribed = true
+					onFirst()
+				} else {
+					c.flushLocal()
+				}
+			case *redis.Message:
+				c.handleTracking(m.PayloadSlice)
+			}
+		}
+	}()
+	return t
+}
+
+func (t *tracker) close() {
+	_ = t.ps.Close()
+	<-t.done
+	_ = t.cl.Close()
 }
 
 // trackingClient returns a client like rdb (same address, dialer, credentials) whose connections
@@ -159,10 +294,7 @@ func (c *Cache[V]) listen(s *subscriber, channels []string) {
 				continue
 			}
 			if confirmed == s.want {
-				// From now on every invalidation reaches us; reads sent before now store nothing.
-				c.ready.Store(true)
-				c.bumpAll()
-				close(s.ready)
+				c.partReady(s)
 			}
 		case *redis.Message:
 			if m.Channel == trackingChannel {

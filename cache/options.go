@@ -98,14 +98,17 @@ type Options struct {
 // the time a pub/sub message takes from Redis to each instance, about 0.1-0.3 ms p50 and a few
 // ms p99 on one host (BENCHMARKS.md has the measured figures). Every surge writer announces its
 // writes on InvalidationChannel, from the script that writes, whether or not it has a local tier
-// itself. On a *redis.Client (a single server or a failover client) the tier also follows every
-// other writer: the listener's connection turns on server-assisted invalidation (CLIENT TRACKING
-// BCAST PREFIX Prefix, Redis 6 or later), so a SET or DEL by another service or by redis-cli, an
-// expiry and an eviction evict the local copy too; give the cache a Prefix of its own, since
-// Redis then reports every key under it. On a ClusterClient only surge writers invalidate; other
-// writers' changes show after at most TTL here. While the listener is disconnected nothing is
-// announced to it; when it reconnects the tier is flushed. Entries never outlive their Redis
-// copy, nor, with RefreshAfter, the moment it turns stale.
+// itself. On a *redis.Client (a single server or a failover client) and on a *redis.ClusterClient
+// the tier also follows every other writer: the listener's connection (one per master on a
+// cluster, re-checked every second so a promoted replica is tracked too) turns on server-assisted
+// invalidation (CLIENT TRACKING BCAST PREFIX Prefix, Redis 6 or later), so a SET or DEL by
+// another service or by redis-cli, an expiry and an eviction evict the local copy too; give the
+// cache a Prefix of its own, since Redis then reports every key under it. A server that refuses
+// tracking leaves only surge writers' notices (logged once per connection). A FLUSHALL is not
+// reported. While a listener connection is down nothing reaches it; when it reconnects (or a new
+// master is tracked) the whole tier is flushed. Entries never outlive their Redis copy, nor, with
+// RefreshAfter, the moment it turns stale. The one connection per master is the tier's only cost
+// on Redis; other Redis clients (a Ring, a custom UniversalClient) get surge writers' notices only.
 type LocalOptions struct {
 	// MaxEntries bounds the tier. Default 10000.
 	MaxEntries int

@@ -315,6 +315,34 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	// Server-assisted invalidation per master: a raw write by another client, on any master,
+	// evicts the local copy.
+	t.Run("ServerAssistedInvalidation", func(t *testing.T) {
+		r, err := New[user](rdb, &Options{Prefix: "clt:", Local: &LocalOptions{TTL: time.Hour}})
+		require.NoError(t, err)
+		defer r.Close()
+		select {
+		case <-r.sub.ready:
+		case <-time.After(5 * time.Second):
+			t.Fatal("not subscribed")
+		}
+		require.True(t, r.tracking.Load())
+		var calls atomic.Int64
+		for i := range 6 { // spread over the masters
+			k := fmt.Sprint("k", i)
+			require.Eventually(t, func() bool {
+				_, err := r.Fetch(ctx, k, countingLoader(&calls))
+				_, ok := r.local.GetIfPresent(k)
+				return err == nil && ok
+			}, 5*time.Second, time.Millisecond)
+			require.NoError(t, rdb.Del(ctx, r.valueKey(k)).Err())
+			require.Eventually(t, func() bool {
+				_, ok := r.local.GetIfPresent(k)
+				return !ok
+			}, 2*time.Second, time.Millisecond, "a raw DEL on %s's master left it in the local tier", k)
+		}
+	})
+
 	t.Run("FailoverKeepsServing", func(t *testing.T) { // last: it kills a master
 		c, err := New[user](rdb, &Options{Prefix: "clf:"})
 		require.NoError(t, err)
