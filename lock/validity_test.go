@@ -150,3 +150,27 @@ func TestServerRefreshWithLostReplyShortensKnownValidity(t *testing.T) {
 	}
 	require.NoError(t, l2.Release(ctx))
 }
+
+// Do's context has the lock's validity as deadline, and each renewal moves it on.
+func TestDoContextDeadlineFollowsRenewals(t *testing.T) {
+	_, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	const ttl = 300 * time.Millisecond
+	err := New(rdb, nil).Do(ctx, "k", ttl, nil, func(fctx context.Context) error {
+		first, ok := fctx.Deadline()
+		require.True(t, ok)
+		assert.WithinDuration(t, time.Now().Add(ttl), first, ttl/3)
+		// Renewals every ttl/3 move it on; without them it would pass and end fctx.
+		require.Eventually(t, func() bool {
+			d, _ := fctx.Deadline()
+			return d.After(first.Add(ttl / 2))
+		}, 10*time.Second, time.Millisecond)
+		assert.NoError(t, fctx.Err(), "alive past its first deadline")
+		short, cancel := context.WithTimeout(fctx, time.Hour)
+		defer cancel()
+		d, _ := short.Deadline()
+		assert.False(t, d.After(time.Now().Add(ttl)), "a derived context inherits the validity")
+		return nil
+	})
+	require.NoError(t, err)
+}
