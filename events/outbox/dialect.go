@@ -120,7 +120,7 @@ func buildQueries(d Dialect, table string) queries {
 	case SQLite:
 		q.create = []string{
 			`CREATE TABLE IF NOT EXISTS ` + table + ` (
-	id         INTEGER PRIMARY KEY,
+	id         INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: a late delete cannot hit a new row
 	topic      TEXT    NOT NULL,
 	event_id   TEXT    NOT NULL,
 	event_type TEXT    NOT NULL,
