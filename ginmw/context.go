@@ -20,9 +20,10 @@ type stateKey struct{}
 type state struct {
 	context.Context // the request's original context: state is its child, saving a WithValue
 
-	requestID string
-	trace     Trace
-	hasTrace  bool
+	requestID   string
+	trace       Trace
+	hasTrace    bool
+	traceparent string // trace's traceparent, when Telemetry set trace from its span
 
 	base   *slog.Logger                // access logger set by Logger; nil when Logger did not run
 	logger atomic.Pointer[slog.Logger] // base.With(ids), built on first LoggerFrom
@@ -86,8 +87,8 @@ func RequestIDFrom(ctx context.Context) string {
 }
 
 // TraceFrom returns the W3C trace context of the request ctx belongs to: the trace id and this
-// request's span id set by [RequestID]. ok is false when RequestID did not run. Safe for
-// concurrent use.
+// request's span id, those of the span [Telemetry] opened when it ran with an SDK installed,
+// else those [RequestID] made. ok is false when neither set one. Safe for concurrent use.
 func TraceFrom(ctx context.Context) (t Trace, ok bool) {
 	if s := stateFrom(ctx); s != nil && s.hasTrace {
 		return s.trace, true
@@ -95,8 +96,9 @@ func TraceFrom(ctx context.Context) (t Trace, ok bool) {
 	return Trace{}, false
 }
 
-// LoggerFrom returns a logger for the request ctx belongs to that carries its request_id,
-// trace_id and span_id attributes (when [RequestID] ran). The logger is the one given to
+// LoggerFrom returns a logger for the request ctx belongs to that carries its request_id (when
+// [RequestID] ran), trace_id and span_id attributes (when RequestID ran, or [Telemetry] opened a
+// span: then they are the span's, as [TraceFrom] gives them). The logger is the one given to
 // [Logger], or slog.Default() when Logger did not run; it is built on the first call and reused.
 // Never nil; safe for concurrent use.
 func LoggerFrom(ctx context.Context) *slog.Logger {
@@ -113,9 +115,11 @@ func LoggerFrom(ctx context.Context) *slog.Logger {
 	}
 	var l *slog.Logger
 	switch {
-	case s.hasTrace:
+	case s.hasTrace && s.requestID != "":
 		l = base.With(slog.String("request_id", s.requestID),
 			slog.String("trace_id", s.trace.TraceID), slog.String("span_id", s.trace.SpanID))
+	case s.hasTrace:
+		l = base.With(slog.String("trace_id", s.trace.TraceID), slog.String("span_id", s.trace.SpanID))
 	case s.requestID != "":
 		l = base.With(slog.String("request_id", s.requestID))
 	default:

@@ -10,6 +10,9 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/golang-jwt/jwt/v5"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/surgekit/surge/cache"
 	"github.com/surgekit/surge/internal/keys"
@@ -138,6 +141,39 @@ func (o *RequestIDOptions) resolve() (requestIDConfig, error) {
 	}
 	cfg.ignoreIncoming = o.IgnoreIncoming
 	return cfg, nil
+}
+
+// TelemetryOptions configures [Telemetry] and [NewTelemetry]. nil means all defaults: the global
+// providers and propagator, read once when the middleware is built.
+type TelemetryOptions struct {
+	// TracerProvider opens the server spans. Default (nil): otel.GetTracerProvider(), which
+	// records nothing until an SDK is installed.
+	TracerProvider trace.TracerProvider
+	// MeterProvider records [MetricRequestDuration]. Default (nil): otel.GetMeterProvider().
+	MeterProvider metric.MeterProvider
+	// Propagator reads the caller's trace context from the request headers. Default (nil):
+	// otel.GetTextMapPropagator(), which reads nothing unless one was set; pass
+	// propagation.TraceContext{} to continue incoming W3C traceparent headers.
+	Propagator propagation.TextMapPropagator
+	// Skip, when set, is called first; requests it reports true for are neither traced nor
+	// recorded (health checks...). Must be safe for concurrent use.
+	Skip func(*gin.Context) bool
+}
+
+type telemetryConfig struct {
+	tracerProvider trace.TracerProvider
+	meterProvider  metric.MeterProvider
+	propagator     propagation.TextMapPropagator
+	skip           func(*gin.Context) bool
+}
+
+// resolve copies o; every field is valid as it is (nil means the global one).
+func (o *TelemetryOptions) resolve() (telemetryConfig, error) {
+	if o == nil {
+		return telemetryConfig{}, nil
+	}
+	return telemetryConfig{tracerProvider: o.TracerProvider, meterProvider: o.MeterProvider,
+		propagator: o.Propagator, skip: o.Skip}, nil
 }
 
 // LoggerOptions configures [Logger] and [NewLogger]. nil means all defaults.

@@ -1,9 +1,12 @@
 package ginmw
 
 import (
+	"encoding/hex"
 	"math/rand/v2"
+	"net/http"
 
 	"github.com/gin-gonic/gin"
+	"go.opentelemetry.io/otel/trace"
 )
 
 const (
@@ -15,7 +18,8 @@ const (
 )
 
 // Trace is the W3C Trace Context (https://www.w3.org/TR/trace-context/) of one request: the
-// trace it belongs to and the span [RequestID] opened for it.
+// trace it belongs to and the span [Telemetry] opened for it, or the span id [RequestID] made for
+// it when no OpenTelemetry span is on the request.
 type Trace struct {
 	// TraceID is the trace's id: 32 lowercase hex characters, never all zeros.
 	TraceID string
@@ -24,7 +28,8 @@ type Trace struct {
 	// ParentID is the caller's span id from the incoming traceparent, or "" when the trace
 	// started at this request.
 	ParentID string
-	// Flags are the trace-flags (bit 0: sampled), taken from the caller or 0 for a new trace.
+	// Flags are the trace-flags (bit 0: sampled), taken from the caller or 0 for a new trace; the
+	// span's flags when [Telemetry] opened one.
 	Flags byte
 	// State is the incoming tracestate header, for handlers that propagate it; "" when absent.
 	State string
@@ -41,7 +46,7 @@ func (t Trace) Traceparent() string {
 	return string(b[:])
 }
 
-// formatTraceparent writes a version 00 traceparent into b; empty ids leave their bytes zero.
+// formatTraceparent writes a version 00 traceparent into b; empty ids leave their bytes as they are.
 func formatTraceparent(b *[traceparentLen]byte, traceID, spanID string, flags byte) {
 	b[0], b[1], b[2] = '0', '0', '-'
 	copy(b[3:35], traceID)
@@ -74,12 +79,21 @@ func NewRequestID(opt *RequestIDOptions) (gin.HandlerFunc, error) {
 		}
 		s.requestID = id
 
-		traceID, parentID, flags, ok := parseTraceparent(h[headerTraceparent])
 		var tp string
-		s.trace, tp = newTrace(traceID, parentID, flags)
-		if ok {
-			if v := h[headerTracestate]; len(v) > 0 && len(v[0]) <= maxTracestateLen {
-				s.trace.State = v[0]
+		switch sc := trace.SpanContextFromContext(c.Request.Context()); {
+		case s.hasTrace && s.traceparent != "": // Telemetry ran before: its span is this request's
+			tp = s.traceparent
+		case sc.IsValid() && !sc.IsRemote(): // another OpenTelemetry middleware opened a span
+			parentID := ""
+			if traceID, pid, _, ok := parseTraceparent(h[headerTraceparent]); ok && hexIs(traceID, sc.TraceID()) {
+				parentID = pid
+			}
+			s.trace, tp = spanTrace(sc, parentID, h)
+		default:
+			traceID, parentID, flags, ok := parseTraceparent(h[headerTraceparent])
+			s.trace, tp = newTrace(traceID, parentID, flags)
+			if ok {
+				s.trace.State = tracestate(h)
 			}
 		}
 		s.hasTrace = true
@@ -98,7 +112,9 @@ func NewRequestID(opt *RequestIDOptions) (gin.HandlerFunc, error) {
 // matching ^[A-Za-z0-9._:-]{1,128}$ (and opt.IgnoreIncoming is false); anything else (CR/LF,
 // non-ASCII, oversize, repeated header) is replaced by a generated id. The id is echoed on every
 // response. A valid incoming traceparent (lowercase hex, version not ff, non-zero ids) is
-// continued with a new span id; an invalid or missing one starts a new trace. The response
+// continued with a new span id; an invalid or missing one starts a new trace. When [Telemetry]
+// (or another OpenTelemetry middleware) ran before and opened a span, the trace is that span's:
+// its trace id, span id and flags. The response
 // carries the traceparent naming this request's span. Both are on the request's
 // context.Context: see [RequestIDFrom], [TraceFrom] and [LoggerFrom].
 //
@@ -107,6 +123,44 @@ func NewRequestID(opt *RequestIDOptions) (gin.HandlerFunc, error) {
 // use.
 func RequestID(opt *RequestIDOptions) gin.HandlerFunc {
 	return must(NewRequestID(opt))
+}
+
+// spanTrace returns the trace of the local span sc and its traceparent header value; parentID is
+// the caller's span id ("" when the span started the trace). The id strings are slices of the one
+// traceparent string.
+func spanTrace(sc trace.SpanContext, parentID string, h http.Header) (Trace, string) {
+	var b [traceparentLen]byte
+	tid, sid := sc.TraceID(), sc.SpanID()
+	hex.Encode(b[3:35], tid[:])
+	hex.Encode(b[36:52], sid[:])
+	formatTraceparent(&b, "", "", byte(sc.TraceFlags()))
+	tp := string(b[:])
+	t := Trace{TraceID: tp[3:35], SpanID: tp[36:52], ParentID: parentID, Flags: byte(sc.TraceFlags())}
+	if parentID != "" {
+		t.State = tracestate(h)
+	}
+	return t, tp
+}
+
+// tracestate returns the incoming tracestate header, or "" when it is missing or too long.
+func tracestate(h http.Header) string {
+	if v := h[headerTracestate]; len(v) > 0 && len(v[0]) <= maxTracestateLen {
+		return v[0]
+	}
+	return ""
+}
+
+// hexIs reports whether s is the lowercase hex form of id.
+func hexIs(s string, id trace.TraceID) bool {
+	if len(s) != 2*len(id) {
+		return false
+	}
+	for i, c := range id {
+		if s[2*i] != hexDigits[c>>4] || s[2*i+1] != hexDigits[c&0xf] {
+			return false
+		}
+	}
+	return true
 }
 
 // newTrace returns the trace for this request and its traceparent header value: traceID and
