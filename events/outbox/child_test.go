@@ -120,6 +120,27 @@ func TestKilledRelayProcessLosesNothing(t *testing.T) {
 			return holder
 		}
 
+		// A consumer with a Deduper, reading while the relays come and go, must handle each
+		// event once, duplicates included.
+		rdb := redistest.Server(t).Client()
+		var mu sync.Mutex
+		handled := map[string]int{}
+		c, err := events.NewConsumer(events.ConsumerConfig{
+			Brokers: kc.Seeds(), Group: "dedupe", Topics: []string{"ticks"},
+			Deduper: events.NewRedisDeduper(rdb, time.Hour),
+			Handler: func(_ context.Context, ev events.Event) error {
+				mu.Lock()
+				handled[ev.ID]++
+				mu.Unlock()
+				return nil
+			},
+			KafkaOptions: []kgo.Opt{kgo.SessionTimeout(time.Second), kgo.HeartbeatInterval(100 * time.Millisecond)},
+		})
+		require.NoError(t, err)
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- c.Run(cctx) }()
 		leading := 0 // kills that hit the leader
 		for i := range kills {
 			name := fmt.Sprintf("child-%d", i)
@@ -154,25 +175,6 @@ func TestKilledRelayProcessLosesNothing(t *testing.T) {
 			kills, leading, pending, len(rs), dups)
 		require.GreaterOrEqual(t, leading, kills/2, "too few kills hit a leading relay to mean anything")
 
-		// A consumer with a Deduper handles each event once, duplicates included.
-		_, rdb := redistest.Mini(t)
-		var mu sync.Mutex
-		handled := map[string]int{}
-		c, err := events.NewConsumer(events.ConsumerConfig{
-			Brokers: kc.Seeds(), Group: "dedupe", Topics: []string{"ticks"},
-			Deduper: events.NewRedisDeduper(rdb, time.Hour),
-			Handler: func(_ context.Context, ev events.Event) error {
-				mu.Lock()
-				handled[ev.ID]++
-				mu.Unlock()
-				return nil
-			},
-			KafkaOptions: []kgo.Opt{kgo.SessionTimeout(time.Second), kgo.HeartbeatInterval(100 * time.Millisecond)},
-		})
-		require.NoError(t, err)
-		cctx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- c.Run(cctx) }()
 		// Every event handled, and at least as many records done as the topic holds (a
 		// rebalance may deliver some twice, which the Deduper skips too).
 		poll(t, 60*time.Second, "the consumer to handle every event", func() bool {
