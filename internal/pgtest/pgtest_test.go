@@ -1,6 +1,9 @@
 package pgtest_test
 
 import (
+	"os"
+	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -44,4 +47,26 @@ func TestKill(t *testing.T) {
 		t.Fatal("ping succeeded after Kill")
 	}
 	pg.Kill() // idempotent
+}
+
+// Without the binaries a test skips, or fails under SURGE_REQUIRE_SERVERS=1; run in a child
+// process with an empty PATH so that both outcomes are checked here.
+func TestMissingBinaries(t *testing.T) {
+	if os.Getenv("PGTEST_CHILD") == "1" {
+		pgtest.Server(t)
+		return
+	}
+	for _, required := range []string{"0", "1"} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestMissingBinaries$", "-test.v")
+		cmd.Env = []string{"PATH=", "PGTEST_CHILD=1", "SURGE_REQUIRE_SERVERS=" + required,
+			"SURGE_PGTEST_LIBDIR=" + t.TempDir(), "HOME=" + os.Getenv("HOME")}
+		out, err := cmd.CombinedOutput()
+		if required == "1" {
+			if err == nil || !strings.Contains(string(out), "apt-get install -y postgresql") {
+				t.Fatalf("want a failure naming the package, got %v:\n%s", err, out)
+			}
+		} else if err != nil || !strings.Contains(string(out), "SKIP") {
+			t.Fatalf("want a skip, got %v:\n%s", err, out)
+		}
+	}
 }
