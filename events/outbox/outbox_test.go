@@ -261,3 +261,30 @@ func TestRowIDsAreNeverReused(t *testing.T) {
 		require.Greater(t, maxID(), first, "a new row took the id of a deleted one")
 	})
 }
+
+// One Add of more events than one INSERT carries keeps them all, in the order given.
+func TestAddManyKeepsOrder(t *testing.T) {
+	dialects(t, func(t *testing.T, d Dialect, db *sql.DB, _ string) {
+		ob, err := New(db, &Options{Dialect: d})
+		require.NoError(t, err)
+		evs := make([]events.Event, 2*insertChunk+500)
+		for i := range evs {
+			evs[i] = events.Event{ID: events.NewID(), Type: "tick", Key: "k" + string(rune('a'+i%7)), Data: []byte{byte(i)}}
+		}
+		addTx(t, ob, "orders", evs...)
+		rows, err := db.Query("SELECT event_id FROM " + ob.Table() + " ORDER BY id")
+		require.NoError(t, err)
+		defer rows.Close()
+		var got []string
+		for rows.Next() {
+			var id string
+			require.NoError(t, rows.Scan(&id))
+			got = append(got, id)
+		}
+		require.NoError(t, rows.Err())
+		require.Len(t, got, len(evs))
+		for i := range evs {
+			require.Equal(t, evs[i].ID, got[i], "row %d", i)
+		}
+	})
+}
