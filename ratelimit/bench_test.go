@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/surgekit/surge/internal/oteltest"
 	"github.com/surgekit/surge/internal/redistest"
 )
 
@@ -171,5 +172,46 @@ func BenchmarkConcurrency(b *testing.B) {
 			b.Fatal(err)
 		}
 		run(b, c)
+	})
+}
+
+// BenchmarkLocalAllowTelemetry measures what counting surge.ratelimit.decisions adds to
+// Local.Allow on one key (two limits): "noop" counts into a no-op instrument, "no-sdk" is the
+// default (the global provider with no SDK installed), "sdk" an OpenTelemetry SDK with a reader.
+func BenchmarkLocalAllowTelemetry(b *testing.B) {
+	ctx := context.Background()
+	limits := []Limit{PerSecond(100), PerHour(1 << 20)}
+	build := func(b *testing.B, opt *LocalOptions) *Local {
+		l, err := NewLocal(opt, limits...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = l.Allow(ctx, "k")
+		b.ReportAllocs()
+		return l
+	}
+	b.Run("noop", func(b *testing.B) {
+		l := build(b, nil).quiet()
+		for b.Loop() {
+			if _, err := l.Allow(ctx, "k"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("no-sdk", func(b *testing.B) {
+		l := build(b, nil)
+		for b.Loop() {
+			if _, err := l.Allow(ctx, "k"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("sdk", func(b *testing.B) {
+		l := build(b, &LocalOptions{MeterProvider: oteltest.New(b).MeterProvider})
+		for b.Loop() {
+			if _, err := l.Allow(ctx, "k"); err != nil {
+				b.Fatal(err)
+			}
+		}
 	})
 }

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -102,6 +103,7 @@ func (p *Permit) Renew(ctx context.Context) error {
 type LocalConcurrency struct {
 	max   int
 	retry time.Duration
+	dec   decisions
 
 	mu       sync.Mutex
 	inFlight map[string]int
@@ -109,7 +111,7 @@ type LocalConcurrency struct {
 
 // NewLocalConcurrency returns a limiter allowing at most max permits per key in this process.
 // It returns an error wrapping [ErrInvalidOptions], naming the field, when max is below 1 or an
-// option is invalid. opt may be nil; of its fields only RetryAfter applies.
+// option is invalid. opt may be nil; of its fields RetryAfter, Name and MeterProvider apply.
 func NewLocalConcurrency(max int, opt *ConcurrencyOptions) (*LocalConcurrency, error) {
 	cfg, err := opt.resolve()
 	if err != nil {
@@ -118,13 +120,38 @@ func NewLocalConcurrency(max int, opt *ConcurrencyOptions) (*LocalConcurrency, e
 	if max < 1 {
 		return nil, fmt.Errorf("%w: max must be at least 1, got %d", ErrInvalidOptions, max)
 	}
-	return &LocalConcurrency{max: max, retry: cfg.retryAfter, inFlight: make(map[string]int)}, nil
+	return &LocalConcurrency{max: max, retry: cfg.retryAfter, inFlight: make(map[string]int),
+		dec: newConcurrencyDecisions(cfg)}, nil
+}
+
+// newConcurrencyDecisions counts Acquire calls under the limiter's Name.
+func newConcurrencyDecisions(cfg concurrencyConfig) decisions {
+	return newDecisions(cfg.meter, []string{cfg.name}, cfg.name)
+}
+
+// countAcquire counts one Acquire in surge.ratelimit.decisions: allowed with a permit, denied
+// with a *ConcurrencyError, error otherwise.
+func (d *decisions) countAcquire(ctx context.Context, err error) {
+	switch {
+	case err == nil:
+		d.add(ctx, 0, decAllowed)
+	case errors.Is(err, ErrConcurrencyLimited):
+		d.add(ctx, 0, decDenied)
+	default:
+		d.failed(ctx)
+	}
 }
 
 // Acquire takes a slot for key if fewer than max are held, without waiting. Errors: the context's
 // error if ctx has already ended, [ErrInvalidArgument] for an empty key, and a *[ConcurrencyError]
 // wrapping [ErrConcurrencyLimited] when all slots are held.
 func (l *LocalConcurrency) Acquire(ctx context.Context, key string) (*Permit, error) {
+	p, err := l.acquire(ctx, key)
+	l.dec.countAcquire(ctx, err)
+	return p, err
+}
+
+func (l *LocalConcurrency) acquire(ctx context.Context, key string) (*Permit, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("ratelimit: acquire %q: %w", key, err)
 	}

@@ -50,6 +50,7 @@ type Concurrency struct {
 	retry  time.Duration
 	idBase string // random per limiter, so holders of different processes never collide
 	seq    atomic.Uint64
+	dec    decisions
 }
 
 // NewConcurrency returns a limiter allowing at most max permits per key across every process
@@ -72,7 +73,7 @@ func NewConcurrency(rdb redis.UniversalClient, max int, opt *ConcurrencyOptions)
 	return &Concurrency{
 		rdb: rdb, max: max, maxArg: strconv.Itoa(max), prefix: cfg.prefix,
 		lease: strconv.FormatInt(cfg.lease.Milliseconds(), 10), retry: cfg.retryAfter,
-		idBase: hex.EncodeToString(b[:]) + ":",
+		idBase: hex.EncodeToString(b[:]) + ":", dec: newConcurrencyDecisions(cfg),
 	}, nil
 }
 
@@ -82,6 +83,12 @@ func NewConcurrency(rdb redis.UniversalClient, max int, opt *ConcurrencyOptions)
 // context's or Redis's error (wrapped). When ctx ends while the reply is on its way, a slot the
 // server did take is not known to the caller and frees itself when its lease ends.
 func (c *Concurrency) Acquire(ctx context.Context, key string) (*Permit, error) {
+	p, err := c.acquire(ctx, key)
+	c.dec.countAcquire(ctx, err)
+	return p, err
+}
+
+func (c *Concurrency) acquire(ctx context.Context, key string) (*Permit, error) {
 	if key == "" {
 		return nil, fmt.Errorf("%w: empty key", ErrInvalidArgument)
 	}

@@ -25,4 +25,26 @@
 //	if !res.Allowed {
 //		// reply 429 with Retry-After: res.RetryAfter
 //	}
+//
+// # Telemetry
+//
+// Every limiter counts its answers in the OpenTelemetry counter surge.ratelimit.decisions
+// (instrumentation scope github.com/surgekit/surge/ratelimit), through the MeterProvider of its
+// options or, when that is nil, the global one; with no SDK installed counting costs an atomic
+// load and allocates nothing. Each AllowN call (Allow, and every try of Wait, peeks included) and
+// each Acquire is counted once, with two attributes:
+//
+//   - surge.ratelimit.decision: "allowed" or "denied" when the limiter answered; "fallback" when
+//     Redis failed and the ErrorPolicy answered instead ([FailOpen], or the [Fallback] limiter,
+//     whether it allowed or denied); "error" when the call returned an error (Redis failing with
+//     [FailClosed], the context ending, a bad argument).
+//   - surge.ratelimit.limit: the binding limit's [Limit.String] (its Name, or "rate/s burst b"
+//     when it has none), the one [Result].Limit reports; with "fallback" from a Fallback limiter,
+//     that limiter's binding limit. With "error" no limit binds: it is the String of every limit
+//     of the limiter joined by "," (the one limit's, for a limiter with one). For the concurrency
+//     limiters it is [ConcurrencyOptions.Name] (default "concurrency"), allowed meaning a permit
+//     was given and denied a [ConcurrencyError].
+//
+// A [Local] used as a Fallback counts only the calls made on it directly: a call that a [Redis]
+// limiter hands to it is counted once, by the Redis limiter, as "fallback".
 package ratelimit

@@ -162,8 +162,15 @@ func need(n int) float64 {
 // buildResult turns the tokens of each bucket (after the charge when allowed) into a Result,
 // choosing the binding limit. Both Local and Redis use it, so the meaning cannot drift.
 func buildResult(limits []Limit, tokens []float64, allowed bool, n int) Result {
+	res, _ := bindingResult(limits, tokens, allowed, n)
+	return res
+}
+
+// bindingResult is buildResult that also returns the index of the binding limit in limits.
+func bindingResult(limits []Limit, tokens []float64, allowed bool, n int) (Result, int) {
 	want := need(n)
 	var res Result
+	bound := 0
 	for i, l := range limits {
 		tk := tokens[i]
 		rem := max(int(math.Floor(tk+eps)), 0)
@@ -182,7 +189,8 @@ func buildResult(limits []Limit, tokens []float64, allowed bool, n int) Result {
 		}
 		if better {
 			res = Result{Allowed: allowed, Remaining: rem, RetryAfter: retry, ResetAfter: reset, Limit: l}
+			bound = i
 		}
 	}
-	return res
+	return res, bound
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"go.opentelemetry.io/otel/metric/noop"
 )
 
 // Local is an in-process token-bucket limiter with one bucket per key. A key's buckets are
@@ -16,6 +18,7 @@ import (
 type Local struct {
 	derived  // Allow, Wait, WaitN, Limits
 	buckets  *store
+	dec      decisions        // surge.ratelimit.decisions, labelled by limits' String
 	minBurst int              // the smallest Burst: n above it is an error
 	now      func() time.Time // nil: the monotonic clock; tests set a fake one
 	epoch    time.Time
@@ -39,7 +42,9 @@ func NewLocal(opt *LocalOptions, limits ...Limit) (*Local, error) {
 		idle = max(idle, l.refillTime())
 		minBurst = min(minBurst, l.Burst)
 	}
-	l := &Local{buckets: newStore(cfg.maxKeys, int64(idle)), minBurst: minBurst, epoch: time.Now()}
+	labels, errLabel := limitLabels(ls)
+	l := &Local{buckets: newStore(cfg.maxKeys, int64(idle)), minBurst: minBurst, epoch: time.Now(),
+		dec: newDecisions(cfg.meter, labels, errLabel)}
 	l.derived = derived{limits: ls, allowN: l.AllowN}
 	return l, nil
 }
@@ -54,11 +59,12 @@ func (l *Local) clock() int64 {
 }
 
 // AllowN takes n tokens from every bucket of key if all of them hold n, and none otherwise.
-// n == 0 peeks: it reports whether one event would be allowed and takes nothing. It never blocks
-// and ignores ctx. Errors: [ErrInvalidArgument] for an empty key or negative n, [ErrExceedsBurst]
-// when n is larger than a limit's Burst.
-func (l *Local) AllowN(_ context.Context, key string, n int) (Result, error) {
+// n == 0 peeks: it reports whether one event would be allowed and takes nothing. It never blocks;
+// ctx only goes to the telemetry ([LocalOptions.MeterProvider]). Errors: [ErrInvalidArgument]
+// for an empty key or negative n, [ErrExceedsBurst] when n is larger than a limit's Burst.
+func (l *Local) AllowN(ctx context.Context, key string, n int) (Result, error) {
 	if key == "" || n < 0 || n > l.minBurst {
+		l.dec.failed(ctx)
 		return Result{}, checkCall(l.limits, key, n)
 	}
 	now := l.clock()
@@ -73,7 +79,9 @@ func (l *Local) AllowN(_ context.Context, key string, n int) (Result, error) {
 			for _, lim := range l.limits {
 				tokens = append(tokens, float64(lim.Burst))
 			}
-			return buildResult(l.limits, tokens, true, 0), nil
+			res, bound := bindingResult(l.limits, tokens, true, 0)
+			l.dec.add(ctx, bound, decAllowed)
+			return res, nil
 		}
 		b = l.buckets.insert(sh, key, now, l.limits)
 	}
@@ -101,7 +109,29 @@ func (l *Local) AllowN(_ context.Context, key string, n int) (Result, error) {
 		b.last = now
 	}
 	sh.mu.Unlock()
-	return buildResult(l.limits, tokens, allowed, n), nil
+	res, bound := bindingResult(l.limits, tokens, allowed, n)
+	l.dec.add(ctx, bound, verdict(allowed))
+	return res, nil
+}
+
+// quiet returns a Local that shares l's buckets (and clock) but counts nothing. A Redis limiter
+// answers from it when l is its Fallback, so that each call is counted once, by the Redis
+// limiter. (AllowN counts in its own body rather than through a wrapper: one call frame fewer
+// on the hot path.)
+func (l *Local) quiet() *Local {
+	q := *l
+	q.dec.c = noop.Int64Counter{}
+	return &q
+}
+
+// bindingIndex returns the index in l's limits of res.Limit, the binding limit of an answer of l.
+func (l *Local) bindingIndex(res Result) int {
+	for i, lim := range l.limits {
+		if lim == res.Limit {
+			return i
+		}
+	}
+	return 0
 }
 
 // Reset forgets key's buckets, so it starts full again. It never blocks; it returns an error

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/surgekit/surge/internal/keys"
 )
 
@@ -29,6 +31,10 @@ type LocalOptions struct {
 	// bucket. Keys are spread over up to 256 shards of MaxKeys/shards buckets each, so replacing
 	// may begin a little before MaxKeys keys are held. Must not be negative.
 	MaxKeys int
+	// MeterProvider receives the surge.ratelimit.decisions counter (see the package doc); nil
+	// means the global provider (otel.GetMeterProvider()), a no-op until an SDK is installed.
+	// The instrument and its attribute sets are made once, in the constructor.
+	MeterProvider metric.MeterProvider
 }
 
 // Algorithm is how a [Redis] limiter keeps its buckets: [TokenBucket] (the default) or [GCRA].
@@ -90,6 +96,10 @@ type RedisOptions struct {
 	// Logger receives, with FailOpen or Fallback (which do not return Redis errors), a warning
 	// when Redis starts failing and a note when it answers again. nil discards.
 	Logger *slog.Logger
+	// MeterProvider receives the surge.ratelimit.decisions counter (see the package doc); nil
+	// means the global provider (otel.GetMeterProvider()), a no-op until an SDK is installed.
+	// The instrument and its attribute sets are made once, in the constructor.
+	MeterProvider metric.MeterProvider
 }
 
 // ErrorPolicy is what a [Redis] limiter does when Redis fails: [FailClosed], [FailOpen] or
@@ -125,6 +135,7 @@ func Fallback(local *Local) ErrorPolicy { return fallbackPolicy{local: local} }
 // localConfig is the resolved form of LocalOptions.
 type localConfig struct {
 	maxKeys int
+	meter   metric.MeterProvider
 }
 
 // resolve validates o (nil means all defaults) and fills in the defaults.
@@ -133,7 +144,7 @@ func (o *LocalOptions) resolve() (localConfig, error) {
 	if o != nil {
 		in = *o
 	}
-	c := localConfig{maxKeys: in.MaxKeys}
+	c := localConfig{maxKeys: in.MaxKeys, meter: in.MeterProvider}
 	switch {
 	case in.MaxKeys < 0:
 		return c, fmt.Errorf("%w: LocalOptions.MaxKeys must not be negative, got %d", ErrInvalidOptions, in.MaxKeys)
@@ -152,6 +163,7 @@ type redisConfig struct {
 	fallback *Local
 	probe    time.Duration
 	log      *slog.Logger
+	meter    metric.MeterProvider
 }
 
 // resolve validates o (nil means all defaults) and fills in the defaults.
@@ -160,7 +172,8 @@ func (o *RedisOptions) resolve() (redisConfig, error) {
 	if o != nil {
 		in = *o
 	}
-	c := redisConfig{prefix: in.Prefix, algo: in.Algorithm, pipeline: in.Pipeline, probe: in.ProbeInterval, log: in.Logger}
+	c := redisConfig{prefix: in.Prefix, algo: in.Algorithm, pipeline: in.Pipeline, probe: in.ProbeInterval, log: in.Logger,
+		meter: in.MeterProvider}
 	switch c.algo {
 	case 0:
 		c.algo = DefaultAlgorithm
@@ -203,6 +216,9 @@ const DefaultLease = 30 * time.Second
 // DefaultRetryAfter is the default [ConcurrencyOptions.RetryAfter].
 const DefaultRetryAfter = time.Second
 
+// DefaultConcurrencyName is the default [ConcurrencyOptions.Name].
+const DefaultConcurrencyName = "concurrency"
+
 // ConcurrencyOptions configures [NewConcurrency] and [NewLocalConcurrency]. A nil
 // *ConcurrencyOptions means all defaults.
 type ConcurrencyOptions struct {
@@ -217,6 +233,14 @@ type ConcurrencyOptions struct {
 	// RetryAfter is the hint a refusal carries in [ConcurrencyError].RetryAfter (default
 	// DefaultRetryAfter). Must not be negative.
 	RetryAfter time.Duration
+	// Name labels the limiter's decisions in telemetry: it is the surge.ratelimit.limit attribute
+	// of every Acquire counted (default DefaultConcurrencyName, "concurrency"). Give each
+	// concurrency limiter of a service its own Name to tell them apart.
+	Name string
+	// MeterProvider receives the surge.ratelimit.decisions counter (see the package doc); nil
+	// means the global provider (otel.GetMeterProvider()), a no-op until an SDK is installed.
+	// The instrument and its attribute sets are made once, in the constructor.
+	MeterProvider metric.MeterProvider
 }
 
 // concurrencyConfig is the resolved form of ConcurrencyOptions.
@@ -224,6 +248,8 @@ type concurrencyConfig struct {
 	prefix     string
 	lease      time.Duration
 	retryAfter time.Duration
+	name       string
+	meter      metric.MeterProvider
 }
 
 // resolve validates o (nil means all defaults) and fills in the defaults.
@@ -232,7 +258,11 @@ func (o *ConcurrencyOptions) resolve() (concurrencyConfig, error) {
 	if o != nil {
 		in = *o
 	}
-	c := concurrencyConfig{prefix: in.Prefix, lease: in.Lease, retryAfter: in.RetryAfter}
+	c := concurrencyConfig{prefix: in.Prefix, lease: in.Lease, retryAfter: in.RetryAfter, name: in.Name,
+		meter: in.MeterProvider}
+	if c.name == "" {
+		c.name = DefaultConcurrencyName
+	}
 	if c.prefix == "" {
 		c.prefix = DefaultConcurrencyPrefix
 	}

@@ -55,6 +55,9 @@ type Redis struct {
 	probe    time.Duration
 	log      *slog.Logger
 	now      func() time.Time
+	dec      decisions // labels: the limits', then the fallback's from fbBase
+	fbBase   int
+	quietFB  *Local // fallback.quiet(): answers without counting (r counts the call)
 
 	down      atomic.Bool  // Redis failed and has not answered since
 	nextProbe atomic.Int64 // unix ns before which requests go straight to the fallback
@@ -98,6 +101,14 @@ func NewRedis(rdb redis.UniversalClient, opt *RedisOptions, limits ...Limit) (*R
 	r := &Redis{rdb: rdb, prefix: cfg.prefix, mode: cfg.mode, fallback: cfg.fallback, probe: cfg.probe,
 		log: cfg.log, now: time.Now, script: tokenBucketScript, gcra: cfg.algo == GCRA}
 	r.derived = derived{limits: ls, allowN: r.AllowN}
+	labels, errLabel := limitLabels(ls)
+	r.fbBase = len(labels)
+	if r.fallback != nil {
+		fb, _ := limitLabels(r.fallback.limits)
+		labels = append(labels, fb...)
+		r.quietFB = r.fallback.quiet()
+	}
+	r.dec = newDecisions(cfg.meter, labels, errLabel)
 	if r.gcra {
 		r.script = gcraScript
 	}
@@ -128,16 +139,33 @@ func NewRedis(rdb redis.UniversalClient, opt *RedisOptions, limits ...Limit) (*R
 // than a limit's Burst, the context's error, and, with FailClosed, the Redis error (wrapped). With
 // FailOpen or Fallback a Redis failure is not returned: see [RedisOptions.OnRedisError].
 func (r *Redis) AllowN(ctx context.Context, key string, n int) (Result, error) {
+	res, bound, d, err := r.decide(ctx, key, n)
+	switch {
+	case err != nil:
+		r.dec.failed(ctx)
+		return res, err
+	case res.Allowed:
+		r.stats.allowed.Add(1)
+	default:
+		r.stats.denied.Add(1)
+	}
+	r.dec.add(ctx, bound, d)
+	return res, nil
+}
+
+// decide is AllowN without the counting: it also returns the index of the binding limit's label
+// in r.dec and the decision to count.
+func (r *Redis) decide(ctx context.Context, key string, n int) (Result, int, decision, error) {
 	if err := checkCall(r.limits, key, n); err != nil {
-		return Result{}, err
+		return Result{}, 0, decError, err
 	}
 	if r.mode == modeFallback && r.down.Load() {
 		if !r.takeProbe() {
-			return r.count(r.useFallback(ctx, key, n))
+			return r.useFallback(ctx, key, n)
 		}
 		r.stats.probes.Add(1)
 	}
-	res, err := r.eval(ctx, key, n)
+	res, bound, err := r.eval(ctx, key, n)
 	if err == nil {
 		if r.down.Load() && r.down.CompareAndSwap(true, false) {
 			r.stats.recoveries.Add(1)
@@ -145,10 +173,10 @@ func (r *Redis) AllowN(ctx context.Context, key string, n int) (Result, error) {
 				r.log.LogAttrs(ctx, slog.LevelInfo, "ratelimit: redis answers again")
 			}
 		}
-		return r.count(res, nil)
+		return res, bound, verdict(res.Allowed), nil
 	}
 	if cerr := ctxEnded(ctx); cerr != nil {
-		return Result{}, fmt.Errorf("ratelimit: allow %q: %w (%v)", key, cerr, err)
+		return Result{}, 0, decError, fmt.Errorf("ratelimit: allow %q: %w (%v)", key, cerr, err)
 	}
 	r.stats.redisErrors.Add(1)
 	// FailClosed returns the error, so it is not logged too.
@@ -158,12 +186,13 @@ func (r *Redis) AllowN(ctx context.Context, key string, n int) (Result, error) {
 	switch r.mode {
 	case FailOpen:
 		r.stats.failOpen.Add(1)
-		return r.count(r.fullResult(n), nil)
+		res, bound := r.fullResult(n)
+		return res, bound, decFallback, nil
 	case modeFallback:
 		r.nextProbe.Store(r.now().Add(r.probe).UnixNano())
-		return r.count(r.useFallback(ctx, key, n))
+		return r.useFallback(ctx, key, n)
 	default:
-		return Result{}, fmt.Errorf("ratelimit: allow %q: %w", key, err)
+		return Result{}, 0, decError, fmt.Errorf("ratelimit: allow %q: %w", key, err)
 	}
 }
 
@@ -179,8 +208,8 @@ func ctxEnded(ctx context.Context) error {
 	return nil
 }
 
-// eval runs the script once.
-func (r *Redis) eval(ctx context.Context, key string, n int) (Result, error) {
+// eval runs the script once. It returns the index of the binding limit with the Result.
+func (r *Redis) eval(ctx context.Context, key string, n int) (Result, int, error) {
 	sc := scratchPool.Get().(*scratch)
 	sc.keys = r.keys(sc.keys[:0], key)
 	sc.args = append(append(sc.args[:0], n), r.params...)
@@ -200,37 +229,38 @@ func (r *Redis) eval(ctx context.Context, key string, n int) (Result, error) {
 	}
 	vals, err := cmd.Slice()
 	if err != nil {
-		return Result{}, err
+		return Result{}, 0, err
 	}
 	if len(vals) != 1+len(r.limits) {
-		return Result{}, fmt.Errorf("ratelimit: script returned %d values, want %d", len(vals), 1+len(r.limits))
+		return Result{}, 0, fmt.Errorf("ratelimit: script returned %d values, want %d", len(vals), 1+len(r.limits))
 	}
 	var buf [4]float64
 	tokens := buf[:0]
 	for _, v := range vals[1:] {
 		s, ok := v.(string)
 		if !ok {
-			return Result{}, fmt.Errorf("ratelimit: script returned %T, want a string", v)
+			return Result{}, 0, fmt.Errorf("ratelimit: script returned %T, want a string", v)
 		}
 		f, err := strconv.ParseFloat(s, 64)
 		if err != nil {
-			return Result{}, fmt.Errorf("ratelimit: script returned %q: %w", s, err)
+			return Result{}, 0, fmt.Errorf("ratelimit: script returned %q: %w", s, err)
 		}
 		tokens = append(tokens, f)
 	}
 	allowed, _ := vals[0].(int64)
-	return buildResult(r.limits, tokens, allowed == 1, n), nil
+	res, bound := bindingResult(r.limits, tokens, allowed == 1, n)
+	return res, bound, nil
 }
 
 // gcraResult reads the GCRA script's answer: allowed, then each bucket's debt (TAT - now) in ns,
 // and turns the debts into tokens: burst - debt * rate.
-func (r *Redis) gcraResult(cmd *redis.Cmd, n int) (Result, error) {
+func (r *Redis) gcraResult(cmd *redis.Cmd, n int) (Result, int, error) {
 	vals, err := cmd.Int64Slice()
 	if err != nil {
-		return Result{}, err
+		return Result{}, 0, err
 	}
 	if len(vals) != 1+len(r.limits) {
-		return Result{}, fmt.Errorf("ratelimit: script returned %d values, want %d", len(vals), 1+len(r.limits))
+		return Result{}, 0, fmt.Errorf("ratelimit: script returned %d values, want %d", len(vals), 1+len(r.limits))
 	}
 	var buf [4]float64
 	tokens := buf[:0]
@@ -243,7 +273,8 @@ func (r *Redis) gcraResult(cmd *redis.Cmd, n int) (Result, error) {
 		}
 		tokens = append(tokens, tk)
 	}
-	return buildResult(r.limits, tokens, vals[0] == 1, n), nil
+	res, bound := bindingResult(r.limits, tokens, vals[0] == 1, n)
+	return res, bound, nil
 }
 
 // keys appends the Redis keys of key's buckets, one per limit, all with key as hash tag.
@@ -270,30 +301,25 @@ func (r *Redis) takeProbe() bool {
 	return now >= next && r.nextProbe.CompareAndSwap(next, now+int64(r.probe))
 }
 
-func (r *Redis) useFallback(ctx context.Context, key string, n int) (Result, error) {
+// useFallback answers from the Fallback limiter, through its quiet twin: the call is counted
+// once, by AllowN, as decFallback with the fallback's binding limit.
+func (r *Redis) useFallback(ctx context.Context, key string, n int) (Result, int, decision, error) {
 	r.stats.fallback.Add(1)
-	return r.fallback.AllowN(ctx, key, n)
+	res, err := r.quietFB.AllowN(ctx, key, n)
+	if err != nil {
+		return res, 0, decError, err
+	}
+	return res, r.fbBase + r.fallback.bindingIndex(res), decFallback, nil
 }
 
 // fullResult is the answer of FailOpen: as if every bucket were full before the call.
-func (r *Redis) fullResult(n int) Result {
+func (r *Redis) fullResult(n int) (Result, int) {
 	var buf [4]float64
 	tokens := buf[:0]
 	for _, l := range r.limits {
 		tokens = append(tokens, float64(l.Burst-n))
 	}
-	return buildResult(r.limits, tokens, true, n)
-}
-
-func (r *Redis) count(res Result, err error) (Result, error) {
-	switch {
-	case err != nil:
-	case res.Allowed:
-		r.stats.allowed.Add(1)
-	default:
-		r.stats.denied.Add(1)
-	}
-	return res, err
+	return bindingResult(r.limits, tokens, true, n)
 }
 
 func (r *Redis) policyName() string {
