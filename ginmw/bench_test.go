@@ -1,6 +1,7 @@
 package ginmw
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -8,6 +9,9 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/surgekit/surge/internal/benchkit"
 	"github.com/surgekit/surge/internal/redistest"
@@ -99,3 +103,35 @@ func BenchmarkClientIPKey(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTelemetry is the cost of Telemetry per request: with the global providers and no SDK
+// installed (what a service that never configures OpenTelemetry pays), and with an SDK recording
+// every span and the duration histogram in memory; each alone and in front of RequestID + Logger.
+func BenchmarkTelemetry(b *testing.B) {
+	logger := func() gin.HandlerFunc { return Logger(&LoggerOptions{Logger: benchLogger}) }
+	b.Run("no-sdk", func(b *testing.B) { benchkit.Serve(b, benchEngine(b, Telemetry(nil)), "/users/1", 200) })
+	b.Run("no-sdk+RequestID+Logger", func(b *testing.B) {
+		benchkit.Serve(b, benchEngine(b, Telemetry(nil), RequestID(nil), logger()), "/users/1", 200)
+	})
+	// An SDK that samples every span and aggregates the histogram; spans end in a processor that
+	// drops them, so the figures are the instrumentation's, not an exporter's (and memory stays
+	// flat over b.N, which a recorder would not).
+	sdkOpts := func(b *testing.B) *TelemetryOptions {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithSpanProcessor(dropSpans{}))
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+		b.Cleanup(func() { _ = tp.Shutdown(context.Background()); _ = mp.Shutdown(context.Background()) })
+		return &TelemetryOptions{TracerProvider: tp, MeterProvider: mp, Propagator: propagation.TraceContext{}}
+	}
+	b.Run("sdk", func(b *testing.B) { benchkit.Serve(b, benchEngine(b, Telemetry(sdkOpts(b))), "/users/1", 200) })
+	b.Run("sdk+RequestID+Logger", func(b *testing.B) {
+		benchkit.Serve(b, benchEngine(b, Telemetry(sdkOpts(b)), RequestID(nil), logger()), "/users/1", 200)
+	})
+}
+
+// dropSpans is a span processor that keeps nothing.
+type dropSpans struct{}
+
+func (dropSpans) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
+func (dropSpans) OnEnd(sdktrace.ReadOnlySpan)                     {}
+func (dropSpans) Shutdown(context.Context) error                  { return nil }
+func (dropSpans) ForceFlush(context.Context) error                { return nil }

@@ -20,10 +20,9 @@ type stateKey struct{}
 type state struct {
 	context.Context // the request's original context: state is its child, saving a WithValue
 
-	requestID   string
-	trace       Trace
-	hasTrace    bool
-	traceparent string // trace's traceparent, when Telemetry set trace from its span
+	requestID string
+	trace     Trace
+	hasTrace  bool
 
 	base   *slog.Logger                // access logger set by Logger; nil when Logger did not run
 	logger atomic.Pointer[slog.Logger] // base.With(ids), built on first LoggerFrom
@@ -33,7 +32,10 @@ type state struct {
 	subject string // the verified token's "sub"
 	payload []byte // the verified token's claims JSON
 
-	hdr [2][1]string // backing arrays of the response header values RequestID sets
+	// hdr backs the response header values RequestID sets: the request id and the traceparent.
+	// Telemetry writes its span's traceparent to hdr[1][0], which also rewrites the header of a
+	// RequestID that ran before it.
+	hdr [2][1]string
 }
 
 // Value returns the state itself for stateKey and defers to the parent context otherwise.

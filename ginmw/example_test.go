@@ -1,6 +1,7 @@
 package ginmw_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,11 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/surgekit/surge/ginmw"
 	"github.com/surgekit/surge/ratelimit"
@@ -160,4 +166,41 @@ func ExampleConcurrency() {
 	// second export: 429 Retry-After: 1
 	// first export: 200 export done
 	// afterwards: 200
+}
+
+// ExampleTelemetry puts Telemetry first: the server span continues the caller's trace, and
+// RequestID, TraceFrom and LoggerFrom use the span's ids. The SDK here keeps spans and metrics in
+// memory; a service exports them (or installs the providers globally and passes nil).
+func ExampleTelemetry() {
+	gin.SetMode(gin.ReleaseMode)
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	r := gin.New()
+	r.Use(ginmw.Telemetry(&ginmw.TelemetryOptions{TracerProvider: tp, MeterProvider: mp, Propagator: propagation.TraceContext{}}),
+		ginmw.RequestID(nil))
+	r.GET("/orders/:id", func(c *gin.Context) {
+		t, _ := ginmw.TraceFrom(c)
+		c.String(http.StatusOK, "trace %s, parent %s", t.TraceID, t.ParentID)
+	})
+
+	w := serve(r, "GET", "/orders/42", "", "traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	fmt.Println(w.Code, w.Body.String())
+	sp := spans.Ended()[0]
+	fmt.Println("span:", sp.Name(), sp.SpanKind(), "in trace", sp.SpanContext().TraceID())
+	fmt.Println("response names the span:", w.Header().Get("Traceparent") == "00-"+sp.SpanContext().TraceID().String()+"-"+sp.SpanContext().SpanID().String()+"-01")
+
+	var rm metricdata.ResourceMetrics
+	_ = reader.Collect(context.Background(), &rm)
+	m := rm.ScopeMetrics[0].Metrics[0]
+	p := m.Data.(metricdata.Histogram[float64]).DataPoints[0]
+	route, _ := p.Attributes.Value("http.route")
+	status, _ := p.Attributes.Value("http.response.status_code")
+	fmt.Println(m.Name, m.Unit, route.AsString(), status.AsInt64(), p.Count)
+	// Output:
+	// 200 trace 4bf92f3577b34da6a3ce929d0e0e4736, parent 00f067aa0ba902b7
+	// span: GET /orders/:id server in trace 4bf92f3577b34da6a3ce929d0e0e4736
+	// response names the span: true
+	// http.server.request.duration s /orders/:id 200 1
 }

@@ -81,8 +81,8 @@ func NewRequestID(opt *RequestIDOptions) (gin.HandlerFunc, error) {
 
 		var tp string
 		switch sc := trace.SpanContextFromContext(c.Request.Context()); {
-		case s.hasTrace && s.traceparent != "": // Telemetry ran before: its span is this request's
-			tp = s.traceparent
+		case s.hasTrace && s.hdr[1][0] != "": // Telemetry ran before: its span is this request's
+			tp = s.hdr[1][0]
 		case sc.IsValid() && !sc.IsRemote(): // another OpenTelemetry middleware opened a span
 			parentID := ""
 			if traceID, pid, _, ok := parseTraceparent(h[headerTraceparent]); ok && hexIs(traceID, sc.TraceID()) {

@@ -207,13 +207,13 @@ func (t *telemetry) attach(c *gin.Context, ctx context.Context, sc, parent trace
 	tr, tp := spanTrace(sc, parentID, c.Request.Header)
 	s, ok := c.Request.Context().Value(stateKey{}).(*state)
 	if !ok { // the first middleware of this package: the span's context is the state's parent
-		c.Request = c.Request.WithContext(&state{Context: ctx, trace: tr, hasTrace: true, traceparent: tp})
+		s = &state{Context: ctx, trace: tr, hasTrace: true}
+		s.hdr[1][0] = tp
+		c.Request = c.Request.WithContext(s)
 		return
 	}
-	s.trace, s.hasTrace, s.traceparent = tr, true, tp
-	if s.hdr[1][0] != "" { // RequestID ran before: its response traceparent now names the span
-		s.hdr[1][0] = tp
-	}
+	s.trace, s.hasTrace = tr, true
+	s.hdr[1][0] = tp    // a RequestID that ran before has this slot as its response traceparent
 	s.logger.Store(nil) // a logger built before carries the old ids
 	c.Request = c.Request.WithContext(ctx)
 }

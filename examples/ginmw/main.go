@@ -1,7 +1,10 @@
 // Command ginmw shows surge's Gin middleware on a small API that the program then calls
 // itself, printing what each middleware did:
 //
-//   - RequestID + Logger: a request id and W3C traceparent, one access-log line per request;
+//   - Telemetry: an OpenTelemetry server span per request, continuing the caller's traceparent,
+//     and the http.server.request.duration histogram per route (printed at the end);
+//   - RequestID + Logger: a request id and the span's W3C traceparent, one access-log line per
+//     request;
 //   - Cache: GET /report takes 200 ms, a second call is a cache hit (Cache-Status header);
 //   - RateLimit: GET /quote allows 3 per second per client, then 429 with Retry-After;
 //   - Concurrency: GET /export runs one at a time per client; others get 429 with Retry-After;
@@ -24,6 +27,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,6 +35,10 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/golang-jwt/jwt/v5"
+	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/surgekit/surge/examples/internal/backend"
 	"github.com/surgekit/surge/ginmw"
@@ -61,11 +69,24 @@ func run(ctx context.Context, serve bool, duration time.Duration) error {
 	r := gin.New()
 	_ = r.SetTrustedProxies(nil)
 	access := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{ReplaceAttr: dropTime}))
-	r.Use(ginmw.RequestID(nil), ginmw.Logger(&ginmw.LoggerOptions{Logger: access}))
+	// An OpenTelemetry SDK kept in memory for the tour; a service would export to its collector
+	// (or serve /metrics through the Prometheus exporter) and usually install the providers
+	// globally, letting Telemetry(nil) find them.
+	tp := sdktrace.NewTracerProvider()
+	defer func() { _ = tp.Shutdown(context.WithoutCancel(ctx)) }()
+	metrics := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(metrics))
+	defer func() { _ = mp.Shutdown(context.WithoutCancel(ctx)) }()
+	r.Use(ginmw.Telemetry(&ginmw.TelemetryOptions{TracerProvider: tp, MeterProvider: mp, Propagator: propagation.TraceContext{}}),
+		ginmw.RequestID(nil), ginmw.Logger(&ginmw.LoggerOptions{Logger: access}))
 	prefix := fmt.Sprintf("example:%d:", time.Now().UnixNano())
 	r.GET("/report", ginmw.Cache(rb.Client, &ginmw.CacheOptions{TTL: time.Minute, Prefix: prefix + "http:"}), func(c *gin.Context) {
 		time.Sleep(200 * time.Millisecond) // an expensive query
 		c.JSON(http.StatusOK, gin.H{"revenue": 12345})
+	})
+	r.GET("/hello", func(c *gin.Context) {
+		ginmw.LoggerFrom(c).Info("hello") // carries the request id, the trace id and the span id
+		c.String(http.StatusOK, "hello")
 	})
 	r.GET("/quote", ginmw.RateLimit(limiter, nil), func(c *gin.Context) { c.String(http.StatusOK, "42.17") })
 	exports, err := ratelimit.NewLocalConcurrency(1, nil) // ratelimit.NewConcurrency(rdb, ...) across instances
@@ -112,13 +133,15 @@ func run(ctx context.Context, serve bool, duration time.Duration) error {
 		_ = resp.Body.Close()
 		var line strings.Builder // one Println per call: calls may run concurrently
 		fmt.Fprintf(&line, "  -> %s %s: %d in %v %s", method, path, resp.StatusCode, time.Since(start).Round(100*time.Microsecond), strings.TrimSpace(string(body)))
-		for _, h := range []string{"Cache-Status", "Ratelimit", "Retry-After", "Idempotent-Replayed"} {
-			if v := resp.Header.Get(h); v != "" {
+		for _, h := range []string{"Cache-Status", "Ratelimit", "Retry-After", "Idempotent-Replayed", "Traceparent"} {
+			if v := resp.Header.Get(h); v != "" && (h != "Traceparent" || len(hdr) > 0 && hdr[0] == "Traceparent") {
 				fmt.Fprintf(&line, " [%s: %s]", h, v)
 			}
 		}
 		fmt.Println(line.String())
 	}
+	fmt.Println("\nTelemetry: a call that carries its caller's traceparent; the answer names this server's span in the same trace")
+	call("GET", "/hello", "Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 	fmt.Println("\nCache: the same report twice")
 	call("GET", "/report")
 	call("GET", "/report")
@@ -139,6 +162,7 @@ func run(ctx context.Context, serve bool, duration time.Duration) error {
 		call("POST", "/charges", "Authorization", "Bearer "+tok, "Idempotency-Key", "charge-"+prefix)
 	}
 	fmt.Printf("charges made: %d (the retry was replayed)\n", charges.Load())
+	printDurations(ctx, metrics)
 	if serve {
 		fmt.Printf("\nserving until Ctrl-C (or -duration %v)\n", duration)
 		wait := ctx
@@ -157,9 +181,38 @@ func run(ctx context.Context, serve bool, duration time.Duration) error {
 	return err
 }
 
-// dropTime keeps the example's log lines short: no time, no trace ids.
+// printDurations prints what Telemetry recorded in http.server.request.duration: requests and
+// mean duration per method, route and status.
+func printDurations(ctx context.Context, reader *sdkmetric.ManualReader) {
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		fmt.Println("collect metrics:", err)
+		return
+	}
+	var lines []string
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			h, ok := m.Data.(metricdata.Histogram[float64])
+			if m.Name != ginmw.MetricRequestDuration || !ok {
+				continue
+			}
+			for _, p := range h.DataPoints {
+				method, _ := p.Attributes.Value("http.request.method")
+				route, _ := p.Attributes.Value("http.route")
+				status, _ := p.Attributes.Value("http.response.status_code")
+				lines = append(lines, fmt.Sprintf("  %-4s %-8s %d: count %d, mean %v", method.AsString(), route.AsString(),
+					status.AsInt64(), p.Count, time.Duration(p.Sum/float64(p.Count)*float64(time.Second)).Round(time.Microsecond)))
+			}
+		}
+	}
+	slices.Sort(lines)
+	fmt.Printf("\n%s (method, route, status):\n%s\n", ginmw.MetricRequestDuration, strings.Join(lines, "\n"))
+}
+
+// dropTime keeps the example's log lines short: no time, no span id (the trace id stays: it is
+// what to look up in a tracing backend).
 func dropTime(_ []string, a slog.Attr) slog.Attr {
-	if a.Key == slog.TimeKey || a.Key == "trace_id" || a.Key == "span_id" {
+	if a.Key == slog.TimeKey || a.Key == "span_id" {
 		return slog.Attr{}
 	}
 	return a
