@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/surgekit/surge/internal/oteltest"
 	"github.com/surgekit/surge/internal/redistest"
 )
 
@@ -36,6 +37,14 @@ func benchObtainRelease(b *testing.B, c interface {
 func BenchmarkObtainRelease(b *testing.B) {
 	s := redistest.Server(b)
 	benchObtainRelease(b, New(s.NewClient(nil), nil))
+}
+
+// The same with an OpenTelemetry SDK installed (in-memory readers): the cost of recording
+// surge.lock.acquisitions per operation, against BenchmarkObtainRelease.
+func BenchmarkObtainReleaseOTel(b *testing.B) {
+	s := redistest.Server(b)
+	sdk := oteltest.New(b)
+	benchObtainRelease(b, New(s.NewClient(nil), &Options{TracerProvider: sdk.TracerProvider, MeterProvider: sdk.MeterProvider}))
 }
 
 func BenchmarkObtainReleaseMiniredis(b *testing.B) {

@@ -164,7 +164,14 @@ func FromContext(ctx context.Context) *Lock {
 	return l
 }
 
+// obtain is Obtain (and Do's acquisition), counted in surge.lock.acquisitions.
 func (g *group) obtain(ctx context.Context, key string, ttl time.Duration, opt *ObtainOptions, onLost func()) (*Lock, error) {
+	l, err := g.acquire(ctx, key, ttl, opt, onLost)
+	g.cfg.tel.acquired(ctx, err)
+	return l, err
+}
+
+func (g *group) acquire(ctx context.Context, key string, ttl time.Duration, opt *ObtainOptions, onLost func()) (*Lock, error) {
 	if g.err != nil {
 		return nil, g.err
 	}
@@ -190,12 +197,16 @@ func (g *group) obtain(ctx context.Context, key string, ttl time.Duration, opt *
 	}
 
 	var lease time.Duration
+	var begin time.Time // of a call that may wait: its span and surge.lock.wait.duration start here
 	if o.Wait > 0 {
 		lease = g.queueLease // queue at once: a release may hand the lock over before we subscribe
+		begin = time.Now()
 	}
 	att := g.acquireRound(ctx, l, ttl, lease)
 	if !att.ok && att.retry && o.Wait > 0 {
-		att = g.wait(ctx, l, ttl, &o, att)
+		wctx, span := g.cfg.tel.startWait(ctx, key, begin)
+		att = g.wait(wctx, l, ttl, &o, att)
+		g.cfg.tel.waited(wctx, span, begin, l, att)
 	}
 	if !att.ok {
 		return nil, att.err

@@ -41,6 +41,24 @@
 // Prefix+"{k}:waiters" (a hash of each waiter's lease, ttl and metadata; both expire with the last
 // waiter's lease), its release channel Prefix+"{k}:released".
 //
+// Telemetry: a [Client] and a [Redlock] record through the OpenTelemetry API, with the
+// instrumentation scope "github.com/surgekit/surge/lock", on [Options.MeterProvider] and
+// [Options.TracerProvider] (nil: the global providers; with no SDK installed recording costs next
+// to nothing and allocates nothing):
+//
+//   - surge.lock.acquisitions (counter): every Obtain, and the acquisition of every Do, with
+//     surge.lock.result = "obtained", "not_obtained" (the error wraps [ErrNotObtained]: someone
+//     else kept the lock, or ctx ended the wait) or "error" (Redis errors, [ErrNotReplicated],
+//     invalid options or arguments);
+//   - surge.lock.wait.duration (histogram, seconds): each Obtain or Do that waited
+//     ([ObtainOptions.Wait] > 0 and the lock was not free at its first try), from its call to
+//     its return, with surge.lock.result;
+//   - surge.lock.lost (counter): each lock its holder came to know lost ([Lock.Lost] closed, Do's
+//     context cancelled with [ErrLost]); a release is not a loss;
+//   - a span "lock.wait", child of the caller's, for each such wait, over the same interval, with
+//     surge.lock.key, surge.lock.result and, once obtained, surge.lock.fence; an "error" result
+//     sets the span's status to Error. No other call opens a span.
+//
 // What survives a failover: Redis replicates asynchronously, so a primary that fails right after
 // an acquisition may lose it, and the promoted replica may then grant the lock to a second holder
 // while the first still believes it holds it. [Options.WaitReplicas] narrows that window: Obtain

@@ -8,6 +8,8 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/surgekit/surge/lock"
 )
@@ -80,4 +82,40 @@ func startRedis() (*miniredis.Miniredis, *redis.Client) {
 		panic(err)
 	}
 	return mr, redis.NewClient(&redis.Options{Addr: mr.Addr()})
+}
+
+// Telemetry: the lock's metrics on an OpenTelemetry SDK (here a manual reader; in a service the
+// Prometheus or OTLP exporter). Options.MeterProvider nil would mean the global provider.
+func ExampleOptions_telemetry() {
+	mr, rdb := startRedis() // your *redis.Client, *redis.ClusterClient...
+	defer mr.Close()
+	defer rdb.Close()
+	ctx := context.Background()
+	reader := sdkmetric.NewManualReader()
+	locks := lock.New(rdb, &lock.Options{MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
+
+	first, _ := locks.Obtain(ctx, "invoice:42", 10*time.Second, nil)
+	_, _ = locks.Obtain(ctx, "invoice:42", 10*time.Second, &lock.ObtainOptions{Wait: 10 * time.Millisecond})
+	_ = first.Release(ctx)
+
+	var rm metricdata.ResourceMetrics
+	_ = reader.Collect(ctx, &rm)
+	for _, m := range rm.ScopeMetrics[0].Metrics {
+		switch d := m.Data.(type) {
+		case metricdata.Sum[int64]:
+			for _, p := range d.DataPoints {
+				v, _ := p.Attributes.Value("surge.lock.result")
+				fmt.Printf("%s{result=%s} %d\n", m.Name, v.AsString(), p.Value)
+			}
+		case metricdata.Histogram[float64]:
+			for _, p := range d.DataPoints {
+				v, _ := p.Attributes.Value("surge.lock.result")
+				fmt.Printf("%s{result=%s} count %d\n", m.Name, v.AsString(), p.Count)
+			}
+		}
+	}
+	// Unordered output:
+	// surge.lock.acquisitions{result=obtained} 1
+	// surge.lock.acquisitions{result=not_obtained} 1
+	// surge.lock.wait.duration{result=not_obtained} count 1
 }

@@ -317,6 +317,7 @@ func (l *Lock) markLost(why string) {
 	if already {
 		return
 	}
+	l.g.cfg.tel.markedLost()
 	if l.onLost != nil {
 		l.onLost()
 	}

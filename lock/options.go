@@ -5,6 +5,9 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/surgekit/surge/internal/jitter"
 	"github.com/surgekit/surge/internal/keys"
 )
@@ -52,6 +55,17 @@ type Options struct {
 
 	// Logger receives background events: watchdog renewal errors and lost locks. Nil discards.
 	Logger *slog.Logger
+
+	// TracerProvider opens the "lock.wait" span of an Obtain or Do that waits: one with
+	// [ObtainOptions.Wait] > 0 that did not get the lock at its first try (see the package
+	// documentation). No other call opens a span. Nil means the global provider,
+	// otel.GetTracerProvider().
+	TracerProvider trace.TracerProvider
+
+	// MeterProvider records surge.lock.acquisitions, surge.lock.wait.duration and
+	// surge.lock.lost (see the package documentation). Nil means the global provider,
+	// otel.GetMeterProvider(); with no SDK installed recording costs next to nothing.
+	MeterProvider metric.MeterProvider
 }
 
 // ObtainOptions tunes one Obtain or Do. A nil *ObtainOptions means one try, no watchdog.
@@ -96,6 +110,7 @@ type config struct {
 	waitTimeout  time.Duration
 	nodeTimeout  time.Duration
 	log          *slog.Logger
+	tel          *telemetry // never nil, even when resolve fails: failed Obtains are counted
 }
 
 // resolve checks o and fills in the defaults; a nil o means all defaults. Its errors wrap
@@ -103,8 +118,10 @@ type config struct {
 func (o *Options) resolve() (config, error) {
 	c := config{prefix: DefaultPrefix, waitTimeout: DefaultWaitTimeout, log: slog.New(slog.DiscardHandler)}
 	if o == nil {
+		c.tel = newTelemetry(nil, nil)
 		return c, nil
 	}
+	c.tel = newTelemetry(o.TracerProvider, o.MeterProvider)
 	if o.Prefix != "" {
 		if !keys.ValidPrefix(o.Prefix) {
 			return c, fmt.Errorf("%w: Options.Prefix must not contain '{' or '}', got %q", ErrInvalidOptions, o.Prefix)
