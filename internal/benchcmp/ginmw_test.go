@@ -1,6 +1,7 @@
 package benchcmp
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -10,6 +11,10 @@ import (
 	"github.com/ulule/limiter/v3"
 	mgin "github.com/ulule/limiter/v3/drivers/middleware/gin"
 	sredis "github.com/ulule/limiter/v3/drivers/store/redis"
+	"go.opentelemetry.io/contrib/instrumentation/github.com/gin-gonic/gin/otelgin"
+	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/surgekit/surge/ginmw"
 	"github.com/surgekit/surge/internal/benchkit"
@@ -70,3 +75,36 @@ func BenchmarkGinRateLimitRedis(b *testing.B) {
 		serve(b, mgin.NewMiddleware(limiter.New(store, limiter.Rate{Period: 1e9, Limit: 1e9})))
 	})
 }
+
+// BenchmarkGinTelemetry compares ginmw.Telemetry with otelgin (OpenTelemetry's own Gin
+// middleware), both opening a server span and recording http.server.request.duration: with no
+// SDK installed (the global no-op providers), and with an SDK that samples every span (ended
+// into a processor that drops them, so no exporter is measured) and aggregates the histogram.
+func BenchmarkGinTelemetry(b *testing.B) {
+	sdk := func(b *testing.B) (*sdktrace.TracerProvider, *sdkmetric.MeterProvider) {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithSpanProcessor(dropSpans{}))
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+		b.Cleanup(func() { _ = tp.Shutdown(context.Background()); _ = mp.Shutdown(context.Background()) })
+		return tp, mp
+	}
+	w3c := propagation.TraceContext{}
+	b.Run("bare", func(b *testing.B) { serve(b) })
+	b.Run("surge-no-sdk", func(b *testing.B) { serve(b, ginmw.Telemetry(nil)) })
+	b.Run("otelgin-no-sdk", func(b *testing.B) { serve(b, otelgin.Middleware("bench")) })
+	b.Run("surge-sdk", func(b *testing.B) {
+		tp, mp := sdk(b)
+		serve(b, ginmw.Telemetry(&ginmw.TelemetryOptions{TracerProvider: tp, MeterProvider: mp, Propagator: w3c}))
+	})
+	b.Run("otelgin-sdk", func(b *testing.B) {
+		tp, mp := sdk(b)
+		serve(b, otelgin.Middleware("bench", otelgin.WithTracerProvider(tp), otelgin.WithMeterProvider(mp), otelgin.WithPropagators(w3c)))
+	})
+}
+
+// dropSpans is a span processor that keeps nothing.
+type dropSpans struct{}
+
+func (dropSpans) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
+func (dropSpans) OnEnd(sdktrace.ReadOnlySpan)                     {}
+func (dropSpans) Shutdown(context.Context) error                  { return nil }
+func (dropSpans) ForceFlush(context.Context) error                { return nil }

@@ -137,6 +137,7 @@ var sections = []section{
 	{"lock", []row{
 		{"uncontended Obtain+Release vs bsm/redislock", "BenchmarkLockUncontended/surge", "BenchmarkLockUncontended/bsm-redislock", "ns/op", "≤ 1.1×", lowerIsBetter(1.1)},
 		{"uncontended Obtain+Release vs redsync", "BenchmarkLockUncontended/surge", "BenchmarkLockUncontended/redsync", "ns/op", "≤ 1.0×", lowerIsBetter(1.0)},
+		{"uncontended Obtain+Release with an OpenTelemetry SDK installed vs without", "BenchmarkLockUncontended/surge-otel-sdk", "BenchmarkLockUncontended/surge", "ns/op", "(report: the SDK's cost)", nil},
 		{"hand-off median, 8 goroutines, one key (vs bsm LinearBackoff 10ms)", "BenchmarkLockHandoff/surge", "BenchmarkLockHandoff/bsm-redislock-linear10ms", "median-ms", "median ≤ 2 ms", atMost(2)},
 		{"hand-off p99 (vs bsm LinearBackoff 10ms)", "BenchmarkLockHandoff/surge", "BenchmarkLockHandoff/bsm-redislock-linear10ms", "p99-ms", "(report)", nil},
 		{"contended acquisitions/s, 8 goroutines, one key, 50µs held (vs bsm LinearBackoff 1ms)", "BenchmarkLockContended/surge", "BenchmarkLockContended/bsm-redislock-linear1ms", "acq/s", "≥ 1.0×", higherIsBetter(1.0)},
@@ -173,6 +174,12 @@ var sections = []section{
 		{"RequestID+Logger+RateLimit(local) vs bare engine", "BenchmarkGinOverhead/surge-stack", "BenchmarkGinOverhead/bare", "ns/op", "(overhead per request)", nil},
 		{"Redis-backed RateLimit vs ulule/limiter Gin middleware + Redis store", "BenchmarkGinRateLimitRedis/surge", "BenchmarkGinRateLimitRedis/ulule", "ns/op", "faster (< 1.0×)", lowerIsBetter(0.999)},
 		{"Redis-backed RateLimit (GCRA) vs ulule/limiter Gin middleware + Redis store", "BenchmarkGinRateLimitRedis/surge-gcra", "BenchmarkGinRateLimitRedis/ulule", "ns/op", "faster (< 1.0×)", lowerIsBetter(0.999)},
+		{"Telemetry, no SDK installed, vs otelgin (span + http.server.request.duration)", "BenchmarkGinTelemetry/surge-no-sdk", "BenchmarkGinTelemetry/otelgin-no-sdk", "ns/op", "≤ 1.0×", lowerIsBetter(1.0)},
+		{"Telemetry, no SDK installed: allocations", "BenchmarkGinTelemetry/surge-no-sdk", "BenchmarkGinTelemetry/otelgin-no-sdk", "allocs/op", "≤ 1.0×", lowerIsBetter(1.0)},
+		{"Telemetry with an SDK (every span sampled, histogram aggregated) vs otelgin", "BenchmarkGinTelemetry/surge-sdk", "BenchmarkGinTelemetry/otelgin-sdk", "ns/op", "≤ 1.0×", lowerIsBetter(1.0)},
+		{"Telemetry with an SDK: allocations", "BenchmarkGinTelemetry/surge-sdk", "BenchmarkGinTelemetry/otelgin-sdk", "allocs/op", "≤ 1.0×", lowerIsBetter(1.0)},
+		{"Telemetry, no SDK installed, vs bare engine", "BenchmarkGinTelemetry/surge-no-sdk", "BenchmarkGinTelemetry/bare", "ns/op", "(overhead per request)", nil},
+		{"Telemetry with an SDK vs bare engine", "BenchmarkGinTelemetry/surge-sdk", "BenchmarkGinTelemetry/bare", "ns/op", "(overhead per request)", nil},
 	}},
 	{"outbox", []row{
 		{"relay throughput, SQLite (WAL, synchronous=NORMAL), 200-byte events, default options", "BenchmarkOutboxRelay/surge-sqlite", "", "events/s", "≥ 20,000 events/s (go-outbox publishes ~7,300 msg/s with broker confirms)", func(s, _ float64) (string, bool) { return "", s >= 20000 }},
