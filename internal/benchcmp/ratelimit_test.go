@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/go-redis/redis_rate/v10"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"golang.org/x/time/rate"
 
 	"github.com/surgekit/surge/ratelimit"
@@ -67,6 +68,13 @@ func BenchmarkRateLimitRedis(b *testing.B) {
 			}
 			return func(key string) error { _, err := l.Allow(ctx, key); return err }
 		}},
+		{"surge-otel-sdk", func() allowFunc {
+			l, err := ratelimit.NewRedis(rdb, &ratelimit.RedisOptions{MeterProvider: rateLimitSDK(b)}, ratelimit.PerSecond(rateLimitPerSecond))
+			if err != nil {
+				b.Fatal(err)
+			}
+			return func(key string) error { _, err := l.Allow(ctx, key); return err }
+		}},
 		{"surge-gcra", func() allowFunc {
 			l, err := ratelimit.NewRedis(rdb, &ratelimit.RedisOptions{Algorithm: ratelimit.GCRA}, ratelimit.PerSecond(rateLimitPerSecond))
 			if err != nil {
@@ -114,8 +122,18 @@ func BenchmarkRateLimitRedis(b *testing.B) {
 	}
 }
 
+// rateLimitSDK is an OpenTelemetry SDK meter provider aggregating into a reader nobody reads:
+// what counting surge.ratelimit.decisions costs with an SDK installed, without any exporter.
+func rateLimitSDK(b *testing.B) *sdkmetric.MeterProvider {
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	b.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	return mp
+}
+
 // BenchmarkRateLimitLocal: one Allow per op over 1, 1,000 and 100,000 keys visited in turn
 // (100/s, burst 100 per key), surge's Local beside one x/time/rate Limiter per key in a sync.Map.
+// "surge" counts its decisions into the global meter provider with no SDK installed (the
+// default); "surge-otel-sdk" (1 key) into an OpenTelemetry SDK.
 func BenchmarkRateLimitLocal(b *testing.B) {
 	ctx := context.Background()
 	for _, nkeys := range []int{1, 1_000, 100_000} {
@@ -124,8 +142,8 @@ func BenchmarkRateLimitLocal(b *testing.B) {
 			keys[i] = "user:" + strconv.Itoa(i)
 		}
 		name := strconv.Itoa(nkeys) + "-keys"
-		b.Run(name+"/surge", func(b *testing.B) {
-			l, err := ratelimit.NewLocal(&ratelimit.LocalOptions{MaxKeys: 2 * nkeys}, ratelimit.PerSecond(100))
+		surge := func(b *testing.B, opt *ratelimit.LocalOptions) {
+			l, err := ratelimit.NewLocal(opt, ratelimit.PerSecond(100))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -141,7 +159,13 @@ func BenchmarkRateLimitLocal(b *testing.B) {
 				}
 				i++
 			}
-		})
+		}
+		b.Run(name+"/surge", func(b *testing.B) { surge(b, &ratelimit.LocalOptions{MaxKeys: 2 * nkeys}) })
+		if nkeys == 1 {
+			b.Run(name+"/surge-otel-sdk", func(b *testing.B) {
+				surge(b, &ratelimit.LocalOptions{MaxKeys: 2 * nkeys, MeterProvider: rateLimitSDK(b)})
+			})
+		}
 		b.Run(name+"/xtime-syncmap", func(b *testing.B) {
 			var m sync.Map
 			for _, k := range keys {

@@ -156,6 +156,9 @@ var sections = []section{
 		{"Local Allow over 100,000 keys vs x/time/rate in a sync.Map", "BenchmarkRateLimitLocal/100000-keys/surge", "BenchmarkRateLimitLocal/100000-keys/xtime-syncmap", "ns/op", "≤ 1.5×", lowerIsBetter(1.5)},
 		{"Local Allow allocations (1 key)", "BenchmarkRateLimitLocal/1-keys/surge", "", "allocs/op", "0 allocs/op", atMost(0)},
 		{"Local Allow allocations (100,000 keys)", "BenchmarkRateLimitLocal/100000-keys/surge", "", "allocs/op", "0 allocs/op", atMost(0)},
+		{"Local Allow, 1 key, counting decisions into an OTel SDK vs the default (no SDK installed)", "BenchmarkRateLimitLocal/1-keys/surge-otel-sdk", "BenchmarkRateLimitLocal/1-keys/surge", "ns/op", "(overhead per call with an SDK)", nil},
+		{"Local Allow allocations with an OTel SDK installed (1 key)", "BenchmarkRateLimitLocal/1-keys/surge-otel-sdk", "", "allocs/op", "0 allocs/op", atMost(0)},
+		{"Redis Allow (token bucket), one caller, counting into an OTel SDK vs the default", "BenchmarkRateLimitRedis/single/surge-otel-sdk", "BenchmarkRateLimitRedis/single/surge", "ns/op", "(overhead per call with an SDK)", nil},
 	}},
 	{"bloom", []row{
 		{"local MightContain vs bits-and-blooms Test behind an RWMutex", "BenchmarkBloomLocal/surge", "BenchmarkBloomLocal/bits-and-blooms-rwmutex", "ns/op", "≤ 1.2×", lowerIsBetter(1.2)},
