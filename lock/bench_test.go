@@ -143,3 +143,23 @@ func BenchmarkHandoff8(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(self.Load())/float64(b.N), "reacquired/op")
 }
+
+// What the telemetry adds to every Obtain (counting it in surge.lock.acquisitions), measured
+// alone: the Redis round trips of BenchmarkObtainRelease drown it.
+func BenchmarkTelemetryPerObtain(b *testing.B) {
+	ctx := context.Background()
+	for _, bc := range []struct {
+		name string
+		tel  *telemetry
+	}{
+		{"no-sdk", newTelemetry(nil, nil)},
+		{"sdk", func() *telemetry { sdk := oteltest.New(b); return newTelemetry(sdk.TracerProvider, sdk.MeterProvider) }()},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				bc.tel.acquired(ctx, nil)
+			}
+		})
+	}
+}
