@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/surgekit/surge/ratelimit"
 )
@@ -164,4 +167,46 @@ func ExampleLimit_Window() {
 	// 11/min: window 1m0s, RateLimit-Policy w=60
 	// 65/h: window 1h0m0s, RateLimit-Policy w=3600
 	// 2/s burst 5: window 2.5s, RateLimit-Policy w=3
+}
+
+// Decisions are counted in surge.ratelimit.decisions. A service passes the MeterProvider of its
+// OpenTelemetry SDK (or installs it globally and leaves the option nil); here a manual reader
+// shows what was counted.
+func ExampleLocalOptions_meterProvider() {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(context.Background())
+
+	l, err := ratelimit.NewLocal(&ratelimit.LocalOptions{MeterProvider: mp}, ratelimit.PerMinute(2))
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	for range 3 {
+		_, _ = l.Allow(ctx, "user:42")
+	}
+	_, _ = l.Allow(ctx, "") // an error: empty key
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		panic(err)
+	}
+	var lines []string
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			for _, p := range m.Data.(metricdata.Sum[int64]).DataPoints {
+				limit, _ := p.Attributes.Value("surge.ratelimit.limit")
+				decision, _ := p.Attributes.Value("surge.ratelimit.decision")
+				lines = append(lines, fmt.Sprintf("%s{limit=%q, decision=%q} %d", m.Name, limit.AsString(), decision.AsString(), p.Value))
+			}
+		}
+	}
+	slices.Sort(lines)
+	for _, line := range lines {
+		fmt.Println(line)
+	}
+	// Output:
+	// surge.ratelimit.decisions{limit="2/min", decision="allowed"} 2
+	// surge.ratelimit.decisions{limit="2/min", decision="denied"} 1
+	// surge.ratelimit.decisions{limit="2/min", decision="error"} 1
 }
