@@ -3,6 +3,8 @@ package ginmw
 import (
 	"log/slog"
 	"net/http"
+	"strconv"
+	"sync"
 	"testing"
 
 	"github.com/gin-gonic/gin"
@@ -266,4 +268,42 @@ func TestTelemetryOtherSpanOnContext(t *testing.T) {
 	w := get(r, "/")
 	sc := onlySpan(t, sdk, "other").SpanContext()
 	assert.Equal(t, "00-"+sc.TraceID().String()+"-"+sc.SpanID().String()+"-01", w.Header().Get("Traceparent"))
+}
+
+// TestTelemetryConcurrentRoutes: the per-route and per-status attribute caches are built while
+// requests run in parallel (run with -race); every request is counted once under its own set.
+func TestTelemetryConcurrentRoutes(t *testing.T) {
+	sdk := oteltest.New(t)
+	r := newEngine(t, Telemetry(telemetryOpts(sdk)))
+	r.GET("/a/:code", func(c *gin.Context) {
+		code, _ := strconv.Atoi(c.Param("code"))
+		c.Status(code)
+	})
+	r.GET("/b", func(c *gin.Context) { c.Status(http.StatusOK) })
+	const workers, each = 8, 40
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if (w+i)%2 == 0 {
+					get(r, "/b")
+				} else {
+					get(r, "/a/"+strconv.Itoa(200+i%5))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	h := MetricRequestDuration
+	assert.EqualValues(t, workers*each, sdk.HistogramCount(t, h))
+	assert.EqualValues(t, workers*each/2, sdk.HistogramCount(t, h, attribute.String("http.route", "/b")))
+	var perStatus uint64
+	for code := 200; code < 205; code++ {
+		n := sdk.HistogramCount(t, h, attribute.String("http.route", "/a/:code"), attribute.Int("http.response.status_code", code))
+		assert.Positive(t, n, code)
+		perStatus += n
+	}
+	assert.EqualValues(t, workers*each/2, perStatus)
 }
