@@ -6,7 +6,9 @@
 //  3. the Fallback policy: a limiter whose Redis is unreachable keeps answering from its
 //     local twin instead of failing every request;
 //  4. a concurrency limiter: at most 2 exports per tenant in flight across instances, with a
-//     lease so that a crashed holder frees its slot.
+//     lease so that a crashed holder frees its slot;
+//  5. what the limiters counted in the OpenTelemetry counter surge.ratelimit.decisions (an SDK
+//     with a manual reader stands for the service's exporter).
 //
 // It uses REDIS_ADDR when set, else an embedded miniredis.
 //
@@ -20,9 +22,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/surgekit/surge/examples/internal/backend"
 	"github.com/surgekit/surge/ratelimit"
@@ -41,8 +46,14 @@ func run(ctx context.Context, duration time.Duration) error {
 	}
 	defer rb.Close()
 
+	// Every limiter counts its decisions through this meter provider; a service passes its own
+	// SDK's (or leaves MeterProvider nil to use the global one).
+	metrics := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(metrics))
+	defer mp.Shutdown(context.WithoutCancel(ctx))
+
 	limits := []ratelimit.Limit{{Rate: 5, Burst: 10, Name: "burst"}, ratelimit.PerMinute(100)}
-	opt := &ratelimit.RedisOptions{Prefix: "example:rl:"}
+	opt := &ratelimit.RedisOptions{Prefix: "example:rl:", MeterProvider: mp}
 	// Two limiters over one Redis stand for two instances of a service: one shared budget.
 	a, err := ratelimit.NewRedis(rb.Client, opt, limits...)
 	if err != nil {
@@ -97,7 +108,7 @@ func run(ctx context.Context, duration time.Duration) error {
 		return err
 	}
 	defer local.Close()
-	fb, err := ratelimit.NewRedis(dead, &ratelimit.RedisOptions{OnRedisError: ratelimit.Fallback(local)}, limits...)
+	fb, err := ratelimit.NewRedis(dead, &ratelimit.RedisOptions{OnRedisError: ratelimit.Fallback(local), MeterProvider: mp}, limits...)
 	if err != nil {
 		return err
 	}
@@ -113,7 +124,7 @@ func run(ctx context.Context, duration time.Duration) error {
 		st.Allowed, st.Denied, st.Fallback, st.RedisErrors)
 
 	fmt.Println("\n4. At most 2 exports per tenant in flight, across instances (leases of 30s):")
-	cl, err := ratelimit.NewConcurrency(rb.Client, 2, &ratelimit.ConcurrencyOptions{Prefix: "example:cl:"})
+	cl, err := ratelimit.NewConcurrency(rb.Client, 2, &ratelimit.ConcurrencyOptions{Prefix: "example:cl:", Name: "exports", MeterProvider: mp})
 	if err != nil {
 		return err
 	}
@@ -145,6 +156,38 @@ func run(ctx context.Context, duration time.Duration) error {
 	if err := p.Release(ctx); err != nil {
 		return err
 	}
+
+	fmt.Println("\n5. surge.ratelimit.decisions, by binding limit and decision:")
+	if err := printDecisions(ctx, metrics); err != nil {
+		return err
+	}
 	fmt.Println("\nratelimit example done")
+	return nil
+}
+
+// printDecisions prints every point of surge.ratelimit.decisions the reader holds, sorted.
+func printDecisions(ctx context.Context, reader *sdkmetric.ManualReader) error {
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		return err
+	}
+	var lines []string
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			sum, ok := m.Data.(metricdata.Sum[int64])
+			if m.Name != "surge.ratelimit.decisions" || !ok {
+				continue
+			}
+			for _, p := range sum.DataPoints {
+				limit, _ := p.Attributes.Value("surge.ratelimit.limit")
+				decision, _ := p.Attributes.Value("surge.ratelimit.decision")
+				lines = append(lines, fmt.Sprintf("   %-14s %-9s %4d", limit.AsString(), decision.AsString(), p.Value))
+			}
+		}
+	}
+	slices.Sort(lines)
+	for _, l := range lines {
+		fmt.Println(l)
+	}
 	return nil
 }
