@@ -25,6 +25,11 @@ const (
 	attrFence          = "surge.lock.fence" // span only, when obtained
 )
 
+// waitBuckets are the default bucket boundaries (seconds) of surge.lock.wait.duration: the SDK's
+// own defaults (0, 5, 10, 25... up to 10000) are made for milliseconds. A hand-over takes about a
+// millisecond; a wait may last as long as ObtainOptions.Wait. A View in the SDK overrides them.
+var waitBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
 // result is the value of surge.lock.result: how an Obtain (or Do's acquisition) ended.
 type result uint8
 
@@ -72,7 +77,8 @@ func newTelemetry(tp trace.TracerProvider, mp metric.MeterProvider) *telemetry {
 			metric.WithUnit("{acquisition}"))),
 		waits: otelx.Must(m.Float64Histogram(metricWaitDuration,
 			metric.WithDescription("Time an Obtain or Do that waited for the lock took, from its call to its return, by result"),
-			metric.WithUnit("s"))),
+			metric.WithUnit("s"),
+			metric.WithExplicitBucketBoundaries(waitBuckets...))),
 		lost: otelx.Must(m.Int64Counter(metricLost,
 			metric.WithDescription("Locks known lost by their holder (Lock.Lost closed)"),
 			metric.WithUnit("{lock}"))),

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/surgekit/surge/internal/oteltest"
@@ -129,6 +130,10 @@ func TestTelemetryWaitSpanAndDuration(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, "github.com/surgekit/surge/lock", scope)
 	assert.Equal(t, "s", m.Unit)
+	h, ok := m.Data.(metricdata.Histogram[float64])
+	require.True(t, ok)
+	require.NotEmpty(t, h.DataPoints)
+	assert.Equal(t, waitBuckets, h.DataPoints[0].Bounds, "seconds, not the SDK's millisecond defaults")
 	assert.EqualValues(t, 1, sdk.HistogramCount(t, "surge.lock.wait.duration", resultIs("obtained")))
 	assert.EqualValues(t, 1, sdk.HistogramCount(t, "surge.lock.wait.duration", resultIs("not_obtained")))
 	assert.EqualValues(t, 2, sdk.HistogramCount(t, "surge.lock.wait.duration"))
