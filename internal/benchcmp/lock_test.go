@@ -11,6 +11,8 @@ import (
 	"github.com/bsm/redislock"
 	"github.com/go-redsync/redsync/v4"
 	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/surgekit/surge/lock"
 )
@@ -25,6 +27,24 @@ func BenchmarkLockUncontended(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			l, err := c.Obtain(ctx, "bl:surge", ttl, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := l.Release(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// The same with an OpenTelemetry SDK installed (in-memory readers): what recording
+	// surge.lock.acquisitions costs per Obtain+Release.
+	b.Run("surge-otel-sdk", func(b *testing.B) {
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+		b.Cleanup(func() { _ = mp.Shutdown(ctx); _ = tp.Shutdown(ctx) })
+		c := lock.New(rdb, &lock.Options{MeterProvider: mp, TracerProvider: tp})
+		b.ReportAllocs()
+		for b.Loop() {
+			l, err := c.Obtain(ctx, "bl:surge-otel", ttl, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
