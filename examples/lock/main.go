@@ -4,7 +4,8 @@
 //     lock.Do lets exactly one run it each time (the others get ErrNotObtained);
 //  2. a waiter blocked in Obtain wakes on the holder's release message, not on a poll;
 //  3. fencing: a holder that paused past its TTL cannot overwrite the next holder's write,
-//     because the resource rejects its older fence token.
+//     because the resource rejects its older fence token;
+//  4. telemetry: what the OpenTelemetry metrics and the wait spans recorded meanwhile.
 //
 // It uses REDIS_ADDR when set, else an embedded miniredis.
 //
@@ -18,8 +19,15 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/surgekit/surge/examples/internal/backend"
 	"github.com/surgekit/surge/lock"
@@ -37,7 +45,15 @@ func run(ctx context.Context, duration time.Duration) error {
 		return err
 	}
 	defer rb.Close()
-	locks := lock.New(rb.Client, &lock.Options{Prefix: "example:lock:"})
+	// The locks record through these providers; a service passes its own SDK's (or leaves them
+	// nil to use the global ones).
+	metrics := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(metrics))
+	defer mp.Shutdown(context.WithoutCancel(ctx))
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	defer tp.Shutdown(context.WithoutCancel(ctx))
+	locks := lock.New(rb.Client, &lock.Options{Prefix: "example:lock:", MeterProvider: mp, TracerProvider: tp})
 	job := fmt.Sprintf("nightly-job:%d", time.Now().UnixNano())
 
 	fmt.Printf("\n1. three instances schedule the same job every 500ms for %v:\n", duration)
@@ -117,8 +133,55 @@ func run(ctx context.Context, duration time.Duration) error {
 	fmt.Printf("   old holder (fence %d) writes: %v\n", slow.Fence(), store.Write(slow.Fence(), "stale"))
 	fmt.Printf("   old holder releases: %v\n", slow.Release(ctx))
 	_ = fast.Release(ctx)
+
+	fmt.Println("\n4. telemetry: the metrics and the spans of the waits")
+	if err := printMetrics(ctx, metrics); err != nil {
+		return err
+	}
+	for _, sp := range spans.Ended() {
+		fmt.Printf("   span %s: %s, %v\n", sp.Name(), attrs(sp.Attributes()), sp.EndTime().Sub(sp.StartTime()).Round(time.Millisecond))
+	}
 	fmt.Println("\nlock example done")
 	return nil
+}
+
+// printMetrics prints every point of the lock's metrics the reader holds, sorted.
+func printMetrics(ctx context.Context, reader *sdkmetric.ManualReader) error {
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		return err
+	}
+	var lines []string
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, p := range d.DataPoints {
+					lines = append(lines, fmt.Sprintf("   %s{%s} %d", m.Name, attrs(p.Attributes.ToSlice()), p.Value))
+				}
+			case metricdata.Histogram[float64]:
+				for _, p := range d.DataPoints {
+					lines = append(lines, fmt.Sprintf("   %s{%s} count %d, sum %.3fs", m.Name, attrs(p.Attributes.ToSlice()), p.Count, p.Sum))
+				}
+			}
+		}
+	}
+	slices.Sort(lines)
+	for _, l := range lines {
+		fmt.Println(l)
+	}
+	return nil
+}
+
+func attrs(kvs []attribute.KeyValue) string {
+	var s string
+	for i, kv := range kvs {
+		if i > 0 {
+			s += " "
+		}
+		s += fmt.Sprintf("%s=%s", kv.Key, kv.Value.Emit())
+	}
+	return s
 }
 
 // fencedStore is the protected resource: it remembers the highest fence it accepted.
