@@ -78,7 +78,7 @@ const trackingChannel = "__redis__:invalidate"
 type subscriber struct {
 	ps    *redis.PubSub
 	own   *redis.Client // the client ps belongs to when the Cache made it (tracking); closed by Close
-	want  int           // subscription confirmations of ps before its part is ready
+	want  int           // subscription confirmations of ps before its part is ready (set by listen)
 	parts atomic.Int32  // parts (ps, the first set of cluster trackers) not yet subscribed
 	ready chan struct{} // closed once every part is subscribed
 }
@@ -121,7 +121,6 @@ func (c *Cache[V]) startSubscriberLocked() {
 	} else {
 		s.ps = c.rdb.Subscribe(context.Background())
 	}
-	s.want = len(channels)
 	c.sub = s
 	c.wg.Add(1)
 	go func() {
@@ -277,7 +276,21 @@ func (c *Cache[V]) trackingClient(rdb *redis.Client) *redis.Client {
 func (c *Cache[V]) listen(s *subscriber, channels []string) {
 	// An error here is a dead Redis or a closed PubSub: the channels are recorded either way, and
 	// the receive loop below connects (again) until Close.
-	_ = s.ps.Subscribe(context.Background(), channels...)
+	ctx := context.Background()
+	if s.own != nil {
+		// Server-assisted invalidation reports surge writers' changes (fills included) too: the
+		// notice channel would only add a second message and wake-up per write, which costs
+		// latency on a busy machine. Listen to it only when the server refused tracking.
+		err := s.ps.Subscribe(ctx, trackingChannel)
+		channels = []string{trackingChannel}
+		if err != nil || !c.tracking.Load() {
+			_ = s.ps.Subscribe(ctx, c.cfg.channel)
+			channels = append(channels, c.cfg.channel)
+		}
+	} else {
+		_ = s.ps.Subscribe(ctx, channels...)
+	}
+	s.want = len(channels)
 	confirmed := 0
 	for m := range s.ps.ChannelWithSubscriptions(redis.WithChannelSize(1024)) {
 		switch m := m.(type) {
@@ -309,18 +322,24 @@ func (c *Cache[V]) listen(s *subscriber, channels []string) {
 // handleTracking applies a server-assisted invalidation: Redis keys, some of them this cache's
 // value keys (lease keys and others' keys under the prefix are ignored).
 func (c *Cache[V]) handleTracking(redisKeys []string) {
-	var mine []string
+	var mine, leases []string
 	for _, rk := range redisKeys {
 		if k, ok := c.keyOf(rk); ok {
 			c.invalidateLocal(k)
 			mine = append(mine, k)
+		} else if vk, ok := strings.CutSuffix(rk, ":lease"); ok {
+			if k, ok := c.keyOf(vk); ok {
+				leases = append(leases, k)
+			}
 		}
 	}
-	if len(mine) == 0 {
-		return
+	if len(mine) > 0 {
+		c.st.invalidations.Add(1)
 	}
-	c.st.invalidations.Add(1)
-	c.wakeWaiters(mine) // a fill landed, or the value went: a lease waiter looks again
+	// A fill landed, the value went, or a lease came free (or was taken): a waiter looks again.
+	if len(mine)+len(leases) > 0 {
+		c.wakeWaiters(append(mine, leases...))
+	}
 }
 
 var unescaper = strings.NewReplacer("%7D", "}", "%25", "%")
