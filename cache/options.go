@@ -114,8 +114,12 @@ type LocalOptions struct {
 	MaxEntries int
 	// TTL caps the lifetime of a local entry; an entry never outlives its Redis copy. Default 1m.
 	TTL time.Duration
-	// InvalidationChannel is the Redis pub/sub channel that carries invalidations between
-	// processes. Default "surge:cache:events:" + Prefix.
+	// InvalidationChannel is the Redis pub/sub channel on which every surge writer announces its
+	// writes (and, with Lease, its fills). A listener subscribes to it on a cluster and wherever
+	// the server refuses tracking; with server-assisted invalidation on a *redis.Client it does
+	// not need to. Default "surge:cache:events:" + Prefix. A Cache without Local announces on the
+	// default channel, so readers that name another one rely on server-assisted invalidation
+	// alone for that writer.
 	InvalidationChannel string
 }
 
