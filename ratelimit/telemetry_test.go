@@ -173,6 +173,10 @@ func TestTelemetryRedisFailurePolicies(t *testing.T) {
 			want.add("local", "fallback")
 		}
 		require.Equal(t, 2, allowed, "the fallback answered, denials included")
+		peek, err := local.AllowN(ctx, "k", 0) // its answers for r took the fallback's own tokens
+		require.NoError(t, err)
+		require.False(t, peek.Allowed)
+		want.add("local", "denied")
 		res, err = r.AllowN(ctx, "k", 3) // within Redis's limits, beyond the fallback's burst
 		require.ErrorIs(t, err, ErrExceedsBurst)
 		want.answer(res, err, "a,0.001/s burst 9")
