@@ -95,8 +95,9 @@ type Options struct {
 //
 // Coherence: once a write returns ([Cache.Set], [Cache.Delete] or a load's fill, from any
 // process), no local tier serves the value it replaced for longer than the invalidation delay:
-// the time a pub/sub message takes from Redis to each instance, about 0.1-0.3 ms p50 and a few
-// ms p99 on one host (BENCHMARKS.md has the measured figures). Every surge writer announces its
+// the time a message takes from Redis to each instance's listener, measured at 0.03 ms p50 and
+// 4-6 ms p99 on a busy two-core host (BENCHMARKS.md has the figures; it grows with CPU starvation
+// of the process, not with the number of instances). Every surge writer announces its
 // writes on InvalidationChannel, from the script that writes, whether or not it has a local tier
 // itself. On a *redis.Client (a single server or a failover client) and on a *redis.ClusterClient
 // the tier also follows every other writer: the listener's connection (one per master on a
@@ -104,11 +105,12 @@ type Options struct {
 // invalidation (CLIENT TRACKING BCAST PREFIX Prefix, Redis 6 or later), so a SET or DEL by
 // another service or by redis-cli, an expiry and an eviction evict the local copy too; give the
 // cache a Prefix of its own, since Redis then reports every key under it. A server that refuses
-// tracking leaves only surge writers' notices (logged once per connection). A FLUSHALL is not
+// tracking leaves only surge writers' notices (logged at each connect). A FLUSHALL is not
 // reported. While a listener connection is down nothing reaches it; when it reconnects (or a new
 // master is tracked) the whole tier is flushed. Entries never outlive their Redis copy, nor, with
-// RefreshAfter, the moment it turns stale. The one connection per master is the tier's only cost
-// on Redis; other Redis clients (a Ring, a custom UniversalClient) get surge writers' notices only.
+// RefreshAfter, the moment it turns stale. The tier costs Redis one connection per master per
+// instance and one message per write under Prefix per instance; other Redis clients (a Ring, a
+// custom UniversalClient) get surge writers' notices only.
 type LocalOptions struct {
 	// MaxEntries bounds the tier. Default 10000.
 	MaxEntries int
