@@ -102,3 +102,26 @@ func ExampleCache_FetchMany() {
 	// Output:
 	// 1 Grace <nil>
 }
+
+// New names the bad field; every such error wraps ErrInvalidOptions.
+func ExampleNew_invalidOptions() {
+	mr, _ := miniredis.Run()
+	defer mr.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+
+	// 10m ± 10% (the default Jitter): some values would expire before turning stale.
+	_, err := cache.New[User](rdb, &cache.Options{TTL: 10 * time.Minute, RefreshAfter: 9*time.Minute + 30*time.Second})
+	fmt.Println(errors.Is(err, cache.ErrInvalidOptions))
+	fmt.Println(err)
+
+	// A negative Jitter turns it off, and FailClosed returns Redis read errors to the caller.
+	users, err := cache.New[User](rdb, &cache.Options{TTL: 10 * time.Minute, Jitter: -1,
+		RefreshAfter: 9*time.Minute + 30*time.Second, OnRedisError: cache.FailClosed})
+	fmt.Println(err)
+	_ = users.Close()
+	// Output:
+	// true
+	// cache: invalid options: Options.RefreshAfter must be in [0, TTL·(1−Jitter)) = [0, 9m0s), got 9m30s
+	// <nil>
+}
