@@ -1,6 +1,7 @@
 package ginmw
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	noopmetric "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 	nooptrace "go.opentelemetry.io/otel/trace/noop"
 
@@ -306,4 +308,24 @@ func TestTelemetryConcurrentRoutes(t *testing.T) {
 		perStatus += n
 	}
 	assert.EqualValues(t, workers*each/2, perStatus)
+}
+
+// TestTelemetryUnsampledCaller: a caller that did not sample the trace gets no recorded span,
+// but the request still has a span id of its own in the same trace, with the caller's flags.
+func TestTelemetryUnsampledCaller(t *testing.T) {
+	sdk := oteltest.New(t)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec), sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample())))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	r := newEngine(t, Telemetry(&TelemetryOptions{TracerProvider: tp, MeterProvider: sdk.MeterProvider, Propagator: sdk.Propagator}), RequestID(nil))
+	var seen Trace
+	r.GET("/", func(c *gin.Context) { seen, _ = TraceFrom(c); c.Status(http.StatusOK) })
+	w := get(r, "/", "Traceparent", "00-"+callerTrace+"-"+callerSpan+"-00")
+	assert.Empty(t, rec.Ended(), "not sampled")
+	assert.Equal(t, callerTrace, seen.TraceID)
+	assert.Equal(t, callerSpan, seen.ParentID)
+	assert.NotEqual(t, callerSpan, seen.SpanID)
+	assert.False(t, seen.Sampled())
+	assert.Equal(t, "00-"+callerTrace+"-"+seen.SpanID+"-00", w.Header().Get("Traceparent"))
+	assert.EqualValues(t, 1, sdk.HistogramCount(t, MetricRequestDuration), "metrics do not depend on sampling")
 }
