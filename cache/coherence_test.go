@@ -276,14 +276,15 @@ func TestCoherenceConcurrentSetsAcrossInstances(t *testing.T) {
 func TestCoherenceLoadSlowerThanLeaseIsCached(t *testing.T) {
 	s := redistest.Server(t)
 	ctx := context.Background()
-	c, err := New[user](s.NewClient(nil), &Options{Prefix: "slow:", Lease: 50 * time.Millisecond})
+	// Renewals every Lease/3 leave 130 ms of slack for a starved process (-race on shared cores).
+	c, err := New[user](s.NewClient(nil), &Options{Prefix: "slow:", Lease: 200 * time.Millisecond})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
 	var loads atomic.Int64
 	slow := func(ctx context.Context, key string) (user, error) {
 		loads.Add(1)
-		select { // a slow database, three leases long
-		case <-time.After(150 * time.Millisecond):
+		select { // a slow database, two and a half leases long
+		case <-time.After(500 * time.Millisecond):
 		case <-ctx.Done():
 			return user{}, ctx.Err()
 		}
