@@ -18,8 +18,9 @@ type loggedHeader struct{ name, attr string }
 
 // Logger returns middleware that writes one structured line per request to opt.Logger
 // (slog.Default() when nil: an access log that discards would be pointless): method, route,
-// path (without the query, which may carry secrets), status, latency, bytes, client_ip and, when
-// [RequestID] ran before, request_id, trace_id and span_id. The level follows the status: Error
+// path (without the query, which may carry secrets), status, latency, bytes, client_ip, request_id
+// when [RequestID] ran before, and trace_id and span_id when RequestID or [Telemetry] did (the
+// span's ids when Telemetry opened one). The level follows the status: Error
 // for 5xx (and for a panic passing through, logged as status 500 with panic=true), Warn for 4xx,
 // Info otherwise. Only the headers named in opt.Headers are logged, and never Authorization,
 // Cookie or Set-Cookie. Handlers get a logger carrying the ids from [LoggerFrom].
