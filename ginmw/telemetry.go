@@ -100,7 +100,9 @@ func NewTelemetry(opt *TelemetryOptions) (gin.HandlerFunc, error) {
 // method, route, path, scheme, client address, user agent and status code; a 5xx answer (or a
 // panic passing through, counted as 500) sets its status to Error, and the errors handlers added
 // with c.Error are recorded on it. The handlers' context (c.Request.Context()) carries the span,
-// so spans they open, and calls they make through instrumented clients, join the trace.
+// so spans they open, and calls they make through instrumented clients (an events publish, a
+// Redis call), join the trace: pass c.Request.Context() to them, not c itself, unless the engine
+// sets ContextWithFallback (without it a *gin.Context does not reach the request's values).
 //
 // Every request is recorded in the histogram [MetricRequestDuration] (seconds), with
 // http.request.method ("_OTHER" for unknown methods), http.route (omitted when no route matched),
