@@ -53,6 +53,7 @@ type tp struct {
 // part is one assigned partition: its key queues and its commit tracker.
 type part struct {
 	tp     tp
+	tel    *partTelemetry  // set once by newPart; read without c.mu
 	ctx    context.Context // handlers' context; cancelled when the partition is lost or gone
 	cancel context.CancelFunc
 	keys   map[string]*keyQueue

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Provenance headers added to a dead-lettered record, next to the original record's headers.
@@ -24,14 +26,16 @@ const (
 // when there is no DLQ. With a Deduper, the record (not the event: a re-driven dead letter is
 // a new record of the same event, to be handled) is claimed first and marked done after the
 // write, so a redelivery of this very record (a crash before the commit) is not dead-lettered
-// twice.
-func (c *Consumer) deadLetter(ctx context.Context, it item, cause error, attempts int) result {
+// twice. Each outcome is an event on the span in ctx.
+func (c *Consumer) deadLetter(ctx context.Context, pt *partTelemetry, it item, cause error, attempts int) result {
 	r := it.r
 	msg := "unknown"
 	if cause != nil {
 		msg = cause.Error()
 	}
+	span := trace.SpanFromContext(ctx)
 	if c.cfg.DeadLetterTopic == "" {
+		span.AddEvent(spanEventPaused, trace.WithAttributes(attribute.Int(attrAttempt, attempts)))
 		c.pause(r)
 		c.log.Error("events: event failed for good and there is no DeadLetterTopic: partition paused",
 			"group", c.cfg.Group, "topic", r.Topic, "partition", r.Partition, "offset", r.Offset,
@@ -57,6 +61,8 @@ func (c *Consumer) deadLetter(ctx context.Context, it item, cause error, attempt
 		switch {
 		case errors.Is(err, ErrDuplicate):
 			c.st.deduped.Add(1)
+			c.cfg.tel.deduped.Add(ctx, 1, pt.add...)
+			span.AddEvent(spanEventDeduplicate)
 			return result{out: outDone} // dead-lettered already, before a crash or rebalance
 		case errors.Is(err, ErrClaimed):
 			return result{out: outWait, err: cause, attempts: attempts}
@@ -83,6 +89,9 @@ func (c *Consumer) deadLetter(ctx context.Context, it item, cause error, attempt
 		return result{out: outWait, err: cause, attempts: attempts}
 	}
 	c.st.deadLettered.Add(1)
+	c.cfg.tel.deadLettered.Add(ctx, 1, pt.add...)
+	span.AddEvent(spanEventDeadLetter, trace.WithAttributes(attribute.Int(attrAttempt, attempts),
+		attribute.String(attrDLQTopic, c.cfg.DeadLetterTopic)))
 	if token != "" {
 		if err := c.cfg.Deduper.Done(context.WithoutCancel(ctx), id, token); err != nil {
 			c.st.dedupeErrors.Add(1)

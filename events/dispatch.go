@@ -58,12 +58,17 @@ func (c *Consumer) pollLoop(ctx context.Context) {
 				if p == nil {
 					p = c.newPart(k)
 				}
+				n := 0
 				for _, r := range f.Records {
 					if r.Attrs.IsControl() {
 						c.skipControl(p, r)
 					} else {
 						c.enqueue(p, r, t.TopicID)
+						n++
 					}
+				}
+				if n > 0 {
+					c.cfg.tel.consumed.Add(ctx, int64(n), p.tel.add...)
 				}
 			}
 		})
@@ -93,7 +98,8 @@ func (c *Consumer) waitRoom(ctx context.Context) (int, bool) {
 }
 
 func (c *Consumer) newPart(k tp) *part {
-	p := &part{tp: k, keys: make(map[string]*keyQueue), committed: -1, commit: kgo.EpochOffset{Epoch: -1, Offset: -1}}
+	p := &part{tp: k, tel: c.cfg.tel.forPartition(k), keys: make(map[string]*keyQueue), committed: -1,
+		commit: kgo.EpochOffset{Epoch: -1, Offset: -1}}
 	p.ctx, p.cancel = context.WithCancel(c.hctx)
 	c.parts[k] = p
 	return p
@@ -253,7 +259,7 @@ func (c *Consumer) worker() {
 		c.running++
 		attempt, lastErr := q.attempt, q.lastErr
 		c.mu.Unlock()
-		res = c.process(p.ctx, it, attempt, lastErr)
+		res = c.process(p, it, attempt, lastErr)
 		c.mu.Lock()
 	}
 }

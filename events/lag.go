@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // Status is a consumer group's (or one partition's) health, judged Burrow-style over a window
@@ -86,6 +87,11 @@ type LagConfig struct {
 	OnAlert func(Alert)
 	// Logger receives Run's check errors; nil discards.
 	Logger *slog.Logger
+	// MeterProvider records, at each check, the gauges surge.events.lag, surge.events.lag.age
+	// (s) and surge.events.lag.status (the partition's [Status] as a number, 0 OK to 4 STOP)
+	// per topic, partition and group (see the package documentation). Nil means the global
+	// provider, otel.GetMeterProvider().
+	MeterProvider metric.MeterProvider
 }
 
 // Condition is what alerts are about: the worst partition status and the threshold breaches.
@@ -302,6 +308,7 @@ func (m *LagMonitor) check(ctx context.Context) (LagReport, Condition, error) {
 	rep.LagExceeded = m.cfg.MaxLag >= 0 && rep.TotalLag > m.cfg.MaxLag
 	rep.AgeExceeded = m.cfg.MaxLagAge >= 0 && rep.MaxAge > m.cfg.MaxLagAge
 	rep.FailureRateExceeded = m.cfg.MaxFailureRate >= 0 && rep.FailureRate > m.cfg.MaxFailureRate
+	m.cfg.tel.record(ctx, &rep)
 	prev := m.last
 	m.last = rep.Condition
 	return rep, prev, nil

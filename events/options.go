@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/surgekit/surge/internal/jitter"
 )
@@ -27,6 +30,21 @@ type ProducerConfig struct {
 	TransactionalID string
 	// Logger receives background errors; nil discards.
 	Logger *slog.Logger
+	// TracerProvider opens a producer span ("send <topic>", kind producer) per Publish,
+	// PublishAsync and Tx.Publish call; its context goes into the records' headers (see
+	// Propagator). Nil means the global provider, otel.GetTracerProvider().
+	TracerProvider trace.TracerProvider
+	// MeterProvider records messaging.client.sent.messages (see the package documentation).
+	// Nil means the global provider, otel.GetMeterProvider(); with no SDK installed recording
+	// costs next to nothing.
+	MeterProvider metric.MeterProvider
+	// Propagator writes the publishing context into each record's headers, next to
+	// [HeaderID]: with the W3C propagators, traceparent and tracestate (and baggage), plain
+	// headers any Kafka client reads. A header of the same name in Event.Headers wins (a relay
+	// forwarding a stored context keeps it; a handler re-publishing a consumed Event keeps the
+	// upstream traceparent unless it deletes it). Nil means the global propagator,
+	// otel.GetTextMapPropagator(), which writes nothing until the application sets one.
+	Propagator propagation.TextMapPropagator
 }
 
 // Handler handles one event. It returns nil when done; an error asks for a retry (see
@@ -88,6 +106,20 @@ type ConsumerConfig struct {
 	KafkaOptions []kgo.Opt
 	// Logger receives handler failures, dead letters, pauses and commit errors; nil discards.
 	Logger *slog.Logger
+	// TracerProvider opens a consumer span ("process <topic>", kind consumer) around each try
+	// at a record (the handler call, or the dedupe skip or dead-letter write that replaces
+	// it), continuing the trace context of the record's headers (see Propagator); retries,
+	// dead letters, deduplicated records and pauses are span events. Nil means the global
+	// provider, otel.GetTracerProvider().
+	TracerProvider trace.TracerProvider
+	// MeterProvider records messaging.client.consumed.messages, messaging.process.duration,
+	// surge.events.retries, surge.events.dead_lettered and surge.events.deduped (see the
+	// package documentation). Nil means the global provider, otel.GetMeterProvider().
+	MeterProvider metric.MeterProvider
+	// Propagator reads the trace context from each record's headers (traceparent and
+	// tracestate with the W3C propagators). Nil means the global propagator,
+	// otel.GetTextMapPropagator().
+	Propagator propagation.TextMapPropagator
 }
 
 // Defaults of the configuration fields, used where a field is left zero.
@@ -150,6 +182,7 @@ func invalid(field, format string, args ...any) error {
 // producerConfig is ProducerConfig resolved: validated, defaults filled in.
 type producerConfig struct {
 	ProducerConfig
+	tel *producerTelemetry
 }
 
 func (cfg *ProducerConfig) resolve() (producerConfig, error) {
@@ -163,12 +196,14 @@ func (cfg *ProducerConfig) resolve() (producerConfig, error) {
 	c.Brokers = slices.Clone(c.Brokers)
 	c.KafkaOptions = slices.Clone(c.KafkaOptions)
 	c.Logger = discardLogger(c.Logger)
+	c.tel = newProducerTelemetry(&c.ProducerConfig)
 	return c, nil
 }
 
 // consumerConfig is ConsumerConfig resolved: validated, defaults filled in.
 type consumerConfig struct {
 	ConsumerConfig
+	tel *consumerTelemetry
 }
 
 func (cfg *ConsumerConfig) resolve() (consumerConfig, error) {
@@ -234,12 +269,14 @@ func (cfg *ConsumerConfig) resolve() (consumerConfig, error) {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	c.Logger = discardLogger(c.Logger)
+	c.tel = newConsumerTelemetry(&c.ConsumerConfig)
 	return c, nil
 }
 
 // lagConfig is LagConfig resolved: validated, defaults filled in.
 type lagConfig struct {
 	LagConfig
+	tel *lagTelemetry
 }
 
 func (cfg *LagConfig) resolve() (lagConfig, error) {
@@ -278,5 +315,6 @@ func (cfg *LagConfig) resolve() (lagConfig, error) {
 		c.MaxFailureRate = DefaultMaxFailureRate
 	}
 	c.Logger = discardLogger(c.Logger)
+	c.tel = newLagTelemetry(c.MeterProvider)
 	return c, nil
 }

@@ -10,6 +10,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 type outcome uint8
@@ -29,17 +33,30 @@ type result struct {
 	attempts int   // failed handler attempts so far
 }
 
-// process handles one record. attempt is the number of failed attempts so far.
-func (c *Consumer) process(ctx context.Context, it item, attempt int, lastErr error) result {
+// process handles one record of p under a consumer span that continues the trace context of
+// its headers. attempt is the number of failed attempts so far.
+func (c *Consumer) process(p *part, it item, attempt int, lastErr error) result {
+	ctx, span := c.cfg.tel.startProcess(p.ctx, p.tel, it.r)
+	res := c.try(ctx, p.tel, span, it, attempt, lastErr)
+	span.End()
+	return res
+}
+
+// try is process inside the span.
+func (c *Consumer) try(ctx context.Context, pt *partTelemetry, span trace.Span, it item, attempt int, lastErr error) result {
 	r := it.r
 	if attempt >= c.cfg.MaxAttempts || IsPermanent(lastErr) {
-		return c.deadLetter(ctx, it, lastErr, attempt) // the DLQ write failed before: try it again
+		return c.deadLetter(ctx, pt, it, lastErr, attempt) // the DLQ write failed before: try it again
 	}
 	ev, err := decodeRecord(r, it.topicID)
 	if err != nil {
 		c.st.decodeErrors.Add(1)
 		c.log.Error("events: undecodable record", "group", c.cfg.Group, "err", err)
-		return c.deadLetter(ctx, it, Permanent(err), attempt)
+		span.RecordError(err)
+		return c.deadLetter(ctx, pt, it, Permanent(err), attempt)
+	}
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String(attrMessageID, ev.ID))
 	}
 	var id, token string
 	if d := c.cfg.Deduper; d != nil {
@@ -48,6 +65,8 @@ func (c *Consumer) process(ctx context.Context, it item, attempt int, lastErr er
 		switch {
 		case errors.Is(err, ErrDuplicate):
 			c.st.deduped.Add(1)
+			c.cfg.tel.deduped.Add(ctx, 1, pt.add...)
+			span.AddEvent(spanEventDeduplicate)
 			return result{out: outDone}
 		case errors.Is(err, ErrClaimed):
 			return result{out: outWait, err: lastErr, attempts: attempt}
@@ -60,26 +79,36 @@ func (c *Consumer) process(ctx context.Context, it item, attempt int, lastErr er
 			return result{out: outWait, err: lastErr, attempts: attempt}
 		}
 	}
+	begin := time.Now()
+	lost := false
 	if token == "" {
 		err = c.call(ctx, ev)
 	} else {
-		hctx, lost, stop := c.keepClaim(ctx, id, token)
+		hctx, claimLost, stop := c.keepClaim(ctx, id, token)
 		err = c.call(hctx, ev)
 		stop()
-		if err != nil && lost() && ctx.Err() == nil {
-			// Another member may run it now: try again later, without using an attempt.
-			c.st.failed.Add(1)
-			return result{out: outWait, err: lastErr, attempts: attempt}
-		}
+		lost = err != nil && claimLost() && ctx.Err() == nil
 	}
 	if err == nil {
-		c.st.handled.Add(1)
+		c.cfg.tel.duration.Record(ctx, time.Since(begin).Seconds(), pt.ok...)
+	} else {
+		c.cfg.tel.duration.Record(ctx, time.Since(begin).Seconds(), pt.failed[errTypeOf(err)]...)
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	if lost {
+		// Another member may run it now: try again later, without using an attempt.
+		c.st.failed.Add(1)
+		return result{out: outWait, err: lastErr, attempts: attempt}
+	}
+	if err == nil {
 		if token != "" {
 			if derr := c.cfg.Deduper.Done(context.WithoutCancel(ctx), id, token); derr != nil {
 				c.st.dedupeErrors.Add(1)
 				c.log.Warn("events: dedupe done", "group", c.cfg.Group, "id", ev.ID, "err", derr)
 			}
 		}
+		c.st.handled.Add(1) // after Done: who sees it counted finds the event done in the Deduper
 		return result{out: outDone}
 	}
 	c.st.failed.Add(1)
@@ -93,9 +122,11 @@ func (c *Consumer) process(ctx context.Context, it item, attempt int, lastErr er
 	c.log.Warn("events: handler failed", "group", c.cfg.Group, "topic", r.Topic, "partition", r.Partition,
 		"offset", r.Offset, "id", ev.ID, "attempt", attempt, "err", err)
 	if attempt >= c.cfg.MaxAttempts || IsPermanent(err) {
-		return c.deadLetter(ctx, it, err, attempt)
+		return c.deadLetter(ctx, pt, it, err, attempt)
 	}
 	c.st.retried.Add(1)
+	c.cfg.tel.retries.Add(ctx, 1, pt.add...)
+	span.AddEvent(spanEventRetry, trace.WithAttributes(attribute.Int(attrAttempt, attempt)))
 	return result{out: outRetry, err: err, attempts: attempt}
 }
 
@@ -103,7 +134,7 @@ func (c *Consumer) process(ctx context.Context, it item, attempt int, lastErr er
 func (c *Consumer) call(ctx context.Context, ev Event) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			err = fmt.Errorf("events: handler panic: %v", v)
+			err = fmt.Errorf("%w: %v", errPanicked, v)
 		}
 	}()
 	return c.cfg.Handler(ctx, ev)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Producer publishes events with an idempotent kgo client: acks from all in-sync replicas,
@@ -21,6 +22,7 @@ type Producer struct {
 	txn     bool
 	txSem   chan struct{} // one token: the right to run a transaction
 	log     *slog.Logger
+	tel     *producerTelemetry
 	closing atomic.Bool
 	once    sync.Once
 
@@ -72,7 +74,7 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 		cl.Close()
 		return nil, invalid("ProducerConfig.KafkaOptions", "must not hold kgo.RecordPartitioner: keys are placed with murmur2 like the Java client, so per-key order holds across producers")
 	}
-	return &Producer{cl: cl, txn: cfg.TransactionalID != "", txSem: make(chan struct{}, 1), log: cfg.Logger}, nil
+	return &Producer{cl: cl, txn: cfg.TransactionalID != "", txSem: make(chan struct{}, 1), log: cfg.Logger, tel: rc.tel}, nil
 }
 
 // checkDurable rejects a client that could lose or duplicate records.
@@ -98,6 +100,9 @@ func checkDurable(cl *kgo.Client, field string) error {
 // waiting (until ctx ends) for one in progress on another goroutine; called with the ctx of a
 // running [Producer.Transact] fn it returns [ErrNestedTransaction] (publish through the Tx).
 // After Close it returns [ErrClosed]. Safe for concurrent use.
+//
+// The call runs under a producer span ("send <topic>") whose context every record carries in
+// its headers (see [ProducerConfig.Propagator]).
 func (p *Producer) Publish(ctx context.Context, topic string, evs ...Event) error {
 	if p.closing.Load() {
 		return ErrClosed
@@ -105,21 +110,27 @@ func (p *Producer) Publish(ctx context.Context, topic string, evs ...Event) erro
 	if p.txn {
 		return p.Transact(ctx, func(ctx context.Context, tx *Tx) error { return tx.Publish(ctx, topic, evs...) })
 	}
-	prs, err := p.records(ctx, topic, evs)
-	if err != nil {
-		return err
+	if topic == "" {
+		return errEmptyTopic
 	}
-	return p.produceWait(ctx, prs)
+	ctx, span, th := p.tel.start(ctx, topic, len(evs))
+	prs, err := p.records(ctx, topic, evs, th)
+	if err == nil {
+		err = p.produceWait(ctx, prs)
+	}
+	endSpan(span, err)
+	return err
 }
 
-func (p *Producer) records(ctx context.Context, topic string, evs []Event) ([]*pubRec, error) {
+// records builds the records of evs, each with the trace headers th.
+func (p *Producer) records(ctx context.Context, topic string, evs []Event, th []kgo.RecordHeader) ([]*pubRec, error) {
 	if topic == "" {
 		return nil, errEmptyTopic
 	}
 	prs := make([]*pubRec, len(evs))
 	for i := range evs {
 		ev := evs[i]
-		pr, err := newPubRec(ctx, topic, &ev)
+		pr, err := newPubRec(ctx, topic, &ev, th)
 		if err != nil {
 			return nil, err
 		}
@@ -133,10 +144,11 @@ var errEmptyTopic = fmt.Errorf("%w: empty topic", ErrInvalidEvent)
 
 func asyncPromise(r *kgo.Record, err error) {
 	pr := r.Context.(*pubRec)
-	pr.p.count(err)
+	pr.p.count(pr, r.Topic, err)
 	if err != nil {
 		err = publishError(r, err)
 	}
+	endSpan(pr.span, err)
 	pr.done(err)
 }
 
@@ -171,7 +183,7 @@ func (p *Producer) produceWait(ctx context.Context, prs []*pubRec) error {
 func (p *Producer) results(rs kgo.ProduceResults) error {
 	var errs []error
 	for _, r := range rs {
-		p.count(r.Err)
+		p.count(r.Record.Context, r.Record.Topic, r.Err)
 		if r.Err != nil {
 			errs = append(errs, publishError(r.Record, r.Err))
 		}
@@ -179,7 +191,9 @@ func (p *Producer) results(rs kgo.ProduceResults) error {
 	return errors.Join(errs...)
 }
 
-func (p *Producer) count(err error) {
+// count records one event's publish outcome in the stats and the sent counter.
+func (p *Producer) count(ctx context.Context, topic string, err error) {
+	p.tel.count(ctx, topic, err)
 	if err != nil {
 		p.failed.Add(1)
 	} else {
@@ -198,7 +212,8 @@ func eventID(r *kgo.Record) string {
 // PublishAsync hands ev to the client and returns at once (it blocks only while the client's
 // buffer is full, until ctx ends). done, if not nil, is called exactly once with the outcome,
 // from a client goroutine, so it must not block. On a transactional producer done gets
-// [ErrTransactional]; after Close, [ErrClosed].
+// [ErrTransactional]; after Close, [ErrClosed]. The call opens a producer span ("send
+// <topic>"), ended when the outcome is known, whose context the record carries in its headers.
 func (p *Producer) PublishAsync(ctx context.Context, topic string, ev Event, done func(error)) {
 	if done == nil {
 		done = func(error) {}
@@ -214,12 +229,14 @@ func (p *Producer) PublishAsync(ctx context.Context, topic string, ev Event, don
 		done(errEmptyTopic)
 		return
 	}
-	pr, err := newPubRec(ctx, topic, &ev)
+	ctx, span, th := p.tel.start(ctx, topic, 1)
+	pr, err := newPubRec(ctx, topic, &ev, th)
 	if err != nil {
+		endSpan(span, err)
 		done(err)
 		return
 	}
-	pr.p, pr.done = p, done
+	pr.p, pr.done, pr.span = p, done, span
 	p.cl.Produce(ctx, &pr.rec, asyncPromise)
 }
 
@@ -260,23 +277,26 @@ func (p *Producer) Close() {
 // hands it back to the promise through Record.Context, which it embeds (kgo only reads the
 // context for cancellation, and our pubRec is that context).
 type pubRec struct {
-	context.Context // the caller's ctx
+	context.Context // the caller's ctx, with the producer span
 
 	rec kgo.Record
-	hs  [3]kgo.RecordHeader
-	buf [128]byte // ID, time, type and key bytes when they fit
+	hs  [5]kgo.RecordHeader // the event headers and traceparent, tracestate
+	buf [128]byte           // ID, time, type and key bytes when they fit
 
 	p    *Producer
 	done func(error) // PublishAsync
+	span trace.Span  // PublishAsync: ended by asyncPromise
 	tx   *Tx         // Tx.Publish
 }
 
-// newPubRec builds the record for ev, filling a missing ID or Time. ev is the caller's copy:
+// newPubRec builds the record for ev, with the trace headers th after the event's own and
+// before its user headers (a trace header the user set in Event.Headers wins), filling a
+// missing ID or Time. ev is the caller's copy:
 // a generated ID goes straight into the record's bytes, never into a string. The event's Time
 // travels in its header, written in UTC; the record timestamp is left to kgo (the publish
 // time), so retention and lag age count from when the event was published, not from when it
 // happened.
-func newPubRec(ctx context.Context, topic string, ev *Event) (*pubRec, error) {
+func newPubRec(ctx context.Context, topic string, ev *Event, th []kgo.RecordHeader) (*pubRec, error) {
 	for k := range ev.Headers {
 		if reservedHeader(k) {
 			return nil, fmt.Errorf("%w: event %s: header %q is reserved", ErrInvalidEvent, ev.ID, k)
@@ -318,14 +338,19 @@ func newPubRec(ctx context.Context, topic string, ev *Event) (*pubRec, error) {
 	key := buf[n:len(buf):len(buf)]
 
 	hs := pr.hs[:0]
-	if len(ev.Headers) > 0 {
-		hs = make([]kgo.RecordHeader, 0, 3+len(ev.Headers))
+	if len(ev.Headers) > 0 || 3+len(th) > len(pr.hs) {
+		hs = make([]kgo.RecordHeader, 0, 3+len(th)+len(ev.Headers))
 	}
 	hs = append(hs, kgo.RecordHeader{Key: HeaderID, Value: id})
 	if ev.Type != "" {
 		hs = append(hs, kgo.RecordHeader{Key: HeaderType, Value: typ})
 	}
 	hs = append(hs, kgo.RecordHeader{Key: HeaderTime, Value: ts})
+	for _, h := range th {
+		if _, mine := ev.Headers[h.Key]; !mine {
+			hs = append(hs, h)
+		}
+	}
 	for k, v := range ev.Headers {
 		hs = append(hs, kgo.RecordHeader{Key: k, Value: []byte(v)})
 	}
@@ -338,7 +363,7 @@ func newPubRec(ctx context.Context, topic string, ev *Event) (*pubRec, error) {
 
 // toRecord is newPubRec for callers that only want the record; it fills ev.ID too.
 func toRecord(topic string, ev *Event) (*kgo.Record, error) {
-	pr, err := newPubRec(context.Background(), topic, ev)
+	pr, err := newPubRec(context.Background(), topic, ev, nil)
 	if err != nil {
 		return nil, err
 	}

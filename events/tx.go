@@ -19,16 +19,23 @@ type Tx struct {
 
 // Publish adds evs to the transaction. It does not wait for acknowledgements: Transact flushes
 // before committing and aborts when any write failed. It returns an error wrapping
-// [ErrInvalidEvent] at once for a malformed event or an empty topic.
+// [ErrInvalidEvent] at once for a malformed event or an empty topic. It runs under a producer
+// span ("send <topic>") whose context every record carries in its headers.
 func (tx *Tx) Publish(ctx context.Context, topic string, evs ...Event) error {
-	prs, err := tx.p.records(ctx, topic, evs)
+	if topic == "" {
+		return errEmptyTopic
+	}
+	ctx, span, th := tx.p.tel.start(ctx, topic, len(evs))
+	prs, err := tx.p.records(ctx, topic, evs, th)
 	if err != nil {
+		endSpan(span, err)
 		return err
 	}
 	for _, pr := range prs {
 		pr.tx = tx
 		tx.p.cl.Produce(ctx, &pr.rec, txPromise)
 	}
+	span.End() // the writes' outcome is Transact's
 	return nil
 }
 
@@ -37,7 +44,7 @@ type txKey struct{}
 
 func txPromise(r *kgo.Record, err error) {
 	pr := r.Context.(*pubRec)
-	pr.p.count(err)
+	pr.p.count(pr, r.Topic, err)
 	if err != nil {
 		pr.tx.mu.Lock()
 		pr.tx.errs = append(pr.tx.errs, publishError(r, err))
