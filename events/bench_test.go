@@ -8,9 +8,11 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/surgekit/surge/internal/benchkit"
 	"github.com/surgekit/surge/internal/kafkatest"
+	"github.com/surgekit/surge/internal/oteltest"
 )
 
 // BenchmarkPublishAsync measures PublishAsync + Flush of 200-byte events on kfake; compare
@@ -20,6 +22,26 @@ func BenchmarkPublishAsync(b *testing.B) {
 	p := newTestProducer(b, kc)
 	now := time.Now()
 	benchkit.Produce(b, p.Flush, func(ctx context.Context, key string, failed func(error)) {
+		p.PublishAsync(ctx, "bench", Event{Type: "bench", Key: key, Time: now, Data: benchkit.Payload200}, failed)
+	})
+}
+
+// BenchmarkPublishAsyncOTelSDK is BenchmarkPublishAsync with an OpenTelemetry SDK installed
+// (in-memory exporters, every span sampled): the cost of the producer span, the traceparent
+// header and the sent counter per event.
+func BenchmarkPublishAsyncOTelSDK(b *testing.B) {
+	kc := kafkatest.Cluster(b, "bench")
+	sdk := oteltest.New(b)
+	p, err := NewProducer(ProducerConfig{Brokers: kc.Seeds(), TracerProvider: sdk.TracerProvider,
+		MeterProvider: sdk.MeterProvider, Propagator: sdk.Propagator})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(p.Close)
+	ctx, span := sdk.TracerProvider.Tracer("bench").Start(context.Background(), "request")
+	defer span.End()
+	now := time.Now()
+	benchkit.Produce(b, p.Flush, func(_ context.Context, key string, failed func(error)) {
 		p.PublishAsync(ctx, "bench", Event{Type: "bench", Key: key, Time: now, Data: benchkit.Payload200}, failed)
 	})
 }
@@ -61,14 +83,37 @@ func BenchmarkConsumer(b *testing.B) {
 		{"concurrency=16", 16, 500},
 		{"per-partition", 16, 0},
 	} {
-		b.Run(tc.name, func(b *testing.B) { benchConsumer(b, tc.concurrency, tc.keys) })
+		b.Run(tc.name, func(b *testing.B) { benchConsumer(b, tc.concurrency, tc.keys, nil) })
 	}
 }
 
-func benchConsumer(b *testing.B, concurrency, keys int) {
+// BenchmarkConsumerOTelSDK is BenchmarkConsumer's concurrency=16 case with an OpenTelemetry SDK
+// installed on both sides: every record carries a traceparent, and each handler call runs
+// under a recorded consumer span and is measured.
+func BenchmarkConsumerOTelSDK(b *testing.B) {
+	benchConsumer(b, 16, 500, oteltest.New(b))
+}
+
+func benchConsumer(b *testing.B, concurrency, keys int, sdk *oteltest.SDK) {
 	kc := kafkatest.Cluster(b, "bench")
-	p := newTestProducer(b, kc)
+	var p *Producer
+	var cfg ConsumerConfig
 	ctx := context.Background()
+	if sdk == nil {
+		p = newTestProducer(b, kc)
+	} else {
+		var err error
+		p, err = NewProducer(ProducerConfig{Brokers: kc.Seeds(), TracerProvider: sdk.TracerProvider,
+			MeterProvider: sdk.MeterProvider, Propagator: sdk.Propagator})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(p.Close)
+		cfg = ConsumerConfig{TracerProvider: sdk.TracerProvider, MeterProvider: sdk.MeterProvider, Propagator: sdk.Propagator}
+		var span trace.Span
+		ctx, span = sdk.TracerProvider.Tracer("bench").Start(ctx, "request")
+		defer span.End()
+	}
 	evs := make([]Event, b.N)
 	for i := range evs {
 		evs[i] = Event{Type: "bench", Data: []byte(strconv.Itoa(i))}
@@ -86,21 +131,22 @@ func benchConsumer(b *testing.B, concurrency, keys int) {
 	var outOfOrder atomic.Int64
 	all := make(chan struct{})
 	b.ResetTimer()
-	r := startConsumer(b, kc, ConsumerConfig{Group: "bench", Topics: []string{"bench"}, Concurrency: concurrency,
-		Handler: func(_ context.Context, ev Event) error {
-			time.Sleep(time.Millisecond)
-			if keys > 0 {
-				n, _ := strconv.Atoi(string(ev.Data))
-				if int64(n) < last[n%keys].Load() {
-					outOfOrder.Add(1)
-				}
-				last[n%keys].Store(int64(n))
+	cfg.Group, cfg.Topics, cfg.Concurrency = "bench", []string{"bench"}, concurrency
+	cfg.Handler = func(_ context.Context, ev Event) error {
+		time.Sleep(time.Millisecond)
+		if keys > 0 {
+			n, _ := strconv.Atoi(string(ev.Data))
+			if int64(n) < last[n%keys].Load() {
+				outOfOrder.Add(1)
 			}
-			if handled.Add(1) == int64(b.N) {
-				close(all)
-			}
-			return nil
-		}})
+			last[n%keys].Store(int64(n))
+		}
+		if handled.Add(1) == int64(b.N) {
+			close(all)
+		}
+		return nil
+	}
+	r := startConsumer(b, kc, cfg)
 	<-all
 	b.StopTimer()
 	if err := r.stop(); err != nil {

@@ -27,6 +27,34 @@
 // thresholds, and calls OnAlert when the condition changes. With LagConfig.Topics set it also
 // watches a group that has not joined yet, counting its backlog from the log start.
 //
+// # Telemetry
+//
+// The package speaks OpenTelemetry through the API only (scope
+// "github.com/surgekit/surge/events"); the TracerProvider, MeterProvider and Propagator
+// fields of [ProducerConfig] and [ConsumerConfig] (and [LagConfig.MeterProvider]) default to
+// the global ones. [Producer.Publish], [Producer.PublishAsync] and [Tx.Publish] open a
+// producer span "send <topic>" and write its context into each record's headers beside
+// [HeaderID] (traceparent and tracestate with the W3C propagator; a header of that name in
+// Event.Headers wins); the [Consumer] runs each try at a record under a consumer span
+// "process <topic>" that continues it, with the events "retry", "dead_letter",
+// "deduplicated" and "paused". Metrics, with messaging.system=kafka and
+// messaging.destination.name (the topic), and on the consumer side
+// messaging.destination.partition.id and messaging.consumer.group.name:
+//
+//   - messaging.client.sent.messages (counter): events acknowledged, or failed with error.type
+//     (the Kafka error code, "canceled", "deadline_exceeded", "client_closed" or "_OTHER");
+//   - messaging.client.consumed.messages (counter): records fetched for the handlers;
+//   - messaging.process.duration (histogram, s): each handler call, with error.type
+//     "handler_error", "permanent", "panic" or "canceled" when it failed;
+//   - surge.events.retries, surge.events.dead_lettered, surge.events.deduped (counters);
+//   - surge.events.lag, surge.events.lag.age (s) and surge.events.lag.status (0 OK, 1 WARN,
+//     2 REWIND, 3 STALL, 4 STOP) (gauges, per partition, set by each [LagMonitor.Check]).
+//
+// With no SDK installed the instruments are no-ops, no trace header is written unless the
+// caller's context carries a trace, and the attribute sets are built once per topic and
+// partition, so a consumed event costs two small allocations more (the no-op span and its
+// context).
+//
 //	p, err := events.NewProducer(events.ProducerConfig{Brokers: brokers})
 //	ev, err := events.NewEvent("order.created", order.ID, order)
 //	err = p.Publish(ctx, "orders", ev)

@@ -7,18 +7,21 @@ package events
 import (
 	"context"
 	"errors"
+	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/surgekit/surge/internal/otelx"
 )
@@ -57,6 +60,29 @@ const (
 	spanEventDeduplicate = "deduplicated" // the Deduper had the event done: the handler did not run
 	spanEventPaused      = "paused"       // failed for good without a DeadLetterTopic
 )
+
+// defaultTracerProvider is the global tracer provider as it is until the application installs
+// one (a no-op that would delegate to it), or nil when one was installed before this package
+// was initialised.
+var defaultTracerProvider = func() trace.TracerProvider {
+	tp := otel.GetTracerProvider()
+	if reflect.TypeOf(tp).String() == "*global.tracerProvider" {
+		return tp
+	}
+	return nil
+}()
+
+// tracing reports whether spans may record: always with a provider of the caller's (global is
+// false), and with the global one once the application installed an SDK. Without one a span
+// would be a no-op that still costs three allocations, so publish and process skip it and only
+// pass the caller's (or the record's) trace context on. Checked per call: an SDK installed
+// after the constructor ran is used from then on.
+func tracing(global bool) bool {
+	return !global || defaultTracerProvider == nil || otel.GetTracerProvider() != defaultTracerProvider
+}
+
+// noSpan stands for a span not opened: ending it or adding to it does nothing.
+var noSpan trace.Span = noop.Span{}
 
 // error.type values of the consumer metrics (a fixed set, so attribute sets are built once).
 type errType uint8
@@ -136,6 +162,7 @@ func (c *headerCarrier) Keys() []string {
 // producerTelemetry is a Producer's instruments and its per-topic attributes, resolved once.
 type producerTelemetry struct {
 	tracer trace.Tracer
+	global bool // the tracer is the global provider's
 	prop   propagation.TextMapPropagator
 	sent   metric.Int64Counter
 
@@ -158,6 +185,7 @@ func newProducerTelemetry(cfg *ProducerConfig) *producerTelemetry {
 	m := otelx.Meter(cfg.MeterProvider, scopeName)
 	t := &producerTelemetry{
 		tracer: otelx.Tracer(cfg.TracerProvider, scopeName),
+		global: cfg.TracerProvider == nil,
 		prop:   otelx.Propagator(cfg.Propagator),
 		sent: otelx.Must(m.Int64Counter(metricSent,
 			metric.WithDescription("Events written to Kafka (acknowledged, or failed with error.type), by topic"),
@@ -197,14 +225,18 @@ func (t *producerTelemetry) topic(name string) *pubTopic {
 
 // start opens the producer span of a publish of n events to topic and returns its context
 // and the trace headers to write on each record (nil when there is nothing to propagate: no
-// valid span context and no baggage, as with no SDK installed and no incoming trace).
+// valid span context and no baggage, as with no SDK installed and no incoming trace). With
+// the global provider and no SDK installed it opens no span and passes ctx's trace on.
 func (t *producerTelemetry) start(ctx context.Context, topic string, n int) (context.Context, trace.Span, []kgo.RecordHeader) {
-	pt := t.topic(topic)
-	ctx, span := t.tracer.Start(ctx, pt.spanName, pt.start...)
-	if n != 1 && span.IsRecording() {
-		span.SetAttributes(attribute.Int(attrBatchCount, n))
+	span := noSpan
+	if tracing(t.global) {
+		pt := t.topic(topic)
+		ctx, span = t.tracer.Start(ctx, pt.spanName, pt.start...)
+		if n != 1 && span.IsRecording() {
+			span.SetAttributes(attribute.Int(attrBatchCount, n))
+		}
 	}
-	if !span.SpanContext().IsValid() && baggage.FromContext(ctx).Len() == 0 {
+	if !trace.SpanContextFromContext(ctx).IsValid() && baggage.FromContext(ctx).Len() == 0 {
 		return ctx, span, nil
 	}
 	var hs headerCarrier
@@ -234,6 +266,7 @@ func endSpan(span trace.Span, err error) {
 // consumerTelemetry is a Consumer's instruments, resolved once by NewConsumer.
 type consumerTelemetry struct {
 	tracer       trace.Tracer
+	global       bool // the tracer is the global provider's
 	prop         propagation.TextMapPropagator
 	group        string
 	consumed     metric.Int64Counter
@@ -251,6 +284,7 @@ func newConsumerTelemetry(cfg *ConsumerConfig) *consumerTelemetry {
 	m := otelx.Meter(cfg.MeterProvider, scopeName)
 	return &consumerTelemetry{
 		tracer: otelx.Tracer(cfg.TracerProvider, scopeName),
+		global: cfg.TracerProvider == nil,
 		prop:   otelx.Propagator(cfg.Propagator),
 		group:  cfg.Group,
 		consumed: otelx.Must(m.Int64Counter(metricConsumed,
@@ -305,9 +339,13 @@ func (t *consumerTelemetry) forPartition(k tp) *partTelemetry {
 }
 
 // startProcess opens the consumer span of one try at r, continuing the trace context its
-// headers carry (none: a new trace).
+// headers carry (none: a new trace). With the global provider and no SDK installed it opens
+// no span: the handler's ctx carries the record's trace context as extracted.
 func (t *consumerTelemetry) startProcess(ctx context.Context, pt *partTelemetry, r *kgo.Record) (context.Context, trace.Span) {
 	ctx = t.prop.Extract(ctx, (*headerCarrier)(&r.Headers))
+	if !tracing(t.global) {
+		return ctx, noSpan
+	}
 	ctx, span := t.tracer.Start(ctx, pt.spanName, pt.start...)
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int64(attrOffset, r.Offset))

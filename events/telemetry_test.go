@@ -325,3 +325,55 @@ func TestLagMonitorGauges(t *testing.T) {
 	_, scope, _ := sdk.Metric(t, metricLag)
 	require.Equal(t, scopeName, scope)
 }
+
+// TestNoSDKCostsNoAllocation: with the global providers and no SDK installed, opening the
+// publish and process telemetry allocates nothing, and a trace already in the caller's context
+// (or the record's headers) is still passed on.
+func TestNoSDKCostsNoAllocation(t *testing.T) {
+	if otelGlobalInstalled() {
+		t.Skip("a global tracer provider is installed")
+	}
+	cfg := ProducerConfig{Brokers: []string{"b:1"}}
+	rc, err := cfg.resolve()
+	require.NoError(t, err)
+	ctx := context.Background()
+	allocs := testing.AllocsPerRun(100, func() {
+		_, span, th := rc.tel.start(ctx, "orders", 1)
+		span.End()
+		if th != nil {
+			panic("trace headers without a trace")
+		}
+	})
+	require.Zero(t, allocs, "publish telemetry with no SDK")
+
+	c := bareConsumer(t)
+	pt := c.cfg.tel.forPartition(tp{"orders", 0})
+	r := &kgo.Record{Topic: "orders", Headers: []kgo.RecordHeader{{Key: HeaderID, Value: []byte("e")}}}
+	allocs = testing.AllocsPerRun(100, func() {
+		_, span := c.cfg.tel.startProcess(ctx, pt, r)
+		span.End()
+	})
+	require.Zero(t, allocs, "process telemetry with no SDK")
+
+	// An incoming trace is passed on without a span of ours: the W3C propagator stands for the
+	// one an application sets globally.
+	sdk := oteltest.New(t)
+	sctx, span := sdk.TracerProvider.Tracer("test").Start(ctx, "incoming")
+	defer span.End()
+	pcfg := ProducerConfig{Brokers: []string{"b:1"}, Propagator: sdk.Propagator}
+	prc, err := pcfg.resolve()
+	require.NoError(t, err)
+	_, _, th := prc.tel.start(sctx, "orders", 1)
+	require.Len(t, th, 1)
+	require.Equal(t, "traceparent", th[0].Key)
+	require.Contains(t, string(th[0].Value), span.SpanContext().TraceID().String())
+
+	ccfg := ConsumerConfig{Brokers: []string{"b:1"}, Group: "g", Topics: []string{"orders"}, Propagator: sdk.Propagator,
+		Handler: func(context.Context, Event) error { return nil }}
+	crc, err := ccfg.resolve()
+	require.NoError(t, err)
+	hctx, _ := crc.tel.startProcess(ctx, pt, &kgo.Record{Headers: th})
+	require.Equal(t, span.SpanContext().TraceID(), trace.SpanContextFromContext(hctx).TraceID())
+}
+
+func otelGlobalInstalled() bool { return tracing(true) }
