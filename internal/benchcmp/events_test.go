@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/surgekit/surge/events"
 	"github.com/surgekit/surge/internal/benchkit"
@@ -30,6 +33,25 @@ func BenchmarkEventsPublish(b *testing.B) {
 		defer p.Close()
 		now := time.Now()
 		benchkit.Produce(b, p.Flush, func(ctx context.Context, key string, done func(error)) {
+			p.PublishAsync(ctx, "p", events.Event{Type: "bench", Key: key, Time: now, Data: benchkit.Payload200}, done)
+		})
+	})
+	// The same with an OpenTelemetry SDK installed (every span sampled, in-memory readers, W3C
+	// propagator) and a span in the caller's context: what the producer span, the traceparent
+	// header and messaging.client.sent.messages cost per event.
+	b.Run("surge-otel-sdk", func(b *testing.B) {
+		kc := kafkatest.Cluster(b, "p")
+		tp, mp := otelSDK(b)
+		p, err := events.NewProducer(events.ProducerConfig{Brokers: kc.Seeds(), TracerProvider: tp, MeterProvider: mp,
+			Propagator: propagation.TraceContext{}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer p.Close()
+		ctx, span := tp.Tracer("bench").Start(context.Background(), "request")
+		defer span.End()
+		now := time.Now()
+		benchkit.Produce(b, p.Flush, func(_ context.Context, key string, done func(error)) {
 			p.PublishAsync(ctx, "p", events.Event{Type: "bench", Key: key, Time: now, Data: benchkit.Payload200}, done)
 		})
 	})
@@ -219,43 +241,12 @@ func seedPayloadEvents(b *testing.B, n int) *kafkatest.KafkaCluster {
 // commits. It reports events/s from the first event to the last, so the group join (the same
 // for both, and noisy on a busy machine) is left out; ns/op includes it.
 func BenchmarkEventsConsumeOverhead(b *testing.B) {
-	b.Run("surge-c8", func(b *testing.B) {
-		kc := seedPayloadEvents(b, consumeEvents)
-		var busy time.Duration
-		b.ResetTimer()
-		for i := range b.N {
-			var handled atomic.Int64
-			var first time.Time
-			all := make(chan struct{})
-			cons, err := events.NewConsumer(events.ConsumerConfig{
-				Brokers: kc.Seeds(), Group: "g" + strconv.Itoa(i), Topics: []string{"o"}, Concurrency: 8,
-				KafkaOptions: groupOpts(),
-				Handler: func(context.Context, events.Event) error {
-					switch handled.Add(1) {
-					case 1:
-						first = time.Now()
-					case consumeEvents:
-						busy += time.Since(first)
-						close(all)
-					}
-					return nil
-				},
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- cons.Run(ctx) }()
-			<-all
-			b.StopTimer()
-			cancel()
-			if err := <-done; err != nil {
-				b.Fatal(err)
-			}
-			b.StartTimer()
-		}
-		b.ReportMetric(float64(b.N*consumeEvents)/busy.Seconds(), "events/s")
+	b.Run("surge-c8", func(b *testing.B) { consumeOverhead(b, events.ConsumerConfig{}) })
+	// The same with an OpenTelemetry SDK installed: a sampled consumer span per event and the
+	// consumer metrics.
+	b.Run("surge-c8-otel-sdk", func(b *testing.B) {
+		tp, mp := otelSDK(b)
+		consumeOverhead(b, events.ConsumerConfig{TracerProvider: tp, MeterProvider: mp, Propagator: propagation.TraceContext{}})
 	})
 	b.Run("kgo-group", func(b *testing.B) {
 		kc := seedPayloadEvents(b, consumeEvents)
@@ -291,4 +282,52 @@ func BenchmarkEventsConsumeOverhead(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.N*consumeEvents)/busy.Seconds(), "events/s")
 	})
+}
+
+// consumeOverhead is BenchmarkEventsConsumeOverhead's surge case with cfg's telemetry fields.
+func consumeOverhead(b *testing.B, cfg events.ConsumerConfig) {
+	kc := seedPayloadEvents(b, consumeEvents)
+	var busy time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		var handled atomic.Int64
+		var first time.Time
+		all := make(chan struct{})
+		cfg.Brokers, cfg.Group, cfg.Topics, cfg.Concurrency = kc.Seeds(), "g"+strconv.Itoa(i), []string{"o"}, 8
+		cfg.KafkaOptions = groupOpts()
+		cfg.Handler = func(context.Context, events.Event) error {
+			switch handled.Add(1) {
+			case 1:
+				first = time.Now()
+			case consumeEvents:
+				busy += time.Since(first)
+				close(all)
+			}
+			return nil
+		}
+		cons, err := events.NewConsumer(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- cons.Run(ctx) }()
+		<-all
+		b.StopTimer()
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(b.N*consumeEvents)/busy.Seconds(), "events/s")
+}
+
+// otelSDK returns an SDK tracer provider (every span sampled, none exported) and meter provider
+// (read by a manual reader), shut down when b ends.
+func otelSDK(b *testing.B) (*sdktrace.TracerProvider, *sdkmetric.MeterProvider) {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	b.Cleanup(func() { _ = tp.Shutdown(context.Background()); _ = mp.Shutdown(context.Background()) })
+	return tp, mp
 }
