@@ -3,8 +3,11 @@ package cache
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // reads coalesces concurrent Redis reads of one key in this process, so a hot key read by many
@@ -15,6 +18,7 @@ import (
 // process: anything that moves the key's epoch) happened since that GET was sent, so a Fetch that
 // follows a Delete never receives the value the Delete removed.
 type reads struct {
+	pipe    pipe // every GET of the Cache goes through it
 	mu      sync.Mutex
 	m       map[string]*readCall
 	waiting atomic.Int64 // readers blocked on another reader's GET (tests observe it)
@@ -44,12 +48,12 @@ func (c *Cache[V]) sharedGet(ctx context.Context, key string) ([]byte, error) {
 			c.rd.waiting.Add(-1)
 			return nil, ctx.Err()
 		}
-		if !errors.Is(rc.err, context.Canceled) && !errors.Is(rc.err, context.DeadlineExceeded) {
+		if !ctxErr(rc.err) {
 			c.st.sharedReads.Add(1)
 			return rc.b, rc.err
 		}
 		// The GET ended with its own caller's context, not ours: read for ourselves.
-		return c.rdb.Get(ctx, c.valueKey(key)).Bytes()
+		return c.rd.pipe.getOne(ctx, c.rdb, c.valueKey(key))
 	}
 	rc := &readCall{epoch: epoch, done: make(chan struct{})}
 	if c.rd.m == nil {
@@ -58,7 +62,7 @@ func (c *Cache[V]) sharedGet(ctx context.Context, key string) ([]byte, error) {
 	c.rd.m[key] = rc // replaces a call of an older epoch, which then finishes unjoined
 	c.rd.mu.Unlock()
 
-	rc.b, rc.err = c.rdb.Get(ctx, c.valueKey(key)).Bytes()
+	rc.b, rc.err = c.rd.pipe.getOne(ctx, c.rdb, c.valueKey(key))
 	c.rd.mu.Lock()
 	if c.rd.m[key] == rc {
 		delete(c.rd.m, key)
@@ -66,4 +70,184 @@ func (c *Cache[V]) sharedGet(ctx context.Context, key string) ([]byte, error) {
 	c.rd.mu.Unlock()
 	close(rc.done)
 	return rc.b, rc.err
+}
+
+// pipe batches the Redis reads of concurrent callers into shared round trips, DataLoader-style
+// but without a timer: a read that finds fewer than pipeMaxInFlight round trips of this Cache in
+// flight sends its GET at once, on its own goroutine (a lone caller pays nothing); reads that
+// arrive while they are all in flight queue up, and when one returns, the first queued read
+// sends every queued GET as one pipeline (split per node by a ClusterClient) for all of them.
+// So with N concurrent callers a round trip carries about N/pipeMaxInFlight reads instead of
+// one, and one slow round trip (a slow node) does not hold up every other read.
+//
+// A queued read is sent after it was queued, so it sees every write that completed before its
+// caller asked: the invalidation-epoch rules of reads and the local tier hold unchanged.
+type pipe struct {
+	mu       sync.Mutex
+	inflight int        // round trips in flight (each sender hands the queue on when it returns)
+	queue    []*pipeReq // reads waiting for the round trip in flight to return
+	queued   atomic.Int64
+}
+
+// pipeReq is one caller's keys in a pipe: done closes when vals and errs are set, or when the
+// caller is to send the batch it was handed (batch non-nil).
+type pipeReq struct {
+	keys  []string // value keys
+	vals  [][]byte
+	errs  []error
+	done  chan struct{}
+	state pipeState // guarded by pipe.mu
+	batch []*pipeReq
+}
+
+// pipeMaxInFlight bounds the round trips a Cache's reads keep in flight at once: two keep the
+// pipeline fed while the replies of the other are decoded, and keep a slow round trip from
+// stalling every read.
+const pipeMaxInFlight = 2
+
+type pipeState uint8
+
+const (
+	pipeQueued pipeState = iota // in the queue
+	pipeTaken                   // in a batch being sent
+	pipeLeft                    // its caller gave up while queued
+)
+
+// get reads the value keys vks (at least one), returning each key's bytes or error (redis.Nil
+// when absent). It blocks for one round trip, or for the one in flight plus one; when ctx ends
+// while it waits it returns ctx.Err() for every key.
+func (p *pipe) get(ctx context.Context, rdb redis.Cmdable, vks []string) ([][]byte, []error) {
+	p.mu.Lock()
+	if p.inflight < pipeMaxInFlight {
+		p.inflight++
+		p.mu.Unlock()
+		r := &pipeReq{keys: vks}
+		p.send(ctx, rdb, []*pipeReq{r})
+		p.handOn(ctx, rdb)
+		return r.vals, r.errs
+	}
+	r := &pipeReq{keys: vks, done: make(chan struct{})}
+	p.queue = append(p.queue, r)
+	p.queued.Add(1)
+	p.mu.Unlock()
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		p.mu.Lock()
+		switch {
+		case r.state == pipeQueued:
+			r.state = pipeLeft
+			p.queue = slices.DeleteFunc(p.queue, func(q *pipeReq) bool { return q == r })
+			p.queued.Add(-1)
+			p.mu.Unlock()
+			return make([][]byte, len(vks)), repeatErr(ctx.Err(), len(vks))
+		case r.batch == nil:
+			// In a batch another caller sends: it will fill r, which nobody reads any more.
+			p.mu.Unlock()
+			return make([][]byte, len(vks)), repeatErr(ctx.Err(), len(vks))
+		}
+		p.mu.Unlock()
+		<-r.done // handed the batch: send it anyway, so the others and the queue go on
+	}
+	if r.batch != nil {
+		// Handed the queue: send it for everyone (on our ctx; a read that fails with our ctx's
+		// error is retried by its own caller), then hand the next queue on.
+		batch := r.batch
+		p.send(ctx, rdb, batch)
+		p.handOn(ctx, rdb)
+		for _, q := range batch[1:] {
+			close(q.done)
+		}
+		return r.vals, r.errs
+	}
+	if ctx.Err() == nil {
+		for j, err := range r.errs {
+			if ctxErr(err) { // the sender's ctx ended, not ours: read for ourselves
+				r.vals[j], r.errs[j] = rdb.Get(ctx, vks[j]).Bytes()
+			}
+		}
+	}
+	return r.vals, r.errs
+}
+
+// getOne is get for one key.
+func (p *pipe) getOne(ctx context.Context, rdb redis.Cmdable, vk string) ([]byte, error) {
+	p.mu.Lock()
+	if p.inflight < pipeMaxInFlight {
+		// The common case of a lone caller, without get's allocations.
+		p.inflight++
+		p.mu.Unlock()
+		b, err := rdb.Get(ctx, vk).Bytes()
+		p.handOn(ctx, rdb)
+		return b, err
+	}
+	p.mu.Unlock()
+	var one [1]string
+	one[0] = vk
+	vals, errs := p.get(ctx, rdb, one[:])
+	return vals[0], errs[0]
+}
+
+// handOn ends the sender's turn: the queued reads become the next batch, sent by its first
+// member, or the pipe goes idle.
+func (p *pipe) handOn(ctx context.Context, rdb redis.Cmdable) {
+	p.mu.Lock()
+	if len(p.queue) == 0 {
+		p.inflight--
+		p.mu.Unlock()
+		return
+	}
+	batch := p.queue
+	p.queue = nil
+	p.queued.Add(-int64(len(batch)))
+	for _, q := range batch {
+		q.state = pipeTaken
+	}
+	batch[0].batch = batch
+	p.mu.Unlock()
+	close(batch[0].done)
+}
+
+// send reads the keys of batch in one round trip: a plain GET for a single key, else a
+// pipeline.
+func (p *pipe) send(ctx context.Context, rdb redis.Cmdable, batch []*pipeReq) {
+	n := 0
+	for _, r := range batch {
+		n += len(r.keys)
+		r.vals, r.errs = make([][]byte, len(r.keys)), make([]error, len(r.keys))
+	}
+	if n == 1 {
+		r := batch[0]
+		r.vals[0], r.errs[0] = rdb.Get(ctx, r.keys[0]).Bytes()
+		return
+	}
+	cmds := make([]*redis.StringCmd, 0, n)
+	_, _ = rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		for _, r := range batch {
+			for _, k := range r.keys {
+				cmds = append(cmds, pl.Get(ctx, k))
+			}
+		}
+		return nil
+	})
+	i := 0
+	for _, r := range batch {
+		for j := range r.keys {
+			r.vals[j], r.errs[j] = cmds[i].Bytes()
+			i++
+		}
+	}
+}
+
+func repeatErr(err error, n int) []error {
+	errs := make([]error, n)
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
+}
+
+// ctxErr reports whether err is a context's end (ours or, for a shared read, its sender's).
+func ctxErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }

@@ -2,9 +2,12 @@ package cache
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -114,4 +117,124 @@ func inFlightEpoch(c *Cache[user], key string) uint64 {
 		return rc.epoch
 	}
 	return 0
+}
+
+// roundTrips counts what a client sends: single commands and pipelines (with their sizes).
+type roundTrips struct {
+	single    atomic.Int64
+	pipelines atomic.Int64
+	piped     atomic.Int64 // commands sent in pipelines
+}
+
+func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "get" { // not the HELLO of a new connection
+			r.single.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if cmds[0].Name() == "get" { // not a new connection's handshake
+			r.pipelines.Add(1)
+			r.piped.Add(int64(len(cmds)))
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// Reads of different keys that arrive while reads are in flight (pipeMaxInFlight round trips)
+// ride one shared round trip when one returns, instead of one round trip each.
+func TestConcurrentReadsOfDifferentKeysShareRoundTrips(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	rdb := srv.NewClient(nil)
+	c, err := New[user](rdb, &Options{Prefix: "pipe:"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	const first, queued = 2, 10 // first: reads sent alone before the server is paused (pipeMaxInFlight)
+	for i := range first + queued {
+		require.NoError(t, c.Set(ctx, strconv.Itoa(i), user{ID: strconv.Itoa(i)}))
+	}
+	var rt roundTrips
+	rdb.AddHook(&rt)
+
+	srv.Pause(time.Minute)
+	var wg sync.WaitGroup
+	read := func(i int) {
+		wg.Go(func() {
+			u, err := c.Get(ctx, strconv.Itoa(i))
+			if err != nil || u.ID != strconv.Itoa(i) {
+				t.Errorf("key %d: got %+v, %v", i, u, err)
+			}
+		})
+	}
+	for i := range first {
+		read(i)
+		require.Eventually(t, func() bool { return rt.single.Load() == int64(i+1) }, 10*time.Second, time.Millisecond)
+	}
+	for i := first; i < first+queued; i++ {
+		read(i)
+	}
+	require.Eventually(t, func() bool { return int(rt.single.Load())-first+queuedReads(c) == queued },
+		10*time.Second, time.Millisecond, "every later reader must have sent or queued its read")
+	srv.Resume()
+	wg.Wait()
+	require.EqualValues(t, first, rt.single.Load(), "only the first reads go alone")
+	require.EqualValues(t, 1, rt.pipelines.Load(), "the queued reads share one round trip")
+	require.EqualValues(t, queued, rt.piped.Load())
+	require.EqualValues(t, first+queued, c.Stats().RedisHits)
+}
+
+// A queued read whose caller gives up leaves the queue at once, and the pipe keeps serving: the
+// next queued read sends the batch.
+func TestQueuedReadLeavesWhenItsContextEnds(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	c, err := New[user](srv.NewClient(nil), &Options{Prefix: "pipe:"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	for _, k := range []string{"a", "a2", "b", "c"} {
+		require.NoError(t, c.Set(ctx, k, user{ID: k}))
+	}
+
+	srv.Pause(time.Minute)
+	first, third := make(chan error, 2), make(chan error, 1)
+	go func() { _, err := c.Get(ctx, "a"); first <- err }()
+	go func() { _, err := c.Get(ctx, "a2"); first <- err }()
+	require.Eventually(t, func() bool { return inFlightReads(c) == pipeMaxInFlight }, 10*time.Second, time.Millisecond)
+	cctx, cancel := context.WithCancel(ctx)
+	second := make(chan error, 1)
+	go func() { _, err := c.Get(cctx, "b"); second <- err }()
+	require.Eventually(t, func() bool { return queuedReads(c) == 1 }, 10*time.Second, time.Millisecond)
+	go func() { u, err := c.Get(ctx, "c"); third <- errors.Join(err, checkID(u, "c")) }()
+	require.Eventually(t, func() bool { return queuedReads(c) == 2 }, 10*time.Second, time.Millisecond)
+	cancel()
+	require.ErrorIs(t, <-second, context.Canceled, "a queued reader returns when its ctx ends")
+	require.EqualValues(t, 1, queuedReads(c))
+	srv.Resume()
+	require.NoError(t, <-first)
+	require.NoError(t, <-first)
+	require.NoError(t, <-third)
+	u, err := c.Get(ctx, "b")
+	require.NoError(t, err)
+	require.Equal(t, "b", u.ID)
+	require.Zero(t, inFlightReads(c), "the pipe goes idle")
+}
+
+func checkID(u user, id string) error {
+	if u.ID != id {
+		return fmt.Errorf("got %+v, want ID %q", u, id)
+	}
+	return nil
+}
+
+func queuedReads(c *Cache[user]) int { return int(c.rd.pipe.queued.Load()) }
+
+func inFlightReads(c *Cache[user]) int {
+	c.rd.pipe.mu.Lock()
+	defer c.rd.pipe.mu.Unlock()
+	return c.rd.pipe.inflight
 }
