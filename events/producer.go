@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"go.opentelemetry.io/otel/trace"
 )
 
 // Producer publishes events with an idempotent kgo client: acks from all in-sync replicas,
@@ -148,7 +147,6 @@ func asyncPromise(r *kgo.Record, err error) {
 	if err != nil {
 		err = publishError(r, err)
 	}
-	endSpan(pr.span, err)
 	pr.done(err)
 }
 
@@ -236,7 +234,14 @@ func (p *Producer) PublishAsync(ctx context.Context, topic string, ev Event, don
 		done(err)
 		return
 	}
-	pr.p, pr.done, pr.span = p, done, span
+	if span.IsRecording() { // ending a span that does not record does nothing
+		userDone := done
+		done = func(err error) {
+			endSpan(span, err)
+			userDone(err)
+		}
+	}
+	pr.p, pr.done = p, done
 	p.cl.Produce(ctx, &pr.rec, asyncPromise)
 }
 
@@ -280,12 +285,11 @@ type pubRec struct {
 	context.Context // the caller's ctx, with the producer span
 
 	rec kgo.Record
-	hs  [5]kgo.RecordHeader // the event headers and traceparent, tracestate
+	hs  [3]kgo.RecordHeader // the event headers; with trace headers the slice is allocated
 	buf [128]byte           // ID, time, type and key bytes when they fit
 
 	p    *Producer
-	done func(error) // PublishAsync
-	span trace.Span  // PublishAsync: ended by asyncPromise
+	done func(error) // PublishAsync (which wraps it to end its span, when that records)
 	tx   *Tx         // Tx.Publish
 }
 
