@@ -39,15 +39,19 @@ func (c *Cache[V]) Fetch(ctx context.Context, key string, load Loader[V]) (V, er
 func (c *Cache[V]) fetch(ctx context.Context, key string, load Loader[V]) (V, error) {
 	var zero V
 	if load == nil {
+		c.tel.count(resError, 1)
 		return zero, fmt.Errorf("cache: fetch %q: nil loader", key)
 	}
 	if key == "" {
+		c.tel.count(resError, 1)
 		return zero, ErrEmptyKey
 	}
 	if c.closed.Load() {
+		c.tel.count(resError, 1)
 		return zero, ErrClosed
 	}
 	if !c.guardAllows(ctx, key) {
+		c.tel.count(resNegativeHit, 1)
 		return zero, ErrNotFound
 	}
 	snap := c.snapshot(key)
@@ -58,6 +62,7 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, load Loader[V]) (V, er
 		c.storeLocal(snap, key, v, h)
 		if h.tombstone {
 			c.st.negativeHits.Add(1)
+			c.tel.count(resNegativeHit, 1)
 			return zero, ErrNotFound
 		}
 		c.st.redisHits.Add(1)
@@ -67,13 +72,16 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, load Loader[V]) (V, er
 		return v, nil
 	case errors.Is(err, redis.Nil), errors.Is(err, errDecode):
 	case ctx.Err() != nil:
+		c.tel.count(resError, 1)
 		return zero, ctx.Err() // the caller gave up: no reason to load
 	case c.cfg.OnRedisError == FailClosed:
+		c.tel.count(resError, 1)
 		return zero, fmt.Errorf("cache: fetch %q: %w", key, err)
 	default:
 		redisDown = true
 	}
 	c.st.misses.Add(1)
+	c.tel.count(resMiss, 1)
 	f := c.leadFree(ctx, []string{key}, nil, oneLoader(load), redisDown)[0]
 	select {
 	case <-f.done:
@@ -101,16 +109,20 @@ func (c *Cache[V]) guardAllows(ctx context.Context, key string) bool {
 }
 
 // shouldRefresh decides, for a value just read from Redis, whether a background refresh starts:
-// past RefreshAfter (counted as stale served), or picked early by XFetch.
+// past RefreshAfter (counted as stale served), or picked early by XFetch. It also counts the
+// request as a stale or redis_hit result (telemetry.go).
 func (c *Cache[V]) shouldRefresh(h header) bool {
 	if h.soft == 0 && c.cfg.EarlyRefreshBeta == 0 {
+		c.tel.count(resRedisHit, 1)
 		return false
 	}
 	now := c.now().UnixMilli()
 	if h.soft != 0 && now >= h.soft {
 		c.st.staleServed.Add(1)
+		c.tel.count(resStale, 1)
 		return true
 	}
+	c.tel.count(resRedisHit, 1)
 	if c.xfetch(now, h) {
 		c.st.earlyRefreshes.Add(1)
 		return true

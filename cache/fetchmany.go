@@ -20,13 +20,15 @@ import (
 // values found. Safe for concurrent use.
 func (c *Cache[V]) FetchMany(ctx context.Context, keys []string, load BatchLoader[V]) (map[string]V, error) {
 	if load == nil {
+		c.tel.count(resError, len(keys))
 		return nil, errors.New("cache: fetch many: nil loader")
 	}
 	out := make(map[string]V, len(keys))
 	rest := make([]string, 0, len(keys))
 	seen := make(map[string]struct{}, len(keys))
-	for _, k := range keys {
+	for i, k := range keys {
 		if k == "" {
+			c.tel.count(resError, len(keys)-i+len(rest)) // this key, the ones not looked at, and those not read
 			return out, ErrEmptyKey
 		}
 		if _, dup := seen[k]; dup {
@@ -40,10 +42,13 @@ func (c *Cache[V]) FetchMany(ctx context.Context, keys []string, load BatchLoade
 			continue
 		}
 		if c.closed.Load() {
+			c.tel.count(resError, len(keys)-i+len(rest))
 			return out, ErrClosed
 		}
 		if c.guardAllows(ctx, k) {
 			rest = append(rest, k)
+		} else {
+			c.tel.count(resNegativeHit, 1)
 		}
 	}
 	if len(rest) == 0 {
@@ -54,23 +59,27 @@ func (c *Cache[V]) FetchMany(ctx context.Context, keys []string, load BatchLoade
 	for i, k := range rest {
 		snaps[i] = c.snapshot(k)
 	}
-	vks := make([]string, len(rest))
-	for i, k := range rest {
-		vks[i] = c.valueKey(k)
-	}
-	vals, errs := c.rd.pipe.get(ctx, c.rdb, vks) // shares a round trip with concurrent reads
+	cmds := make([]*redis.StringCmd, len(rest))
+	_, _ = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range rest {
+			cmds[i] = p.Get(ctx, c.valueKey(k))
+		}
+		return nil
+	})
 	var missing, stale []string
 	var staleHeads []header
 	redisDown := false
 	for i, k := range rest {
-		b, err := vals[i], errs[i]
+		b, err := cmds[i].Bytes()
 		if err != nil {
 			if !errors.Is(err, redis.Nil) {
 				if ctx.Err() != nil {
+					c.tel.count(resError, len(rest)-i+len(missing))
 					return out, ctx.Err()
 				}
 				c.st.redisErrors.Add(1)
 				if c.cfg.OnRedisError == FailClosed {
+					c.tel.count(resError, len(rest)-i+len(missing))
 					return out, fmt.Errorf("cache: fetch many %q: %w", k, err)
 				}
 				redisDown = true
@@ -84,6 +93,7 @@ func (c *Cache[V]) FetchMany(ctx context.Context, keys []string, load BatchLoade
 			missing = append(missing, k)
 		case h.tombstone:
 			c.st.negativeHits.Add(1)
+			c.tel.count(resNegativeHit, 1)
 			c.storeLocal(snaps[i], k, v, h)
 		default:
 			c.st.redisHits.Add(1)
@@ -101,6 +111,7 @@ func (c *Cache[V]) FetchMany(ctx context.Context, keys []string, load BatchLoade
 		return out, nil
 	}
 	c.st.misses.Add(uint64(len(missing)))
+	c.tel.count(resMiss, len(missing))
 	fl := c.leadFree(ctx, missing, nil, load, redisDown)
 	var firstErr error
 	for i, f := range fl {

@@ -351,12 +351,14 @@ func (c *Cache[V]) loadAndFill(ctx context.Context, b batch[V], load BatchLoader
 	}
 }
 
-// callLoader runs load within LoadTimeout, turning a panic into an error wrapping
+// callLoader runs load within LoadTimeout, under a "cache.load" span and timed in
+// surge.cache.load.duration (telemetry.go), turning a panic into an error wrapping
 // ErrLoaderPanic and an error wrapping ErrNotFound into "none of the keys exist".
 func (c *Cache[V]) callLoader(ctx context.Context, load BatchLoader[V], keys []string) (m map[string]V, dur time.Duration, err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.LoadTimeout)
 	defer cancel()
 	c.st.loads.Add(1)
+	ctx, span := c.tel.startLoad(ctx, len(keys))
 	start := time.Now()
 	defer func() {
 		dur = time.Since(start)
@@ -369,6 +371,7 @@ func (c *Cache[V]) callLoader(ctx context.Context, load BatchLoader[V], keys []s
 		if err != nil {
 			c.st.loadErrors.Add(1)
 		}
+		c.tel.endLoad(ctx, span, dur, err)
 	}()
 	m, err = load(ctx, keys)
 	return m, 0, err

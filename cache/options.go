@@ -7,6 +7,9 @@ import (
 	"math"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/surgekit/surge/internal/keys"
 )
 
@@ -18,6 +21,8 @@ const (
 	DefaultLoadTimeout = 5 * time.Second
 	DefaultLocalSize   = 10_000
 	DefaultLocalTTL    = time.Minute
+	// DefaultCompressAbove is the encoded size from which values are stored S2-compressed.
+	DefaultCompressAbove = 1024
 )
 
 // DefaultOnRedisError is the policy applied when Options.OnRedisError is zero.
@@ -76,8 +81,15 @@ type Options struct {
 	Local *LocalOptions
 	// Guard, when set, is asked before Redis; a key it rules out is ErrNotFound at once.
 	Guard Guard
-	// Codec encodes values for Redis. Default [JSONCodec].
+	// Codec encodes values for Redis. Default [MsgpackCodec]; [JSONCodec] and [BytesCodec] are
+	// the other built-in ones. Entries written by an earlier release (envelope version 1) are
+	// read with this Codec when it is set, else with JSON (that release's default); an entry
+	// that does not decode is a miss, never an error.
 	Codec Codec
+	// CompressAbove: an encoded value of at least this many bytes is stored S2-compressed
+	// (when that makes it smaller), which saves Redis memory and network for large values at a
+	// small CPU cost. 0 means [DefaultCompressAbove]; negative turns compression off.
+	CompressAbove int
 	// OnRedisError is the policy for Redis failures on reads. Zero means [DefaultOnRedisError]
 	// ([FailOpen]).
 	OnRedisError ErrorPolicy
@@ -86,6 +98,17 @@ type Options struct {
 	DoubleDelete time.Duration
 	// Logger receives background errors (failed writes, failed second deletes). nil discards.
 	Logger *slog.Logger
+	// TracerProvider opens the span of each load ("cache.load", scope
+	// github.com/surgekit/surge/cache; never one for a hit). nil (default) means
+	// otel.GetTracerProvider() at New.
+	TracerProvider trace.TracerProvider
+	// MeterProvider records surge.cache.requests (keys requested through Fetch, FetchMany and
+	// Get, by surge.cache.name = Prefix and surge.cache.result = local_hit, redis_hit,
+	// negative_hit, stale, miss or error; an asynchronous counter read from the Cache's own
+	// counters, so a hit costs nothing more with an SDK installed) and surge.cache.load.duration
+	// (seconds per loader call, with error.type = panic, timeout, canceled or _OTHER on failure).
+	// nil (default) means otel.GetMeterProvider() at New. [Cache.Close] unregisters the Cache.
+	MeterProvider metric.MeterProvider
 }
 
 // LocalOptions configures the in-process tier, which holds decoded values (no decoding on a hit).
@@ -128,8 +151,9 @@ type LocalOptions struct {
 // config is Options after defaults and validation.
 type config struct {
 	Options
-	local   LocalOptions
-	channel string
+	local       LocalOptions
+	channel     string
+	legacyCodec Codec // decodes envelope version 1 payloads
 }
 
 func (o *Options) resolve() (config, error) {
@@ -187,8 +211,12 @@ func (o *Options) resolve() (config, error) {
 	if c.DoubleDelete < 0 {
 		return bad("DoubleDelete", c.DoubleDelete, "must not be negative")
 	}
+	c.legacyCodec = c.Codec
 	if c.Codec == nil {
-		c.Codec = JSONCodec{}
+		c.Codec, c.legacyCodec = MsgpackCodec{}, JSONCodec{}
+	}
+	if c.CompressAbove == 0 {
+		c.CompressAbove = DefaultCompressAbove
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
