@@ -44,6 +44,7 @@ type Cache[V any] struct {
 	rdb   redis.UniversalClient
 	cfg   config
 	st    counters
+	tel   telemetry // OpenTelemetry instruments (telemetry.go)
 	fl    flights[V]
 	rd    reads                                // concurrent GETs of one key share a round trip
 	local *otter.Cache[string, *localEntry[V]] // nil without Options.Local
@@ -140,6 +141,7 @@ func New[V any](rdb redis.UniversalClient, opt *Options) (*Cache[V], error) {
 		}
 		t.Stop()
 	}
+	c.tel.init(cfg.TracerProvider, cfg.MeterProvider, cfg.Prefix, &c.st.localHits)
 	return c, nil
 }
 
@@ -151,6 +153,7 @@ func New[V any](rdb redis.UniversalClient, opt *Options) (*Cache[V], error) {
 func (c *Cache[V]) Get(ctx context.Context, key string) (V, error) {
 	var zero V
 	if key == "" {
+		c.tel.count(resError, 1)
 		return zero, ErrEmptyKey
 	}
 	if e, ok := c.lookupLocal(key); ok {
@@ -160,22 +163,27 @@ func (c *Cache[V]) Get(ctx context.Context, key string) (V, error) {
 		return e.v, nil
 	}
 	if c.closed.Load() {
+		c.tel.count(resError, 1)
 		return zero, ErrClosed
 	}
 	snap := c.snapshot(key)
 	h, v, err := c.readRedis(ctx, key)
 	switch {
 	case errors.Is(err, redis.Nil), errors.Is(err, errDecode):
+		c.tel.count(resMiss, 1)
 		return zero, ErrMiss
 	case err != nil:
+		c.tel.count(resError, 1)
 		return zero, fmt.Errorf("cache: get %q: %w", key, err)
 	}
 	c.storeLocal(snap, key, v, h)
 	if h.tombstone {
 		c.st.negativeHits.Add(1)
+		c.tel.count(resNegativeHit, 1)
 		return zero, ErrNotFound
 	}
 	c.st.redisHits.Add(1)
+	c.tel.count(resRedisHit, 1)
 	return v, nil
 }
 
@@ -311,6 +319,7 @@ func (c *Cache[V]) scheduleDelete(keys []string) {
 func (c *Cache[V]) Close() error {
 	c.closed.Store(true)
 	c.cancel()
+	c.tel.close()
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()

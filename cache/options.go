@@ -7,6 +7,9 @@ import (
 	"math"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/surgekit/surge/internal/keys"
 )
 
@@ -95,6 +98,17 @@ type Options struct {
 	DoubleDelete time.Duration
 	// Logger receives background errors (failed writes, failed second deletes). nil discards.
 	Logger *slog.Logger
+	// TracerProvider opens the span of each load ("cache.load", scope
+	// github.com/surgekit/surge/cache; never one for a hit). nil (default) means
+	// otel.GetTracerProvider() at New.
+	TracerProvider trace.TracerProvider
+	// MeterProvider records surge.cache.requests (keys requested through Fetch, FetchMany and
+	// Get, by surge.cache.name = Prefix and surge.cache.result = local_hit, redis_hit,
+	// negative_hit, stale, miss or error; an asynchronous counter read from the Cache's own
+	// counters, so a hit costs nothing more with an SDK installed) and surge.cache.load.duration
+	// (seconds per loader call, with error.type = panic, timeout, canceled or _OTHER on failure).
+	// nil (default) means otel.GetMeterProvider() at New. [Cache.Close] unregisters the Cache.
+	MeterProvider metric.MeterProvider
 }
 
 // LocalOptions configures the in-process tier, which holds decoded values (no decoding on a hit).
