@@ -59,18 +59,16 @@ func (c *Cache[V]) FetchMany(ctx context.Context, keys []string, load BatchLoade
 	for i, k := range rest {
 		snaps[i] = c.snapshot(k)
 	}
-	cmds := make([]*redis.StringCmd, len(rest))
-	_, _ = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, k := range rest {
-			cmds[i] = p.Get(ctx, c.valueKey(k))
-		}
-		return nil
-	})
+	vks := make([]string, len(rest))
+	for i, k := range rest {
+		vks[i] = c.valueKey(k)
+	}
+	vals, errs := c.rd.pipe.get(ctx, c.rdb, vks) // shares a round trip with concurrent reads
 	var missing, stale []string
 	var staleHeads []header
 	redisDown := false
 	for i, k := range rest {
-		b, err := cmds[i].Bytes()
+		b, err := vals[i], errs[i]
 		if err != nil {
 			if !errors.Is(err, redis.Nil) {
 				if ctx.Err() != nil {
