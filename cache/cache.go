@@ -376,12 +376,12 @@ func (c *Cache[V]) ttl(d time.Duration) time.Duration {
 
 // encode builds the envelope of v (loaded in loadDur) and its jittered TTL.
 func (c *Cache[V]) encode(v V, loadDur time.Duration) ([]byte, header, time.Duration, error) {
-	payload, err := c.cfg.Codec.Marshal(v)
+	payload, compressed, err := c.marshalPayload(v)
 	if err != nil {
 		return nil, header{}, 0, err
 	}
 	now, ttl := c.now(), c.ttl(c.cfg.TTL)
-	h := header{hard: now.Add(ttl).UnixMilli(), loadDur: loadDur}
+	h := header{compressed: compressed, hard: now.Add(ttl).UnixMilli(), loadDur: loadDur}
 	if c.cfg.RefreshAfter > 0 {
 		h.soft = now.Add(c.cfg.RefreshAfter).UnixMilli()
 	}
@@ -404,7 +404,7 @@ func (c *Cache[V]) decode(b []byte) (header, V, error) {
 	var v V
 	h, payload, err := decodeEnvelope(b)
 	if err == nil && !h.tombstone {
-		if uerr := c.cfg.Codec.Unmarshal(payload, &v); uerr != nil {
+		if uerr := c.unmarshalPayload(h, payload, &v); uerr != nil {
 			err = fmt.Errorf("%w: %w", errDecode, uerr)
 		}
 	}

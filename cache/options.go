@@ -21,6 +21,8 @@ const (
 	DefaultLoadTimeout = 5 * time.Second
 	DefaultLocalSize   = 10_000
 	DefaultLocalTTL    = time.Minute
+	// DefaultCompressAbove is the encoded size from which values are stored S2-compressed.
+	DefaultCompressAbove = 1024
 )
 
 // DefaultOnRedisError is the policy applied when Options.OnRedisError is zero.
@@ -79,8 +81,15 @@ type Options struct {
 	Local *LocalOptions
 	// Guard, when set, is asked before Redis; a key it rules out is ErrNotFound at once.
 	Guard Guard
-	// Codec encodes values for Redis. Default [JSONCodec].
+	// Codec encodes values for Redis. Default [MsgpackCodec]; [JSONCodec] and [BytesCodec] are
+	// the other built-in ones. Entries written by an earlier release (envelope version 1) are
+	// read with this Codec when it is set, else with JSON (that release's default); an entry
+	// that does not decode is a miss, never an error.
 	Codec Codec
+	// CompressAbove: an encoded value of at least this many bytes is stored S2-compressed
+	// (when that makes it smaller), which saves Redis memory and network for large values at a
+	// small CPU cost. 0 means [DefaultCompressAbove]; negative turns compression off.
+	CompressAbove int
 	// OnRedisError is the policy for Redis failures on reads. Zero means [DefaultOnRedisError]
 	// ([FailOpen]).
 	OnRedisError ErrorPolicy
@@ -142,8 +151,9 @@ type LocalOptions struct {
 // config is Options after defaults and validation.
 type config struct {
 	Options
-	local   LocalOptions
-	channel string
+	local       LocalOptions
+	channel     string
+	legacyCodec Codec // decodes envelope version 1 payloads
 }
 
 func (o *Options) resolve() (config, error) {
@@ -201,8 +211,12 @@ func (o *Options) resolve() (config, error) {
 	if c.DoubleDelete < 0 {
 		return bad("DoubleDelete", c.DoubleDelete, "must not be negative")
 	}
+	c.legacyCodec = c.Codec
 	if c.Codec == nil {
-		c.Codec = JSONCodec{}
+		c.Codec, c.legacyCodec = MsgpackCodec{}, JSONCodec{}
+	}
+	if c.CompressAbove == 0 {
+		c.CompressAbove = DefaultCompressAbove
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
