@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/surgekit/surge/cache"
+	"github.com/surgekit/surge/events"
+	"github.com/surgekit/surge/events/outbox"
 	"github.com/surgekit/surge/ginmw"
 )
 
@@ -170,8 +173,9 @@ type newOrder struct {
 	AmountCents int64  `json:"amount_cents" binding:"required,min=1"`
 }
 
-// createOrder serves POST /orders: write the database, add the id to the Bloom guard, drop any
-// cached "not found" for it, publish OrderCreated. Idempotency (in front) replays the first
+// createOrder serves POST /orders: write the order and its OrderCreated event (into the outbox)
+// in one transaction, add the id to the Bloom guard, drop any cached "not found" for it, wake
+// the relay that publishes the event. Idempotency (in front) replays the first
 // response to a retry carrying the same Idempotency-Key.
 func (s *service) createOrder(c *gin.Context) {
 	var req newOrder
@@ -185,7 +189,8 @@ func (s *service) createOrder(c *gin.Context) {
 		return
 	}
 	ctx := c.Request.Context()
-	o, err := s.db.Create(ctx, Order{Customer: claims.Subject, Item: req.Item, Quantity: req.Quantity, AmountCents: req.AmountCents})
+	o, err := s.db.Create(ctx, Order{Customer: claims.Subject, Item: req.Item, Quantity: req.Quantity, AmountCents: req.AmountCents},
+		s.addEvent(ctx, OrderCreated))
 	if err != nil {
 		s.writeFailed(c, "create order", err)
 		return
@@ -203,7 +208,7 @@ func (s *service) createOrder(c *gin.Context) {
 // subject may pay this order.)
 func (s *service) payOrder(c *gin.Context) {
 	ctx := c.Request.Context()
-	o, err := s.db.Pay(ctx, c.Param("id"))
+	o, err := s.db.Pay(ctx, c.Param("id"), s.addEvent(ctx, OrderPaid))
 	switch {
 	case errors.Is(err, errNoSuchOrder):
 		problem(c, http.StatusNotFound, "no such order")
@@ -222,14 +227,27 @@ func (s *service) payOrder(c *gin.Context) {
 	c.JSON(http.StatusOK, o)
 }
 
-// afterWrite is what follows every database write: delete the cached copy (in Redis and in
-// every instance's local tier), then publish the event, keyed by order id.
-func (s *service) afterWrite(ctx context.Context, typ string, o Order) error {
+// addEvent returns the function a store write runs inside its transaction: it adds the
+// event typ about the order to the outbox, keyed by order id so that the events of one order
+// are published in order. The event is published if and only if the transaction commits.
+func (s *service) addEvent(ctx context.Context, typ string) func(*sql.Tx, Order) error {
+	return func(tx *sql.Tx, o Order) error {
+		ev, err := events.NewEvent(typ, o.ID, orderEvent{OrderID: o.ID, Item: o.Item, Quantity: o.Quantity})
+		if err != nil {
+			return err
+		}
+		return s.outbox.Add(ctx, tx, ordersTopic, ev)
+	}
+}
+
+// afterWrite is what follows every committed write: wake the relay, so that it publishes the
+// event now rather than at its next poll, and delete the cached copy (in Redis and in every
+// instance's local tier). Should the process die before the delete, the event still reaches
+// the cache-invalidation consumer, which deletes it then.
+func (s *service) afterWrite(ctx context.Context, _ string, o Order) error {
+	s.relay.Notify()
 	if err := s.orders.Delete(ctx, o.ID); err != nil {
 		return fmt.Errorf("invalidate order %s: %w", o.ID, err)
-	}
-	if err := s.publish(ctx, typ, o); err != nil {
-		return fmt.Errorf("publish %s for order %s: %w", typ, o.ID, err)
 	}
 	return nil
 }
@@ -275,5 +293,15 @@ func (s *service) stats() gin.H {
 		"inventory_applied":   s.inv.applied.Load(),
 		"cache_invalidations": s.invals.Load(),
 		"producer":            s.pub.Stats(),
+		"outbox_relay":        relayStats(s.relay.Stats()),
 	}
+}
+
+// relayStats is the relay's Stats as JSON (its LastError is an error value).
+func relayStats(st outbox.Stats) gin.H {
+	h := gin.H{"leader": st.Leader, "published": st.Published, "batches": st.Batches, "failures": st.Failures}
+	if st.LastError != nil {
+		h["last_error"], h["last_error_at"] = st.LastError.Error(), st.LastErrorAt
+	}
+	return h
 }

@@ -17,22 +17,14 @@ type orderEvent struct {
 	Quantity int    `json:"quantity"`
 }
 
-// publish sends one event about o, keyed by its id so that all events of an order stay in
-// order, and waits for Kafka to acknowledge it.
-func (s *service) publish(ctx context.Context, typ string, o Order) error {
-	ev, err := events.NewEvent(typ, o.ID, orderEvent{OrderID: o.ID, Item: o.Item, Quantity: o.Quantity})
-	if err != nil {
-		return err
-	}
-	return s.pub.Publish(ctx, ordersTopic, ev)
-}
-
 // newConsumers builds the two in-process consumers of the orders topic:
 //   - inventory: reserves stock on OrderCreated and releases it to shipping on OrderPaid;
 //     keyed and concurrent (events of one order in order, orders in parallel) and deduplicated
 //     through Redis, so a redelivered or re-published event is applied once;
 //   - order-cache: drops the order from the cache on every event, so writers that do not
-//     delete the cache themselves (another service, a replay) cannot leave it stale.
+//     delete the cache themselves (another service, a replay), or a process that died between
+//     its commit and its delete, cannot leave it stale: the event comes from the outbox, in
+//     the order's transaction, so every committed write is announced.
 func (s *service) newConsumers() error {
 	inv, err := events.NewConsumer(events.ConsumerConfig{
 		Brokers:     s.kafka.Brokers,

@@ -2,14 +2,16 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"iter"
 	"math/rand/v2"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	_ "modernc.org/sqlite" // the "sqlite" database/sql driver: pure Go, nothing to install
 )
 
 // Order is the record the service stores and caches.
@@ -37,42 +39,92 @@ var (
 	errNotPending  = errors.New("db: order is not pending")
 )
 
-// DB is a simulated database: an in-memory table behind a fixed per-query latency, with a
-// query counter, so the demo can show what the cache saves. It is safe for concurrent use.
+// sqliteDSN is how the service opens its SQLite file: concurrent readers beside one writer
+// (WAL), writers waiting for each other up to 5s instead of failing with SQLITE_BUSY, and
+// write transactions taking the write lock at BEGIN (no deadlock between two readers that
+// both want to write).
+const sqliteDSN = "file:%s?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+
+// DB is the order table in SQLite (modernc.org/sqlite: pure Go, embedded in the process),
+// behind a simulated network latency paid before every query, with a query counter, so the
+// demo can show what the cache saves. It is safe for concurrent use.
 type DB struct {
+	sql     *sql.DB
 	latency time.Duration
 	queries atomic.Int64
-	nextID  atomic.Int64
-
-	mu     sync.RWMutex
-	orders map[string]Order
 }
 
-// NewDB returns a database holding orders "1".."n", created over the last three days,
-// two thirds of them paid. Every query sleeps latency first.
-func NewDB(n int, latency time.Duration, rngState uint64) *DB {
+// OpenDB opens (creating it if need be) the SQLite database at path and, when its orders
+// table is empty, fills it with orders "1".."n", created over the last three days, two thirds
+// of them paid. Every query then waits latency first. Close it when done.
+func OpenDB(ctx context.Context, path string, n int, latency time.Duration, rngState uint64) (*DB, error) {
+	db, err := sql.Open("sqlite", fmt.Sprintf(sqliteDSN, path))
+	if err != nil {
+		return nil, fmt.Errorf("db: open %s: %w", path, err)
+	}
+	// Keep connections open: opening one costs a file open and the pragmas.
+	db.SetMaxOpenConns(64)
+	db.SetMaxIdleConns(64)
+	d := &DB{sql: db, latency: latency}
+	if err := d.fill(ctx, n, rngState); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("db: %s: %w", path, err)
+	}
+	return d, nil
+}
+
+// SQL returns the database handle (the outbox writes into it).
+func (d *DB) SQL() *sql.DB { return d.sql }
+
+// Close closes the database.
+func (d *DB) Close() error { return d.sql.Close() }
+
+func (d *DB) fill(ctx context.Context, n int, rngState uint64) error {
+	if _, err := d.sql.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS orders (
+		id           INTEGER PRIMARY KEY AUTOINCREMENT,
+		customer     TEXT    NOT NULL,
+		item         TEXT    NOT NULL,
+		quantity     INTEGER NOT NULL,
+		amount_cents INTEGER NOT NULL,
+		status       TEXT    NOT NULL,
+		created_at   INTEGER NOT NULL, -- Unix nanoseconds
+		paid_at      INTEGER           -- Unix nanoseconds, NULL unless paid
+	)`); err != nil {
+		return err
+	}
+	if _, err := d.sql.ExecContext(ctx, `CREATE INDEX IF NOT EXISTS orders_pending ON orders (created_at) WHERE status = 'pending'`); err != nil {
+		return err
+	}
+	if d.Len() > 0 {
+		return nil
+	}
+	tx, err := d.sql.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	ins, err := tx.PrepareContext(ctx, `INSERT INTO orders (id, customer, item, quantity, amount_cents, status, created_at, paid_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return err
+	}
+	defer ins.Close()
 	r := rand.New(rand.NewPCG(rngState, 0x0dd5))
 	items := []string{"keyboard", "monitor", "mouse", "laptop stand", "webcam", "headset"}
 	now := time.Now()
-	d := &DB{latency: latency, orders: make(map[string]Order, n)}
 	for i := 1; i <= n; i++ {
-		o := Order{
-			ID:          strconv.Itoa(i),
-			Customer:    fmt.Sprintf("customer-%d", 1+r.IntN(n/4+1)),
-			Item:        items[r.IntN(len(items))],
-			Quantity:    1 + r.IntN(3),
-			AmountCents: int64(1000 + r.IntN(50000)),
-			Status:      StatusPending,
-			CreatedAt:   now.Add(-time.Duration(r.Int64N(int64(72 * time.Hour)))),
-		}
+		customer := fmt.Sprintf("customer-%d", 1+r.IntN(n/4+1))
+		item := items[r.IntN(len(items))]
+		qty, amount := 1+r.IntN(3), int64(1000+r.IntN(50000))
+		created := now.Add(-time.Duration(r.Int64N(int64(72 * time.Hour))))
+		status, paid := StatusPending, sql.NullInt64{}
 		if r.IntN(3) > 0 {
-			paid := o.CreatedAt.Add(time.Minute)
-			o.Status, o.PaidAt = StatusPaid, &paid
+			status, paid = StatusPaid, sql.NullInt64{Int64: created.Add(time.Minute).UnixNano(), Valid: true}
 		}
-		d.orders[o.ID] = o
+		if _, err := ins.ExecContext(ctx, i, customer, item, qty, amount, status, created.UnixNano(), paid); err != nil {
+			return err
+		}
 	}
-	d.nextID.Store(int64(n))
-	return d
+	return tx.Commit()
 }
 
 // query counts one query and waits the simulated latency, or until ctx ends.
@@ -91,18 +143,48 @@ func (d *DB) query(ctx context.Context) error {
 	}
 }
 
+const orderColumns = `id, customer, item, quantity, amount_cents, status, created_at, paid_at`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanOrder(row scanner) (Order, error) {
+	var (
+		o       Order
+		id      int64
+		created int64
+		paid    sql.NullInt64
+	)
+	if err := row.Scan(&id, &o.Customer, &o.Item, &o.Quantity, &o.AmountCents, &o.Status, &created, &paid); err != nil {
+		return Order{}, err
+	}
+	o.ID, o.CreatedAt = strconv.FormatInt(id, 10), time.Unix(0, created)
+	if paid.Valid {
+		t := time.Unix(0, paid.Int64)
+		o.PaidAt = &t
+	}
+	return o, nil
+}
+
+// parseID turns an order id into its row id; ids that are not positive integers name no order.
+func parseID(id string) (int64, bool) {
+	n, err := strconv.ParseInt(id, 10, 64)
+	return n, err == nil && n > 0
+}
+
 // Get returns the order with id, or errNoSuchOrder.
 func (d *DB) Get(ctx context.Context, id string) (Order, error) {
 	if err := d.query(ctx); err != nil {
 		return Order{}, err
 	}
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	o, ok := d.orders[id]
+	n, ok := parseID(id)
 	if !ok {
 		return Order{}, errNoSuchOrder
 	}
-	return o, nil
+	o, err := scanOrder(d.sql.QueryRowContext(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = ?`, n))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Order{}, errNoSuchOrder
+	}
+	return o, err
 }
 
 // GetMany returns the orders among ids that exist, keyed by id, in one query.
@@ -110,48 +192,112 @@ func (d *DB) GetMany(ctx context.Context, ids []string) (map[string]Order, error
 	if err := d.query(ctx); err != nil {
 		return nil, err
 	}
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	m := make(map[string]Order, len(ids))
+	args := make([]any, 0, len(ids))
 	for _, id := range ids {
-		if o, ok := d.orders[id]; ok {
-			m[id] = o
+		if n, ok := parseID(id); ok {
+			args = append(args, n)
 		}
 	}
-	return m, nil
+	m := make(map[string]Order, len(args))
+	if len(args) == 0 {
+		return m, nil
+	}
+	// json_each takes the ids as one argument: no statement per batch size, no limit on
+	// the number of ? placeholders.
+	list := make([]byte, 0, 8*len(args))
+	list = append(list, '[')
+	for i, a := range args {
+		if i > 0 {
+			list = append(list, ',')
+		}
+		list = strconv.AppendInt(list, a.(int64), 10)
+	}
+	list = append(list, ']')
+	rows, err := d.sql.QueryContext(ctx, `SELECT `+orderColumns+` FROM orders WHERE id IN (SELECT value FROM json_each(?))`, string(list))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		o, err := scanOrder(rows)
+		if err != nil {
+			return nil, err
+		}
+		m[o.ID] = o
+	}
+	return m, rows.Err()
 }
 
-// Create stores a new pending order with a fresh id and returns it.
-func (d *DB) Create(ctx context.Context, o Order) (Order, error) {
+// Create stores a new pending order under a fresh id and, in the same transaction, calls
+// also (which adds the order's event to the outbox): the order and its event commit together
+// or not at all. It returns the stored order.
+func (d *DB) Create(ctx context.Context, o Order, also func(*sql.Tx, Order) error) (Order, error) {
 	if err := d.query(ctx); err != nil {
 		return Order{}, err
 	}
-	o.ID = strconv.FormatInt(d.nextID.Add(1), 10)
 	o.Status, o.CreatedAt, o.PaidAt = StatusPending, time.Now(), nil
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.orders[o.ID] = o
+	err := d.inTx(ctx, func(tx *sql.Tx) error {
+		var id int64
+		err := tx.QueryRowContext(ctx, `INSERT INTO orders (customer, item, quantity, amount_cents, status, created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
+			o.Customer, o.Item, o.Quantity, o.AmountCents, o.Status, o.CreatedAt.UnixNano()).Scan(&id)
+		if err != nil {
+			return err
+		}
+		o.ID = strconv.FormatInt(id, 10)
+		return also(tx, o)
+	})
+	if err != nil {
+		return Order{}, err
+	}
 	return o, nil
 }
 
-// Pay marks a pending order paid. It returns errNoSuchOrder or errNotPending.
-func (d *DB) Pay(ctx context.Context, id string) (Order, error) {
+// Pay marks a pending order paid and, in the same transaction, calls also (which adds the
+// order's event to the outbox). It returns errNoSuchOrder, or errNotPending with the order.
+func (d *DB) Pay(ctx context.Context, id string, also func(*sql.Tx, Order) error) (Order, error) {
 	if err := d.query(ctx); err != nil {
 		return Order{}, err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	o, ok := d.orders[id]
+	n, ok := parseID(id)
 	if !ok {
 		return Order{}, errNoSuchOrder
 	}
-	if o.Status != StatusPending {
-		return o, errNotPending
+	var o Order
+	err := d.inTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		o, err = scanOrder(tx.QueryRowContext(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = ?`, n))
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return errNoSuchOrder
+		case err != nil:
+			return err
+		case o.Status != StatusPending:
+			return errNotPending
+		}
+		now := time.Now()
+		if _, err := tx.ExecContext(ctx, `UPDATE orders SET status = ?, paid_at = ? WHERE id = ?`, StatusPaid, now.UnixNano(), n); err != nil {
+			return err
+		}
+		o.Status, o.PaidAt = StatusPaid, &now
+		return also(tx, o)
+	})
+	if err != nil && !errors.Is(err, errNotPending) {
+		return Order{}, err
 	}
-	now := time.Now()
-	o.Status, o.PaidAt = StatusPaid, &now
-	d.orders[id] = o
-	return o, nil
+	return o, err
+}
+
+// inTx runs fn in a transaction, committed when fn returns nil and rolled back otherwise.
+func (d *DB) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := d.sql.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
 }
 
 // ExpireUnpaid marks pending orders created before cutoff expired, and returns their ids.
@@ -159,40 +305,44 @@ func (d *DB) ExpireUnpaid(ctx context.Context, cutoff time.Time) ([]string, erro
 	if err := d.query(ctx); err != nil {
 		return nil, err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var ids []string
-	for id, o := range d.orders {
-		if o.Status == StatusPending && o.CreatedAt.Before(cutoff) {
-			o.Status = StatusExpired
-			d.orders[id] = o
-			ids = append(ids, id)
-		}
+	rows, err := d.sql.QueryContext(ctx, `UPDATE orders SET status = ? WHERE status = ? AND created_at < ? RETURNING id`,
+		StatusExpired, StatusPending, cutoff.UnixNano())
+	if err != nil {
+		return nil, err
 	}
-	return ids, nil
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, strconv.FormatInt(id, 10))
+	}
+	return ids, rows.Err()
 }
 
 // IDs yields every order id, without counting as a query: it stands in for the bulk export
 // a Bloom filter and the cache are warmed from at start-up.
-func (d *DB) IDs() iter.Seq[string] {
-	return d.ids(func(Order) bool { return true })
-}
+func (d *DB) IDs() iter.Seq[string] { return d.ids(`SELECT id FROM orders`) }
 
 // Pending yields the ids of the orders still pending, without counting as a query.
 func (d *DB) Pending() iter.Seq[string] {
-	return d.ids(func(o Order) bool { return o.Status == StatusPending })
+	return d.ids(`SELECT id FROM orders WHERE status = '` + StatusPending + `'`)
 }
 
-// ids yields the ids of the orders keep accepts, from a snapshot taken when it is called.
-func (d *DB) ids(keep func(Order) bool) iter.Seq[string] {
-	d.mu.RLock()
-	ids := make([]string, 0, len(d.orders))
-	for id, o := range d.orders {
-		if keep(o) {
-			ids = append(ids, id)
+// ids yields the ids query selects, read when it is called (a failed read yields none).
+func (d *DB) ids(query string) iter.Seq[string] {
+	var ids []string
+	if rows, err := d.sql.Query(query); err == nil {
+		for rows.Next() {
+			var id int64
+			if rows.Scan(&id) == nil {
+				ids = append(ids, strconv.FormatInt(id, 10))
+			}
 		}
+		rows.Close()
 	}
-	d.mu.RUnlock()
 	return func(yield func(string) bool) {
 		for _, id := range ids {
 			if !yield(id) {
@@ -202,11 +352,11 @@ func (d *DB) ids(keep func(Order) bool) iter.Seq[string] {
 	}
 }
 
-// Len returns the number of orders.
+// Len returns the number of orders (0 if the count fails).
 func (d *DB) Len() int {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	return len(d.orders)
+	var n int
+	_ = d.sql.QueryRow(`SELECT count(*) FROM orders`).Scan(&n)
+	return n
 }
 
 // Queries returns how many queries the database has served.

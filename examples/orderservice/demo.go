@@ -286,8 +286,11 @@ func writeTour(ctx context.Context, s *service, base string, out io.Writer) erro
 	fmt.Fprintf(out, "writes: POST without a token -> 401; %d orders created with a JWT (%s..%s); a retried POST with one Idempotency-Key\n",
 		created, ids[0], ids[len(ids)-1])
 	fmt.Fprintf(out, "        -> same order twice (%s, %s); %d paid, paying again -> 409\n", replayed[0], replayed[1], paid)
-	fmt.Fprintf(out, "events: %d published; inventory consumer applied %d, cache-invalidation consumer dropped %d keys\n",
-		s.pub.Stats().Published, s.inv.applied.Load(), s.invals.Load())
+	rs := s.relay.Stats()
+	fmt.Fprintf(out, "events: written to the outbox in each order's transaction; the relay published %d in %d batches (%d failed rounds);\n",
+		rs.Published, rs.Batches, rs.Failures)
+	fmt.Fprintf(out, "        inventory consumer applied %d, cache-invalidation consumer dropped %d keys\n",
+		s.inv.applied.Load(), s.invals.Load())
 	return rateLimitBurst(ctx, s, base, out)
 }
 

@@ -3,16 +3,19 @@
 //
 //   - GET /orders/:id: ginmw.RateLimit per client, then cache.Fetch (in-process tier, Redis,
 //     Bloom guard over existing ids, negative caching, jittered TTLs, stale-while-revalidate,
-//     one load per key) in front of a simulated database (-db-latency, default 100ms);
+//     one load per key) in front of an SQLite database (modernc.org/sqlite, pure Go, embedded)
+//     behind a simulated network latency (-db-latency, default 100ms);
 //   - POST /orders (ginmw.JWT + ginmw.Idempotency) and PUT /orders/:id/pay (ginmw.JWT): write
-//     the database, delete the cached order, publish OrderCreated / OrderPaid keyed by id;
+//     the order and its OrderCreated / OrderPaid event (keyed by id) into the events/outbox
+//     table in one transaction, delete the cached order; an outbox.Relay publishes the events;
 //   - in-process consumers: inventory (keyed, concurrent, deduplicated through Redis) and
-//     cache invalidation, with a LagMonitor logging alerts about the inventory group;
+//     cache invalidation (durable: every committed write's event reaches it), with a LagMonitor logging alerts about the inventory group;
 //   - a nightly-style job (expire unpaid orders) that lock.Do lets one instance run at a time;
 //   - ginmw.RequestID and ginmw.Logger on every route.
 //
 // Redis and Kafka come from REDIS_ADDR / KAFKA_BROKERS, else an embedded miniredis and an
-// in-process kfake cluster: nothing to install.
+// in-process kfake cluster, and the database is a new SQLite file (-db to name one): nothing
+// to install.
 //
 //	go run ./examples/orderservice              # serve on :8080 until Ctrl-C; prints URLs to try
 //	go run ./examples/orderservice -demo        # load test: no cache vs surge, then a table (~60 s)
@@ -40,6 +43,7 @@ type config struct {
 	Addr      string
 	Timeout   time.Duration // server mode: stop after this long (0: until Ctrl-C)
 	Orders    int
+	DBPath    string
 	DBLatency time.Duration
 	Rate      float64
 	Limiter   string
@@ -63,8 +67,9 @@ func parseFlags(args []string) (config, error) {
 	fs := flag.NewFlagSet("orderservice", flag.ContinueOnError)
 	fs.StringVar(&c.Addr, "addr", ":8080", "listen address (server mode)")
 	fs.DurationVar(&c.Timeout, "timeout", 0, "server mode: shut down after this long (0: run until Ctrl-C)")
-	fs.IntVar(&c.Orders, "orders", 10_000, "orders in the simulated database (ids 1..orders)")
-	fs.DurationVar(&c.DBLatency, "db-latency", 100*time.Millisecond, "latency of every database query")
+	fs.IntVar(&c.Orders, "orders", 10_000, "orders in the database when it is empty (ids 1..orders)")
+	fs.StringVar(&c.DBPath, "db", "", "SQLite file of the orders and the outbox, filled with -orders orders when empty (default: a new file in a temporary directory, removed on exit)")
+	fs.DurationVar(&c.DBLatency, "db-latency", 100*time.Millisecond, "simulated network latency added to every database query")
 	fs.Float64Var(&c.Rate, "rate", 200, "GET /orders/:id requests per second allowed per client (burst the same)")
 	fs.StringVar(&c.Limiter, "limiter", "auto", "rate limiter: redis, local, or auto (redis with REDIS_ADDR, else local)")
 	fs.DurationVar(&c.JobEvery, "job-every", time.Minute, "how often the expire-unpaid job is scheduled (0: never; not in -demo)")
@@ -134,7 +139,7 @@ func main() {
 }
 
 // runServer serves the API on cfg.Addr until ctx ends (Ctrl-C) or -timeout passes, then shuts
-// down gracefully: HTTP drained, consumers stopped after committing, producer flushed.
+// down gracefully: HTTP drained, relay and consumers stopped, producer flushed.
 func runServer(ctx context.Context, cfg config) error {
 	if cfg.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -197,7 +202,7 @@ func printBanner(s *service, base string) {
 	fmt.Fprintf(&b, "  curl -i -X POST -H \"Authorization: Bearer $TOKEN\" -H 'Idempotency-Key: order-1' \\\n")
 	fmt.Fprintf(&b, "       -d '{\"item\":\"mouse\",\"quantity\":1,\"amount_cents\":2500}' %s/orders   # twice: one order\n", base)
 	fmt.Fprintf(&b, "  curl -i -X PUT -H \"Authorization: Bearer $TOKEN\" %s/orders/%d/pay\n", base, s.cfg.Orders+1)
-	fmt.Fprintf(&b, "  curl -s %s/stats                # cache, database, consumer and producer counters\n", base)
+	fmt.Fprintf(&b, "  curl -s %s/stats                # cache, database, outbox relay, consumer and producer counters\n", base)
 	fmt.Fprintf(&b, "\nCtrl-C stops it gracefully.\n")
 	fmt.Print(b.String())
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/surgekit/surge/bloom"
 	"github.com/surgekit/surge/cache"
 	"github.com/surgekit/surge/events"
+	"github.com/surgekit/surge/events/outbox"
 	"github.com/surgekit/surge/examples/internal/backend"
 	"github.com/surgekit/surge/lock"
 	"github.com/surgekit/surge/ratelimit"
@@ -34,7 +37,8 @@ type service struct {
 	cfg     config
 	prefix  string       // starts the Redis keys of the cache, rate limit and idempotency records
 	log     *slog.Logger // application log (background errors, job runs, lag alerts)
-	db      store        // the database (here the in-memory DB)
+	db      store        // the database (SQLite)
+	sqlDB   *DB          // the same, for the outbox and Close
 	loads   loadCounts   // finished database loads per order id: tells a cache hit from a miss
 	redis   *backend.Redis
 	kafka   *backend.Kafka
@@ -44,6 +48,8 @@ type service struct {
 	limName string              // which limiter, for the start-up banner
 	locks   *lock.Client        // guards the nightly job
 	pub     *events.Producer
+	outbox  *outbox.Outbox // the handlers add OrderCreated/OrderPaid here, in the order's transaction
+	relay   *outbox.Relay  // publishes the outbox's committed events with pub
 	inv     *inventory
 	cons    []*events.Consumer
 	lag     *events.LagMonitor // watches the inventory consumer's group
@@ -69,7 +75,23 @@ func newService(ctx context.Context, cfg config, out io.Writer, log *slog.Logger
 			_ = s.Close()
 		}
 	}()
-	s.db = NewDB(cfg.Orders, cfg.DBLatency, cfg.Seed)
+	path := cfg.DBPath
+	if path == "" {
+		dir, err := os.MkdirTemp("", "orderservice-")
+		if err != nil {
+			return s, err
+		}
+		s.closers = append(s.closers, func() error { return os.RemoveAll(dir) })
+		path = filepath.Join(dir, "orders.db")
+	}
+	if s.sqlDB, err = OpenDB(ctx, path, cfg.Orders, cfg.DBLatency, cfg.Seed); err != nil {
+		return s, err
+	}
+	s.db = s.sqlDB
+	// The outbox table lives in the orders database: an order and its event commit together.
+	if s.outbox, err = outbox.New(s.sqlDB.SQL(), &outbox.Options{Dialect: outbox.SQLite, Logger: log}); err != nil {
+		return s, err
+	}
 	if s.redis, err = backend.StartRedis(ctx, out); err != nil {
 		return s, err
 	}
@@ -107,6 +129,9 @@ func newService(ctx context.Context, cfg config, out io.Writer, log *slog.Logger
 	}
 	s.locks = lock.New(s.redis.Client, &lock.Options{Prefix: "orderservice:lock:", Logger: log})
 	if s.pub, err = events.NewProducer(events.ProducerConfig{Brokers: s.kafka.Brokers, Logger: log}); err != nil {
+		return s, err
+	}
+	if s.relay, err = outbox.NewRelay(s.outbox, s.pub, &outbox.RelayOptions{Logger: log}); err != nil {
 		return s, err
 	}
 	return s, s.newConsumers()
@@ -147,10 +172,15 @@ func (s *service) newLimiter() error {
 	return nil
 }
 
-// start runs the consumers and the nightly job in the background until Close.
+// start runs the outbox relay, the consumers and the nightly job in the background until Close.
 func (s *service) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		_ = s.relay.Run(ctx) // errors only if already running; failed rounds go to s.log and Stats
+	}()
 	for _, c := range s.cons {
 		s.wg.Add(1)
 		go func() {
@@ -224,8 +254,8 @@ func (s *service) expireUnpaid(ctx context.Context, who string) (ran bool, expir
 	return true, expired, nil
 }
 
-// Close stops the consumers and the job (consumers drain and commit), flushes the
-// producer, closes the cache and the backends. Idempotent.
+// Close stops the relay, the consumers and the job (consumers drain and commit), flushes the
+// producer, closes the cache, the database and the backends. Idempotent.
 func (s *service) Close() error {
 	s.once.Do(func() {
 		if s.stop != nil {
@@ -240,6 +270,9 @@ func (s *service) Close() error {
 		}
 		if s.orders != nil {
 			s.closeErr = errors.Join(s.closeErr, s.orders.Close())
+		}
+		if s.sqlDB != nil {
+			s.closeErr = errors.Join(s.closeErr, s.sqlDB.Close())
 		}
 		for _, c := range s.closers {
 			s.closeErr = errors.Join(s.closeErr, c())

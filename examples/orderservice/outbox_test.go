@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/surgekit/surge/internal/kafkatest"
+)
+
+// TestOrderCreatedWhileKafkaIsDown creates an order while every Produce request to Kafka fails:
+// the order commits and POST /orders answers 201 at once (the event waits in the outbox, in the
+// order's transaction), and once Kafka answers again the relay publishes OrderCreated, which the
+// inventory consumer applies exactly once. Publishing after the commit instead fails the request
+// (or blocks it) with the order already stored, and the event is lost.
+func TestOrderCreatedWhileKafkaIsDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the whole service")
+	}
+	kc := kafkatest.Cluster(t, ordersTopic)
+	var down atomic.Bool
+	down.Store(true)
+	var refused atomic.Int64
+	kc.Fake().ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		kc.Fake().KeepControl()
+		if down.Load() {
+			refused.Add(1)
+			return nil, errors.New("kafka is down"), true // the broker drops the connection
+		}
+		return nil, nil, false
+	})
+	t.Setenv("REDIS_ADDR", "")
+	t.Setenv("KAFKA_BROKERS", strings.Join(kc.Seeds(), ","))
+	cfg, err := parseFlags([]string{"-orders", "10", "-db-latency", "0", "-lag-every", "0", "-job-every", "0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := newService(context.Background(), cfg, io.Discard, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.start()
+	srv := httptest.NewServer(s.router(slog.New(slog.DiscardHandler), false))
+	defer srv.Close()
+
+	token, err := signToken("tester", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/orders", strings.NewReader(`{"item":"mouse","quantity":2,"amount_cents":2500}`))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Idempotency-Key", "kafka-down-1")
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatalf("POST /orders while Kafka is down: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /orders while Kafka is down: HTTP %d %s, want 201 (the event waits in the outbox)", resp.StatusCode, body)
+	}
+	if got := s.db.Len(); got != 11 {
+		t.Fatalf("orders stored: %d, want 11", got)
+	}
+	for i := 0; refused.Load() == 0; i++ { // the relay tried, and Kafka refused
+		if i == 1000 {
+			t.Fatal("no Produce request reached Kafka in 10s")
+		}
+		time.Sleep(10 * time.Millisecond) // polling a counter kfake's hook moves
+	}
+	if n := s.inv.applied.Load(); n != 0 {
+		t.Fatalf("inventory applied %d events while Kafka was down", n)
+	}
+
+	down.Store(false)
+	for i := 0; s.inv.applied.Load() < 1; i++ {
+		if i == 2000 {
+			t.Fatal("OrderCreated did not reach the inventory consumer within 20s of Kafka coming back")
+		}
+		time.Sleep(10 * time.Millisecond) // polling the consumer's counter
+	}
+	s.inv.mu.Lock()
+	reserved := s.inv.reserved["mouse"]
+	s.inv.mu.Unlock()
+	if reserved != 2 {
+		t.Errorf("inventory reserved %d mice, want 2", reserved)
+	}
+}
