@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/klauspost/compress/s2"
+
 	"github.com/surgekit/surge/cache"
 	"github.com/surgekit/surge/internal/redistest"
 )
@@ -147,4 +149,48 @@ func BenchmarkStampede(b *testing.B) {
 		wg.Wait()
 	}
 	b.ReportMetric(float64(calls.Load())/float64(round), "loads/1000req")
+}
+
+// BenchmarkCodec decodes benchProduct (about 200 bytes as JSON) with each codec, and with the
+// MessagePack bytes S2-compressed as a CompressAbove small enough would store them; bytes is
+// the payload stored per entry (the envelope adds a 22-byte header).
+func BenchmarkCodec(b *testing.B) {
+	mp, err := cache.MsgpackCodec{}.Marshal(benchProduct)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		codec  cache.Codec
+		s2     bool
+		stored []byte
+	}{
+		{"json", cache.JSONCodec{}, false, nil},
+		{"msgpack", cache.MsgpackCodec{}, false, nil},
+		{"msgpack+s2", cache.MsgpackCodec{}, true, s2.Encode(nil, mp)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			data, err := tc.codec.Marshal(benchProduct)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if tc.s2 {
+				data = tc.stored
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				payload := data
+				if tc.s2 {
+					if payload, err = s2.Decode(nil, data); err != nil {
+						b.Fatal(err)
+					}
+				}
+				var p product
+				if err := tc.codec.Unmarshal(payload, &p); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(len(data)), "bytes")
+		})
+	}
 }
