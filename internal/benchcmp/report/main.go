@@ -118,6 +118,12 @@ var sections = []section{
 	{"cache", []row{
 		{"Redis-tier hit, 200-byte struct", "BenchmarkCacheRedisHit/surge", "BenchmarkCacheRedisHit/raw-go-redis", "ns/op", "≤ 1.15× raw GET + json.Unmarshal", lowerIsBetter(1.15)},
 		{"Redis-tier hit vs go-redis/cache", "BenchmarkCacheRedisHit/surge", "BenchmarkCacheRedisHit/go-redis-cache", "ns/op", "(information)", nil},
+		{"Redis-tier hit over 1,000 warm keys, one caller, vs go-redis/cache (msgpack + s2)", "BenchmarkCacheRedisHitKeys/surge/callers=1", "BenchmarkCacheRedisHitKeys/go-redis-cache/callers=1", "ns/op", "≤ 1.0× go-redis/cache", lowerIsBetter(1.0)},
+		{"the same vs raw go-redis GET + json.Unmarshal (single-caller latency)", "BenchmarkCacheRedisHitKeys/surge/callers=1", "BenchmarkCacheRedisHitKeys/raw-go-redis/callers=1", "ns/op", "(information)", nil},
+		{"the same vs go-zero cache node Get", "BenchmarkCacheRedisHitKeys/surge/callers=1", "BenchmarkCacheRedisHitKeys/go-zero/callers=1", "ns/op", "(information)", nil},
+		{"Redis-tier hits, 16 concurrent callers, 1,000 keys: throughput vs raw go-redis GET + json (pipelined reads)", "BenchmarkCacheRedisHitKeys/surge/callers=16", "BenchmarkCacheRedisHitKeys/raw-go-redis/callers=16", "ops/s", "≥ 3× raw GET + json", higherIsBetter(3)},
+		{"the same vs go-redis/cache", "BenchmarkCacheRedisHitKeys/surge/callers=16", "BenchmarkCacheRedisHitKeys/go-redis-cache/callers=16", "ops/s", "(information)", nil},
+		{"the same vs go-zero", "BenchmarkCacheRedisHitKeys/surge/callers=16", "BenchmarkCacheRedisHitKeys/go-zero/callers=16", "ops/s", "(information)", nil},
 		{"local-tier hit", "BenchmarkCacheLocalHit/surge", "", "ns/op", "≤ 100 ns/op", atMost(100)},
 		{"local-tier hit allocations", "BenchmarkCacheLocalHit/surge", "", "allocs/op", "0 allocs/op", atMost(0)},
 		{"local-tier hit vs go-redis/cache LocalCache", "BenchmarkCacheLocalHit/surge", "BenchmarkCacheLocalHit/go-redis-cache", "ns/op", "≥ 10× faster", fasterBy(10)},
