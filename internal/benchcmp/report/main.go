@@ -139,6 +139,10 @@ var sections = []section{
 		{"invalidation delay p99 after a raw go-redis SET", "BenchmarkCacheInvalidationDelay/surge-raw-SET", "", "p99-ms", "≤ 5 ms", atMost(5)},
 		{"local-tier hit rate while another instance Sets 10 of 1,000 keys (1 write per 20 reads)", "BenchmarkCacheLocalHitRateUnderWrites/surge", "", "local-hit-%", "(report: does not collapse)", nil},
 		{"the same: time per read", "BenchmarkCacheLocalHitRateUnderWrites/surge", "", "ns/op", "(information)", nil},
+		{"local-tier hit with an OpenTelemetry SDK installed vs without", "BenchmarkCacheTelemetry/local-hit/surge-otel-sdk", "BenchmarkCacheTelemetry/local-hit/surge", "ns/op", "(report: the SDK's cost)", nil},
+		{"local-tier hit allocations with an OpenTelemetry SDK installed", "BenchmarkCacheTelemetry/local-hit/surge-otel-sdk", "", "allocs/op", "0 allocs/op", atMost(0)},
+		{"Redis-tier hit with an OpenTelemetry SDK installed vs without", "BenchmarkCacheTelemetry/redis-hit/surge-otel-sdk", "BenchmarkCacheTelemetry/redis-hit/surge", "ns/op", "(report: the SDK's cost)", nil},
+		{"miss + load (sampled cache.load span, load histogram) with an OpenTelemetry SDK installed vs without", "BenchmarkCacheTelemetry/miss+load/surge-otel-sdk", "BenchmarkCacheTelemetry/miss+load/surge", "ns/op", "(report: the SDK's cost)", nil},
 	}},
 	{"lock", []row{
 		{"uncontended Obtain+Release vs bsm/redislock", "BenchmarkLockUncontended/surge", "BenchmarkLockUncontended/bsm-redislock", "ns/op", "≤ 1.1×", lowerIsBetter(1.1)},
