@@ -19,6 +19,14 @@ var (
 	// transactional producer when called with the ctx of a running Transact's fn: publish
 	// through its [Tx] instead.
 	ErrNestedTransaction = errors.New("events: Publish or Transact inside Transact: publish through the Tx")
+
+	// ErrTxnNotCommitted is returned by [Producer.Transact] when the Kafka client ended a
+	// transaction whose records Kafka had acknowledged with an abort instead of the commit that
+	// was asked for (franz-go v1.22 does so when it finds no partition registered in the
+	// transaction, a race seen about once in 40 first transactions to a topic). Nothing of the
+	// transaction is visible to read-committed consumers; running it again is safe when fn is.
+	// [Producer.Publish] on a transactional producer retries it by itself.
+	ErrTxnNotCommitted = errors.New("events: transaction ended with an abort instead of the commit asked for")
 	// ErrInvalidEvent marks an event [Producer.Publish], [Producer.PublishAsync] or
 	// [Tx.Publish] refuses before sending anything: a reserved header name, a Time outside the
 	// years 0-9999 that RFC 3339 can carry, an empty topic.

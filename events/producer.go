@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -19,6 +20,7 @@ import (
 type Producer struct {
 	cl      *kgo.Client
 	txn     bool
+	watch   *txnWatch     // transactional producers: sees the client turn a commit into an abort
 	txSem   chan struct{} // one token: the right to run a transaction
 	log     *slog.Logger
 	tel     *producerTelemetry
@@ -35,6 +37,10 @@ type ProducerStats struct {
 	Failed    uint64 // events that could not be written
 	Buffered  int64  // events waiting to be acknowledged
 }
+
+// maxTxnAttempts bounds how often a transactional Publish runs its transaction again after
+// [ErrTxnNotCommitted].
+const maxTxnAttempts = 3
 
 // closeFlushTimeout bounds the flush in Close.
 const closeFlushTimeout = 30 * time.Second
@@ -73,7 +79,18 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 		cl.Close()
 		return nil, invalid("ProducerConfig.KafkaOptions", "must not hold kgo.RecordPartitioner: keys are placed with murmur2 like the Java client, so per-key order holds across producers")
 	}
-	return &Producer{cl: cl, txn: cfg.TransactionalID != "", txSem: make(chan struct{}, 1), log: cfg.Logger, tel: rc.tel}, nil
+	var watch *txnWatch
+	if cfg.TransactionalID != "" {
+		// Rebuild the client with a logger that watches for a commit turned into an abort,
+		// passing everything on to the caller's own logger.
+		inner, _ := cl.OptValue(kgo.WithLogger).(kgo.Logger)
+		cl.Close()
+		watch = &txnWatch{inner: inner}
+		if cl, err = kgo.NewClient(append(opts, kgo.WithLogger(watch))...); err != nil {
+			return nil, fmt.Errorf("%w: ProducerConfig.KafkaOptions: %w", ErrInvalidOptions, err)
+		}
+	}
+	return &Producer{cl: cl, txn: cfg.TransactionalID != "", watch: watch, txSem: make(chan struct{}, 1), log: cfg.Logger, tel: rc.tel}, nil
 }
 
 // checkDurable rejects a client that could lose or duplicate records.
@@ -97,7 +114,8 @@ func checkDurable(cl *kgo.Client, field string) error {
 // per failed event, each naming its ID; on ctx end it is ctx.Err() (records already handed to
 // Kafka may still land). On a transactional producer Publish runs as its own transaction,
 // waiting (until ctx ends) for one in progress on another goroutine; called with the ctx of a
-// running [Producer.Transact] fn it returns [ErrNestedTransaction] (publish through the Tx).
+// running [Producer.Transact] fn it returns [ErrNestedTransaction] (publish through the Tx);
+// a transaction the client ended with an abort ([ErrTxnNotCommitted]) is run again, up to 3 times.
 // After Close it returns [ErrClosed]. Safe for concurrent use.
 //
 // The call runs under a producer span ("send <topic>") whose context every record carries in
@@ -107,7 +125,18 @@ func (p *Producer) Publish(ctx context.Context, topic string, evs ...Event) erro
 		return ErrClosed
 	}
 	if p.txn {
-		return p.Transact(ctx, func(ctx context.Context, tx *Tx) error { return tx.Publish(ctx, topic, evs...) })
+		// A transaction the client ended with an abort left nothing visible: run it again.
+		// The run after such an abort can meet OUT_OF_ORDER_SEQUENCE_NUMBER while the client
+		// moves to a new epoch; its own abort recovers the producer ID, so run once more.
+		var err error
+		for i := range maxTxnAttempts {
+			err = p.Transact(ctx, func(ctx context.Context, tx *Tx) error { return tx.Publish(ctx, topic, evs...) })
+			retry := errors.Is(err, ErrTxnNotCommitted) || (i > 0 && errors.Is(err, kerr.OutOfOrderSequenceNumber))
+			if !retry {
+				break
+			}
+		}
+		return err
 	}
 	if topic == "" {
 		return errEmptyTopic

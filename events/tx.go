@@ -93,7 +93,11 @@ func (p *Producer) Transact(ctx context.Context, fn func(ctx context.Context, tx
 		err = tx.err()
 	}
 	if err == nil {
+		p.watch.reset()
 		if err = p.cl.EndTransaction(ctx, kgo.TryCommit); err == nil {
+			if p.watch.abortedCommit() {
+				return ErrTxnNotCommitted // the client already ended it with an abort
+			}
 			return nil
 		}
 		err = fmt.Errorf("events: commit transaction: %w", err)
