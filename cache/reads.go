@@ -98,6 +98,10 @@ type pipeReq struct {
 	done  chan struct{}
 	state pipeState // guarded by pipe.mu
 	batch []*pipeReq
+
+	key1 [1]string // keys, vals and errs of a one-key read, without allocations of their own
+	val1 [1][]byte
+	err1 [1]error
 }
 
 // pipeMaxInFlight bounds the round trips a Cache's reads keep in flight at once: two keep the
@@ -126,7 +130,14 @@ func (p *pipe) get(ctx context.Context, rdb redis.Cmdable, vks []string) ([][]by
 		p.handOn(ctx, rdb)
 		return r.vals, r.errs
 	}
-	r := &pipeReq{keys: vks, done: make(chan struct{})}
+	return p.enqueueLocked(ctx, rdb, &pipeReq{keys: vks})
+}
+
+// enqueueLocked queues r (p.mu held, released here) and waits for its result, sending the batch
+// when it is handed one.
+func (p *pipe) enqueueLocked(ctx context.Context, rdb redis.Cmdable, r *pipeReq) ([][]byte, []error) {
+	vks := r.keys
+	r.done = make(chan struct{})
 	p.queue = append(p.queue, r)
 	p.queued.Add(1)
 	p.mu.Unlock()
@@ -181,10 +192,10 @@ func (p *pipe) getOne(ctx context.Context, rdb redis.Cmdable, vk string) ([]byte
 		p.handOn(ctx, rdb)
 		return b, err
 	}
-	p.mu.Unlock()
-	var one [1]string
-	one[0] = vk
-	vals, errs := p.get(ctx, rdb, one[:])
+	r := &pipeReq{}
+	r.key1[0] = vk
+	r.keys = r.key1[:]
+	vals, errs := p.enqueueLocked(ctx, rdb, r)
 	return vals[0], errs[0]
 }
 
@@ -214,7 +225,11 @@ func (p *pipe) send(ctx context.Context, rdb redis.Cmdable, batch []*pipeReq) {
 	n := 0
 	for _, r := range batch {
 		n += len(r.keys)
-		r.vals, r.errs = make([][]byte, len(r.keys)), make([]error, len(r.keys))
+		if len(r.keys) == 1 {
+			r.vals, r.errs = r.val1[:], r.err1[:]
+		} else {
+			r.vals, r.errs = make([][]byte, len(r.keys)), make([]error, len(r.keys))
+		}
 	}
 	if n == 1 {
 		r := batch[0]
