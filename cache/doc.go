@@ -17,7 +17,14 @@
 // value is reloaded once per RefreshAfter period (per process, or across processes with Lease),
 // however the reads interleave: a refresh takes over only while the value is still the one it
 // read. Values travel in a small versioned envelope; an entry that cannot be decoded is a miss,
-// never a panic.
+// never a panic. They are encoded with MessagePack by default ([MsgpackCodec]; [Options].Codec
+// picks another), and S2-compressed from [Options].CompressAbove bytes (1 KiB) on.
+//
+// Concurrent Redis reads of different keys share pipelined round trips: a read goes out at once
+// while the Cache has fewer than two round trips in flight, and the reads that arrive meanwhile
+// go out together, as one pipeline, when one returns. No timer delays a lone caller; N
+// concurrent callers cost about one round trip per N/2 reads instead of one each. Concurrent
+// reads of one key share one GET.
 //
 // The in-process tier ([LocalOptions]) is coherent: after a write returns, no instance serves the
 // value it replaced for longer than the invalidation delay (a pub/sub hop, a few ms at p99 on
