@@ -94,6 +94,7 @@ func TestExamples(t *testing.T) {
 			}
 			if tc.name == "orderservice" {
 				checkDemoTable(t, string(out))
+				checkDemoTrace(t, string(out))
 			}
 		})
 	}
@@ -101,6 +102,19 @@ func TestExamples(t *testing.T) {
 		t.Parallel()
 		testServer(t, filepath.Join(bin, "orderservice"))
 	})
+}
+
+// checkDemoTrace asserts that the demo's first POST /orders and the inventory consumer's handling
+// of its OrderCreated (through the outbox, the relay and Kafka) ran in one trace.
+func checkDemoTrace(t *testing.T, out string) {
+	t.Helper()
+	m := regexp.MustCompile(`ran in trace ([0-9a-f]{32}) [^\n]*\n[^\n]*OrderCreated ran in trace (\S+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no trace lines in:\n%s", out)
+	}
+	if m[1] != m[2] {
+		t.Errorf("POST /orders ran in trace %s, the inventory consumer's span in %s; want one trace", m[1], m[2])
+	}
 }
 
 // checkDemoTable asserts that both columns of the demo table saw traffic and no request

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/golang-jwt/jwt/v5"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/surgekit/surge/cache"
 	"github.com/surgekit/surge/events"
@@ -39,7 +40,13 @@ func (s *service) router(access *slog.Logger, bypassCache bool) *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	_ = r.SetTrustedProxies(nil) // no proxy in front: the client IP is the peer address
-	r.Use(gin.Recovery(), ginmw.RequestID(nil), ginmw.Logger(&ginmw.LoggerOptions{Logger: access}))
+	// Telemetry first: it times the whole request, continues an incoming traceparent, and
+	// RequestID and Logger after it carry its trace id (the traceparent response header, the
+	// access log).
+	r.Use(ginmw.Telemetry(&ginmw.TelemetryOptions{
+		TracerProvider: s.tel.Tracers, MeterProvider: s.tel.Meters, Propagator: s.tel.Propagator,
+		Skip: func(c *gin.Context) bool { return c.Request.URL.Path == "/metrics" },
+	}), gin.Recovery(), ginmw.RequestID(nil), ginmw.Logger(&ginmw.LoggerOptions{Logger: access}))
 
 	get := s.getOrder
 	if bypassCache {
@@ -54,6 +61,9 @@ func (s *service) router(access *slog.Logger, bypassCache bool) *gin.Engine {
 
 	r.GET("/token", s.issueToken)
 	r.GET("/stats", func(c *gin.Context) { c.JSON(http.StatusOK, s.stats()) })
+	if s.tel.Metrics != nil {
+		r.GET("/metrics", gin.WrapH(s.tel.Metrics))
+	}
 	return r
 }
 
@@ -230,12 +240,16 @@ func (s *service) payOrder(c *gin.Context) {
 // addEvent returns the function a store write runs inside its transaction: it adds the
 // event typ about the order to the outbox, keyed by order id so that the events of one order
 // are published in order. The event is published if and only if the transaction commits.
+// The request's trace context travels in the event's headers (traceparent), so the relay's
+// record carries it and the consumers' spans continue the request's trace.
 func (s *service) addEvent(ctx context.Context, typ string) func(*sql.Tx, Order) error {
 	return func(tx *sql.Tx, o Order) error {
 		ev, err := events.NewEvent(typ, o.ID, orderEvent{OrderID: o.ID, Item: o.Item, Quantity: o.Quantity})
 		if err != nil {
 			return err
 		}
+		ev.Headers = map[string]string{}
+		s.tel.Propagator.Inject(ctx, propagation.MapCarrier(ev.Headers))
 		return s.outbox.Add(ctx, tx, ordersTopic, ev)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/surgekit/surge/events"
 )
 
@@ -34,16 +36,19 @@ func (s *service) newConsumers() error {
 		Concurrency: 8,
 		Deduper:     events.NewRedisDeduper(s.redis.Client, 24*time.Hour),
 		Logger:      s.log,
+		// The consumer span of each event continues the trace of the request that wrote it.
+		TracerProvider: s.tel.Tracers, MeterProvider: s.tel.Meters, Propagator: s.tel.Propagator,
 	})
 	if err != nil {
 		return fmt.Errorf("inventory consumer: %w", err)
 	}
 	inval, err := events.NewConsumer(events.ConsumerConfig{
-		Brokers:     s.kafka.Brokers,
-		Group:       "orderservice-cache",
-		Topics:      []string{ordersTopic},
-		Concurrency: 4,
-		Logger:      s.log,
+		Brokers:        s.kafka.Brokers,
+		Group:          "orderservice-cache",
+		Topics:         []string{ordersTopic},
+		Concurrency:    4,
+		Logger:         s.log,
+		TracerProvider: s.tel.Tracers, MeterProvider: s.tel.Meters, Propagator: s.tel.Propagator,
 		Handler: func(ctx context.Context, ev events.Event) error {
 			if err := s.orders.Delete(ctx, ev.Key); err != nil {
 				return err // retried by the consumer
@@ -60,15 +65,16 @@ func (s *service) newConsumers() error {
 	// The lag monitor samples the inventory group's offsets every LagEvery and logs when its
 	// condition changes: a growing backlog, a stalled consumer, too many failing handlers.
 	s.lag, err = events.NewLagMonitor(events.LagConfig{
-		Brokers:   s.kafka.Brokers,
-		Group:     "orderservice-inventory",
-		Topics:    []string{ordersTopic},
-		Interval:  max(s.cfg.LagEvery, time.Second),
-		MaxLag:    1000,
-		MaxLagAge: time.Minute,
-		Stats:     inv.Stats,
-		Logger:    s.log,
-		OnAlert:   s.lagAlert,
+		Brokers:       s.kafka.Brokers,
+		Group:         "orderservice-inventory",
+		Topics:        []string{ordersTopic},
+		Interval:      max(s.cfg.LagEvery, time.Second),
+		MaxLag:        1000,
+		MaxLagAge:     time.Minute,
+		Stats:         inv.Stats,
+		Logger:        s.log,
+		MeterProvider: s.tel.Meters,
+		OnAlert:       s.lagAlert,
 	})
 	if err != nil {
 		return fmt.Errorf("lag monitor: %w", err)
@@ -95,14 +101,29 @@ type inventory struct {
 	mu       sync.Mutex
 	reserved map[string]int
 	shipping map[string]int
-	applied  atomic.Int64 // events applied (each once, thanks to the Deduper)
+	applied  atomic.Int64      // events applied (each once, thanks to the Deduper)
+	traces   map[string]string // "type id" -> trace id of the handler's span, for the demo
+}
+
+// maxTraces bounds inventory.traces: the demo reads the trace of an event it just wrote.
+const maxTraces = 1000
+
+// traceOf returns the trace id under which the inventory consumer handled the event typ of
+// order id, or "-" if it did not (or forgot it).
+func (inv *inventory) traceOf(typ, id string) string {
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	if t, ok := inv.traces[typ+" "+id]; ok {
+		return t
+	}
+	return "-"
 }
 
 func newInventory() *inventory {
-	return &inventory{reserved: map[string]int{}, shipping: map[string]int{}}
+	return &inventory{reserved: map[string]int{}, shipping: map[string]int{}, traces: map[string]string{}}
 }
 
-func (inv *inventory) handle(_ context.Context, ev events.Event) error {
+func (inv *inventory) handle(ctx context.Context, ev events.Event) error {
 	var e orderEvent
 	if err := ev.Decode(&e); err != nil {
 		return events.Permanent(fmt.Errorf("event %s: %w", ev.ID, err)) // retrying cannot fix it
@@ -117,6 +138,12 @@ func (inv *inventory) handle(_ context.Context, ev events.Event) error {
 		inv.shipping[e.Item] += e.Quantity
 	default:
 		return nil // not ours
+	}
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		if len(inv.traces) >= maxTraces {
+			clear(inv.traces)
+		}
+		inv.traces[ev.Type+" "+e.OrderID] = sc.TraceID().String()
 	}
 	inv.applied.Add(1)
 	return nil

@@ -205,6 +205,7 @@ func warmCache(ctx context.Context, s *service) (string, error) {
 func writeTour(ctx context.Context, s *service, base string, out io.Writer) error {
 	hc := &http.Client{Timeout: 10 * time.Second}
 	defer hc.CloseIdleConnections()
+	var traceparent string // of the last answer
 	call := func(method, path, token, idemKey, body string) (int, string, error) {
 		req, err := http.NewRequestWithContext(ctx, method, base+path, strings.NewReader(body))
 		if err != nil {
@@ -224,6 +225,7 @@ func writeTour(ctx context.Context, s *service, base string, out io.Writer) erro
 			return 0, "", err
 		}
 		defer resp.Body.Close()
+		traceparent = resp.Header.Get("traceparent")
 		b, err := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(bytes.TrimSpace(b)), err
 	}
@@ -241,7 +243,10 @@ func writeTour(ctx context.Context, s *service, base string, out io.Writer) erro
 	}
 
 	const created, paid = 5, 3
-	var ids []string
+	var (
+		ids        []string
+		firstTrace string // the trace id of the first POST /orders
+	)
 	for i := range created {
 		body := fmt.Sprintf(`{"item":"keyboard","quantity":%d,"amount_cents":%d}`, 1+i%2, 4900+100*i)
 		code, resp, err := call(http.MethodPost, "/orders", token, fmt.Sprintf("tour-%d-%d", time.Now().UnixNano(), i), body)
@@ -249,6 +254,11 @@ func writeTour(ctx context.Context, s *service, base string, out io.Writer) erro
 			return fmt.Errorf("POST /orders: HTTP %d %s: %v", code, resp, err)
 		}
 		ids = append(ids, jsonField(resp, "id"))
+		if i == 0 {
+			if parts := strings.Split(traceparent, "-"); len(parts) == 4 {
+				firstTrace = parts[1]
+			}
+		}
 	}
 	// A client retry after a lost response, same Idempotency-Key: replayed, no second order.
 	retryKey := fmt.Sprintf("tour-retry-%d", time.Now().UnixNano())
@@ -291,6 +301,10 @@ func writeTour(ctx context.Context, s *service, base string, out io.Writer) erro
 		rs.Published, rs.Batches, rs.Failures)
 	fmt.Fprintf(out, "        inventory consumer applied %d, cache-invalidation consumer dropped %d keys\n",
 		s.inv.applied.Load(), s.invals.Load())
+	fmt.Fprintf(out, "trace: POST /orders for order %s ran in trace %s (its traceparent response header and the access log say so);\n",
+		ids[0], firstTrace)
+	fmt.Fprintf(out, "       through the outbox and Kafka, the inventory consumer's span for its OrderCreated ran in trace %s\n",
+		s.inv.traceOf(OrderCreated, ids[0]))
 	return rateLimitBurst(ctx, s, base, out)
 }
 

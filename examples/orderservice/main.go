@@ -60,6 +60,9 @@ type config struct {
 	Zipf     float64
 	Uniform  bool
 	Writes   float64
+
+	// Telemetry, when set (tests), replaces the OpenTelemetry SDK newService installs.
+	Telemetry *telemetry
 }
 
 func parseFlags(args []string) (config, error) {

@@ -35,6 +35,7 @@ const (
 // with Close.
 type service struct {
 	cfg     config
+	tel     *telemetry   // OpenTelemetry providers handed to every component
 	prefix  string       // starts the Redis keys of the cache, rate limit and idempotency records
 	log     *slog.Logger // application log (background errors, job runs, lag alerts)
 	db      store        // the database (SQLite)
@@ -88,6 +89,11 @@ func newService(ctx context.Context, cfg config, out io.Writer, log *slog.Logger
 		return s, err
 	}
 	s.db = s.sqlDB
+	if s.tel = cfg.Telemetry; s.tel == nil {
+		if s.tel, err = newTelemetry(); err != nil {
+			return s, err
+		}
+	}
 	// The outbox table lives in the orders database: an order and its event commit together.
 	if s.outbox, err = outbox.New(s.sqlDB.SQL(), &outbox.Options{Dialect: outbox.SQLite, Logger: log}); err != nil {
 		return s, err
@@ -111,15 +117,17 @@ func newService(ctx context.Context, cfg config, out io.Writer, log *slog.Logger
 		return s, err
 	}
 	s.orders, err = cache.New[Order](s.redis.Client, &cache.Options{
-		Prefix:       s.prefix + "order:",
-		TTL:          10 * time.Minute,
-		Jitter:       0.1,             // TTLs spread over 9-11 min: no avalanche of expiries
-		NegativeTTL:  time.Minute,     // "no such order" remembered for ids the Bloom filter let by
-		RefreshAfter: 5 * time.Minute, // past 5 min: serve stale, refresh in the background
-		Lease:        2 * time.Second, // one load per key across all instances
-		Local:        &cache.LocalOptions{MaxEntries: 20_000, TTL: 30 * time.Second},
-		Guard:        s.guard,
-		Logger:       log,
+		Prefix:         s.prefix + "order:",
+		TTL:            10 * time.Minute,
+		Jitter:         0.1,             // TTLs spread over 9-11 min: no avalanche of expiries
+		NegativeTTL:    time.Minute,     // "no such order" remembered for ids the Bloom filter let by
+		RefreshAfter:   5 * time.Minute, // past 5 min: serve stale, refresh in the background
+		Lease:          2 * time.Second, // one load per key across all instances
+		Local:          &cache.LocalOptions{MaxEntries: 20_000, TTL: 30 * time.Second},
+		Guard:          s.guard,
+		Logger:         log,
+		TracerProvider: s.tel.Tracers,
+		MeterProvider:  s.tel.Meters,
 	})
 	if err != nil {
 		return s, err
@@ -127,8 +135,10 @@ func newService(ctx context.Context, cfg config, out io.Writer, log *slog.Logger
 	if err = s.newLimiter(); err != nil {
 		return s, err
 	}
-	s.locks = lock.New(s.redis.Client, &lock.Options{Prefix: "orderservice:lock:", Logger: log})
-	if s.pub, err = events.NewProducer(events.ProducerConfig{Brokers: s.kafka.Brokers, Logger: log}); err != nil {
+	s.locks = lock.New(s.redis.Client, &lock.Options{Prefix: "orderservice:lock:", Logger: log,
+		TracerProvider: s.tel.Tracers, MeterProvider: s.tel.Meters})
+	if s.pub, err = events.NewProducer(events.ProducerConfig{Brokers: s.kafka.Brokers, Logger: log,
+		TracerProvider: s.tel.Tracers, MeterProvider: s.tel.Meters, Propagator: s.tel.Propagator}); err != nil {
 		return s, err
 	}
 	if s.relay, err = outbox.NewRelay(s.outbox, s.pub, &outbox.RelayOptions{Logger: log}); err != nil {
@@ -143,7 +153,7 @@ func newService(ctx context.Context, cfg config, out io.Writer, log *slog.Logger
 // -limiter redis) the in-process ratelimit.Local enforces the same limit.
 func (s *service) newLimiter() error {
 	lim := ratelimit.Limit{Rate: s.cfg.Rate, Burst: max(1, int(s.cfg.Rate)), Name: "per-client"}
-	local, err := ratelimit.NewLocal(nil, lim)
+	local, err := ratelimit.NewLocal(&ratelimit.LocalOptions{MeterProvider: s.tel.Meters}, lim)
 	if err != nil {
 		return err
 	}
@@ -160,7 +170,7 @@ func (s *service) newLimiter() error {
 		s.limiter, s.limName = local, fmt.Sprintf("ratelimit.Local (in-process), %g/s burst %d", lim.Rate, lim.Burst)
 	case "redis":
 		r, err := ratelimit.NewRedis(s.redis.Client, &ratelimit.RedisOptions{
-			Prefix: s.prefix + "rl:", OnRedisError: ratelimit.Fallback(local), Logger: s.log,
+			Prefix: s.prefix + "rl:", OnRedisError: ratelimit.Fallback(local), Logger: s.log, MeterProvider: s.tel.Meters,
 		}, lim)
 		if err != nil {
 			return err
@@ -282,6 +292,11 @@ func (s *service) Close() error {
 		}
 		if s.redis != nil {
 			s.closeErr = errors.Join(s.closeErr, s.redis.Close())
+		}
+		if s.tel != nil && s.tel.Shutdown != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			s.closeErr = errors.Join(s.closeErr, s.tel.Shutdown(ctx))
+			cancel()
 		}
 	})
 	return s.closeErr
