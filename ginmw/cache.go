@@ -65,15 +65,17 @@ func NewHTTPCache(rdb redis.UniversalClient, opt *CacheOptions) (*HTTPCache, err
 		policy = cache.FailClosed
 	}
 	c, err := cache.New[storedResponse](rdb, &cache.Options{
-		Prefix:       cfg.prefix + "r:",
-		TTL:          cfg.ttl,
-		Jitter:       cfg.jitter,
-		NegativeTTL:  -1, // a route's "not found" is a 404 response, which is never stored
-		LoadTimeout:  cfg.loadTimeout,
-		Local:        cfg.local,
-		Codec:        responseCodec{},
-		OnRedisError: policy,
-		Logger:       cfg.log,
+		Prefix:         cfg.prefix + "r:",
+		TTL:            cfg.ttl,
+		Jitter:         cfg.jitter,
+		NegativeTTL:    -1, // a route's "not found" is a 404 response, which is never stored
+		LoadTimeout:    cfg.loadTimeout,
+		Local:          cfg.local,
+		Codec:          responseCodec{},
+		OnRedisError:   policy,
+		Logger:         cfg.log,
+		TracerProvider: cfg.tp,
+		MeterProvider:  cfg.mp,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ginmw: cache: %w", err)

@@ -439,6 +439,12 @@ type CacheOptions struct {
 	Local *cache.LocalOptions
 	// Logger receives Redis and index errors; nil discards.
 	Logger *slog.Logger
+	// TracerProvider and MeterProvider go to the [cache.Cache] that stores the responses: its
+	// load spans (a handler run on a miss) and its surge.cache.requests and
+	// surge.cache.load.duration metrics, named surge.cache.name = Prefix + "r:". nil (default)
+	// means the global providers.
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
 }
 
 type cacheConfig struct {
@@ -452,6 +458,8 @@ type cacheConfig struct {
 	onRedisError ErrorPolicy
 	local        *cache.LocalOptions
 	log          *slog.Logger
+	tp           trace.TracerProvider
+	mp           metric.MeterProvider
 }
 
 func (o *CacheOptions) resolve() (cacheConfig, error) {
@@ -513,6 +521,7 @@ func (o *CacheOptions) resolve() (cacheConfig, error) {
 		return cfg, err
 	}
 	cfg.local = o.Local
+	cfg.tp, cfg.mp = o.TracerProvider, o.MeterProvider
 	cfg.log = discard(o.Logger)
 	return cfg, nil
 }

@@ -21,6 +21,7 @@ import (
 	nooptrace "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/surgekit/surge/internal/oteltest"
+	"github.com/surgekit/surge/internal/redistest"
 )
 
 const (
@@ -328,4 +329,25 @@ func TestTelemetryUnsampledCaller(t *testing.T) {
 	assert.False(t, seen.Sampled())
 	assert.Equal(t, "00-"+callerTrace+"-"+seen.SpanID+"-00", w.Header().Get("Traceparent"))
 	assert.EqualValues(t, 1, sdk.HistogramCount(t, MetricRequestDuration), "metrics do not depend on sampling")
+}
+
+// TestCacheTelemetry: CacheOptions hands its providers to the cache behind the middleware; a miss
+// runs the handler under a cache.load span inside the request's server span, a hit opens none.
+func TestCacheTelemetry(t *testing.T) {
+	sdk := oteltest.New(t)
+	_, rdb := redistest.Mini(t)
+	h := newHTTPCache(t, rdb, &CacheOptions{Prefix: "tel:", TracerProvider: sdk.TracerProvider, MeterProvider: sdk.MeterProvider})
+	r := newEngine(t, Telemetry(telemetryOpts(sdk)), h.Handler())
+	r.GET("/items", func(c *gin.Context) { c.String(http.StatusOK, "items") })
+	assert.Contains(t, get(r, "/items").Header().Get("Cache-Status"), "fwd=miss")
+	assert.Contains(t, get(r, "/items").Header().Get("Cache-Status"), "hit")
+
+	load := onlySpan(t, sdk, "cache.load")
+	servers := sdk.SpansNamed("GET /items")
+	require.Len(t, servers, 2)
+	assert.Equal(t, servers[0].SpanContext().SpanID(), load.Parent().SpanID(), "the load runs inside the first request's span")
+	assert.Equal(t, servers[0].SpanContext().TraceID(), load.SpanContext().TraceID())
+	name := attribute.String("surge.cache.name", "tel:r:")
+	assert.EqualValues(t, 1, sdk.Sum(t, "surge.cache.requests", name, attribute.String("surge.cache.result", "redis_hit")))
+	assert.EqualValues(t, 1, sdk.HistogramCount(t, "surge.cache.load.duration", name))
 }
