@@ -206,6 +206,7 @@ func printBanner(s *service, base string) {
 	fmt.Fprintf(&b, "       -d '{\"item\":\"mouse\",\"quantity\":1,\"amount_cents\":2500}' %s/orders   # twice: one order\n", base)
 	fmt.Fprintf(&b, "  curl -i -X PUT -H \"Authorization: Bearer $TOKEN\" %s/orders/%d/pay\n", base, s.cfg.Orders+1)
 	fmt.Fprintf(&b, "  curl -s %s/stats                # cache, database, outbox relay, consumer and producer counters\n", base)
+	fmt.Fprintf(&b, "  curl -s %s/metrics              # the same and more for Prometheus (OpenTelemetry); each answer's traceparent names its trace\n", base)
 	fmt.Fprintf(&b, "\nCtrl-C stops it gracefully.\n")
 	fmt.Print(b.String())
 }
