@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"io"
 	"log/slog"
@@ -96,5 +97,61 @@ func TestOrderCreatedWhileKafkaIsDown(t *testing.T) {
 	s.inv.mu.Unlock()
 	if reserved != 2 {
 		t.Errorf("inventory reserved %d mice, want 2", reserved)
+	}
+}
+
+// TestRolledBackOrderPublishesNothing fails a create after its event was added to the outbox:
+// the transaction rolls back, so neither the order nor its event exists, and paying an order
+// that is not pending writes no event either.
+func TestRolledBackOrderPublishesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the whole service")
+	}
+	t.Setenv("REDIS_ADDR", "")
+	t.Setenv("KAFKA_BROKERS", "")
+	cfg, err := parseFlags([]string{"-orders", "10", "-db-latency", "0", "-lag-every", "0", "-job-every", "0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := newService(context.Background(), cfg, io.Discard, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close() // not started: the relay does not run, so whatever was committed stays pending
+	ctx := context.Background()
+	boom := errors.New("payment provider said no")
+	add := s.addEvent(ctx, OrderCreated)
+	_, err = s.db.Create(ctx, Order{Customer: "c", Item: "mouse", Quantity: 1, AmountCents: 100}, func(tx *sql.Tx, o Order) error {
+		if err := add(tx, o); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Create: %v, want %v", err, boom)
+	}
+	if n, err := s.outbox.Pending(ctx); err != nil || n != 0 {
+		t.Errorf("outbox after the rollback: %d events (%v), want 0", n, err)
+	}
+	if n := s.db.Len(); n != 10 {
+		t.Errorf("orders after the rollback: %d, want 10", n)
+	}
+
+	paid := ""
+	for id := range s.db.IDs() {
+		if o, err := s.db.Get(ctx, id); err == nil && o.Status == StatusPaid {
+			paid = id
+			break
+		}
+	}
+	if _, err := s.db.Pay(ctx, paid, s.addEvent(ctx, OrderPaid)); !errors.Is(err, errNotPending) {
+		t.Fatalf("paying paid order %q: %v, want errNotPending", paid, err)
+	}
+	o, err := s.db.Create(ctx, Order{Customer: "c", Item: "mouse", Quantity: 1, AmountCents: 100}, s.addEvent(ctx, OrderCreated))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.outbox.Pending(ctx); err != nil || n != 1 {
+		t.Errorf("outbox after one committed create (order %s) and a refused payment: %d events (%v), want 1", o.ID, n, err)
 	}
 }
