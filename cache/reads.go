@@ -87,6 +87,8 @@ type pipe struct {
 	inflight int        // round trips in flight (each sender hands the queue on when it returns)
 	queue    []*pipeReq // reads waiting for the round trip in flight to return
 	queued   atomic.Int64
+	// pipelined counts reads sent in pipelines (Stats.PipelinedReads).
+	pipelined atomic.Uint64
 }
 
 // pipeReq is one caller's keys in a pipe: done closes when vals and errs are set, or when the
@@ -236,6 +238,7 @@ func (p *pipe) send(ctx context.Context, rdb redis.Cmdable, batch []*pipeReq) {
 		r.vals[0], r.errs[0] = rdb.Get(ctx, r.keys[0]).Bytes()
 		return
 	}
+	p.pipelined.Add(uint64(n))
 	cmds := make([]*redis.StringCmd, 0, n)
 	_, _ = rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
 		for _, r := range batch {

@@ -186,6 +186,7 @@ func TestConcurrentReadsOfDifferentKeysShareRoundTrips(t *testing.T) {
 	require.EqualValues(t, 1, rt.pipelines.Load(), "the queued reads share one round trip")
 	require.EqualValues(t, queued, rt.piped.Load())
 	require.EqualValues(t, first+queued, c.Stats().RedisHits)
+	require.EqualValues(t, queued, c.Stats().PipelinedReads)
 }
 
 // A queued read whose caller gives up leaves the queue at once, and the pipe keeps serving: the
