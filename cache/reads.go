@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -167,10 +168,11 @@ func (p *pipe) enqueueLocked(ctx context.Context, rdb redis.Cmdable, r *pipeReq)
 		// error is retried by its own caller), then hand the next queue on.
 		batch := r.batch
 		p.send(ctx, rdb, batch)
-		p.handOn(ctx, rdb)
 		for _, q := range batch[1:] {
 			close(q.done)
 		}
+		runtime.Gosched() // let the callers just served queue their next reads into the next batch
+		p.handOn(ctx, rdb)
 		return r.vals, r.errs
 	}
 	if ctx.Err() == nil {
