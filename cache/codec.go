@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"sync"
 
 	"github.com/klauspost/compress/s2"
 	"github.com/vmihailenco/msgpack/v5"
@@ -86,13 +87,25 @@ func (MsgpackCodec) Marshal(v any) ([]byte, error) {
 
 // Unmarshal decodes MessagePack data into v, a pointer.
 func (MsgpackCodec) Unmarshal(data []byte, v any) error {
-	dec := msgpack.GetDecoder()
-	dec.Reset(bytes.NewReader(data))
-	dec.SetCustomStructTag("json")
-	err := dec.Decode(v)
-	msgpack.PutDecoder(dec)
+	d := msgpackDecoders.Get().(*msgpackDecoder)
+	d.r.Reset(data)
+	d.dec.Reset(&d.r)
+	d.dec.SetCustomStructTag("json")
+	err := d.dec.Decode(v)
+	d.dec.Reset(nil)
+	d.r.Reset(nil)
+	msgpackDecoders.Put(d)
 	return err
 }
+
+// msgpackDecoder is a decoder with the reader it reads from, pooled together so a decode does
+// not allocate a reader.
+type msgpackDecoder struct {
+	dec *msgpack.Decoder
+	r   bytes.Reader
+}
+
+var msgpackDecoders = sync.Pool{New: func() any { return &msgpackDecoder{dec: msgpack.NewDecoder(nil)} }}
 
 // marshalPayload encodes v with the Codec and compresses the result with S2 when it is at least
 // CompressAbove bytes and compression saves space; compressed says whether it did.

@@ -26,7 +26,8 @@ type reads struct {
 }
 
 // readCall is one GET in flight; done closes when b and err are set. b is shared by every reader
-// and must not be modified: decoding copies out of it.
+// and must not be modified: decoding copies out of it. done is made by the first reader that
+// joins (under reads.mu), so a read nobody joins allocates no channel.
 type readCall struct {
 	epoch uint64
 	done  chan struct{}
@@ -40,10 +41,14 @@ func (c *Cache[V]) sharedGet(ctx context.Context, key string) ([]byte, error) {
 	epoch := c.snapshot(key)
 	c.rd.mu.Lock()
 	if rc, ok := c.rd.m[key]; ok && rc.epoch == epoch {
+		if rc.done == nil {
+			rc.done = make(chan struct{})
+		}
+		done := rc.done
 		c.rd.mu.Unlock()
 		c.rd.waiting.Add(1)
 		select {
-		case <-rc.done:
+		case <-done:
 			c.rd.waiting.Add(-1)
 		case <-ctx.Done():
 			c.rd.waiting.Add(-1)
@@ -56,7 +61,7 @@ func (c *Cache[V]) sharedGet(ctx context.Context, key string) ([]byte, error) {
 		// The GET ended with its own caller's context, not ours: read for ourselves.
 		return c.rd.pipe.getOne(ctx, c.rdb, c.valueKey(key))
 	}
-	rc := &readCall{epoch: epoch, done: make(chan struct{})}
+	rc := &readCall{epoch: epoch}
 	if c.rd.m == nil {
 		c.rd.m = make(map[string]*readCall)
 	}
@@ -68,8 +73,11 @@ func (c *Cache[V]) sharedGet(ctx context.Context, key string) ([]byte, error) {
 	if c.rd.m[key] == rc {
 		delete(c.rd.m, key)
 	}
+	done := rc.done // no reader joins rc any more: it is out of the map
 	c.rd.mu.Unlock()
-	close(rc.done)
+	if done != nil {
+		close(done)
+	}
 	return rc.b, rc.err
 }
 
