@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -169,6 +170,41 @@ func TestCluster(t *testing.T) {
 		require.NoError(t, c.Delete(ctx, "key-1", "key-2", "key-3"))
 		_, err = c.Get(ctx, "key-2")
 		require.ErrorIs(t, err, ErrMiss)
+	})
+
+	// Concurrent reads of keys on every master share pipelines, which the ClusterClient splits
+	// per node; every reader gets its own key's value.
+	t.Run("pipelined reads", func(t *testing.T) {
+		c, err := New[user](rdb, &Options{Prefix: "clp:"})
+		require.NoError(t, err)
+		defer c.Close()
+		const keys, readers, reads = 60, 16, 30
+		for i := range keys {
+			require.NoError(t, c.Set(ctx, fmt.Sprint("key-", i), user{ID: fmt.Sprint("key-", i)}))
+		}
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for r := range readers {
+			wg.Go(func() {
+				<-start
+				for i := range reads {
+					k := fmt.Sprint("key-", (r*7+i)%keys)
+					u, err := c.Fetch(ctx, k, func(context.Context, string) (user, error) {
+						return user{}, errors.New("loader called for a cached key")
+					})
+					if err != nil || u.ID != k {
+						t.Errorf("%s: got %+v, %v", k, u, err)
+						return
+					}
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		st := c.Stats()
+		require.EqualValues(t, readers*reads, st.RedisHits)
+		require.NotZero(t, st.PipelinedReads, "16 concurrent readers must have shared round trips")
+		require.Zero(t, st.RedisErrors)
 	})
 
 	t.Run("FetchMany", func(t *testing.T) {
