@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/surgekit/surge/internal/luascript"
 	"github.com/surgekit/surge/internal/redistest"
 )
 
@@ -414,4 +415,81 @@ func TestCoherenceServerAssistedInvalidation(t *testing.T) {
 	require.NoError(t, raw.Set(ctx, "trk:{exp}", env, 300*time.Millisecond).Err())
 	cacheLocally("exp")
 	require.Eventually(t, func() bool { return !local("exp") }, 3*time.Second, time.Millisecond, "an expired key stayed in the local tier")
+}
+
+// slowScripts delays the pipelined runs of one script, as a loaded Redis does: the replies of a
+// claim pipeline come back after, the requests of a fill pipeline go out after the delay.
+type slowScripts struct {
+	claim, fill time.Duration
+}
+
+func (slowScripts) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (slowScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (h slowScripts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	runs := func(cmds []redis.Cmder, sc *luascript.Script, src string) bool {
+		if len(cmds) == 0 {
+			return false
+		}
+		args := cmds[0].Args()
+		return len(args) > 1 && (args[0] == "evalsha" && args[1] == sc.Hash() || args[0] == "eval" && args[1] == src)
+	}
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if runs(cmds, fillScript, fillLua) {
+			time.Sleep(h.fill)
+		}
+		err := next(ctx, cmds)
+		if runs(cmds, claimScript, claimLua) && !luascript.IsNoScript(cmds[0].Err()) {
+			time.Sleep(h.claim)
+		}
+		return err
+	}
+}
+
+// One refresh (DESIGN §2): a FetchMany batch loaded slower than Lease is cached whole, even
+// when Redis answers its claims and takes its fills late: every claimed key's lease is renewed
+// from the moment it is claimed until its fill lands (issue 12, defect 6 for FetchMany).
+func TestCoherenceFetchManySlowerThanLeaseIsCached(t *testing.T) {
+	s := redistest.Server(t)
+	ctx := context.Background()
+	const lease = 200 * time.Millisecond
+	rdb := s.NewClient(nil)
+	rdb.AddHook(slowScripts{claim: lease * 3 / 4, fill: lease * 3 / 4})
+	c, err := New[user](rdb, &Options{Prefix: "slowmany:", Lease: lease})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	keys := make([]string, 300)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("k%d", i)
+	}
+	var loaded atomic.Int64
+	slow := func(ctx context.Context, ks []string) (map[string]user, error) {
+		loaded.Add(int64(len(ks)))
+		select { // a slow database, two leases long
+		case <-time.After(2 * lease):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		m := make(map[string]user, len(ks))
+		for _, k := range ks {
+			m[k] = user{ID: k, Name: "db"}
+		}
+		return m, nil
+	}
+	got, err := c.FetchMany(ctx, keys, slow)
+	require.NoError(t, err)
+	require.Len(t, got, len(keys))
+	require.Zero(t, c.Stats().FenceRejects, "loaded values were dropped")
+	vks := make([]string, len(keys))
+	for i, k := range keys {
+		vks[i] = "slowmany:{" + k + "}"
+	}
+	n, err := s.Client().Exists(ctx, vks...).Result()
+	require.NoError(t, err)
+	require.EqualValues(t, len(keys), n, "keys of a load slower than Lease were not cached")
+	loaded.Store(0)
+	got, err = c.FetchMany(ctx, keys, slow)
+	require.NoError(t, err)
+	require.Len(t, got, len(keys))
+	require.Zero(t, loaded.Load(), "a second FetchMany loaded again")
 }

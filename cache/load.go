@@ -120,21 +120,29 @@ func (c *Cache[V]) loadBatch(ctx context.Context, b batch[V], load BatchLoader[V
 			s.plan = planNoWrite
 		}
 	}
+	var keep *leaseKeeper[V]
 	if !redisDown {
+		if c.cfg.Lease > 0 {
+			// Renewals start before the claims: a claim's reply may come back late.
+			keep = c.keepLeases(ctx, b)
+			defer keep.stop()
+		}
 		c.claimLeases(ctx, b, true)
 		if bad := b.with(planBad); len(bad) > 0 {
 			c.claimLeases(ctx, bad, false)
 		}
+		keep.drop(b.with(planDone))
+		keep.drop(b.with(planNoWrite))
 	}
 	wait := b.with(planWait)
 	toLoad := append(b.with(planWrite), b.with(planNoWrite)...)
 	var wg sync.WaitGroup
 	if len(wait) > 0 {
 		c.st.leaseWaits.Add(uint64(len(wait)))
-		wg.Go(func() { c.waitForFills(ctx, wait) })
+		wg.Go(func() { c.waitForFills(ctx, wait, keep) })
 	}
 	if len(toLoad) > 0 {
-		c.loadAndFill(ctx, toLoad, load)
+		c.loadAndFill(ctx, toLoad, load, keep)
 	}
 	wg.Wait()
 	// Keys whose wait ended with the lease in our hands, or with the wait running out (unless
@@ -150,7 +158,7 @@ func (c *Cache[V]) loadBatch(ctx context.Context, b batch[V], load BatchLoader[V
 		}
 	}
 	if len(again) > 0 {
-		c.loadAndFill(ctx, again, load)
+		c.loadAndFill(ctx, again, load, keep)
 	}
 }
 
@@ -219,8 +227,9 @@ func (c *Cache[V]) pollInterval() time.Duration {
 // waitForFills waits, up to LoadTimeout, for the values of b that other processes are loading
 // under their leases, polling with claimLeases (woken early by their fill notices). Each key ends
 // planDone, planWrite (the lease came free and is now ours) or planNoWrite (the wait ran out,
-// Redis failed under FailOpen, or the value is undecodable).
-func (c *Cache[V]) waitForFills(ctx context.Context, b batch[V]) {
+// Redis failed under FailOpen, or the value is undecodable). A lease it claims is renewed by keep
+// from that moment on.
+func (c *Cache[V]) waitForFills(ctx context.Context, b batch[V], keep *leaseKeeper[V]) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.LoadTimeout)
 	defer cancel()
 	wakeCh := make(chan struct{}, 1)
@@ -245,55 +254,94 @@ func (c *Cache[V]) waitForFills(ctx context.Context, b batch[V]) {
 				s.plan = planNoWrite // not ours to overwrite while another process holds the lease
 			}
 		}
+		keep.drop(pending.with(planDone))
+		keep.drop(pending.with(planNoWrite))
 		poll.Reset(c.pollInterval())
 	}
 }
 
-// renewLeases keeps the leases of b alive (every Lease/3) while their load runs, so that a load
-// slower than Lease still lands; stop ends the renewals and waits for them.
-func (c *Cache[V]) renewLeases(ctx context.Context, b batch[V]) (stop func()) {
-	done, exited := make(chan struct{}), make(chan struct{})
-	calls := make([]luascript.Call, len(b))
-	for i, s := range b {
-		calls[i] = luascript.Call{Script: renewScript, Keys: []string{leaseKey(c.valueKey(s.key))},
-			Args: []any{s.token, c.cfg.Lease.Milliseconds()}}
-	}
+// leaseKeeper renews the leases of a batch's slots (renew.lua, every Lease/3, one pipelined
+// round trip for the whole batch) from before they are claimed until their fill has landed, so
+// that neither a load slower than Lease nor a claim or fill round trip that a loaded Redis
+// answers late lets a lease run out. Renewing a lease the slot does not hold (not yet claimed,
+// held by another process, already filled) changes nothing: renew.lua compares the token. A nil
+// *leaseKeeper (no Lease, Redis down) does nothing.
+type leaseKeeper[V any] struct {
+	b            batch[V]
+	mu           sync.Mutex
+	gone         map[*slot[V]]bool // slots no longer renewed
+	done, exited chan struct{}
+}
+
+// keepLeases starts renewing the leases of b until stop; drop takes slots out earlier.
+func (c *Cache[V]) keepLeases(ctx context.Context, b batch[V]) *leaseKeeper[V] {
+	k := &leaseKeeper[V]{b: b, gone: make(map[*slot[V]]bool), done: make(chan struct{}), exited: make(chan struct{})}
 	go func() {
-		defer close(exited)
+		defer close(k.exited)
 		t := time.NewTicker(max(c.cfg.Lease/3, time.Millisecond))
 		defer t.Stop()
 		for {
 			select {
-			case <-done:
+			case <-k.done:
 				return
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				for i, cmd := range luascript.RunAll(ctx, c.rdb, calls) {
-					if err := cmd.Err(); err != nil && ctx.Err() == nil {
-						c.cfg.Logger.Warn("cache: lease renewal failed", "key", b[i].key, "err", err)
-					}
+			}
+			live, calls := k.calls(c)
+			for i, cmd := range luascript.RunAll(ctx, c.rdb, calls) {
+				if err := cmd.Err(); err != nil && ctx.Err() == nil {
+					c.cfg.Logger.Warn("cache: lease renewal failed", "key", live[i].key, "err", err)
 				}
 			}
 		}
 	}()
-	return func() {
-		close(done)
-		<-exited
+	return k
+}
+
+// calls returns the slots still renewed and their renew.lua calls.
+func (k *leaseKeeper[V]) calls(c *Cache[V]) (batch[V], []luascript.Call) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var live batch[V]
+	var calls []luascript.Call
+	for _, s := range k.b {
+		if !k.gone[s] {
+			live = append(live, s)
+			calls = append(calls, luascript.Call{Script: renewScript, Keys: []string{leaseKey(c.valueKey(s.key))},
+				Args: []any{s.token, c.cfg.Lease.Milliseconds()}})
+		}
+	}
+	return live, calls
+}
+
+// drop stops renewing the leases of b (filled, or never ours).
+func (k *leaseKeeper[V]) drop(b batch[V]) {
+	if k == nil || len(b) == 0 {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, s := range b {
+		k.gone[s] = true
 	}
 }
 
+// stop ends the renewals and waits for them.
+func (k *leaseKeeper[V]) stop() {
+	if k == nil {
+		return
+	}
+	close(k.done)
+	<-k.exited
+}
+
 // loadAndFill calls load once for b and writes the results of the planWrite slots, fenced by
-// their lease tokens, in one round trip. Keys load leaves out become negative entries.
-func (c *Cache[V]) loadAndFill(ctx context.Context, b batch[V], load BatchLoader[V]) {
-	var stopRenewing func()
-	if writers := b.with(planWrite); c.cfg.Lease > 0 && len(writers) > 0 {
-		stopRenewing = c.renewLeases(ctx, writers)
-	}
+// their lease tokens, in one round trip. Keys load leaves out become negative entries. keep
+// renews their leases until the write has landed.
+func (c *Cache[V]) loadAndFill(ctx context.Context, b batch[V], load BatchLoader[V], keep *leaseKeeper[V]) {
+	defer keep.drop(b)
 	m, dur, err := c.callLoader(ctx, load, b.keys())
-	if stopRenewing != nil {
-		stopRenewing()
-	}
 	channel, notice := "", ""
 	calls := make([]luascript.Call, 0, len(b))
 	type write struct {
