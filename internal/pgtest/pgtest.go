@@ -13,7 +13,6 @@
 package pgtest
 
 import (
-	"bufio"
 	"context"
 	"database/sql"
 	"errors"
@@ -26,7 +25,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -158,7 +156,7 @@ func start(t testing.TB, bin, data string, port int, cred *syscall.Credential, c
 	go func() { _ = cmd.Wait(); close(pg.done) }()
 	if err := pg.waitReady(); err != nil {
 		pg.Kill()
-		return nil, fmt.Errorf("port %d: %w; log: %s", port, err, tail(logPath, 8))
+		return nil, fmt.Errorf("port %d: %w; log: %s", port, err, redistest.LogTail(logPath, 8))
 	}
 	t.Cleanup(pg.cleanup)
 	return pg, nil
@@ -314,22 +312,4 @@ func credential(dir string) (*syscall.Credential, error) {
 		return nil, err
 	}
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
-}
-
-// tail returns the last n lines of a file, for error messages.
-func tail(path string, n int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return "(no log)"
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	return strings.Join(lines, " | ")
 }

@@ -276,7 +276,7 @@ func (s *RedisServer) start(port int) error {
 	if err := waitReady(p, port); err != nil {
 		_ = cmd.Process.Kill()
 		<-p.done
-		return fmt.Errorf("port %d: %w; log: %s", port, err, tail(logPath, 5))
+		return fmt.Errorf("port %d: %w; log: %s", port, err, LogTail(logPath, 5))
 	}
 	s.mu.Lock()
 	s.proc, s.port = p, port
@@ -326,8 +326,9 @@ func infoField(info, name string) string {
 	return ""
 }
 
-// tail returns the last n lines of a file, for error messages.
-func tail(path string, n int) string {
+// LogTail returns the last n lines of a server's log file joined by " | ", for error messages
+// of test harnesses (this one and internal/pgtest); "(no log)" when it cannot be read.
+func LogTail(path string, n int) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return "(no log)"
