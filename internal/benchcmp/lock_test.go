@@ -151,26 +151,10 @@ func BenchmarkLockHandoff(b *testing.B) {
 	const ttl = 10 * time.Second
 
 	b.Run("surge", func(b *testing.B) {
-		c := lock.New(rdb, nil)
-		handoff(b, func(ctx context.Context) (func() error, error) {
-			l, err := c.Obtain(ctx, "bl:handoff:surge", ttl, &lock.ObtainOptions{Wait: time.Minute})
-			if err != nil {
-				return nil, err
-			}
-			return func() error { return l.Release(context.Background()) }, nil
-		})
+		handoff(b, surgeObtain(lock.New(rdb, nil), "bl:handoff:surge", ttl))
 	})
 	b.Run("bsm-redislock-linear10ms", func(b *testing.B) {
-		c := redislock.New(rdb)
-		handoff(b, func(ctx context.Context) (func() error, error) {
-			wctx, cancel := context.WithTimeout(ctx, time.Minute)
-			defer cancel()
-			l, err := c.Obtain(wctx, "bl:handoff:bsm", ttl, &redislock.Options{RetryStrategy: redislock.LinearBackoff(10 * time.Millisecond)})
-			if err != nil {
-				return nil, err
-			}
-			return func() error { return l.Release(context.Background()) }, nil
-		})
+		handoff(b, bsmObtain(redislock.New(rdb), "bl:handoff:bsm", ttl, 10*time.Millisecond))
 	})
 }
 
@@ -207,6 +191,30 @@ func contended(b *testing.B, obtain func(ctx context.Context) (release func() er
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "acq/s")
 }
 
+// surgeObtain returns an obtain func for handoff and contended: Obtain with a one-minute wait.
+func surgeObtain(c *lock.Client, key string, ttl time.Duration) func(context.Context) (func() error, error) {
+	return func(ctx context.Context) (func() error, error) {
+		l, err := c.Obtain(ctx, key, ttl, &lock.ObtainOptions{Wait: time.Minute})
+		if err != nil {
+			return nil, err
+		}
+		return func() error { return l.Release(context.Background()) }, nil
+	}
+}
+
+// bsmObtain is surgeObtain for bsm/redislock, polling every backoff for at most a minute.
+func bsmObtain(c *redislock.Client, key string, ttl, backoff time.Duration) func(context.Context) (func() error, error) {
+	return func(ctx context.Context) (func() error, error) {
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		l, err := c.Obtain(wctx, key, ttl, &redislock.Options{RetryStrategy: redislock.LinearBackoff(backoff)})
+		if err != nil {
+			return nil, err
+		}
+		return func() error { return l.Release(context.Background()) }, nil
+	}
+}
+
 // spin busy-waits for d: a sleep would round up to the timer resolution.
 func spin(d time.Duration) {
 	for start := time.Now(); time.Since(start) < d; {
@@ -218,26 +226,10 @@ func BenchmarkLockContended(b *testing.B) {
 	const ttl = 10 * time.Second
 
 	b.Run("surge", func(b *testing.B) {
-		c := lock.New(rdb, nil)
-		contended(b, func(ctx context.Context) (func() error, error) {
-			l, err := c.Obtain(ctx, "bc:surge", ttl, &lock.ObtainOptions{Wait: time.Minute})
-			if err != nil {
-				return nil, err
-			}
-			return func() error { return l.Release(context.Background()) }, nil
-		})
+		contended(b, surgeObtain(lock.New(rdb, nil), "bc:surge", ttl))
 	})
 	b.Run("bsm-redislock-linear1ms", func(b *testing.B) {
-		c := redislock.New(rdb)
-		contended(b, func(ctx context.Context) (func() error, error) {
-			wctx, cancel := context.WithTimeout(ctx, time.Minute)
-			defer cancel()
-			l, err := c.Obtain(wctx, "bc:bsm", ttl, &redislock.Options{RetryStrategy: redislock.LinearBackoff(time.Millisecond)})
-			if err != nil {
-				return nil, err
-			}
-			return func() error { return l.Release(context.Background()) }, nil
-		})
+		contended(b, bsmObtain(redislock.New(rdb), "bc:bsm", ttl, time.Millisecond))
 	})
 	b.Run("redsync-1ms", func(b *testing.B) {
 		rs := redsync.New(goredis.NewPool(rdb))
