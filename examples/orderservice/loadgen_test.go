@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -87,21 +86,8 @@ func (g gatedStore) Get(ctx context.Context, id string) (Order, error) {
 // the first read of an order waits for the database (miss), the next is a hit, an id the Bloom
 // guard rules out is a hit, and reads that join a load already running are misses too.
 func TestCacheHeader(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the whole service")
-	}
 	ctx := context.Background()
-	cfg, err := parseFlags([]string{"-orders", "100", "-db-latency", "50ms", "-lag-every", "0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("REDIS_ADDR", "")
-	t.Setenv("KAFKA_BROKERS", "")
-	s, err := newService(ctx, cfg, io.Discard, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newTestService(t, "", nil, "-orders", "100", "-db-latency", "50ms", "-lag-every", "0")
 	gate := gatedStore{store: s.db, id: "8", release: make(chan struct{})}
 	s.db = gate
 	srv := httptest.NewServer(s.router(slog.New(slog.DiscardHandler), false))

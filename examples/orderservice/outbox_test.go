@@ -39,17 +39,7 @@ func TestOrderCreatedWhileKafkaIsDown(t *testing.T) {
 		}
 		return nil, nil, false
 	})
-	t.Setenv("REDIS_ADDR", "")
-	t.Setenv("KAFKA_BROKERS", strings.Join(kc.Seeds(), ","))
-	cfg, err := parseFlags([]string{"-orders", "10", "-db-latency", "0", "-lag-every", "0", "-job-every", "0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := newService(context.Background(), cfg, io.Discard, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newTestService(t, strings.Join(kc.Seeds(), ","), nil)
 	s.start()
 	srv := httptest.NewServer(s.router(slog.New(slog.DiscardHandler), false))
 	defer srv.Close()
@@ -104,24 +94,11 @@ func TestOrderCreatedWhileKafkaIsDown(t *testing.T) {
 // the transaction rolls back, so neither the order nor its event exists, and paying an order
 // that is not pending writes no event either.
 func TestRolledBackOrderPublishesNothing(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the whole service")
-	}
-	t.Setenv("REDIS_ADDR", "")
-	t.Setenv("KAFKA_BROKERS", "")
-	cfg, err := parseFlags([]string{"-orders", "10", "-db-latency", "0", "-lag-every", "0", "-job-every", "0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := newService(context.Background(), cfg, io.Discard, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close() // not started: the relay does not run, so whatever was committed stays pending
+	s := newTestService(t, "", nil) // not started: the relay does not run, so whatever was committed stays pending
 	ctx := context.Background()
 	boom := errors.New("payment provider said no")
 	add := s.addEvent(ctx, OrderCreated)
-	_, err = s.db.Create(ctx, Order{Customer: "c", Item: "mouse", Quantity: 1, AmountCents: 100}, func(tx *sql.Tx, o Order) error {
+	_, err := s.db.Create(ctx, Order{Customer: "c", Item: "mouse", Quantity: 1, AmountCents: 100}, func(tx *sql.Tx, o Order) error {
 		if err := add(tx, o); err != nil {
 			return err
 		}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -20,22 +19,8 @@ import (
 // carries it, and after the relay published the event through Kafka, the span of each
 // consumer's handler (inventory and cache invalidation) belongs to the same trace.
 func TestOneTraceFromRequestToConsumers(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the whole service")
-	}
 	sdk := oteltest.New(t)
-	t.Setenv("REDIS_ADDR", "")
-	t.Setenv("KAFKA_BROKERS", "")
-	cfg, err := parseFlags([]string{"-orders", "10", "-db-latency", "0", "-lag-every", "0", "-job-every", "0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Telemetry = &telemetry{Tracers: sdk.TracerProvider, Meters: sdk.MeterProvider, Propagator: sdk.Propagator}
-	s, err := newService(context.Background(), cfg, io.Discard, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newTestService(t, "", &telemetry{Tracers: sdk.TracerProvider, Meters: sdk.MeterProvider, Propagator: sdk.Propagator})
 	s.start()
 	srv := httptest.NewServer(s.router(slog.New(slog.DiscardHandler), false))
 	defer srv.Close()
