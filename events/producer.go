@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,7 +128,9 @@ func (p *Producer) Publish(ctx context.Context, topic string, evs ...Event) erro
 	if p.txn {
 		// A transaction the client ended with an abort left nothing visible: run it again.
 		// The run after such an abort can meet OUT_OF_ORDER_SEQUENCE_NUMBER while the client
-		// moves to a new epoch; its own abort recovers the producer ID, so run once more.
+		// moves to a new epoch; its own abort recovers the producer ID, so run once more. Every
+		// run publishes the same IDs and times, fixed here once.
+		evs := withIdentity(evs)
 		var err error
 		for i := range maxTxnAttempts {
 			err = p.Transact(ctx, func(ctx context.Context, tx *Tx) error { return tx.Publish(ctx, topic, evs...) })
@@ -148,6 +151,26 @@ func (p *Producer) Publish(ctx context.Context, topic string, evs ...Event) erro
 	}
 	endSpan(span, err)
 	return err
+}
+
+// withIdentity returns evs with every missing ID and Time filled in, copying the slice only when
+// something is missing (the caller's events are never changed).
+func withIdentity(evs []Event) []Event {
+	i := slices.IndexFunc(evs, func(ev Event) bool { return ev.ID == "" || ev.Time.IsZero() })
+	if i < 0 {
+		return evs
+	}
+	out := slices.Clone(evs)
+	now := time.Now()
+	for j := i; j < len(out); j++ {
+		if out[j].ID == "" {
+			out[j].ID = newID(now)
+		}
+		if out[j].Time.IsZero() {
+			out[j].Time = now
+		}
+	}
+	return out
 }
 
 // records builds the records of evs, each with the trace headers th.

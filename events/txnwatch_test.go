@@ -2,6 +2,7 @@ package events
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -60,4 +61,24 @@ func TestTransactionalProducerLogsThroughTheWatch(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(plain.Close)
 	require.Nil(t, plain.watch)
+}
+
+// A transactional Publish may run its transaction again: the events get their IDs and times
+// once, before the first run, so every run writes the same ones; the caller's slice is untouched.
+func TestWithIdentityFixesIDsOnceWithoutTouchingTheCaller(t *testing.T) {
+	full := []Event{{ID: "a", Time: time.Unix(1, 0)}}
+	require.Equal(t, &full[0], &withIdentity(full)[0], "nothing missing: no copy")
+
+	evs := []Event{{ID: "a", Time: time.Unix(1, 0)}, {Type: "t"}, {ID: "c"}}
+	got := withIdentity(evs)
+	require.Equal(t, "a", got[0].ID)
+	require.NotEmpty(t, got[1].ID)
+	require.NotEqual(t, got[1].ID, got[0].ID)
+	require.False(t, got[1].Time.IsZero())
+	require.Equal(t, "c", got[2].ID)
+	require.False(t, got[2].Time.IsZero())
+	require.Empty(t, evs[1].ID, "the caller's events keep their zero ID")
+	require.True(t, evs[2].Time.IsZero())
+	other := withIdentity(evs)
+	require.NotEqual(t, got[1].ID, other[1].ID, "each Publish call gets fresh IDs")
 }
