@@ -53,6 +53,7 @@ type Cache[V any] struct {
 	id       string        // instance id: tokens and pub/sub messages carry it
 	seq      atomic.Uint64 // lease token sequence
 	epochs   epochs        // bumped by every invalidation of a key (local.go)
+	own      ownWrites[V]  // local stores of this instance's own writes, waiting for their echo (local.go)
 	ready    atomic.Bool   // the listener receives every invalidation: the local tier may fill
 	tracking atomic.Bool   // the server accepted CLIENT TRACKING on the listener's connection
 
@@ -63,7 +64,8 @@ type Cache[V any] struct {
 	now  func() time.Time // tests move the clock
 	rand func() float64   // uniform [0,1); tests make it deterministic
 
-	beforeLocalPut func(key string) // tests: runs between storeLocal's check and its put
+	beforeLocalPut func(key string)                         // tests: runs between storeLocal's check and its put
+	afterTracking  atomic.Pointer[func(redisKeys []string)] // tests: runs after a server-assisted invalidation was applied
 
 	mu      sync.Mutex // guards the fields below
 	closing bool
@@ -218,13 +220,23 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 	}
 	ep := c.epochOf(key)
 	snap := ep.Load()
+	own := c.registerOwn(key, &localEntry[V]{v: v}, h, env)
 	vk := c.valueKey(key)
 	err = setScript.Run(ctx, c.rdb, []string{vk, leaseKey(vk)},
 		env, max(ttl.Milliseconds(), 1), c.cfg.channel, encodeNotice(noticeInvalidate, c.id, []string{key})).Err()
 	if err != nil {
 		c.st.redisErrors.Add(1)
+		c.ownWritten(own, false)
 		c.invalidateLocal(key)
 		return fmt.Errorf("cache: set %q: %w", key, err)
+	}
+	if own != nil {
+		// Server-assisted invalidation echoes the write: v is stored once the echo came back
+		// and Redis still holds it (local.go, rule 4). Meanwhile reads of this process sent
+		// before the write store nothing, and the old local value is gone.
+		c.dropLocal(key)
+		c.ownWritten(own, true)
+		return nil
 	}
 	// Keep v locally only if no invalidation of the key came in since before the write: one
 	// that did may announce a later write by another process. Moving the epoch also keeps reads

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -492,4 +493,154 @@ func TestCoherenceFetchManySlowerThanLeaseIsCached(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, got, len(keys))
 	require.Zero(t, loaded.Load(), "a second FetchMany loaded again")
+}
+
+// echoes records the server-assisted invalidations c applied, per Redis key, so a test can wait
+// until the invalidations of its own writes came back without sleeping.
+type echoes struct {
+	mu   sync.Mutex
+	seen map[string]int
+	more chan struct{} // signalled after each message
+}
+
+func watchEchoes(c *Cache[user]) *echoes {
+	e := &echoes{seen: map[string]int{}, more: make(chan struct{}, 1)}
+	f := func(redisKeys []string) {
+		e.mu.Lock()
+		for _, k := range redisKeys {
+			e.seen[k]++
+		}
+		e.mu.Unlock()
+		select {
+		case e.more <- struct{}{}:
+		default:
+		}
+	}
+	c.afterTracking.Store(&f)
+	return e
+}
+
+// waitAll waits until every one of redisKeys was reported at least once.
+func (e *echoes) waitAll(t *testing.T, redisKeys []string) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		e.mu.Lock()
+		missing := 0
+		for _, k := range redisKeys {
+			if e.seen[k] == 0 {
+				missing++
+			}
+		}
+		e.mu.Unlock()
+		if missing == 0 {
+			return
+		}
+		select {
+		case <-e.more:
+		case <-timeout:
+			t.Fatalf("%d of %d invalidations never came back", missing, len(redisKeys))
+		}
+	}
+}
+
+// waitOwnIdle waits until c has no local store of its own writes pending.
+func waitOwnIdle(t *testing.T, c *Cache[user]) {
+	t.Helper()
+	require.Eventually(t, c.ownIdle, 10*time.Second, time.Millisecond, "own writes still pending")
+}
+
+// A fill (Fetch, FetchMany) or a Set of this instance comes back as a server-assisted
+// invalidation of the key it wrote: that echo must not evict the value the instance has just
+// stored locally, or a warm-up pass gets no local hits at all on the next pass.
+func TestCoherenceOwnWritesStayLocal(t *testing.T) {
+	for _, lease := range []time.Duration{0, time.Minute} {
+		t.Run(fmt.Sprintf("lease=%v", lease), func(t *testing.T) {
+			s := redistest.Server(t)
+			ctx := context.Background()
+			c := newLocal(t, s.NewClient(nil), Options{Prefix: "own:", Lease: lease})
+			require.True(t, c.tracking.Load())
+			e := watchEchoes(c)
+			const n = 300
+			keys := make([]string, n)
+			for i := range keys {
+				keys[i] = fmt.Sprint("k", i)
+			}
+			var loads atomic.Int64
+			load := func(_ context.Context, ks []string) (map[string]user, error) {
+				loads.Add(1)
+				out := make(map[string]user, len(ks))
+				for _, k := range ks {
+					out[k] = user{ID: k}
+				}
+				return out, nil
+			}
+			var calls atomic.Int64
+			got, err := c.FetchMany(ctx, keys[:n-2], load)
+			require.NoError(t, err)
+			require.Len(t, got, n-2)
+			_, err = c.Fetch(ctx, keys[n-2], countingLoader(&calls))
+			require.NoError(t, err)
+			require.NoError(t, c.Set(ctx, keys[n-1], user{ID: keys[n-1]}))
+
+			vks := make([]string, n)
+			for i, k := range keys {
+				vks[i] = c.valueKey(k)
+			}
+			e.waitAll(t, vks)
+			waitOwnIdle(t, c)
+
+			before := c.Stats()
+			got, err = c.FetchMany(ctx, keys, load)
+			require.NoError(t, err)
+			require.Len(t, got, n)
+			st := c.Stats()
+			require.EqualValues(t, n, st.LocalHits-before.LocalHits, "the second pass is served by the local tier (redis hits %d)", st.RedisHits-before.RedisHits)
+			require.EqualValues(t, 1, loads.Load())
+			require.EqualValues(t, 1, calls.Load())
+		})
+	}
+}
+
+// Redis reports the writes of one event-loop cycle to a BCAST tracking client as one message,
+// each key once: a write by another client that runs just after this instance's Set leaves no
+// second echo. The local store of an own write must not count on one: here CLIENT PAUSE WRITE
+// holds the Set, then a raw SET of the same key, and lets both run in one cycle, in that order.
+func TestCoherenceOwnWriteEchoSharedWithLaterWrite(t *testing.T) {
+	s := redistest.Server(t)
+	ctx := context.Background()
+	c := newLocal(t, s.NewClient(nil), Options{Prefix: "dup:", Local: &LocalOptions{TTL: time.Hour}})
+	require.True(t, c.tracking.Load())
+	e := watchEchoes(c)
+	admin, raw := s.NewClient(nil), s.NewClient(nil)
+	blocked := func(n int) {
+		require.Eventually(t, func() bool {
+			info, err := admin.Info(ctx, "clients").Result()
+			return err == nil && strings.Contains(info, fmt.Sprintf("blocked_clients:%d\r", n))
+		}, 5*time.Second, time.Millisecond)
+	}
+	// An envelope of another value, as another service would write it.
+	require.NoError(t, c.Set(ctx, "template", user{ID: "k", Name: "theirs"}))
+	env, err := raw.Get(ctx, c.valueKey("template")).Bytes()
+	require.NoError(t, err)
+	for i := range 5 {
+		k := fmt.Sprint("k", i)
+		require.NoError(t, admin.Do(ctx, "CLIENT", "PAUSE", 10_000, "WRITE").Err())
+		setDone, rawDone := make(chan error, 1), make(chan error, 1)
+		go func() { setDone <- c.Set(ctx, k, user{ID: k, Name: "mine"}) }()
+		blocked(1)
+		go func() { rawDone <- raw.Set(ctx, c.valueKey(k), env, time.Hour).Err() }()
+		blocked(2)
+		require.NoError(t, admin.Do(ctx, "CLIENT", "UNPAUSE").Err())
+		require.NoError(t, <-setDone)
+		require.NoError(t, <-rawDone)
+		e.waitAll(t, []string{c.valueKey(k)})
+		waitOwnIdle(t, c)
+		e.mu.Lock()
+		echoes := e.seen[c.valueKey(k)]
+		e.mu.Unlock()
+		u, err := c.Get(ctx, k)
+		require.NoError(t, err)
+		require.Equal(t, "theirs", u.Name, "run %d: the local tier kept the Set's value after a later write (%d invalidation messages)", i, echoes)
+	}
 }

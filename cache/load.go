@@ -347,7 +347,8 @@ func (c *Cache[V]) loadAndFill(ctx context.Context, b batch[V], load BatchLoader
 	type write struct {
 		s     *slot[V]
 		h     header
-		store bool // a value or negative entry that may go to the local tier once written
+		store bool         // a value or negative entry that may go to the local tier once written
+		own   *ownWrite[V] // its local store waiting for the write's echo (local.go, rule 4)
 	}
 	writes := make([]write, 0, len(b))
 	for _, s := range b {
@@ -380,20 +381,26 @@ func (c *Cache[V]) loadAndFill(ctx context.Context, b batch[V], load BatchLoader
 		// An empty envelope only releases the lease, so that waiters take over at once.
 		calls = append(calls, luascript.Call{Script: fillScript, Keys: []string{vk, leaseKey(vk)},
 			Args: []any{s.token, env, max(ttl.Milliseconds(), 1), channel, notice}})
-		writes = append(writes, write{s: s, h: h, store: env != nil})
+		w := write{s: s, h: h, store: env != nil}
+		if w.store {
+			w.own = c.registerOwn(s.key, &localEntry[V]{v: s.v, notFound: h.tombstone}, h, env)
+		}
+		writes = append(writes, w)
 	}
 	if len(calls) == 0 {
 		return
 	}
 	for i, cmd := range luascript.RunAll(ctx, c.rdb, calls) {
 		w := writes[i]
-		switch n, err := cmd.Int64(); {
+		n, err := cmd.Int64()
+		c.ownWritten(w.own, err == nil && n == 1)
+		switch {
 		case err != nil:
 			c.st.redisErrors.Add(1)
 			c.cfg.Logger.Warn("cache: write after load failed", "key", w.s.key, "err", err)
 		case n == 0:
 			c.st.fenceRejects.Add(1)
-		case w.store:
+		case w.store && w.own == nil:
 			c.storeLocal(w.s.snap, w.s.key, w.s.v, w.h)
 		}
 	}

@@ -1,8 +1,13 @@
 package cache
 
 import (
+	"bytes"
+	"context"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // The local tier's coherence rests on three rules:
@@ -14,6 +19,10 @@ import (
 //     invalidation that slipped in between removes what was stored).
 //  3. Nothing is stored before the instance listens for invalidations (ready), and the first
 //     subscription (and every re-subscription after a reconnect) moves every epoch.
+//  4. With server-assisted invalidation, this instance's own writes (fills, Set) come back as
+//     invalidations of the keys they wrote, so rule 2 would drop or evict every value it wrote.
+//     Such a value is kept by ownWrites (below) instead: stored once its write succeeded, its
+//     echo came back and a read sent after the echo still finds exactly the written bytes.
 //
 // So an entry written to the local tier either predates no invalidation it could have missed, or
 // is removed by that invalidation's rule 1.
@@ -38,16 +47,24 @@ func (c *Cache[V]) epochOf(key string) *atomic.Uint64 {
 // snapshot is taken before a Redis read of key; storeLocal compares it.
 func (c *Cache[V]) snapshot(key string) uint64 { return c.epochOf(key).Load() }
 
-// invalidateLocal applies rule 1 to key.
+// invalidateLocal applies rule 1 to key: an invalidation that is not the echo of a write of
+// this instance, which also cancels the local stores of this instance's writes of key.
 func (c *Cache[V]) invalidateLocal(key string) {
+	c.own.spoil(key)
+	c.dropLocal(key)
+}
+
+// dropLocal moves key's epoch and removes its local entry.
+func (c *Cache[V]) dropLocal(key string) {
 	c.epochOf(key).Add(1)
 	if c.local != nil {
 		c.local.Invalidate(key)
 	}
 }
 
-// bumpAll moves every epoch: reads in flight store nothing.
+// bumpAll moves every epoch: reads in flight store nothing, nor do own writes in flight.
 func (c *Cache[V]) bumpAll() {
+	c.own.spoilAll()
 	for i := range c.epochs {
 		c.epochs[i].Add(1)
 	}
@@ -119,4 +136,254 @@ func (c *Cache[V]) flushLocal() {
 		wake(ch)
 	}
 	c.mu.Unlock()
+}
+
+// Rule 4. Redis reports writes to a BCAST tracking client in order, but per event-loop cycle:
+// every key written since the last report goes out once, in one message, however often it was
+// written. So the echo of this instance's write of key k may also stand for a write of k by
+// another client that ran just after it, and counting echoes cannot tell the two apart. Hence:
+//
+//   - A write that would store its value locally (a fill, a Set) registers an ownWrite for the
+//     key before it is sent. Every server-assisted invalidation of the key from then on counts
+//     as an echo; any other invalidation (a Delete or a notice, a flush after a reconnect)
+//     cancels it.
+//   - Once the write succeeded and exactly one echo came (in either order), a GET is sent: it
+//     runs after that echo was reported, so any later write of the key is reported in a later
+//     message, a second echo. If the GET returns exactly the written envelope and no second
+//     echo came by then, the value goes to the local tier, under the same lock as the echo
+//     counting, so an echo that comes later removes it (rule 1).
+//   - A failed or fenced write, a second echo, a cancellation or no echo within ownWriteTimeout
+//     stores nothing: the next read goes to Redis, as it would without a local tier.
+//
+// The GETs of all writes that become ready together go out in one pipeline, on a goroutine that
+// Close waits for; the caller of the write does not wait for them.
+
+// ownWriteTimeout is how long an own write waits for its echo before it is given up.
+const ownWriteTimeout = 2 * time.Second
+
+// ownWrite is the pending local store of one write of this instance.
+type ownWrite[V any] struct {
+	key    string
+	e      *localEntry[V]
+	h      header
+	env    []byte    // the envelope written, compared with what the GET returns
+	at     time.Time // registration
+	echoes int       // server-assisted invalidations of key since registration
+	wrote  bool      // the write succeeded
+	done   bool      // stored or given up
+}
+
+// ownWrites are the pending local stores of this instance's writes (rule 4).
+type ownWrites[V any] struct {
+	n       atomic.Int64 // pending writes: when 0, invalidations skip the lock
+	mu      sync.Mutex
+	m       map[string][]*ownWrite[V]
+	fifo    []*ownWrite[V] // in registration order, for ownWriteTimeout
+	queue   []*ownWrite[V] // written and echoed once: waiting for their GET
+	running bool           // a goroutine sends the queue's GETs
+}
+
+// ownStores reports whether writes of this instance store their values through rule 4: with a
+// local tier, once the listener is subscribed, when the server accepted tracking (without
+// tracking, an instance's own writes are not reported back to it and rule 2 keeps them).
+func (c *Cache[V]) ownStores() bool {
+	return c.local != nil && c.ready.Load() && c.tracking.Load()
+}
+
+// registerOwn registers the local store of e for key (written as env with header h), before
+// the write is sent; nil when rule 4 does not apply. The caller reports the write's outcome
+// with ownWritten.
+func (c *Cache[V]) registerOwn(key string, e *localEntry[V], h header, env []byte) *ownWrite[V] {
+	if !c.ownStores() {
+		return nil
+	}
+	w := &ownWrite[V]{key: key, e: e, h: h, env: env, at: time.Now()}
+	o := &c.own
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for len(o.fifo) > 0 && (o.fifo[0].done || time.Since(o.fifo[0].at) > ownWriteTimeout) {
+		o.dropLocked(o.fifo[0])
+		o.fifo[0] = nil
+		o.fifo = o.fifo[1:]
+	}
+	if o.m == nil {
+		o.m = make(map[string][]*ownWrite[V])
+	}
+	o.m[key] = append(o.m[key], w)
+	o.fifo = append(o.fifo, w)
+	o.n.Add(1)
+	return w
+}
+
+// ownWritten reports the outcome of w's write (nil w: nothing registered).
+func (c *Cache[V]) ownWritten(w *ownWrite[V], ok bool) {
+	if w == nil {
+		return
+	}
+	o := &c.own
+	o.mu.Lock()
+	start := false
+	switch {
+	case w.done:
+	case !ok:
+		o.dropLocked(w)
+	default:
+		w.wrote = true
+		if w.echoes == 1 {
+			start = o.enqueueLocked(w)
+		}
+	}
+	o.mu.Unlock()
+	if start {
+		c.startVerify()
+	}
+}
+
+// ownEchoes counts a server-assisted invalidation of keys; the caller then applies rule 1
+// (dropLocal) to them. Counting first matters: a value stored after the count is removed by
+// that rule 1, and one stored before it is not stored at all.
+func (c *Cache[V]) ownEchoes(keys []string) {
+	o := &c.own
+	if o.n.Load() == 0 {
+		return
+	}
+	o.mu.Lock()
+	start := false
+	for _, k := range keys {
+		for _, w := range o.m[k] {
+			if w.done {
+				continue
+			}
+			if w.echoes++; w.echoes > 1 {
+				o.dropLocked(w) // another write of key: its value may be newer
+			} else if w.wrote {
+				start = o.enqueueLocked(w) || start
+			}
+		}
+	}
+	o.mu.Unlock()
+	if start {
+		c.startVerify()
+	}
+}
+
+// spoil gives up the pending local stores of key.
+func (o *ownWrites[V]) spoil(key string) {
+	if o.n.Load() == 0 {
+		return
+	}
+	o.mu.Lock()
+	for _, w := range o.m[key] {
+		o.dropLocked(w)
+	}
+	o.mu.Unlock()
+}
+
+// spoilAll gives up every pending local store.
+func (o *ownWrites[V]) spoilAll() {
+	if o.n.Load() == 0 {
+		return
+	}
+	o.mu.Lock()
+	for _, ws := range o.m {
+		for _, w := range ws {
+			o.dropLocked(w)
+		}
+	}
+	o.mu.Unlock()
+}
+
+// dropLocked marks w done and forgets it (o.mu held).
+func (o *ownWrites[V]) dropLocked(w *ownWrite[V]) {
+	if w.done {
+		return
+	}
+	w.done = true
+	o.n.Add(-1)
+	ws := o.m[w.key]
+	for i, x := range ws {
+		if x == w {
+			ws = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(ws) == 0 {
+		delete(o.m, w.key)
+	} else {
+		o.m[w.key] = ws
+	}
+}
+
+// enqueueLocked queues w for its GET; true when the caller must start the goroutine sending
+// the queue (o.mu held).
+func (o *ownWrites[V]) enqueueLocked(w *ownWrite[V]) bool {
+	o.queue = append(o.queue, w)
+	if o.running {
+		return false
+	}
+	o.running = true
+	return true
+}
+
+// startVerify starts the goroutine that sends the queued GETs (after Close, the queue is
+// given up).
+func (c *Cache[V]) startVerify() {
+	if !c.goTrack(c.verifyOwn) {
+		o := &c.own
+		o.mu.Lock()
+		for _, w := range o.queue {
+			o.dropLocked(w)
+		}
+		o.queue, o.running = nil, false
+		o.mu.Unlock()
+	}
+}
+
+// verifyOwn sends the GETs of the queued own writes, one pipeline per batch (split per node on
+// a cluster), and stores the values Redis still holds, until the queue is empty.
+func (c *Cache[V]) verifyOwn() {
+	o := &c.own
+	for {
+		o.mu.Lock()
+		batch := o.queue
+		o.queue = nil
+		if len(batch) == 0 {
+			o.running = false
+			o.mu.Unlock()
+			return
+		}
+		o.mu.Unlock()
+		ctx, cancel := context.WithTimeout(c.stop, c.cfg.LoadTimeout)
+		cmds := make([]*redis.StringCmd, len(batch))
+		if len(batch) == 1 {
+			cmds[0] = c.rdb.Get(ctx, c.valueKey(batch[0].key))
+		} else {
+			_, _ = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for i, w := range batch {
+					cmds[i] = p.Get(ctx, c.valueKey(w.key))
+				}
+				return nil
+			})
+		}
+		cancel()
+		o.mu.Lock()
+		for i, w := range batch {
+			if w.done {
+				continue
+			}
+			if b, err := cmds[i].Bytes(); err == nil && bytes.Equal(b, w.env) && c.ready.Load() {
+				c.putLocal(w.key, w.e, w.h)
+			}
+			o.dropLocked(w)
+		}
+		o.mu.Unlock()
+	}
+}
+
+// ownIdle reports whether no own write waits for its echo or its GET (tests).
+func (c *Cache[V]) ownIdle() bool {
+	o := &c.own
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.n.Load() == 0 && !o.running
 }

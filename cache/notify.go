@@ -325,7 +325,6 @@ func (c *Cache[V]) handleTracking(redisKeys []string) {
 	var mine, leases []string
 	for _, rk := range redisKeys {
 		if k, ok := c.keyOf(rk); ok {
-			c.invalidateLocal(k)
 			mine = append(mine, k)
 		} else if vk, ok := strings.CutSuffix(rk, ":lease"); ok {
 			if k, ok := c.keyOf(vk); ok {
@@ -333,12 +332,20 @@ func (c *Cache[V]) handleTracking(redisKeys []string) {
 			}
 		}
 	}
+	// Possibly the echo of a write of ours (local.go, rule 4): counted before rule 1 applies.
+	c.ownEchoes(mine)
+	for _, k := range mine {
+		c.dropLocal(k)
+	}
 	if len(mine) > 0 {
 		c.st.invalidations.Add(1)
 	}
 	// A fill landed, the value went, or a lease came free (or was taken): a waiter looks again.
 	if len(mine)+len(leases) > 0 {
 		c.wakeWaiters(append(mine, leases...))
+	}
+	if f := c.afterTracking.Load(); f != nil {
+		(*f)(redisKeys)
 	}
 }
 
