@@ -28,6 +28,20 @@ var gcraLua string
 
 var gcraScript = luascript.New(gcraLua)
 
+// The scripts of a limiter with one limit: the same algorithm without loops or tables, with a
+// scalar reply (an array costs the server and the client more), so the common case costs the
+// server least.
+
+//go:embed tokenbucket1.lua
+var tokenBucket1Lua string
+
+var tokenBucket1Script = luascript.New(tokenBucket1Lua)
+
+//go:embed gcra1.lua
+var gcra1Lua string
+
+var gcra1Script = luascript.New(gcra1Lua)
+
 // Redis is a token-bucket limiter shared by every process that uses the same Redis and prefix.
 // Each AllowN is one round trip (EVALSHA of one Lua script) that reads the server's clock, so
 // clients' clocks do not matter. Buckets expire once they would be full again.
@@ -48,6 +62,7 @@ type Redis struct {
 	script   *luascript.Script
 	pipe     *autoPipe // nil unless RedisOptions.Pipeline
 	gcra     bool
+	single   bool     // one limit: script is tokenBucket1Script or gcra1Script, with a scalar reply
 	suffixes []string // ":" + limit id (":gcra:" + id with GCRA), one per limit
 	params   []any    // per limit, as ARGV strings: rate and burst, or with GCRA per and tau
 	mode     FailMode
@@ -109,8 +124,13 @@ func NewRedis(rdb redis.UniversalClient, opt *RedisOptions, limits ...Limit) (*R
 		r.quietFB = r.fallback.quiet()
 	}
 	r.dec = newDecisions(cfg.meter, labels, errLabel)
-	if r.gcra {
+	switch {
+	case r.gcra && len(ls) == 1:
+		r.script, r.single = gcra1Script, true
+	case r.gcra:
 		r.script = gcraScript
+	case len(ls) == 1:
+		r.script, r.single = tokenBucket1Script, true
 	}
 	if cfg.pipeline {
 		r.pipe = &autoPipe{rdb: rdb, script: r.script}
@@ -224,7 +244,12 @@ func (r *Redis) eval(ctx context.Context, key string, n int) (Result, int, error
 	clear(sc.keys)
 	clear(sc.args)
 	scratchPool.Put(sc)
-	if r.gcra {
+	switch {
+	case r.single && r.gcra:
+		return r.gcra1Result(cmd, n)
+	case r.single:
+		return r.tokenBucket1Result(cmd, n)
+	case r.gcra:
 		return r.gcraResult(cmd, n)
 	}
 	vals, err := cmd.Slice()
@@ -252,6 +277,52 @@ func (r *Redis) eval(ctx context.Context, key string, n int) (Result, int, error
 	return res, bound, nil
 }
 
+// tokenBucket1Result reads tokenbucket1.lua's answer: the tokens left, as a string, with a '-'
+// in front when the call was denied.
+func (r *Redis) tokenBucket1Result(cmd *redis.Cmd, n int) (Result, int, error) {
+	s, err := cmd.Text()
+	if err != nil {
+		return Result{}, 0, err
+	}
+	allowed := true
+	if len(s) > 0 && s[0] == '-' {
+		allowed, s = false, s[1:]
+	}
+	tk, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return Result{}, 0, fmt.Errorf("ratelimit: script returned %q: %w", cmd.Val(), err)
+	}
+	res, bound := bindingResult(r.limits, []float64{tk}, allowed, n)
+	return res, bound, nil
+}
+
+// gcra1Result reads gcra1.lua's answer: the debt in ns when allowed, -1 - debt when denied.
+func (r *Redis) gcra1Result(cmd *redis.Cmd, n int) (Result, int, error) {
+	v, err := cmd.Int64()
+	if err != nil {
+		return Result{}, 0, err
+	}
+	allowed := v >= 0
+	if !allowed {
+		v = -1 - v
+	}
+	tk := gcraTokens(r.limits[0], v)
+	res, bound := bindingResult(r.limits, []float64{tk}, allowed, n)
+	return res, bound, nil
+}
+
+// gcraTokens turns a GCRA debt (TAT - now, in ns) into the tokens of a token bucket:
+// burst - debt * rate.
+func gcraTokens(l Limit, debt int64) float64 {
+	tk := float64(l.Burst) - float64(debt)*l.Rate/1e9
+	// The debt is rounded to the nanosecond and TAT kept to 1/32 µs: snap what is within a
+	// millionth of a whole token to it, so Remaining and RetryAfter match a token bucket's.
+	if w := math.Round(tk); math.Abs(tk-w) < 1e-6 {
+		tk = w
+	}
+	return tk
+}
+
 // gcraResult reads the GCRA script's answer: allowed, then each bucket's debt (TAT - now) in ns,
 // and turns the debts into tokens: burst - debt * rate.
 func (r *Redis) gcraResult(cmd *redis.Cmd, n int) (Result, int, error) {
@@ -265,13 +336,7 @@ func (r *Redis) gcraResult(cmd *redis.Cmd, n int) (Result, int, error) {
 	var buf [4]float64
 	tokens := buf[:0]
 	for i, l := range r.limits {
-		tk := float64(l.Burst) - float64(vals[i+1])*l.Rate/1e9
-		// The debt is rounded to the nanosecond and TAT kept to 1/32 µs: snap what is within a
-		// millionth of a whole token to it, so Remaining and RetryAfter match a token bucket's.
-		if w := math.Round(tk); math.Abs(tk-w) < 1e-6 {
-			tk = w
-		}
-		tokens = append(tokens, tk)
+		tokens = append(tokens, gcraTokens(l, vals[i+1]))
 	}
 	res, bound := bindingResult(r.limits, tokens, vals[0] == 1, n)
 	return res, bound, nil

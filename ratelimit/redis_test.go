@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -137,32 +138,40 @@ func TestRedisClockStepBack(t *testing.T) {
 }
 
 // TestLocalAndRedisAgree runs one sequence of calls on both limiters and compares the Results,
-// for each Redis algorithm.
+// for each Redis algorithm, with two limits (the general scripts) and with one (the one-limit
+// scripts).
 func TestLocalAndRedisAgree(t *testing.T) {
+	two := []Limit{{Rate: 3, Burst: 4, Name: "a"}, {Rate: 1.5, Burst: 9, Name: "b"}}
 	for _, algo := range []Algorithm{TokenBucket, GCRA} {
-		t.Run(algo.String(), func(t *testing.T) { testLocalAndRedisAgree(t, algo) })
+		t.Run(algo.String(), func(t *testing.T) { testLocalAndRedisAgree(t, algo, two) })
+		t.Run(algo.String()+"/one-limit", func(t *testing.T) { testLocalAndRedisAgree(t, algo, two[:1]) })
 	}
 }
 
-func testLocalAndRedisAgree(t *testing.T, algo Algorithm) {
-	limits := []Limit{{Rate: 3, Burst: 4, Name: "a"}, {Rate: 1.5, Burst: 9, Name: "b"}}
-	l, clk := newLocal(t, nil, limits...)
-	r, _, mt := newMiniRedis(t, &RedisOptions{Algorithm: algo}, limits...)
-	steps := []struct {
-		wait time.Duration
-		n    int
-	}{{0, 1}, {0, 2}, {0, 2}, {0, 0}, {100 * time.Millisecond, 1}, {400 * time.Millisecond, 1},
+// agreeStep is one call of an agreement walk: wait, then AllowN(n).
+type agreeStep struct {
+	wait time.Duration
+	n    int
+}
+
+// agreeSteps is a fixed start, then a long seeded random walk: waits in whole milliseconds, n
+// from 0 to 3.
+func agreeSteps() []agreeStep {
+	steps := []agreeStep{{0, 1}, {0, 2}, {0, 2}, {0, 0}, {100 * time.Millisecond, 1}, {400 * time.Millisecond, 1},
 		{0, 4}, {time.Second, 3}, {0, 0}, {3 * time.Second, 4}, {0, 1}, {10 * time.Second, 4}, {0, 4}, {0, 0}}
-	// Then a long seeded random walk: waits in whole milliseconds, n from 0 to 3.
 	rnd := rand.New(rand.NewPCG(1, 2))
 	for range 300 {
-		steps = append(steps, struct {
-			wait time.Duration
-			n    int
-		}{time.Duration(rnd.IntN(1000)) * time.Millisecond, rnd.IntN(4)})
+		steps = append(steps, agreeStep{time.Duration(rnd.IntN(1000)) * time.Millisecond, rnd.IntN(4)})
 	}
+	return steps
+}
+
+func testLocalAndRedisAgree(t *testing.T, algo Algorithm, limits []Limit) {
+	l, clk := newLocal(t, nil, limits...)
+	r, _, mt := newMiniRedis(t, &RedisOptions{Algorithm: algo}, limits...)
+	require.Equal(t, len(limits) == 1, r.single, "the script for the number of limits")
 	outcomes, bindings := map[bool]int{}, map[string]int{}
-	for i, s := range steps {
+	for i, s := range agreeSteps() {
 		clk.Add(s.wait)
 		mt.Add(s.wait)
 		lr := allowN(t, l, "k", s.n)
@@ -180,8 +189,67 @@ func testLocalAndRedisAgree(t *testing.T, algo Algorithm) {
 	t.Logf("outcomes %v bindings %v", outcomes, bindings)
 	require.Greater(t, outcomes[true], 30, "%v", outcomes)
 	require.Greater(t, outcomes[false], 30, "%v", outcomes)
-	require.Greater(t, bindings["a"], 30, "%v", bindings)
-	require.Greater(t, bindings["b"], 30, "%v", bindings)
+	for _, l := range limits {
+		require.Greater(t, bindings[l.Name], 30, "%v", bindings)
+	}
+}
+
+// generalScript makes r, a limiter with one limit, run the general script of its algorithm
+// instead of the one-limit script, as a reference for the one-limit scripts.
+func generalScript(r *Redis) {
+	r.single = false
+	r.script = tokenBucketScript
+	if r.gcra {
+		r.script = gcraScript
+	}
+}
+
+// TestRedisOneLimitScriptsMatchGeneral: on one limit, tokenbucket1.lua and gcra1.lua answer
+// exactly as the general scripts do and leave the same values and TTLs in Redis, along a walk
+// with peeks, denials, fractional tokens and a clock that steps back.
+func TestRedisOneLimitScriptsMatchGeneral(t *testing.T) {
+	for _, algo := range []Algorithm{TokenBucket, GCRA} {
+		t.Run(algo.String(), func(t *testing.T) {
+			lim := Limit{Rate: 1.5, Burst: 4, Name: "a"}
+			one, m, mt := newMiniRedis(t, &RedisOptions{Algorithm: algo, Prefix: "one:"}, lim)
+			gen, err := NewRedis(failFast(t, m.Addr()), &RedisOptions{Algorithm: algo, Prefix: "gen:"}, lim)
+			require.NoError(t, err)
+			generalScript(gen)
+			require.True(t, one.single)
+			suffix := ":a"
+			if algo == GCRA {
+				suffix = ":gcra:a"
+			}
+			// Midway the bucket is drained and the server clock goes back an hour: a denied call
+			// then rewrites the bucket, and refilling restarts from the new time.
+			steps := slices.Insert(agreeSteps(), 40, agreeStep{0, 1}, agreeStep{0, 1}, agreeStep{0, 1},
+				agreeStep{0, 1}, agreeStep{-time.Hour, 1}, agreeStep{time.Second, 1}, agreeStep{time.Second, 1})
+			outcomes := map[bool]int{}
+			for i, s := range steps {
+				mt.Add(s.wait)
+				a, b := allowN(t, one, "k", s.n), allowN(t, gen, "k", s.n)
+				require.Equal(t, b, a, "step %d (wait %v, n %d)", i, s.wait, s.n)
+				outcomes[a.Allowed]++
+				va, erra := m.Get("one:{k}" + suffix)
+				vb, errb := m.Get("gen:{k}" + suffix)
+				require.Equal(t, errb, erra, "step %d", i)
+				if algo == GCRA && erra == nil {
+					// gcra1.lua has redis.call format the TAT: the same number, though
+					// miniredis writes it in another notation than string.format('%.17g').
+					fa, err := strconv.ParseFloat(va, 64)
+					require.NoError(t, err, "step %d: %q", i, va)
+					fb, err := strconv.ParseFloat(vb, 64)
+					require.NoError(t, err, "step %d: %q", i, vb)
+					require.Equal(t, fb, fa, "step %d: stored TAT %q, general %q", i, va, vb)
+				} else {
+					require.Equal(t, vb, va, "step %d: stored value", i)
+				}
+				require.Equal(t, m.TTL("gen:{k}"+suffix), m.TTL("one:{k}"+suffix), "step %d: TTL", i)
+			}
+			require.Greater(t, outcomes[true], 30, "%v", outcomes)
+			require.Greater(t, outcomes[false], 30, "%v", outcomes)
+		})
+	}
 }
 
 // TestRedisGCRA runs the shared behaviour tests on the GCRA algorithm.

@@ -345,3 +345,61 @@ func TestServerGCRAResults(t *testing.T) {
 	require.NoError(t, err)
 	require.InDelta(t, 2e9/0.3, float64(ttl), float64(200*time.Millisecond))
 }
+
+// TestServerOneLimitScripts: on real Redis (its Lua, its number formatting), the one-limit
+// scripts answer as the general ones do, with fractional tokens and TATs, and write values both
+// read back.
+func TestServerOneLimitScripts(t *testing.T) {
+	srv := redistest.Server(t)
+	rdb := srv.Client()
+	ctx := context.Background()
+	for _, algo := range []Algorithm{TokenBucket, GCRA} {
+		t.Run(algo.String(), func(t *testing.T) {
+			lim := Limit{Rate: 0.3, Burst: 7, Name: "y"}
+			one, err := NewRedis(rdb, &RedisOptions{Algorithm: algo, Prefix: "one:"}, lim)
+			require.NoError(t, err)
+			require.True(t, one.single)
+			gen, err := NewRedis(rdb, &RedisOptions{Algorithm: algo, Prefix: "gen:"}, lim)
+			require.NoError(t, err)
+			generalScript(gen)
+			suffix := ":y"
+			if algo == GCRA {
+				suffix = ":gcra:y"
+			}
+			// Both limiters run each call within microseconds of each other: at 0.3/s that
+			// refills far less than the tolerances below.
+			for i, n := range []int{2, 2, 0, 3, 1, 0, 1, 7, 0} {
+				a, err := one.AllowN(ctx, "k", n)
+				require.NoError(t, err)
+				b, err := gen.AllowN(ctx, "k", n)
+				require.NoError(t, err)
+				msg := fmt.Sprintf("call %d (n %d): one-limit %+v, general %+v", i, n, a, b)
+				require.Equal(t, b.Allowed, a.Allowed, msg)
+				require.Equal(t, b.Remaining, a.Remaining, msg)
+				require.InDelta(t, float64(b.RetryAfter), float64(a.RetryAfter), float64(50*time.Millisecond), msg)
+				require.InDelta(t, float64(b.ResetAfter), float64(a.ResetAfter), float64(50*time.Millisecond), msg)
+				// Each script reads what the other writes: the values have one format.
+				va, err := rdb.Get(ctx, "one:{k}"+suffix).Result()
+				require.NoError(t, err)
+				vb, err := rdb.Get(ctx, "gen:{k}"+suffix).Result()
+				require.NoError(t, err)
+				if algo == TokenBucket {
+					require.InDelta(t, bucketTokens(t, rdb, "gen:{k}"+suffix), bucketTokens(t, rdb, "one:{k}"+suffix), 1e-3, "%s: %q vs %q", msg, va, vb)
+				} else {
+					fa, err := strconv.ParseFloat(va, 64)
+					require.NoError(t, err, "%q", va)
+					fb, err := strconv.ParseFloat(vb, 64)
+					require.NoError(t, err, "%q", vb)
+					require.InDelta(t, fb, fa, 1e4, "%s: TAT %q vs %q", msg, va, vb)
+				}
+				pa, pb := rdb.PTTL(ctx, "one:{k}"+suffix).Val(), rdb.PTTL(ctx, "gen:{k}"+suffix).Val()
+				require.InDelta(t, float64(pb), float64(pa), float64(50*time.Millisecond), msg)
+			}
+			// The last calls drained the bucket: 2+2+3 then 7 denied; 0 tokens after the 1.
+			res, err := one.AllowN(ctx, "k", 1)
+			require.NoError(t, err)
+			require.False(t, res.Allowed)
+			require.InDelta(t, float64(time.Second/3*10), float64(res.RetryAfter), float64(100*time.Millisecond))
+		})
+	}
+}
