@@ -60,7 +60,7 @@ type Redis struct {
 	rdb      redis.UniversalClient
 	prefix   string
 	script   *luascript.Script
-	pipe     *autoPipe // nil unless RedisOptions.Pipeline
+	pipe     *luascript.Pipe // nil unless RedisOptions.Pipeline
 	gcra     bool
 	single   bool     // one limit: script is tokenBucket1Script or gcra1Script, with a scalar reply
 	suffixes []string // ":" + limit id (":gcra:" + id with GCRA), one per limit
@@ -133,7 +133,7 @@ func NewRedis(rdb redis.UniversalClient, opt *RedisOptions, limits ...Limit) (*R
 		r.script, r.single = tokenBucket1Script, true
 	}
 	if cfg.pipeline {
-		r.pipe = &autoPipe{rdb: rdb, script: r.script}
+		r.pipe = luascript.NewPipe(rdb)
 	}
 	for i, l := range ls {
 		if !r.gcra {
@@ -237,7 +237,7 @@ func (r *Redis) eval(ctx context.Context, key string, n int) (Result, int, error
 	// scratch can go back right after.
 	var cmd *redis.Cmd
 	if r.pipe != nil {
-		cmd = r.pipe.run(ctx, sc.keys, sc.args)
+		cmd = r.pipe.Run(ctx, r.script, sc.keys, sc.args...)
 	} else {
 		cmd = r.script.Run(ctx, r.rdb, sc.keys, sc.args...)
 	}

@@ -130,7 +130,7 @@ func TestServerPipelineBatches(t *testing.T) {
 			}
 			out <- res
 		}()
-		require.Eventually(t, func() bool { return r.pipe.direct.Load() == 1 }, 5*time.Second, time.Millisecond)
+		require.Eventually(t, func() bool { return r.pipe.InFlight() == 1 }, 5*time.Second, time.Millisecond)
 		return out
 	}
 
@@ -147,7 +147,7 @@ func TestServerPipelineBatches(t *testing.T) {
 			results <- res
 		}()
 	}
-	require.Eventually(t, func() bool { return r.pipe.queued.Load() == callers }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return r.pipe.Queued() == callers }, 5*time.Second, time.Millisecond)
 	srv.Resume()
 	allowed := 0
 	if (<-first).Allowed {

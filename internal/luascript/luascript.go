@@ -1,7 +1,8 @@
 // Package luascript is the one way surge runs its Lua scripts: EVALSHA first, EVAL when the
 // server answers NOSCRIPT (after SCRIPT FLUSH, a restart or a failover to a replica that never
 // saw the script), so a lost script cache heals on the next call. [RunAll] sends many calls in
-// one pipelined round trip (per node on a cluster client).
+// one pipelined round trip (per node on a cluster client), and a [Pipe] gathers the calls of
+// concurrent callers into such round trips.
 //
 // Every script takes all of its data as KEYS and ARGV; the keys of one call share one hash tag.
 package luascript
