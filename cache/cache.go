@@ -56,6 +56,8 @@ type Cache[V any] struct {
 	own      ownWrites[V]  // local stores of this instance's own writes, waiting for their echo (local.go)
 	ready    atomic.Bool   // the listener receives every invalidation: the local tier may fill
 	tracking atomic.Bool   // the server accepted CLIENT TRACKING on the listener's connection
+	blind    atomic.Bool   // a cluster master refused CLIENT TRACKING: the local tier stays empty (notify.go)
+	notices  string        // the channel this instance's writes announce on: cfg.channel, "" on a Redis Cluster (notify.go)
 
 	closed atomic.Bool
 	stop   context.Context    // cancelled by Close: background loads and waits end early
@@ -66,6 +68,7 @@ type Cache[V any] struct {
 
 	beforeLocalPut func(key string)                         // tests: runs between storeLocal's check and its put
 	afterTracking  atomic.Pointer[func(redisKeys []string)] // tests: runs after a server-assisted invalidation was applied
+	pollEvery      time.Duration                            // tests: replaces pollInterval when set before the first Fetch
 
 	mu      sync.Mutex // guards the fields below
 	closing bool
@@ -117,6 +120,9 @@ func New[V any](rdb redis.UniversalClient, opt *Options) (*Cache[V], error) {
 		waiters: make(map[string]chan struct{}),
 	}
 	c.stop, c.cancel = context.WithCancel(context.Background())
+	if _, cluster := rdb.(*redis.ClusterClient); !cluster {
+		c.notices = cfg.channel
+	}
 	if cfg.Local != nil {
 		c.clock = otter.NewCoarseClock(localClockResolution)
 		c.local, err = otter.New(&otter.Options[string, *localEntry[V]]{
@@ -223,7 +229,7 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 	own := c.registerOwn(key, &localEntry[V]{v: v}, h, env)
 	vk := c.valueKey(key)
 	err = setScript.Run(ctx, c.rdb, []string{vk, leaseKey(vk)},
-		env, max(ttl.Milliseconds(), 1), c.cfg.channel, encodeNotice(noticeInvalidate, c.id, []string{key})).Err()
+		env, max(ttl.Milliseconds(), 1), c.notices, c.notice(noticeInvalidate, key)).Err()
 	if err != nil {
 		c.st.redisErrors.Add(1)
 		c.ownWritten(own, false)
@@ -282,7 +288,7 @@ func (c *Cache[V]) deleteNow(ctx context.Context, keys []string) error {
 	for i, k := range keys {
 		vk := c.valueKey(k)
 		calls[i] = luascript.Call{Script: deleteScript, Keys: []string{vk, leaseKey(vk)},
-			Args: []any{c.cfg.channel, encodeNotice(noticeInvalidate, c.id, []string{k})}}
+			Args: []any{c.notices, c.notice(noticeInvalidate, k)}}
 	}
 	cmds := luascript.RunAll(ctx, c.rdb, calls)
 	// After the deletes: a read of this process that got the old value either sees the epoch
@@ -347,7 +353,7 @@ func (c *Cache[V]) Close() error {
 	clear(c.timers)
 	sub := c.sub
 	c.mu.Unlock()
-	if sub != nil {
+	if sub != nil && sub.ps != nil {
 		_ = sub.ps.Close()
 	}
 	c.wg.Wait()

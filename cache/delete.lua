@@ -1,6 +1,8 @@
--- Delete: drop the value and its lease, then announce it, in one atomic step on the key's node.
+-- Delete: drop the value and its lease, then announce it, in one atomic step.
 -- KEYS[1] value key, KEYS[2] lease key (one hash slot)
--- ARGV[1] pub/sub channel, ARGV[2] notice
+-- ARGV[1] pub/sub channel ('' = no notice: Redis Cluster), ARGV[2] notice
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
+if ARGV[1] ~= '' then
+	redis.call('PUBLISH', ARGV[1], ARGV[2])
+end
 return 1

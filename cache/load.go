@@ -221,6 +221,9 @@ func (c *Cache[V]) token() string {
 
 // pollInterval is how often a lease waiter looks at Redis when no notice wakes it.
 func (c *Cache[V]) pollInterval() time.Duration {
+	if c.pollEvery > 0 {
+		return c.pollEvery
+	}
 	return min(max(c.cfg.Lease/10, 5*time.Millisecond), 100*time.Millisecond)
 }
 
@@ -375,7 +378,7 @@ func (c *Cache[V]) loadAndFill(ctx context.Context, b batch[V], load BatchLoader
 			continue
 		}
 		if c.cfg.Lease > 0 {
-			channel, notice = c.cfg.channel, encodeNotice(noticeFilled, c.id, []string{s.key})
+			channel, notice = c.notices, c.notice(noticeFilled, s.key)
 		}
 		vk := c.valueKey(s.key)
 		// An empty envelope only releases the lease, so that waiters take over at once.

@@ -18,7 +18,9 @@ import (
 //     the moment before the read was sent and the store, checked again after the store (an
 //     invalidation that slipped in between removes what was stored).
 //  3. Nothing is stored before the instance listens for invalidations (ready), and the first
-//     subscription (and every re-subscription after a reconnect) moves every epoch.
+//     subscription (and every re-subscription after a reconnect) moves every epoch. On a Redis
+//     Cluster, where surge sends no notices, nothing is stored once a master refused tracking
+//     (blind).
 //  4. With server-assisted invalidation, this instance's own writes (fills, Set) come back as
 //     invalidations of the keys they wrote, so rule 2 would drop or evict every value it wrote.
 //     Such a value is kept by ownWrites (below) instead: stored once its write succeeded, its
@@ -85,7 +87,7 @@ func (c *Cache[V]) lookupLocal(key string) (*localEntry[V], bool) {
 // storeLocal puts a value (or negative entry) read from or written to Redis into the local tier
 // (rules 2 and 3): snap is the key's epoch from before the read or write was sent.
 func (c *Cache[V]) storeLocal(snap uint64, key string, v V, h header) {
-	if c.local == nil || !c.ready.Load() {
+	if c.local == nil || !c.ready.Load() || c.blind.Load() {
 		return
 	}
 	ep := c.epochOf(key)
@@ -187,7 +189,7 @@ type ownWrites[V any] struct {
 // local tier, once the listener is subscribed, when the server accepted tracking (without
 // tracking, an instance's own writes are not reported back to it and rule 2 keeps them).
 func (c *Cache[V]) ownStores() bool {
-	return c.local != nil && c.ready.Load() && c.tracking.Load()
+	return c.local != nil && c.ready.Load() && c.tracking.Load() && !c.blind.Load()
 }
 
 // registerOwn registers the local store of e for key (written as env with header h), before

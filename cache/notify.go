@@ -68,15 +68,44 @@ func decodeNotice(s string) (kind byte, id string, keys []string, err error) {
 	return kind, id, keys, nil
 }
 
+// Notices on a Redis Cluster. Classic PUBLISH is broadcast to every node of a cluster, and a
+// script may SPUBLISH only to a shard channel of its own keys' slot, which a reader would have to
+// subscribe to per slot (16384 channels, moving with resharding). Neither is needed: on a cluster
+// every listener, with a local tier or waiting for another process's lease, uses server-assisted
+// invalidation per master (trackMasters), which reports every write under Prefix, fills and
+// lease changes included, in write order, from the key's own node. So on a cluster surge writers
+// publish nothing (notices is "") and listeners subscribe to no notice channel: one message per
+// write per listening instance.
+//
+// Rolling upgrade from a release that published notices on a cluster: old and new instances can
+// run side by side. New instances ignore old notices (they do not subscribe). Old instances with
+// a local tier track every master and are invalidated by new writers' writes through tracking as
+// before (a notice only doubled that message). An old instance waiting for a lease without a
+// local tier no longer hears a new writer's fill and finds the value at its next poll (Lease/10,
+// 5-100 ms). An old instance whose servers refuse tracking relied on notices alone: it may serve
+// a value a new writer replaced for up to Local.TTL, so upgrade it first or run it without Local.
+
+// notice encodes a notice of kind for key from this instance, or "" when writes announce
+// nothing (Redis Cluster).
+func (c *Cache[V]) notice(kind byte, key string) string {
+	if c.notices == "" {
+		return ""
+	}
+	return encodeNotice(kind, c.id, []string{key})
+}
+
 // trackingChannel is where Redis sends server-assisted invalidations to a RESP2 connection that
 // redirected its own tracking to itself.
 const trackingChannel = "__redis__:invalidate"
 
-// subscriber is the goroutine listening on the cache's channel and, with a local tier on a
-// *redis.Client, on trackingChannel; with a local tier on a *redis.ClusterClient, a goroutine
-// keeps one tracker (see tracker) per master.
+// subscriber is what listens for invalidations and fills. On a *redis.Client it is a goroutine
+// listening on trackingChannel with a local tier (and on the cache's notice channel without one,
+// or when the server refuses tracking). On a *redis.ClusterClient it is a goroutine keeping one
+// tracker (see tracker) per master, whether or not there is a local tier: no surge instance
+// publishes or subscribes to notices on a cluster, where classic pub/sub is broadcast to every
+// node (see notices).
 type subscriber struct {
-	ps    *redis.PubSub
+	ps    *redis.PubSub // nil on a cluster
 	own   *redis.Client // the client ps belongs to when the Cache made it (tracking); closed by Close
 	want  int           // subscription confirmations of ps before its part is ready (set by listen)
 	parts atomic.Int32  // parts (ps, the first set of cluster trackers) not yet subscribed
@@ -100,19 +129,19 @@ func (c *Cache[V]) startSubscriberLocked() {
 	}
 	s := &subscriber{ready: make(chan struct{})}
 	s.parts.Store(1)
+	c.sub = s
+	if cluster, ok := c.rdb.(*redis.ClusterClient); ok {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.trackMasters(cluster, s)
+		}()
+		return
+	}
 	channels := []string{c.cfg.channel}
-	var cluster *redis.ClusterClient
-	switch rdb := c.rdb.(type) {
-	case *redis.Client:
-		if c.local != nil {
-			s.own = c.trackingClient(rdb)
-			channels = append(channels, trackingChannel)
-		}
-	case *redis.ClusterClient:
-		if c.local != nil {
-			cluster = rdb
-			s.parts.Add(1)
-		}
+	if rdb, ok := c.rdb.(*redis.Client); ok && c.local != nil {
+		s.own = c.trackingClient(rdb)
+		channels = append(channels, trackingChannel)
 	}
 	// No channel yet: Subscribe without channels does no I/O, so a dead Redis does not block
 	// here; the goroutine subscribes, and go-redis re-subscribes after every reconnect.
@@ -121,19 +150,11 @@ func (c *Cache[V]) startSubscriberLocked() {
 	} else {
 		s.ps = c.rdb.Subscribe(context.Background())
 	}
-	c.sub = s
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		c.listen(s, channels)
 	}()
-	if cluster != nil {
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			c.trackMasters(cluster, s)
-		}()
-	}
 }
 
 // tracker is a connection to one cluster master with server-assisted invalidation on.
@@ -266,6 +287,14 @@ func (c *Cache[V]) trackingClient(rdb *redis.Client) *redis.Client {
 		}
 		c.tracking.Store(err == nil)
 		if err != nil {
+			if _, cluster := c.rdb.(*redis.ClusterClient); cluster {
+				// No notices on a cluster either: nothing would tell this instance of writes.
+				if !c.blind.Swap(true) {
+					c.cfg.Logger.Warn("cache: server-assisted invalidation unavailable on a cluster master: the local tier stays empty", "err", err)
+				}
+				c.flushLocal()
+				return nil
+			}
 			c.cfg.Logger.Warn("cache: server-assisted invalidation unavailable: only surge writers invalidate local tiers", "err", err)
 		}
 		return nil

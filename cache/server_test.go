@@ -379,6 +379,131 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	// Notices on a cluster: classic PUBLISH is broadcast to every node of a cluster, so no surge
+	// instance sends one there, nor subscribes to the notice channel. A write still invalidates
+	// another instance's local tier, and a fill still wakes a lease waiter on another instance
+	// at once (the waiter's polls are an hour apart here): both through server-assisted
+	// invalidation, one message per write per reader.
+	t.Run("NoPublish", func(t *testing.T) {
+		nodes := cl.Nodes()
+		for _, n := range nodes {
+			require.NoError(t, n.Client().ConfigResetStat(ctx).Err())
+		}
+		r, err := New[user](rdb, &Options{Prefix: "cln:", Local: &LocalOptions{TTL: time.Hour}})
+		require.NoError(t, err)
+		defer r.Close()
+		<-r.sub.ready
+		w, err := New[user](rdb, &Options{Prefix: "cln:"})
+		require.NoError(t, err)
+		defer w.Close()
+		var calls atomic.Int64
+		for i := range 6 { // spread over the masters
+			k := fmt.Sprint("k", i)
+			require.NoError(t, w.Set(ctx, k, user{ID: k, Name: "old"}))
+			require.Eventually(t, func() bool {
+				u, err := r.Fetch(ctx, k, countingLoader(&calls))
+				_, local := r.local.GetIfPresent(k)
+				return err == nil && u.Name == "old" && local
+			}, 5*time.Second, time.Millisecond)
+			require.NoError(t, w.Set(ctx, k, user{ID: k, Name: "new"}))
+			require.Eventually(t, func() bool {
+				u, err := r.Fetch(ctx, k, countingLoader(&calls))
+				return err == nil && u.Name == "new"
+			}, 5*time.Second, time.Millisecond, "%s: another instance's Set left the old value in the local tier", k)
+			require.NoError(t, w.Delete(ctx, k))
+			require.Eventually(t, func() bool {
+				_, local := r.local.GetIfPresent(k)
+				return !local
+			}, 5*time.Second, time.Millisecond, "%s: another instance's Delete left the value in the local tier", k)
+		}
+
+		// Lease waiters without a local tier.
+		opt := Options{Prefix: "cln:", Lease: 10 * time.Second, LoadTimeout: 3 * time.Second}
+		a, err := New[user](rdb, &opt)
+		require.NoError(t, err)
+		defer a.Close()
+		b, err := New[user](rdb, &opt)
+		require.NoError(t, err)
+		defer b.Close()
+		b.pollEvery = time.Hour
+		for i := range 3 {
+			k := fmt.Sprint("lease", i)
+			started, release := make(chan struct{}), make(chan struct{})
+			aDone := make(chan error, 1)
+			go func() {
+				_, err := a.Fetch(ctx, k, func(_ context.Context, key string) (user, error) {
+					close(started)
+					<-release
+					return user{ID: key, Name: "filled"}, nil
+				})
+				aDone <- err
+			}()
+			<-started
+			bDone := make(chan error, 1)
+			go func() {
+				u, err := b.Fetch(ctx, k, func(context.Context, string) (user, error) {
+					return user{}, errors.New("the waiter loaded: no fill woke it")
+				})
+				if err == nil && u.Name != "filled" {
+					err = fmt.Errorf("got %+v", u)
+				}
+				bDone <- err
+			}()
+			require.Eventually(t, func() bool { return b.Stats().LeaseWaits == uint64(i+1) }, 5*time.Second, time.Millisecond)
+			b.mu.Lock()
+			sub := b.sub
+			b.mu.Unlock()
+			<-sub.ready // the waiter listens: the fill cannot pass unseen
+			close(release)
+			require.NoError(t, <-aDone)
+			require.NoError(t, <-bDone, "%s: the lease waiter on another instance was not woken by the fill", k)
+		}
+		require.Zero(t, b.Stats().Loads)
+
+		channel := r.cfg.channel
+		for _, n := range nodes {
+			stats, err := n.Client().Info(ctx, "commandstats").Result()
+			require.NoError(t, err)
+			require.NotContains(t, stats, "cmdstat_publish:", "node %s ran PUBLISH", n.Addr())
+			subs, err := n.Client().PubSubNumSub(ctx, channel).Result()
+			require.NoError(t, err)
+			require.Zero(t, subs[channel], "node %s: an instance subscribes to the notice channel", n.Addr())
+		}
+	})
+
+	// A fill and a Set come back as server-assisted invalidations from their masters: the
+	// instance keeps what it wrote locally all the same.
+	t.Run("OwnWritesStayLocal", func(t *testing.T) {
+		c, err := New[user](rdb, &Options{Prefix: "clw:", Local: &LocalOptions{TTL: time.Hour}})
+		require.NoError(t, err)
+		defer c.Close()
+		<-c.sub.ready
+		e := watchEchoes(c)
+		keys := make([]string, 60) // spread over the masters
+		vks := make([]string, len(keys))
+		for i := range keys {
+			keys[i] = fmt.Sprint("k", i)
+			vks[i] = c.valueKey(keys[i])
+		}
+		load := func(_ context.Context, ks []string) (map[string]user, error) {
+			out := map[string]user{}
+			for _, k := range ks {
+				out[k] = user{ID: k}
+			}
+			return out, nil
+		}
+		_, err = c.FetchMany(ctx, keys[1:], load)
+		require.NoError(t, err)
+		require.NoError(t, c.Set(ctx, keys[0], user{ID: keys[0]}))
+		e.waitAll(t, vks)
+		waitOwnIdle(t, c)
+		before := c.Stats().LocalHits
+		got, err := c.FetchMany(ctx, keys, load)
+		require.NoError(t, err)
+		require.Len(t, got, len(keys))
+		require.EqualValues(t, len(keys), c.Stats().LocalHits-before)
+	})
+
 	t.Run("FailoverKeepsServing", func(t *testing.T) { // last: it kills a master
 		c, err := New[user](rdb, &Options{Prefix: "clf:"})
 		require.NoError(t, err)
