@@ -113,23 +113,37 @@ type pendingRec struct {
 // c.mu is held.
 func (c *Consumer) skipControl(p *part, r *kgo.Record) {
 	p.fetched = r.Offset + 1
-	p.pending = append(p.pending, pendingRec{offset: r.Offset, epoch: r.LeaderEpoch, done: true})
+	p.track(pendingRec{offset: r.Offset, epoch: r.LeaderEpoch, done: true})
 	p.nextSeq++
 	c.advance(p)
 }
 
 // markDone records seq as done and advances the partition's commit point. c.mu is held.
 func (c *Consumer) markDone(p *part, seq uint64) {
-	p.pending[seq-p.baseSeq].done = true
+	p.pending[p.phead+int(seq-p.baseSeq)].done = true
 	c.advance(p)
 	c.unbuffer(1)
 }
 
 // advance moves p's commit point past its leading done records. c.mu is held.
 func (c *Consumer) advance(p *part) {
-	for len(p.pending) > 0 && p.pending[0].done {
-		p.commit = kgo.EpochOffset{Epoch: p.pending[0].epoch, Offset: p.pending[0].offset + 1}
-		p.pending = p.pending[1:]
+	for p.phead < len(p.pending) && p.pending[p.phead].done {
+		r := &p.pending[p.phead]
+		p.commit = kgo.EpochOffset{Epoch: r.epoch, Offset: r.offset + 1}
+		p.phead++
 		p.baseSeq++
 	}
+	if p.phead == len(p.pending) {
+		p.pending, p.phead = p.pending[:0], 0 // all done: reuse the array from its start
+	}
+}
+
+// track appends r to p's commit tracker, reusing the array's done front when it is full.
+// c.mu is held.
+func (p *part) track(r pendingRec) {
+	if len(p.pending) == cap(p.pending) && p.phead >= len(p.pending)/2 {
+		n := copy(p.pending, p.pending[p.phead:])
+		p.pending, p.phead = p.pending[:n], 0
+	}
+	p.pending = append(p.pending, r)
 }

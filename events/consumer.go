@@ -52,16 +52,18 @@ type tp struct {
 
 // part is one assigned partition: its key queues and its commit tracker.
 type part struct {
-	tp     tp
-	tel    *partTelemetry  // set once by newPart; read without c.mu
-	ctx    context.Context // handlers' context; cancelled when the partition is lost or gone
-	cancel context.CancelFunc
-	keys   map[string]*keyQueue
-	null   *keyQueue
+	tp       tp
+	tel      *partTelemetry  // set once by newPart; read without c.mu
+	ctx      context.Context // handlers' context; cancelled when the partition is lost or gone
+	cancel   context.CancelFunc
+	keys     map[string]*keyQueue // with emptied queues kept for reuse (idleKeys of them)
+	null     *keyQueue
+	idleKeys int
 
 	// commit tracker: every dispatched offset in order, until it and all before it are done.
-	pending   []pendingRec
-	baseSeq   uint64 // seq of pending[0]
+	pending   []pendingRec // pending[phead:] are tracked; the front is done and dropped
+	phead     int
+	baseSeq   uint64 // seq of pending[phead]
 	nextSeq   uint64
 	commit    kgo.EpochOffset // next offset to commit: after the last contiguous done record
 	committed int64           // last offset committed by this member; -1 none
@@ -70,6 +72,7 @@ type part struct {
 	running int           // handlers running on this partition
 	idle    chan struct{} // closed when running reaches 0 after revoked
 	revoked bool          // no more dispatch; draining before the final commit
+	halt    atomic.Bool   // set with revoked: running workers start no more of p's records
 	gone    bool          // dropped: results are ignored
 	paused  bool
 }

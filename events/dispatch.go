@@ -1,7 +1,7 @@
 package events
 
-// Dispatch: the poll loop fetches records into per-key queues, workers run each key's head
-// record, and finish applies the outcome.
+// Dispatch: the poll loop fetches records into per-key queues; a worker takes a key's queued
+// records as one run, handles them in order without the lock, and finish applies the outcome.
 
 import (
 	"context"
@@ -20,7 +20,7 @@ type keyQueue struct {
 	attempt   int   // failed attempts of the head record
 	lastErr   error // the head record's last failure
 	scheduled bool  // in ready, running, waiting for a retry or stuck
-	running   bool
+	inRun     int   // records at the front that a worker is handling as one run; 0 when none
 	timer     *time.Timer
 }
 
@@ -42,40 +42,45 @@ func (c *Consumer) pollLoop(ctx context.Context) {
 			c.cl.AllowRebalance()
 			return
 		}
-		fs.EachError(func(t string, p int32, err error) {
-			c.st.fetchErrors.Add(1)
-			c.log.Warn("events: fetch", "group", c.cfg.Group, "topic", t, "partition", p, "err", err)
-		})
-		c.mu.Lock()
-		fs.EachTopic(func(t kgo.FetchTopic) {
-			for i := range t.Partitions {
-				f := &t.Partitions[i]
-				if len(f.Records) == 0 {
-					continue
-				}
-				k := tp{t.Topic, f.Partition}
-				p := c.parts[k]
-				if p == nil {
-					p = c.newPart(k)
-				}
-				n := 0
-				for _, r := range f.Records {
-					if r.Attrs.IsControl() {
-						c.skipControl(p, r)
-					} else {
-						c.enqueue(p, r, t.TopicID)
-						n++
-					}
-				}
-				if n > 0 {
-					c.cfg.tel.consumed.Add(ctx, int64(n), p.tel.add...)
-				}
-			}
-		})
-		c.mu.Unlock()
-		c.work.Broadcast() // workers blocked on c.mu while we enqueued wake in turn anyway
+		c.dispatch(ctx, fs)
 		c.cl.AllowRebalance()
 	}
+}
+
+// dispatch queues the records of fs for the workers and wakes them.
+func (c *Consumer) dispatch(ctx context.Context, fs kgo.Fetches) {
+	fs.EachError(func(t string, p int32, err error) {
+		c.st.fetchErrors.Add(1)
+		c.log.Warn("events: fetch", "group", c.cfg.Group, "topic", t, "partition", p, "err", err)
+	})
+	c.mu.Lock()
+	fs.EachTopic(func(t kgo.FetchTopic) {
+		for i := range t.Partitions {
+			f := &t.Partitions[i]
+			if len(f.Records) == 0 {
+				continue
+			}
+			k := tp{t.Topic, f.Partition}
+			p := c.parts[k]
+			if p == nil {
+				p = c.newPart(k)
+			}
+			n := 0
+			for _, r := range f.Records {
+				if r.Attrs.IsControl() {
+					c.skipControl(p, r)
+				} else {
+					c.enqueue(p, r, t.TopicID)
+					n++
+				}
+			}
+			if n > 0 {
+				c.cfg.tel.consumed.Add(ctx, int64(n), p.tel.add...)
+			}
+		}
+	})
+	c.mu.Unlock()
+	c.work.Broadcast() // workers blocked on c.mu while we enqueued wake in turn anyway
 }
 
 // waitRoom blocks until fewer than MaxBuffered records are buffered and returns how many more
@@ -110,7 +115,7 @@ func (c *Consumer) newPart(k tp) *part {
 func (c *Consumer) enqueue(p *part, r *kgo.Record, topicID [16]byte) {
 	seq := p.nextSeq
 	p.nextSeq++
-	p.pending = append(p.pending, pendingRec{offset: r.Offset, epoch: r.LeaderEpoch})
+	p.track(pendingRec{offset: r.Offset, epoch: r.LeaderEpoch})
 	p.fetched = r.Offset + 1
 	c.buffered++
 	var q *keyQueue
@@ -122,6 +127,8 @@ func (c *Consumer) enqueue(p *part, r *kgo.Record, topicID [16]byte) {
 	} else if q = p.keys[string(r.Key)]; q == nil {
 		q = c.newKeyQueue(p, string(r.Key))
 		p.keys[q.key] = q
+	} else if !q.scheduled {
+		p.idleKeys-- // an emptied queue kept in p.keys comes back to use
 	}
 	q.items = append(q.items, item{r: r, seq: seq, topicID: topicID})
 	if !q.scheduled {
@@ -139,6 +146,22 @@ func (c *Consumer) newKeyQueue(p *part, key string) *keyQueue {
 		return q
 	}
 	return &keyQueue{p: p, key: key}
+}
+
+// keyIdle notes that q, a key queue of p.keys, emptied. It stays in p.keys, so the key's next
+// record finds it without a map insert and a key allocation, until more than MaxBuffered
+// queues of p are idle: then they are all retired. c.mu is held.
+func (c *Consumer) keyIdle(q *keyQueue) {
+	p := q.p
+	if p.idleKeys++; p.idleKeys <= c.cfg.MaxBuffered {
+		return
+	}
+	for _, q := range p.keys {
+		if !q.scheduled {
+			c.retire(q)
+		}
+	}
+	p.idleKeys = 0
 }
 
 // retire forgets q, an emptied key queue, and keeps it for reuse. c.mu is held.
@@ -166,7 +189,7 @@ func (q *keyQueue) pop() {
 	}
 }
 
-// truncate keeps q's first n records (n is 0 or 1).
+// truncate keeps q's first n records.
 func (q *keyQueue) truncate(n int) {
 	keep := q.items[q.head : q.head+n]
 	copy(q.items, keep)
@@ -194,9 +217,11 @@ func (c *Consumer) unbuffer(n int) {
 }
 
 // dropQueued removes p's records that have not started, so they are fetched again by whoever
-// owns p next. A running head stays until its handler returns. c.mu is held.
+// owns p next. A running run stays until its worker returns: the worker starts none of its
+// records after this. c.mu is held.
 func (c *Consumer) dropQueued(p *part) {
 	p.revoked = true
+	p.halt.Store(true)
 	kept := c.ready[:0]
 	for _, q := range c.ready {
 		if q.p != p {
@@ -210,10 +235,7 @@ func (c *Consumer) dropQueued(p *part) {
 			q.timer.Stop()
 			q.timer = nil
 		}
-		n, keep := q.len(), 0
-		if q.running {
-			keep = 1
-		}
+		n, keep := q.len(), q.inRun
 		q.truncate(keep)
 		c.unbuffer(n - keep)
 	}
@@ -225,19 +247,26 @@ func (c *Consumer) dropQueued(p *part) {
 	}
 }
 
-// worker runs ready keys' head records until Run stops. It applies one record's outcome and
-// takes the next record in one critical section.
+// maxRun caps the records of one key a worker takes at once. The commit point passes a run's
+// records when the run ends, so a long run of slow records would hold commits back.
+const maxRun = 64
+
+// worker runs ready keys' queued records until Run stops. It takes up to maxRun records of one
+// key at a time and handles them in order, so the lock is taken once per run rather than per
+// record; it applies a run's outcome and takes the next run in one critical section.
 func (c *Consumer) worker() {
 	var (
-		q   *keyQueue // the key whose head ran, or nil
-		it  item
-		res result
+		q    *keyQueue // the key whose run ran, or nil
+		run  []item    // the run's records, copied out of q; reused
+		done int       // records of run done
+		res  result    // the outcome of run[done] when done < len(run)
 	)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for {
 		if q != nil {
-			c.finishLocked(q, it, res)
+			c.finishLocked(q, run, done, res)
+			clear(run) // drop the records for the collector
 			q = nil
 		}
 		for len(c.ready) == 0 && !c.stopping {
@@ -252,16 +281,40 @@ func (c *Consumer) worker() {
 		if c.ending() {
 			continue // Run's ctx ended: start nothing new; the drain drops next's records
 		}
-		q, it = next, next.front()
+		q = next
+		run = c.take(q, run)
 		p := q.p
-		q.running = true
-		p.running++
-		c.running++
 		attempt, lastErr := q.attempt, q.lastErr
 		c.mu.Unlock()
-		res = c.process(p, it, attempt, lastErr)
+		done, res = c.processRun(p, run, attempt, lastErr)
 		c.mu.Lock()
 	}
+}
+
+// take starts a run of q: its first queued records, up to maxRun, copied into buf. c.mu is held.
+func (c *Consumer) take(q *keyQueue, buf []item) []item {
+	run := append(buf[:0], q.items[q.head:q.head+min(q.len(), maxRun)]...)
+	q.inRun = len(run)
+	q.p.running++
+	c.running++
+	return run
+}
+
+// processRun handles run, the first queued records of one key of p, in order. It stops at the
+// first record that is not done, and before a record once p is revoked or Run's ctx ended. It
+// returns how many records were done and, when that is fewer than len(run), the outcome of
+// the next one (outAbandon when it was not started). attempt and lastErr are run[0]'s.
+func (c *Consumer) processRun(p *part, run []item, attempt int, lastErr error) (int, result) {
+	for i, it := range run {
+		if i > 0 && (p.halt.Load() || c.ending()) {
+			return i, result{out: outAbandon}
+		}
+		if res := c.process(p, it, attempt, lastErr); res.out != outDone {
+			return i, res
+		}
+		attempt, lastErr = 0, nil
+	}
+	return len(run), result{out: outDone}
 }
 
 // ending reports whether Run's ctx has ended.
@@ -274,17 +327,19 @@ func (c *Consumer) ending() bool {
 	}
 }
 
-// finish applies a record's outcome to its key queue and partition.
-func (c *Consumer) finish(q *keyQueue, it item, res result) {
+// finish applies a run's outcome to its key queue and partition: the first done records of run
+// are done, and res is the outcome of the next one when done < len(run).
+func (c *Consumer) finish(q *keyQueue, run []item, done int, res result) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.finishLocked(q, it, res)
+	c.finishLocked(q, run, done, res)
 }
 
 // finishLocked is finish with c.mu held.
-func (c *Consumer) finishLocked(q *keyQueue, it item, res result) {
+func (c *Consumer) finishLocked(q *keyQueue, run []item, done int, res result) {
 	p := q.p
-	q.running = false
+	n := q.inRun
+	q.inRun = 0
 	p.running--
 	c.running--
 	if p.revoked && p.running == 0 && p.idle != nil {
@@ -292,21 +347,26 @@ func (c *Consumer) finishLocked(q *keyQueue, it item, res result) {
 		p.idle = nil
 	}
 	if p.gone {
-		c.unbuffer(1) // the head dropQueued kept for us
+		c.unbuffer(n) // the run dropQueued kept for us
 		return
 	}
-	if res.out != outDone && p.revoked {
-		q.truncate(0) // the head dropQueued kept: the next owner fetches it again
-		c.unbuffer(1)
-		return
-	}
-	switch res.out {
-	case outDone:
+	for _, it := range run[:done] {
 		q.pop()
-		q.attempt, q.lastErr = 0, nil
 		c.markDone(p, it.seq)
+	}
+	if done > 0 {
+		q.attempt, q.lastErr = 0, nil
+	}
+	if p.revoked {
+		// What is left of the run dropQueued kept for us: the next owner fetches it again.
+		c.unbuffer(q.len())
+		q.truncate(0)
+		q.scheduled = false
+		return
+	}
+	if done == len(run) {
 		switch {
-		case q.len() > 0 && !p.revoked && !c.stopping:
+		case q.len() > 0 && !c.stopping:
 			c.push(q)
 			if len(c.ready) > 1 { // the calling worker takes one; wake another for the rest
 				c.work.Signal()
@@ -314,9 +374,12 @@ func (c *Consumer) finishLocked(q *keyQueue, it item, res result) {
 		case q.len() == 0:
 			q.scheduled = false
 			if !q.null {
-				c.retire(q)
+				c.keyIdle(q)
 			}
 		}
+		return
+	}
+	switch res.out {
 	case outRetry:
 		q.attempt, q.lastErr = res.attempts, res.err
 		c.later(q, c.cfg.Backoff(q.attempt))
@@ -325,7 +388,7 @@ func (c *Consumer) finishLocked(q *keyQueue, it item, res result) {
 		c.later(q, c.cfg.Backoff(max(q.attempt, 1)))
 	case outStuck:
 		q.attempt, q.lastErr = res.attempts, res.err // stays scheduled: nothing behind it runs
-	case outAbandon:
+	case outAbandon, outDone:
 	}
 }
 

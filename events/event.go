@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -103,9 +104,18 @@ func fromRecord(r *kgo.Record) (Event, error) { return decodeRecord(r, [16]byte{
 // [recordIdentity], so redeliveries still dedupe and a re-created topic's records are new; a
 // missing time header falls back to the record timestamp.
 func decodeRecord(r *kgo.Record, topicID [16]byte) (Event, error) {
-	ev := Event{Data: r.Value}
-	if name, err := decodeHeaders(r.Headers, r.Key, &ev); err != nil {
-		return Event{}, &DecodeError{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Header: name, Err: err}
+	var ev Event
+	if err := decodeInto(&ev, r, topicID); err != nil {
+		return Event{}, err
+	}
+	return ev, nil
+}
+
+// decodeInto is decodeRecord into *ev, which is zero.
+func decodeInto(ev *Event, r *kgo.Record, topicID [16]byte) error {
+	ev.Data = r.Value
+	if name, err := decodeHeaders(r.Headers, r.Key, ev); err != nil {
+		return &DecodeError{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Header: name, Err: err}
 	}
 	if ev.ID == "" {
 		ev.ID = recordIdentity(r, topicID)
@@ -113,7 +123,7 @@ func decodeRecord(r *kgo.Record, topicID [16]byte) (Event, error) {
 	if ev.Time.IsZero() {
 		ev.Time = r.Timestamp
 	}
-	return ev, nil
+	return nil
 }
 
 var (
@@ -150,7 +160,7 @@ func decodeHeaders(hs []kgo.RecordHeader, key []byte, ev *Event) (string, error)
 				return h.Key, errDupHeader
 			}
 			seenTime = true
-			t, err := time.Parse(time.RFC3339Nano, string(h.Value))
+			t, err := parseEventTime(h.Value)
 			if err != nil {
 				return h.Key, fmt.Errorf("not RFC 3339: %q", h.Value)
 			}
@@ -162,9 +172,9 @@ func decodeHeaders(hs []kgo.RecordHeader, key []byte, ev *Event) (string, error)
 			ev.Headers[h.Key] = string(h.Value)
 		}
 	}
-	var buf [128]byte
-	b := append(append(append(buf[:0], key...), id...), typ...)
-	all := string(b)
+	b := make([]byte, 0, len(key)+len(id)+len(typ))
+	b = append(append(append(b, key...), id...), typ...)
+	all := unsafe.String(unsafe.SliceData(b), len(b)) // b is never written again
 	ev.Key = all[:len(key)]
 	ev.ID = all[len(key) : len(key)+len(id)]
 	ev.Type = all[len(key)+len(id):]

@@ -48,7 +48,8 @@ func (c *Consumer) try(ctx context.Context, pt *partTelemetry, span trace.Span, 
 	if attempt >= c.cfg.MaxAttempts || IsPermanent(lastErr) {
 		return c.deadLetter(ctx, pt, it, lastErr, attempt) // the DLQ write failed before: try it again
 	}
-	ev, err := decodeRecord(r, it.topicID)
+	var ev Event
+	err := decodeInto(&ev, r, it.topicID)
 	if err != nil {
 		c.st.decodeErrors.Add(1)
 		c.log.Error("events: undecodable record", "group", c.cfg.Group, "err", err)
@@ -79,20 +80,29 @@ func (c *Consumer) try(ctx context.Context, pt *partTelemetry, span trace.Span, 
 			return result{out: outWait, err: lastErr, attempts: attempt}
 		}
 	}
-	begin := time.Now()
+	// The clock is read only when the duration histogram records (an SDK is installed).
+	timed := c.cfg.tel.duration.Enabled(ctx)
+	var begin time.Time
+	if timed {
+		begin = time.Now()
+	}
 	lost := false
 	if token == "" {
-		err = c.call(ctx, ev)
+		err = c.call(ctx, &ev)
 	} else {
 		hctx, claimLost, stop := c.keepClaim(ctx, id, token)
-		err = c.call(hctx, ev)
+		err = c.call(hctx, &ev)
 		stop()
 		lost = err != nil && claimLost() && ctx.Err() == nil
 	}
-	if err == nil {
-		c.cfg.tel.duration.Record(ctx, time.Since(begin).Seconds(), pt.ok...)
-	} else {
-		c.cfg.tel.duration.Record(ctx, time.Since(begin).Seconds(), pt.failed[errTypeOf(err)]...)
+	if timed {
+		if err == nil {
+			c.cfg.tel.duration.Record(ctx, time.Since(begin).Seconds(), pt.ok...)
+		} else {
+			c.cfg.tel.duration.Record(ctx, time.Since(begin).Seconds(), pt.failed[errTypeOf(err)]...)
+		}
+	}
+	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 	}
@@ -131,13 +141,13 @@ func (c *Consumer) try(ctx context.Context, pt *partTelemetry, span trace.Span, 
 }
 
 // call runs the handler, turning a panic into an error.
-func (c *Consumer) call(ctx context.Context, ev Event) (err error) {
+func (c *Consumer) call(ctx context.Context, ev *Event) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = fmt.Errorf("%w: %v", errPanicked, v)
 		}
 	}()
-	return c.cfg.Handler(ctx, ev)
+	return c.cfg.Handler(ctx, *ev)
 }
 
 // dedupeRelease gives up a claim after a failure, logging and counting a store error.

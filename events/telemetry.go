@@ -72,6 +72,17 @@ var defaultTracerProvider = func() trace.TracerProvider {
 	return nil
 }()
 
+// defaultPropagator is the global propagator as it is until the application installs one (a
+// no-op behind a lock that would delegate to it), or nil when one was installed before this
+// package was initialised.
+var defaultPropagator = func() propagation.TextMapPropagator {
+	p := otel.GetTextMapPropagator()
+	if reflect.TypeOf(p).String() == "*global.textMapPropagator" {
+		return p
+	}
+	return nil
+}()
+
 // tracing reports whether spans may record: always with a provider of the caller's (global is
 // false), and with the global one once the application installed an SDK. Without one a span
 // would be a no-op that still costs three allocations, so publish and process skip it and only
@@ -268,6 +279,7 @@ type consumerTelemetry struct {
 	tracer       trace.Tracer
 	global       bool // the tracer is the global provider's
 	prop         propagation.TextMapPropagator
+	globalProp   bool // prop is the global propagator: read it per record (see extract)
 	group        string
 	consumed     metric.Int64Counter
 	duration     metric.Float64Histogram
@@ -283,10 +295,11 @@ var processBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 
 func newConsumerTelemetry(cfg *ConsumerConfig) *consumerTelemetry {
 	m := otelx.Meter(cfg.MeterProvider, scopeName)
 	return &consumerTelemetry{
-		tracer: otelx.Tracer(cfg.TracerProvider, scopeName),
-		global: cfg.TracerProvider == nil,
-		prop:   otelx.Propagator(cfg.Propagator),
-		group:  cfg.Group,
+		tracer:     otelx.Tracer(cfg.TracerProvider, scopeName),
+		global:     cfg.TracerProvider == nil,
+		prop:       otelx.Propagator(cfg.Propagator),
+		globalProp: cfg.Propagator == nil,
+		group:      cfg.Group,
 		consumed: otelx.Must(m.Int64Counter(metricConsumed,
 			metric.WithDescription("Records fetched and handed to the consumer's workers, by topic and partition"),
 			metric.WithUnit("{message}"))),
@@ -342,7 +355,7 @@ func (t *consumerTelemetry) forPartition(k tp) *partTelemetry {
 // headers carry (none: a new trace). With the global provider and no SDK installed it opens
 // no span: the handler's ctx carries the record's trace context as extracted.
 func (t *consumerTelemetry) startProcess(ctx context.Context, pt *partTelemetry, r *kgo.Record) (context.Context, trace.Span) {
-	ctx = t.prop.Extract(ctx, (*headerCarrier)(&r.Headers))
+	ctx = t.extract(ctx, r)
 	if !tracing(t.global) {
 		return ctx, noSpan
 	}
@@ -351,6 +364,19 @@ func (t *consumerTelemetry) startProcess(ctx context.Context, pt *partTelemetry,
 		span.SetAttributes(attribute.Int64(attrOffset, r.Offset))
 	}
 	return ctx, span
+}
+
+// extract returns ctx with the trace context of r's headers. With the global propagator and
+// none installed it returns ctx as is: the global no-op takes a lock per call, which workers
+// handling a record each would contend on.
+func (t *consumerTelemetry) extract(ctx context.Context, r *kgo.Record) context.Context {
+	prop := t.prop
+	if t.globalProp {
+		if prop = otel.GetTextMapPropagator(); prop == defaultPropagator {
+			return ctx
+		}
+	}
+	return prop.Extract(ctx, (*headerCarrier)(&r.Headers))
 }
 
 // lagTelemetry is a LagMonitor's gauges.

@@ -3,6 +3,8 @@ package events
 import (
 	"context"
 	"errors"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -13,7 +15,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
@@ -377,3 +381,30 @@ func TestNoSDKCostsNoAllocation(t *testing.T) {
 }
 
 func otelGlobalInstalled() bool { return tracing(true) }
+
+// A consumer built with the global propagator reads trace context with whatever propagator
+// the application installs, also after NewConsumer, and skips extraction while there is none.
+// It runs in a child process: installing a global propagator would leak into other tests.
+func TestConsumerUsesAGlobalPropagatorInstalledLater(t *testing.T) {
+	if os.Getenv("EVENTS_GLOBAL_PROPAGATOR_CHILD") != "1" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestConsumerUsesAGlobalPropagatorInstalledLater$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "EVENTS_GLOBAL_PROPAGATOR_CHILD=1")
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "child test:\n%s", out)
+		require.Contains(t, string(out), "PASS")
+		return
+	}
+	require.Same(t, defaultPropagator, otel.GetTextMapPropagator(), "no propagator installed yet")
+	c, err := NewConsumer(ConsumerConfig{Brokers: []string{"b:1"}, Group: "g", Topics: []string{"t"},
+		Handler: func(context.Context, Event) error { return nil }})
+	require.NoError(t, err)
+	const parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	r := &kgo.Record{Headers: []kgo.RecordHeader{{Key: "traceparent", Value: []byte(parent)}}}
+	ctx := context.Background()
+	require.Equal(t, ctx, c.cfg.tel.extract(ctx, r), "nothing installed: the context is passed on as is")
+
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+	sc := trace.SpanContextFromContext(c.cfg.tel.extract(ctx, r))
+	require.True(t, sc.IsValid(), "the propagator installed after NewConsumer is used")
+	require.Equal(t, "0af7651916cd43dd8448eb211c80319c", sc.TraceID().String())
+}

@@ -47,7 +47,7 @@ func TestCommitPointCoversOnlyContiguousDoneOffsets(t *testing.T) {
 	require.Zero(t, c.buffered)
 }
 
-func TestSameKeyQueuesBehindItsHead(t *testing.T) {
+func TestSameKeyQueuesBehindItsRun(t *testing.T) {
 	c := bareConsumer(t)
 	c.mu.Lock()
 	p := c.newPart(tp{"t", 0})
@@ -56,15 +56,76 @@ func TestSameKeyQueuesBehindItsHead(t *testing.T) {
 	}
 	c.enqueue(p, &kgo.Record{Topic: "t", Offset: 3}, [16]byte{}) // null key: its own per-partition queue
 	require.Len(t, c.ready, 2, "one entry per key, not per record")
+	q := c.ready[0]
+	c.ready = c.ready[1:]
+	run := c.take(q, nil)
+	require.Len(t, run, 3, "a worker takes the key's queued records as one run")
+	for i, it := range run {
+		require.EqualValues(t, i, it.r.Offset, "in offset order")
+	}
+	c.enqueue(p, &kgo.Record{Topic: "t", Offset: 4, Key: []byte("k")}, [16]byte{})
+	require.Len(t, c.ready, 1, "a record of a running key waits behind its run, not in line")
 	c.mu.Unlock()
 
-	q := finishNext(c, outDone)
+	c.finish(q, run, len(run), result{out: outDone})
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	require.Len(t, c.ready, 2, "the key went back in line for its next record")
 	require.Same(t, q, c.ready[1])
-	require.EqualValues(t, 1, q.front().r.Offset)
-	require.EqualValues(t, 1, p.commit.Offset)
+	require.EqualValues(t, 4, q.front().r.Offset)
+	require.EqualValues(t, 3, p.commit.Offset)
+	require.Equal(t, 2, c.buffered)
+}
+
+// A run that fails part-way commits what it did and keeps the rest, the failed record first.
+func TestRunStopsAtItsFirstFailure(t *testing.T) {
+	c := bareConsumer(t)
+	c.mu.Lock()
+	p := c.newPart(tp{"t", 0})
+	for off := range int64(4) {
+		c.enqueue(p, &kgo.Record{Topic: "t", Offset: off, Key: []byte("k")}, [16]byte{})
+	}
+	q := c.ready[0]
+	c.ready = c.ready[1:]
+	run := c.take(q, nil)
+	c.mu.Unlock()
+
+	c.finish(q, run, 2, result{out: outStuck, attempts: 3})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	require.EqualValues(t, 2, p.commit.Offset, "the two records before the failure are done")
+	require.Equal(t, 2, q.len())
+	require.EqualValues(t, 2, q.front().r.Offset, "the failed record stays at the front")
+	require.Equal(t, 3, q.attempt)
+	require.True(t, q.scheduled, "stuck: nothing behind it runs")
+	require.Empty(t, c.ready)
+}
+
+// A revoke while a run runs keeps the run for its worker and drops the rest; what the run did
+// not do is dropped when it returns, so the next owner fetches it again.
+func TestRevokeDuringARunKeepsOnlyWhatRan(t *testing.T) {
+	c := bareConsumer(t)
+	c.mu.Lock()
+	p := c.newPart(tp{"t", 0})
+	for off := range int64(3) {
+		c.enqueue(p, &kgo.Record{Topic: "t", Offset: off, Key: []byte("k")}, [16]byte{})
+	}
+	q := c.ready[0]
+	c.ready = c.ready[1:]
+	run := c.take(q, nil)
+	c.enqueue(p, &kgo.Record{Topic: "t", Offset: 3, Key: []byte("k")}, [16]byte{})
+	c.dropQueued(p)
+	require.True(t, p.halt.Load(), "the worker sees the revoke between records")
+	require.Equal(t, 3, c.buffered, "the run stays; the record behind it is dropped")
+	c.mu.Unlock()
+
+	c.finish(q, run, 1, result{out: outAbandon})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	require.EqualValues(t, 1, p.commit.Offset, "the record handled before the revoke is committed")
+	require.Zero(t, c.buffered)
+	require.Zero(t, q.len())
+	require.Zero(t, p.running)
 }
 
 func TestLostPartitionsCommitNothing(t *testing.T) {
@@ -90,16 +151,19 @@ func TestLostPartitionsCommitNothing(t *testing.T) {
 	require.NoError(t, c.commit(context.Background(), []*part{p}))
 }
 
-// finishNext takes the first ready key as a worker would and finishes its head with out.
+// finishNext takes the first ready key's run as a worker would and finishes it: every record
+// done with outDone, else the first record with out.
 func finishNext(c *Consumer, out outcome) *keyQueue {
 	c.mu.Lock()
 	q := c.ready[0]
 	c.ready = c.ready[1:]
-	q.running = true
-	q.p.running++
-	c.running++
+	run := c.take(q, nil)
 	c.mu.Unlock()
-	c.finish(q, q.front(), result{out: out})
+	if out == outDone {
+		c.finish(q, run, len(run), result{out: outDone})
+	} else {
+		c.finish(q, run, 0, result{out: out})
+	}
 	return q
 }
 
@@ -112,9 +176,7 @@ func TestLostPartitionWaitsForItsHandlers(t *testing.T) {
 	c.enqueue(p, &kgo.Record{Topic: "t", Offset: 0, Key: []byte("k")}, [16]byte{})
 	q := c.ready[0]
 	c.ready = c.ready[1:]
-	q.running = true
-	p.running++
-	c.running++
+	run := c.take(q, nil)
 	c.mu.Unlock()
 
 	lost := make(chan struct{})
@@ -128,7 +190,7 @@ func TestLostPartitionWaitsForItsHandlers(t *testing.T) {
 		t.Fatal("onLost returned while the lost partition's handler was still running")
 	case <-time.After(100 * time.Millisecond): // ...and takes a moment to return
 	}
-	c.finish(q, q.front(), result{out: outAbandon})
+	c.finish(q, run, 0, result{out: outAbandon})
 	<-lost
 	require.Zero(t, c.running)
 }

@@ -1,0 +1,103 @@
+package events
+
+import "time"
+
+// parseEventTime parses an event-time header. The form the producer writes,
+// "2006-01-02T15:04:05[.fraction]Z" in UTC with one to nine fraction digits, is read directly
+// (time.Parse costs several times more per record); anything else goes through time.Parse with
+// time.RFC3339Nano, which decides what is valid. Both give the same time.Time.
+func parseEventTime(b []byte) (time.Time, error) {
+	if t, ok := parseUTC(b); ok {
+		return t, nil
+	}
+	return time.Parse(time.RFC3339Nano, string(b))
+}
+
+// parseUTC reads "YYYY-MM-DDTHH:MM:SS[.d{1,9}]Z" with time.Parse's range checks; false for any
+// other form or value out of range.
+func parseUTC(b []byte) (time.Time, bool) {
+	n := len(b)
+	if n < 20 || n == 21 || n > 30 || b[4] != '-' || b[7] != '-' || b[10] != 'T' || b[13] != ':' || b[16] != ':' || b[n-1] != 'Z' {
+		return time.Time{}, false
+	}
+	y1, ok1 := two(b[0], b[1])
+	y2, ok2 := two(b[2], b[3])
+	month, ok3 := two(b[5], b[6])
+	day, ok4 := two(b[8], b[9])
+	hour, ok5 := two(b[11], b[12])
+	minute, ok6 := two(b[14], b[15])
+	sec, ok7 := two(b[17], b[18])
+	year := y1*100 + y2
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6 && ok7) || month < 1 || month > 12 || day < 1 ||
+		day > daysIn(month, year) || hour > 23 || minute > 59 || sec > 59 {
+		return time.Time{}, false
+	}
+	nsec := 0
+	if n > 20 {
+		if b[19] != '.' {
+			return time.Time{}, false
+		}
+		frac := b[20 : n-1]
+		v, ok := num(frac)
+		if !ok {
+			return time.Time{}, false
+		}
+		for range 9 - len(frac) {
+			v *= 10
+		}
+		nsec = v
+	}
+	days := daysFromCivil(year, month, day)
+	return time.Unix(days*86400+int64(hour*3600+minute*60+sec), int64(nsec)).UTC(), true
+}
+
+// two reads the decimal number of the digits a and b; false when either is not a digit.
+func two(a, b byte) (int, bool) {
+	a, b = a-'0', b-'0'
+	return int(a)*10 + int(b), a <= 9 && b <= 9
+}
+
+// num reads s as a decimal number; false when s holds anything but digits.
+func num(s []byte) (int, bool) {
+	v := 0
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + int(c-'0')
+	}
+	return v, true
+}
+
+// daysIn returns the number of days of month (1-12) in year, as the Gregorian calendar counts.
+func daysIn(month, year int) int {
+	switch month {
+	case 2:
+		if year%4 == 0 && (year%100 != 0 || year%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
+	default:
+		return 31
+	}
+}
+
+// daysFromCivil returns the days from 1970-01-01 to the given proleptic Gregorian date
+// (H. Hinnant's days_from_civil), for years 0-9999.
+func daysFromCivil(y, m, d int) int64 {
+	if m <= 2 {
+		y--
+	}
+	era := y
+	if era < 0 {
+		era -= 399
+	}
+	era /= 400
+	yoe := y - era*400
+	mp := (m + 9) % 12
+	doy := (153*mp+2)/5 + d - 1
+	doe := yoe*365 + yoe/4 - yoe/100 + doy
+	return int64(era)*146097 + int64(doe) - 719468
+}
