@@ -36,6 +36,10 @@ func New(rdb redis.UniversalClient, opt *Options) *Client {
 	if cfg.waitReplicas == 0 {
 		// A lock handed over by a release would skip the WAIT of WaitReplicas: queue only without.
 		c.g.queueLease = queueLease
+		// Queued waiters name this hub, so that a release by this Client tells its own waiters
+		// of a hand-over from the reply, without a message.
+		c.g.local = &c.g.nodes[0].hub
+		c.g.local.id = rand.Text()
 	}
 	return c
 }
@@ -94,7 +98,10 @@ type group struct {
 	// queueLease > 0 (single node, no WaitReplicas) makes waiters queue, and releases hand the
 	// lock over to the first live waiter.
 	queueLease time.Duration
-	now        func() time.Time // tests move the clock
+	// local is the hub of the queued waiters (nil without queue): a release hands the lock to a
+	// waiter of this hub through it, with no pub/sub message.
+	local *hub
+	now   func() time.Time // tests move the clock
 
 	beforeSubscribe func() // tests: runs between the failed first try and the subscription
 }
@@ -187,13 +194,14 @@ func (g *group) acquire(ctx context.Context, key string, ttl time.Duration, opt 
 	}
 	lockKey := keys.Tagged(g.cfg.prefix, key)
 	l := &Lock{
-		g:      g,
-		key:    key,
-		keys:   [4]string{lockKey, lockKey + ":fence", lockKey + ":queue", lockKey + ":waiters"},
-		token:  rand.Text(),
-		meta:   o.Metadata,
-		ttl:    ttl,
-		onLost: onLost,
+		g:       g,
+		key:     key,
+		keys:    [4]string{lockKey, lockKey + ":fence", lockKey + ":queue", lockKey + ":waiters"},
+		channel: releaseChannel(lockKey),
+		token:   rand.Text(),
+		meta:    o.Metadata,
+		ttl:     ttl,
+		onLost:  onLost,
 	}
 
 	var lease time.Duration

@@ -14,8 +14,9 @@
 //   - every acquisition draws a fencing token ([Lock.Fence]) from a counter in the same hash
 //     slot, strictly increasing per key, for the protected resource to reject stale writers;
 //   - waiters ([ObtainOptions.Wait]) queue in the lock's hash slot; a release hands the lock to
-//     the first waiter still queued and names it in a pub/sub message (sharded pub/sub on Redis
-//     Cluster), so it holds the lock without another call: no polling, no herd;
+//     the first waiter still queued and tells it, so it holds the lock without another call: a
+//     waiter of the releasing [Client] from the release's own reply, any other by a pub/sub
+//     message naming it (sharded pub/sub on Redis Cluster); no polling, no herd;
 //   - [Redlock] spreads a lock over several independent masters with a quorum;
 //   - keys are hash-tagged, so it works on Redis Cluster; [Options.WaitReplicas] waits for
 //     replicas to acknowledge an acquisition.
@@ -38,7 +39,7 @@
 //
 // Keys: the lock of key k is Prefix+"{k}" (default prefix "surge:lock:"), its fence counter
 // Prefix+"{k}:fence" (never expires), its waiter queue Prefix+"{k}:queue" (a list of tokens) and
-// Prefix+"{k}:waiters" (a hash of each waiter's lease, ttl and metadata; both expire with the last
+// Prefix+"{k}:waiters" (a hash of each waiter's lease, ttl, Client and metadata; both expire with the last
 // waiter's lease), its release channel Prefix+"{k}:released".
 //
 // Telemetry: a [Client] and a [Redlock] record through the OpenTelemetry API, with the

@@ -11,12 +11,14 @@ import (
 
 // Lock is one acquisition of a lock, returned by Obtain. Its methods are safe for concurrent use.
 type Lock struct {
-	g     *group
-	key   string
-	keys  [4]string // indexed by keyLock, keyFence, keyQueue, keyWaiters
-	token string
-	meta  string
-	fence int64
+	g    *group
+	key  string
+	keys [4]string // indexed by keyLock, keyFence, keyQueue, keyWaiters
+	// channel is the release channel: release.lua publishes on it, waiters subscribe to it.
+	channel string
+	token   string
+	meta    string
+	fence   int64
 
 	onLost func() // Do: cancels fn's context
 

@@ -220,7 +220,7 @@ func TestExpiredHolderCannotTouchNextHolder(t *testing.T) {
 
 // forged returns a handle on l's key with another token, as a buggy or malicious caller would hold.
 func forged(l *Lock, token string) *Lock {
-	return &Lock{g: l.g, key: l.key, keys: l.keys, token: token, ttl: l.ttl}
+	return &Lock{g: l.g, key: l.key, keys: l.keys, channel: l.channel, token: token, ttl: l.ttl}
 }
 
 func TestOnlyTheWholeTokenOwnsTheLock(t *testing.T) {
@@ -396,11 +396,12 @@ func TestWaiterWakesOnRelease(t *testing.T) {
 	testWakeOnRelease(t, New(rdb, nil), rdb)
 }
 
-// testWakeOnRelease blocks a waiter whose only timer is an hour away, releases, and checks that the
-// waiter obtains the lock: only the release message can have woken it.
+// testWakeOnRelease blocks a waiter of c whose only timer is an hour away, releases from another
+// Client (another process), and checks that the waiter obtains the lock: only the release
+// message can have woken it.
 func testWakeOnRelease(t *testing.T, c *Client, rdb redis.UniversalClient) {
 	ctx := ctxT(t)
-	holder, err := c.Obtain(ctx, "wake", time.Hour, nil)
+	holder, err := New(rdb, nil).Obtain(ctx, "wake", time.Hour, nil)
 	require.NoError(t, err)
 	got := make(chan *Lock, 1)
 	go func() {

@@ -3,6 +3,8 @@ package lock
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -38,7 +40,7 @@ func (l *Lock) run(ctx context.Context, s redis.Scripter, o op, arg int64) (int6
 		}
 		return -gr.pttl.Milliseconds(), nil
 	case opRelease:
-		cmd = releaseScript.Run(ctx, s, l.keys[:], l.token, releaseChannel(l.keys[keyLock]), l.g.publish)
+		return l.runRelease(ctx, s)
 	case opRefresh:
 		cmd = refreshScript.Run(ctx, s, l.keys[:keyLock+1], l.token, arg)
 	case opTTL:
@@ -59,7 +61,11 @@ type grant struct {
 // runAcquire runs acquire.lua for l on one node, through s. A lease > 0 queues l's token (or
 // renews its place) for that long, so that a release hands the lock over to it.
 func (l *Lock) runAcquire(ctx context.Context, s redis.Scripter, ttl, lease time.Duration) (grant, error) {
-	v, err := acquireScript.Run(ctx, s, l.keys[:], l.token, ttl.Milliseconds(), l.meta, lease.Milliseconds()).Result()
+	var hub string
+	if lease > 0 && l.g.local != nil {
+		hub = l.g.local.id
+	}
+	v, err := acquireScript.Run(ctx, s, l.keys[:], l.token, ttl.Milliseconds(), l.meta, lease.Milliseconds(), hub).Result()
 	if err != nil {
 		return grant{}, err
 	}
@@ -76,6 +82,43 @@ func (l *Lock) runAcquire(ctx context.Context, s redis.Scripter, ttl, lease time
 		}
 	}
 	return grant{}, fmt.Errorf("acquire: unexpected reply %v", v)
+}
+
+// runRelease runs release.lua for l on one node, through s, and answers 1 when l held the lock,
+// 0 when it did not. A hand-over to a waiter of this Client comes back in the reply instead of a
+// message, and the waiter is told here, with the time the release was sent: the waiter's ttl
+// started after it. When no answer came, the script may have handed the lock to such a waiter:
+// every waiter of this Client on the key looks again.
+func (l *Lock) runRelease(ctx context.Context, s redis.Scripter) (int64, error) {
+	h := l.g.local
+	var id string
+	var sent time.Time
+	if h != nil {
+		id, sent = h.id, l.g.now()
+	}
+	v, err := releaseScript.Run(ctx, s, l.keys[:], l.token, l.channel, l.g.publish, id).Result()
+	if err != nil {
+		if h != nil {
+			h.wakeAll(l.channel)
+		}
+		return 0, err
+	}
+	switch v := v.(type) {
+	case int64:
+		return v, nil
+	case string:
+		if h != nil {
+			token, fence, ok := strings.Cut(v, ":")
+			f, err := strconv.ParseInt(fence, 10, 64)
+			if ok && err == nil && f > 0 {
+				h.handOver(l.channel, handover{token: token, fence: f, at: sent})
+			} else {
+				h.wakeAll(l.channel) // not ours to read: they will look
+			}
+			return 1, nil
+		}
+	}
+	return 0, fmt.Errorf("release: unexpected reply %v", v)
 }
 
 // releaseChannel is the pub/sub channel release.lua publishes on; waiters subscribe to it.

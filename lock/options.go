@@ -73,7 +73,8 @@ type ObtainOptions struct {
 	// Wait is how long to keep trying while someone else holds the lock; 0 means one try.
 	// Waiters subscribe to the lock's release channel. On a [Client] (without
 	// [Options.WaitReplicas]) they also queue in Redis, in arrival order: a release hands the
-	// lock to the first waiter still queued and names it in its message, so that waiter holds the
+	// lock to the first waiter still queued and tells it (from the release's reply when the
+	// waiter is in the releasing Client, else by a message naming it), so that waiter holds the
 	// lock without another call. A waiter renews its place every second; one that gives up
 	// leaves the queue, one that died is skipped after 2s (a release in between hands it the lock,
 	// which then stays taken until its ttl runs out). A [Redlock] does not queue: its waiters

@@ -2,13 +2,17 @@ package lock
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -110,9 +114,158 @@ func TestWaiterThatGaveUpDoesNotBlockTheQueue(t *testing.T) {
 
 	// A waiter that died without leaving: its lease ran out, the release skips it.
 	mr.RPush("surge:lock:{k}:queue", "DEAD")
-	mr.HSet("surge:lock:{k}:waiters", "DEAD", "1000 60000 ")
+	mr.HSet("surge:lock:{k}:waiters", "DEAD", "1000 60000  ")
 	require.NoError(t, holder.Release(ctx))
 	assert.False(t, mr.Exists("surge:lock:{k}"), "free, not handed to a waiter that left")
 	assert.False(t, mr.Exists("surge:lock:{k}:queue"))
 	assert.False(t, mr.Exists("surge:lock:{k}:waiters"))
+}
+
+// A release that hands the lock to a waiter of the same Client tells that waiter from its own
+// reply: the waiter holds the lock although no pub/sub message reaches it.
+func TestReleaseHandsOverToAWaiterOfTheSameClientWithoutPubSub(t *testing.T) {
+	_, rdb := redistest.Mini(t)
+	testLocalHandOver(t, rdb)
+}
+
+func TestServerReleaseHandsOverToAWaiterOfTheSameClientWithoutPubSub(t *testing.T) {
+	s := redistest.Server(t)
+	testLocalHandOver(t, s.Client())
+}
+
+func testLocalHandOver(t *testing.T, rdb redis.UniversalClient) {
+	ctx := ctxT(t)
+	c := New(rdb, nil)
+	c.g.queueLease = time.Hour // no renewal of the queue place may stand in for the hand-over
+	var dropped atomic.Int32
+	c.g.nodes[0].hub.dropMessage = func(string) bool { dropped.Add(1); return true }
+	holder, err := c.Obtain(ctx, "k", time.Hour, nil)
+	require.NoError(t, err)
+	got := make(chan *Lock, 1)
+	go func() {
+		l, err := c.Obtain(ctx, "k", time.Minute, hourBackoff)
+		assert.NoError(t, err)
+		got <- l
+	}()
+	require.Eventually(t, func() bool {
+		n, err := rdb.LLen(ctx, holder.keys[keyQueue]).Result()
+		return err == nil && n == 1
+	}, 10*time.Second, time.Millisecond)
+	waitSubscribed(t, rdb, holder.keys[keyLock])
+
+	require.NoError(t, holder.Release(ctx))
+	select {
+	case l := <-got:
+		require.NotNil(t, l)
+		assert.Equal(t, holder.Fence()+1, l.Fence())
+		v, err := rdb.Get(ctx, holder.keys[keyLock]).Result()
+		require.NoError(t, err)
+		assert.True(t, strings.HasPrefix(v, l.Token()+":"), "the key is the waiter's")
+		assert.Zero(t, dropped.Load(), "nothing was published for a waiter of the releasing Client")
+		require.NoError(t, l.Release(ctx))
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiter did not learn of the hand-over with pub/sub delivery held back")
+	}
+}
+
+// scriptHook counts the EVALSHA calls of a script on a client and, for one whose arguments
+// include loseReply and which ran, loses its answer (a connection that broke after the write).
+type scriptHook struct {
+	hash      string
+	runs      atomic.Int32
+	loseReply atomic.Pointer[string]
+}
+
+func (h *scriptHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *scriptHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (h *scriptHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		args := cmd.Args()
+		if len(args) < 2 || args[1] != h.hash {
+			return next(ctx, cmd)
+		}
+		h.runs.Add(1)
+		err := next(ctx, cmd)
+		if lose := h.loseReply.Load(); err == nil && lose != nil && slices.Contains(args, any(*lose)) {
+			err = errors.New("connection reset (test)")
+			cmd.SetErr(err)
+		}
+		return err
+	}
+}
+
+// A hand-over told by the releaser's reply gives the waiter the validity the release's send
+// time allows (it cannot have started earlier), so the waiter needs no further round trip, even
+// when it has waited so long that its own queueing is more than half a ttl ago.
+func TestLocalHandOverValidityStartsWhenTheReleaseWasSent(t *testing.T) {
+	_, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	acquires := &scriptHook{hash: acquireScript.Hash()}
+	rdb.AddHook(acquires)
+	c := New(rdb, nil)
+	c.g.queueLease = time.Hour
+	var clock atomic.Pointer[time.Time]
+	t0 := time.Now()
+	clock.Store(&t0)
+	c.g.now = func() time.Time { return *clock.Load() }
+
+	holder, err := c.Obtain(ctx, "k", time.Hour, nil)
+	require.NoError(t, err)
+	got := make(chan *Lock, 1)
+	go func() {
+		l, err := c.Obtain(ctx, "k", time.Minute, hourBackoff)
+		assert.NoError(t, err)
+		got <- l
+	}()
+	require.Eventually(t, func() bool { return rdb.LLen(ctx, holder.keys[keyQueue]).Val() == 1 }, 10*time.Second, time.Millisecond)
+	// The holder's try, the waiter's, and the waiter's look once its subscription is confirmed.
+	require.Eventually(t, func() bool { return acquires.runs.Load() == 3 }, 10*time.Second, time.Millisecond)
+
+	sent := t0.Add(40 * time.Second) // more than half of the waiter's ttl after it queued
+	clock.Store(&sent)
+	require.NoError(t, holder.Release(ctx))
+	l := <-got
+	require.NotNil(t, l)
+	assert.Equal(t, sent.Add(time.Minute-c.g.drift(time.Minute)), l.validity())
+	assert.EqualValues(t, 3, acquires.runs.Load(), "no further round trip")
+	require.NoError(t, l.Release(ctx))
+}
+
+// When a release's answer is lost, the script may have handed the lock to a waiter of the same
+// Client, which no message tells: every waiter of that Client on the key looks again.
+func TestReleaseWithLostAnswerWakesWaitersOfTheSameClient(t *testing.T) {
+	_, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	releases := &scriptHook{hash: releaseScript.Hash()}
+	rdb.AddHook(releases)
+	c := New(rdb, nil)
+	c.g.queueLease = time.Hour // no renewal of the queue place may stand in for the wake-up
+	holder, err := c.Obtain(ctx, "k", time.Hour, nil)
+	require.NoError(t, err)
+	got := make(chan *Lock, 1)
+	go func() {
+		l, err := c.Obtain(ctx, "k", time.Minute, hourBackoff)
+		assert.NoError(t, err)
+		got <- l
+	}()
+	require.Eventually(t, func() bool { return rdb.LLen(ctx, holder.keys[keyQueue]).Val() == 1 }, 10*time.Second, time.Millisecond)
+	waitSubscribed(t, rdb, holder.keys[keyLock])
+
+	require.ErrorIs(t, forged(holder, "other").Release(ctx), ErrNotHeld) // loads the script: EVALSHA from now on
+	token := holder.Token()
+	releases.loseReply.Store(&token)
+	require.Error(t, holder.Release(ctx), "the answer was lost")
+	select {
+	case l := <-got:
+		require.NotNil(t, l)
+		assert.Equal(t, holder.Fence()+1, l.Fence())
+		require.NoError(t, l.Release(ctx))
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiter the lock was handed to was not told")
+	}
+	releases.loseReply.Store(nil)
+	require.ErrorIs(t, holder.Release(ctx), ErrNotHeld, "a retry finds the lock handed over")
 }

@@ -1,10 +1,12 @@
 -- KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] waiter queue, KEYS[4] waiters (see acquire.lua)
--- ARGV[1] token, ARGV[2] release channel, ARGV[3] 'publish' or 'spublish' (Redis Cluster)
+-- ARGV[1] token, ARGV[2] release channel, ARGV[3] 'publish' or 'spublish' (Redis Cluster),
+-- ARGV[4] the releaser's hub ('' for none)
 -- Takes the token out of the queue (a waiter that gives up). When the token holds the lock, hands
 -- it to the first queued waiter whose lease has not run out: the lock key gets that waiter's
--- token, a new fence and its ttl, and "<token>:<fence>" is published so the waiter learns, with
--- no further call, that it holds the lock. With no live waiter it deletes the key and publishes
--- "" (anyone may try). Returns 1 when the token held the lock, else 0.
+-- token, a new fence and its ttl, and the waiter learns, with no further call, that it holds the
+-- lock: from "<token>:<fence>", returned when it waits in the releaser's hub (the releaser tells
+-- it), else published. With no live waiter it deletes the key and publishes "" (anyone may try).
+-- Returns 1 when the token held the lock (or "<token>:<fence>"), else 0.
 if redis.call('HDEL', KEYS[4], ARGV[1]) == 1 then
   redis.call('LREM', KEYS[3], 1, ARGV[1])
 end
@@ -24,10 +26,13 @@ while true do
   local e = redis.call('HGET', KEYS[4], w)
   redis.call('HDEL', KEYS[4], w)
   if e then
-    local expiry, ttl, meta = string.match(e, '^(%d+) (%d+) (.*)$')
-    if tonumber(expiry) > now then
+    local expiry, ttl, hub, meta = string.match(e, '^(%d+) (%d+) (%S*) (.*)$')
+    if expiry and tonumber(expiry) > now then
       local fence = string.format('%d', redis.call('INCR', KEYS[2]))
       redis.call('SET', KEYS[1], w .. ':' .. fence .. ':' .. meta, 'PX', ttl)
+      if hub ~= '' and hub == ARGV[4] then
+        return w .. ':' .. fence
+      end
       redis.call(ARGV[3], ARGV[2], w .. ':' .. fence)
       return 1
     end

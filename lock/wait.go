@@ -16,7 +16,8 @@ import (
 // happens after the failed try always wakes it; the backoff timer, capped by the holder's PTTL
 // (and, while queued, by half the queue lease, to renew the place), covers expiries and lost
 // messages. On a single node the waiter is queued: a release hands the lock over to the first
-// live waiter and names it in its message, and that waiter holds the lock without another call.
+// live waiter and names it (in its reply, when this Client released, else in its message), and
+// that waiter holds the lock without another call.
 // A waiter that gives up leaves the queue (and hands on a lock handed to it meanwhile).
 func (g *group) wait(ctx context.Context, l *Lock, ttl time.Duration, o *ObtainOptions, att attempt) attempt {
 	deadline := g.now().Add(o.Wait)
@@ -25,7 +26,7 @@ func (g *group) wait(ctx context.Context, l *Lock, ttl time.Duration, o *ObtainO
 		backoff = defaultBackoff
 	}
 	w := &waiter{token: l.token, wake: make(chan struct{}, 1)}
-	ch := releaseChannel(l.keys[keyLock])
+	ch := l.channel
 	if g.beforeSubscribe != nil {
 		g.beforeSubscribe()
 	}
@@ -80,11 +81,16 @@ func (g *group) wait(ctx context.Context, l *Lock, ttl time.Duration, o *ObtainO
 		case <-ctx.Done():
 			return giveUp(notObtained(l.key, ctx.Err(), att.errs))
 		case <-w.wake:
-			if fence := w.handedOver.Swap(0); fence > att.counter && !att.start.IsZero() {
-				// Handed over after our last round, which started at att.start: the lock's ttl
-				// started later. With less than half of it left, the next round renews it.
-				if until := att.start.Add(ttl - g.drift(ttl)); until.Sub(g.now()) > ttl/2 {
-					l.granted(fence, until)
+			if ho := w.handedOver.Swap(nil); ho != nil && ho.fence > att.counter && !att.start.IsZero() {
+				// Handed over after our last round, which started at att.start, and (told by a
+				// release of this Client) after that release was sent at ho.at: the lock's ttl
+				// started after both. With less than half of it left, the next round renews it.
+				from := att.start
+				if ho.at.After(from) {
+					from = ho.at
+				}
+				if until := from.Add(ttl - g.drift(ttl)); until.Sub(g.now()) > ttl/2 {
+					l.granted(ho.fence, until)
 					return attempt{ok: true}
 				}
 			}
@@ -108,6 +114,11 @@ func (g *group) wait(ctx context.Context, l *Lock, ttl time.Duration, o *ObtainO
 // its slot) each channel has its own connection and reader, for as long as it has waiters.
 type hub struct {
 	sharded bool
+	id      string // named by the waiters it queues (see acquire.lua); "" when they do not queue
+
+	// dropMessage, set by tests before the first waiter joins, discards the release messages
+	// it returns true for, as if pub/sub had lost them.
+	dropMessage func(payload string) bool
 
 	mu    sync.Mutex
 	ps    *redis.PubSub // plain pub/sub: shared by every channel
@@ -127,18 +138,21 @@ type subscription struct {
 	next   int
 }
 
+// handover is a release's hand-over of the lock to the waiter with token, at fence. at is when
+// the release was sent, when known (a release of this Client), else zero.
 type handover struct {
 	token string
 	fence int64
+	at    time.Time
 }
 
 // waiter is one waiting Obtain. wake is signalled (without blocking) on subscription confirmation,
-// on a release message that lets anyone try, and on a hand-over naming its token, whose fence is
-// then in handedOver: all mean "look again now".
+// on a release message that lets anyone try, and on a hand-over naming its token, which is then
+// in handedOver: all mean "look again now".
 type waiter struct {
 	token      string
 	wake       chan struct{}
-	handedOver atomic.Int64
+	handedOver atomic.Pointer[handover]
 }
 
 func (w *waiter) signal() {
@@ -188,7 +202,7 @@ func (h *hub) join(ctx context.Context, rdb redis.UniversalClient, channel strin
 	default:
 		for _, ho := range s.recent {
 			if ho.token == w.token {
-				w.handedOver.Store(ho.fence)
+				w.handedOver.Store(&ho)
 				w.signal()
 			}
 		}
@@ -245,6 +259,9 @@ func (h *hub) read(msgs <-chan any, done chan struct{}) {
 				h.confirmed(m.Channel)
 			}
 		case *redis.Message:
+			if h.dropMessage != nil && h.dropMessage(m.Payload) {
+				continue
+			}
 			h.released(m.Channel, m.Payload)
 		}
 	}
@@ -280,6 +297,17 @@ func (h *hub) released(channel, payload string) {
 			isHandover = false // not ours to read: wake everyone, they will look
 		}
 	}
+	if isHandover {
+		h.handOver(channel, handover{token: token, fence: f})
+	} else {
+		h.wakeAll(channel)
+	}
+}
+
+// handOver tells the waiter of channel with ho's token that it holds the lock. A waiter that has
+// not joined yet finds it among the recent hand-overs when it joins (or, when the channel has no
+// subscription yet, looks again once its subscription is confirmed).
+func (h *hub) handOver(channel string, ho handover) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := h.chans[channel]
@@ -287,16 +315,23 @@ func (h *hub) released(channel, payload string) {
 		return
 	}
 	for _, w := range s.waiters {
-		if !isHandover {
-			w.signal()
-		} else if w.token == token {
-			w.handedOver.Store(f)
+		if w.token == ho.token {
+			w.handedOver.Store(&ho)
 			w.signal()
 			return
 		}
 	}
-	if isHandover {
-		s.recent[s.next] = handover{token, f}
-		s.next = (s.next + 1) % len(s.recent)
+	s.recent[s.next] = ho
+	s.next = (s.next + 1) % len(s.recent)
+}
+
+// wakeAll makes every waiter of channel look again.
+func (h *hub) wakeAll(channel string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s := h.chans[channel]; s != nil {
+		for _, w := range s.waiters {
+			w.signal()
+		}
 	}
 }
