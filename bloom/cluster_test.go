@@ -3,6 +3,8 @@ package bloom
 import (
 	"context"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -49,6 +51,32 @@ func TestCluster(t *testing.T) {
 			bitmap, cfg := r.ShardKeys(s)
 			require.Zero(t, rdb.Exists(ctx, bitmap, cfg).Val())
 		}
+	})
+
+	t.Run("pipelined checks across masters", func(t *testing.T) {
+		r, err := NewRedis(rdb, "piped", 10_000, 0.01, &RedisOptions{Shards: 12, Pipeline: true})
+		require.NoError(t, err)
+		in := randomKeys(60, 2000, "p")
+		require.NoError(t, r.Add(ctx, in...))
+		// 16 callers check one key each at a time: calls queue behind each other and leave in
+		// batches that span every master.
+		var wg sync.WaitGroup
+		var missed atomic.Int64
+		for g := range 16 {
+			wg.Go(func() {
+				for i := g; i < len(in); i += 16 {
+					if ok, err := r.MightContain(ctx, in[i]); err != nil || !ok {
+						missed.Add(1)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		require.Zero(t, missed.Load())
+		st := r.pipe.Stats()
+		require.EqualValues(t, len(in), st.Direct+st.Batched, "every check went out once: %+v", st)
+		t.Logf("%+v", st)
+		require.NoError(t, r.Delete(ctx))
 	})
 
 	t.Run("one shard equals a local filter", func(t *testing.T) {

@@ -3,9 +3,12 @@ package bloom
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/surgekit/surge/internal/redistest"
@@ -120,4 +123,79 @@ func TestServerScriptCacheLoss(t *testing.T) {
 	got, err := r.MightContainMany(ctx, []string{"a", "b", "c", "d", "e", "f", "g", "h"})
 	require.NoError(t, err)
 	require.NotContains(t, got, false)
+}
+
+// TestServerPipelineSharesRoundTrips: with Pipeline, single-key checks and Adds made while
+// another call is in flight leave together, each caller gets its own answer, and a queued caller
+// whose ctx ends returns its ctx error and sends nothing.
+func TestServerPipelineSharesRoundTrips(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Server(t)
+	rdb := srv.NewClient(&redis.Options{MaxRetries: -1, ContextTimeoutEnabled: true, ReadTimeout: 20 * time.Second})
+	r, err := NewRedis(rdb, "piped", 10_000, 0.01, &RedisOptions{Shards: 4, Pipeline: true})
+	require.NoError(t, err)
+	in := randomKeys(50, 200, "in:")
+	require.NoError(t, r.Add(ctx, in...)) // several keys: one direct round trip
+	// Keys the filter answers false for (not false positives), to check both answers.
+	var out []string
+	cand := randomKeys(51, 100, "out:")
+	got, err := r.MightContainMany(ctx, cand)
+	require.NoError(t, err)
+	for i, ok := range got {
+		if !ok && len(out) < 10 {
+			out = append(out, cand[i])
+		}
+	}
+	require.Len(t, out, 10)
+	base := r.pipe.Stats()
+
+	type answer struct {
+		key string
+		ok  bool
+		err error
+	}
+	answers := make(chan answer, 32)
+	check := func(key string) {
+		go func() {
+			ok, err := r.MightContain(ctx, key)
+			answers <- answer{key, ok, err}
+		}()
+	}
+	srv.Pause(20 * time.Second)
+	check(in[0])
+	require.Eventually(t, func() bool { return r.pipe.InFlight() == 1 }, 10*time.Second, time.Millisecond)
+	for i := range 10 {
+		check(in[i+1])
+		check(out[i])
+	}
+	added := randomKeys(52, 5, "added:")
+	adds := make(chan error, len(added))
+	for _, k := range added {
+		go func() { adds <- r.Add(ctx, k) }()
+	}
+	require.Eventually(t, func() bool { return r.pipe.Queued() == 25 }, 10*time.Second, time.Millisecond)
+
+	// One more, whose ctx ends while it waits behind the others.
+	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	_, err = r.MightContain(cctx, "late")
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+
+	srv.Resume()
+	for range 21 {
+		a := <-answers
+		require.NoError(t, a.err, a.key)
+		require.Equal(t, strings.HasPrefix(a.key, "in:"), a.ok, a.key)
+	}
+	for range added {
+		require.NoError(t, <-adds)
+	}
+	got, err = r.MightContainMany(ctx, added)
+	require.NoError(t, err)
+	require.NotContains(t, got, false, "the pipelined Adds landed")
+	st := r.pipe.Stats()
+	require.EqualValues(t, 1, st.Direct-base.Direct, "the first check went out alone")
+	require.EqualValues(t, 25, st.Batched-base.Batched, "10+10 checks and 5 Adds were batched")
+	require.LessOrEqual(t, st.Batches-base.Batches, uint64(3), "25 queued calls in %d round trips", st.Batches-base.Batches)
+	require.EqualValues(t, 1, st.Dropped, "the late check was never sent")
 }

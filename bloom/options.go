@@ -27,6 +27,16 @@ type RedisOptions struct {
 	// name must agree on it. A shard's bitmap soon takes its full ceil(m/S)/8 bytes on its node
 	// (Redis grows a string up to the highest bit set); one shard holds at most 2^32 bits.
 	Shards int
+	// Pipeline, when true, sends the single-key calls (MightContain, and Add of one key) that are
+	// made while another is in flight together, in one pipelined round trip (automatic
+	// pipelining). A call with nothing else in flight is sent at once on its own, so a lone caller
+	// sees no difference; under concurrency Redis and the client do one read and one write per
+	// batch instead of per call, which raises throughput, at the cost of a queued call waiting for
+	// the round trip in flight to end before its own. Each caller still waits only as long as its
+	// ctx allows; a call whose ctx ends before it was sent is never sent. On a cluster client a
+	// batch is split per node. Calls with several keys (MightContainMany, Add of several keys) are
+	// one round trip already and go out directly. Default false.
+	Pipeline bool
 	// MeterProvider receives the counter surge.bloom.checks (surge.bloom.result = maybe, absent
 	// or error; surge.bloom.name = the filter's name). nil means the global provider.
 	MeterProvider metric.MeterProvider
@@ -34,8 +44,9 @@ type RedisOptions struct {
 
 // config is [RedisOptions] resolved: defaults filled in, validated.
 type config struct {
-	shards uint64
-	mp     metric.MeterProvider
+	shards   uint64
+	pipeline bool
+	mp       metric.MeterProvider
 }
 
 // resolve copies o (nil means all defaults) into a config, filling defaults and rejecting bad
@@ -51,7 +62,7 @@ func (o *RedisOptions) resolve() (config, error) {
 	if in.Shards == 0 {
 		in.Shards = DefaultShards
 	}
-	return config{shards: uint64(in.Shards), mp: in.MeterProvider}, nil
+	return config{shards: uint64(in.Shards), pipeline: in.Pipeline, mp: in.MeterProvider}, nil
 }
 
 // sizing validates n and fp and returns bits-and-blooms' m and k for them.

@@ -54,16 +54,20 @@ var (
 // negatives. To change the sizing, build a filter under a new name (see [Live]) and
 // [Redis.Delete] the old one.
 //
-// Every method is safe for concurrent use. Redis errors (connection, timeout, ctx) are returned
-// wrapped; a [Filter] user such as cache.Guard should treat an error from MightContain as "maybe".
+// NewRedis starts no goroutine and there is nothing to close; with [RedisOptions.Pipeline] a call
+// that queues behind another may start a short-lived goroutine that sends the queued calls and
+// ends when none is left. Every method is safe for concurrent use. Redis errors (connection,
+// timeout, ctx) are returned wrapped; a [Filter] user such as cache.Guard should treat an error
+// from MightContain as "maybe".
 type Redis struct {
 	rdb    redis.UniversalClient
 	name   string
 	m, k   uint64     // bits per shard, bit positions per key
 	shards [][]string // per shard: {bitmap key, config key}
 	cfg    string
-	cfgArg any // cfg boxed once, so passing it to a script does not allocate
-	kArg   any // k as a decimal string, boxed once
+	cfgArg any             // cfg boxed once, so passing it to a script does not allocate
+	kArg   any             // k as a decimal string, boxed once
+	pipe   *luascript.Pipe // nil unless RedisOptions.Pipeline
 	checks *checks
 }
 
@@ -100,6 +104,9 @@ func NewRedis(rdb redis.UniversalClient, name string, n uint, fp float64, opt *R
 	r.cfg = fmt.Sprintf("surge-bloom/%d m=%d k=%d shards=%d", formatVersion, m, k, shards)
 	r.cfgArg = r.cfg
 	r.kArg = strconv.FormatUint(k, 10)
+	if cfg.pipeline {
+		r.pipe = luascript.NewPipe(rdb)
+	}
 	for s := range shards {
 		bitmap := keys.Tagged("", name+":"+strconv.FormatUint(s, 10))
 		r.shards = append(r.shards, []string{bitmap, bitmap + ":cfg"})
@@ -169,7 +176,13 @@ func (r *Redis) mightContain(ctx context.Context, key string) (bool, error) {
 	h := hashKey(key)
 	s := r.shardOf(&h)
 	offs := r.appendOffsets(make([]byte, 0, 4*r.k), &h)
-	v, err := containsScript.Run(ctx, r.rdb, r.shards[s], r.cfgArg, offs, r.kArg).Text()
+	var cmd *redis.Cmd
+	if r.pipe != nil {
+		cmd = r.pipe.Run(ctx, containsScript, r.shards[s], r.cfgArg, offs, r.kArg)
+	} else {
+		cmd = containsScript.Run(ctx, r.rdb, r.shards[s], r.cfgArg, offs, r.kArg)
+	}
+	v, err := cmd.Text()
 	if err != nil {
 		return false, r.wrap("might contain", s, err)
 	}
@@ -351,14 +364,21 @@ func (r *Redis) group(keys []string, withIdx bool) []call {
 }
 
 // run sends calls, each with the config, its offsets and extra(c) as arguments, in one round trip
-// through [luascript.RunAll] (which heals NOSCRIPT after a restart or flush). It returns the
+// through [luascript.RunAll] (which heals NOSCRIPT after a restart or flush), or, for one call
+// with Pipeline, through the pipe. It returns the
 // commands in the order of calls, or the first error (with a count of the others).
 func (r *Redis) run(ctx context.Context, script *luascript.Script, op string, calls []call, extra func(call) any) ([]*redis.Cmd, error) {
 	runs := make([]luascript.Call, len(calls))
 	for i, c := range calls {
 		runs[i] = luascript.Call{Script: script, Keys: r.shards[c.shard], Args: []any{r.cfgArg, c.offs, extra(c)}}
 	}
-	cmds := luascript.RunAll(ctx, r.rdb, runs)
+	var cmds []*redis.Cmd
+	if r.pipe != nil && len(runs) == 1 {
+		c := runs[0]
+		cmds = []*redis.Cmd{r.pipe.Run(ctx, c.Script, c.Keys, c.Args...)}
+	} else {
+		cmds = luascript.RunAll(ctx, r.rdb, runs)
+	}
 	failed, first := 0, -1
 	for i, cmd := range cmds {
 		if cmd.Err() != nil {
