@@ -199,7 +199,10 @@ func (c *Cache[V]) Get(ctx context.Context, key string) (V, error) {
 // the local tier of every process (whether or not this Cache has a local tier or a lease). It
 // also drops any lease on the key, so a load already running for it cannot overwrite v with an
 // older value. The write and its invalidation notice leave Redis in one atomic step on the key's
-// node, so no process can see the notice before the write. When the Guard also has a method
+// node, so no process can see the notice before the write (on a Redis Cluster there is no
+// notice: other processes learn of the write from server-assisted invalidation, see
+// [LocalOptions]). With a local tier, v is kept locally once Redis reported the write back and
+// still holds it. When the Guard also has a method
 // Add(ctx, keys ...string) error (as the bloom filters do), Set adds key to it first, so that
 // Fetch does not rule out a key Set stored.
 //
@@ -261,7 +264,8 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V) error {
 // Delete removes keys from Redis and from the local tier of every process: the "update the
 // database, then delete the cache" step. It also drops the keys' leases, so a load running
 // concurrently does not write back the value it read before the update. Like [Cache.Set], each
-// key's delete and its invalidation notice are one atomic step on the key's node. With
+// key's delete and its invalidation notice (none on a Redis Cluster) are one atomic step on the
+// key's node. With
 // Options.DoubleDelete it deletes them again after that delay (in the background; Close cancels
 // pending second deletes). One pipelined Redis round trip (per node on a cluster); errors are
 // returned wrapped. After Close it returns [ErrClosed]; for a "" key [ErrEmptyKey]. Safe for

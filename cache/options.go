@@ -72,7 +72,9 @@ type Options struct {
 	EarlyRefreshBeta float64
 	// Lease enables cross-process single loading: a miss takes a lease in Redis for this long;
 	// other processes wait for the value (pub/sub wake-up, short polls) up to LoadTimeout
-	// instead of loading. It should exceed a typical load. 0 (default) disables it.
+	// instead of loading. It should exceed a typical load. 0 (default) disables it. On a Redis
+	// Cluster the wake-up comes from server-assisted invalidation: from its first wait on, an
+	// instance keeps one connection per master that reports every write under Prefix.
 	Lease time.Duration
 	// LoadTimeout bounds one load (and, with Lease, the wait for another process's load).
 	// Default 5s.
@@ -120,31 +122,44 @@ type Options struct {
 // process), no local tier serves the value it replaced for longer than the invalidation delay:
 // the time a message takes from Redis to each instance's listener, measured at 0.03 ms p50 and
 // 4-6 ms p99 on a busy two-core host (BENCHMARKS.md has the figures; it grows with CPU starvation
-// of the process, not with the number of instances). Every surge writer announces its
-// writes on InvalidationChannel, from the script that writes, whether or not it has a local tier
-// itself. On a *redis.Client (a single server or a failover client) and on a *redis.ClusterClient
-// the tier also follows every other writer: the listener's connection (one per master on a
-// cluster, re-checked every second so a promoted replica is tracked too) turns on server-assisted
-// invalidation (CLIENT TRACKING BCAST PREFIX Prefix, Redis 6 or later), so a SET or DEL by
-// another service or by redis-cli, an expiry and an eviction evict the local copy too; give the
-// cache a Prefix of its own, since Redis then reports every key under it. A server that refuses
-// tracking leaves only surge writers' notices (logged at each connect). A FLUSHALL is not
-// reported. While a listener connection is down nothing reaches it; when it reconnects (or a new
-// master is tracked) the whole tier is flushed. Entries never outlive their Redis copy, nor, with
-// RefreshAfter, the moment it turns stale. The tier costs Redis one connection per master per
-// instance and one message per write under Prefix per instance; other Redis clients (a Ring, a
-// custom UniversalClient) get surge writers' notices only.
+// of the process, not with the number of instances). On a *redis.Client (a single server or a
+// failover client) and on a *redis.ClusterClient the tier follows every writer: the listener's
+// connection (one per master on a cluster, re-checked every second so a promoted replica is
+// tracked too) turns on server-assisted invalidation (CLIENT TRACKING BCAST PREFIX Prefix,
+// Redis 6 or later), so a Set or Delete of any instance, a SET or DEL by another service or by
+// redis-cli, an expiry and an eviction evict the local copy; give the cache a Prefix of its own,
+// since Redis then reports every key under it. Outside a cluster every surge writer also
+// announces its writes on InvalidationChannel, from the script that writes, whether or not it
+// has a local tier itself: a server that refuses tracking leaves the tier those notices only
+// (logged at each connect). On a cluster surge sends and hears no notices (classic pub/sub is
+// broadcast to every node there), and a master that refuses tracking leaves the tier empty
+// (logged). A FLUSHALL is not reported. While a listener connection is down nothing reaches it;
+// when it reconnects (or a new master is tracked) the whole tier is flushed. Entries never
+// outlive their Redis copy, nor, with RefreshAfter, the moment it turns stale.
+//
+// An instance's own writes (a fill after a load, a Set) are reported back to it too; it keeps
+// the value it wrote once that report came and a GET sent after it (in the background, pipelined
+// for a batch) still finds the bytes it wrote, so a write by another client that Redis reported
+// in the same message is never hidden. The tier costs Redis one connection per master per
+// instance, one message per write under Prefix per instance, and one GET per own write; other
+// Redis clients (a Ring, a custom UniversalClient) get surge writers' notices only.
+//
+// Rolling upgrade on a cluster from a release that published notices there: old and new
+// instances run side by side. Old instances with a local tier track every master, so new
+// writers' writes reach them; an old lease waiter without a local tier finds a new writer's
+// value at its next poll (Lease/10, 5 to 100 ms) instead of at once. An old instance whose
+// cluster refuses tracking relied on notices alone: upgrade it first, or run it without Local.
 type LocalOptions struct {
 	// MaxEntries bounds the tier. Default 10000.
 	MaxEntries int
 	// TTL caps the lifetime of a local entry; an entry never outlives its Redis copy. Default 1m.
 	TTL time.Duration
-	// InvalidationChannel is the Redis pub/sub channel on which every surge writer announces its
-	// writes (and, with Lease, its fills). A listener subscribes to it on a cluster and wherever
-	// the server refuses tracking; with server-assisted invalidation on a *redis.Client it does
-	// not need to. Default "surge:cache:events:" + Prefix. A Cache without Local announces on the
-	// default channel, so readers that name another one rely on server-assisted invalidation
-	// alone for that writer.
+	// InvalidationChannel is the Redis pub/sub channel on which every surge writer outside a
+	// cluster announces its writes (and, with Lease, its fills). A listener subscribes to it
+	// where the server refuses tracking; with server-assisted invalidation it does not need to,
+	// and on a Redis Cluster the channel is not used at all. Default "surge:cache:events:" +
+	// Prefix. A Cache without Local announces on the default channel, so readers that name
+	// another one rely on server-assisted invalidation alone for that writer.
 	InvalidationChannel string
 }
 
