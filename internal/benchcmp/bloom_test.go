@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	bb "github.com/bits-and-blooms/bloom/v3"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/surgekit/surge/bloom"
 )
@@ -85,4 +86,87 @@ func BenchmarkBloomRedis(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// BenchmarkBloomRedisCallers: one MightContain or one single-key Add per op on Redis, from one
+// caller ("single") and from 16 concurrent callers ("parallel16"), surge without and with
+// RedisOptions.Pipeline, beside one plain GETBIT (contains) or SETBIT (add) round trip per op:
+// the floor of any check that is not pipelined. 10,000 keys added first (1M-key filter, 1%).
+func BenchmarkBloomRedisCallers(b *testing.B) {
+	ctx := context.Background()
+	rdb := newRedis(b)
+	keys := bloomKeys(10_000)
+	const bits = 9_585_058 // the filter's m: the plain bit ops address as many bits
+	type opFunc func(i int) error
+	for _, mode := range []string{"single", "parallel16"} {
+		for _, op := range []string{"contains", "add"} {
+			sides := []struct {
+				name string
+				make func(b *testing.B) opFunc
+			}{
+				{"surge", func(b *testing.B) opFunc { return bloomOp(b, rdb, op, keys, nil) }},
+				{"surge-pipeline", func(b *testing.B) opFunc {
+					return bloomOp(b, rdb, op, keys, &bloom.RedisOptions{Pipeline: true})
+				}},
+				{map[string]string{"contains": "getbit", "add": "setbit"}[op], func(b *testing.B) opFunc {
+					if err := rdb.SetBit(ctx, "bb:plain", bits-1, 1).Err(); err != nil {
+						b.Fatal(err)
+					}
+					return func(i int) error {
+						off := (int64(i) * 7919) % bits
+						if op == "add" {
+							return rdb.SetBit(ctx, "bb:plain", off, 1).Err()
+						}
+						return rdb.GetBit(ctx, "bb:plain", off).Err()
+					}
+				}},
+			}
+			for _, s := range sides {
+				b.Run(mode+"/"+op+"/"+s.name, func(b *testing.B) {
+					flush(b, rdb)
+					do := s.make(b)
+					for i := range 100 { // connections open, script loaded
+						if err := do(i); err != nil {
+							b.Fatal(err)
+						}
+					}
+					b.ReportAllocs()
+					done := measureCost(b, rdb)
+					if mode == "single" {
+						i := 0
+						for b.Loop() {
+							if err := do(i); err != nil {
+								b.Fatal(err)
+							}
+							i++
+						}
+					} else {
+						runCallers(b, rateLimitRedisCallers, do)
+					}
+					done()
+				})
+			}
+		}
+	}
+}
+
+// bloomOp builds a surge Redis filter holding keys and returns one MightContain or one Add of a
+// key per call.
+func bloomOp(b *testing.B, rdb *redis.Client, op string, keys []string, opt *bloom.RedisOptions) func(i int) error {
+	ctx := context.Background()
+	f, err := bloom.NewRedis(rdb, "bb:callers", 1_000_000, 0.01, opt)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Add(ctx, keys...); err != nil {
+		b.Fatal(err)
+	}
+	return func(i int) error {
+		k := keys[i%len(keys)]
+		if op == "add" {
+			return f.Add(ctx, k)
+		}
+		_, err := f.MightContain(ctx, k)
+		return err
+	}
 }

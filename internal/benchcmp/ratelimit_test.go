@@ -3,11 +3,15 @@ package benchcmp
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"golang.org/x/time/rate"
 
@@ -107,19 +111,84 @@ func BenchmarkRateLimitRedis(b *testing.B) {
 			b.Run(mode+"/"+s.name, func(b *testing.B) {
 				flush(b, rdb)
 				allow := s.make()
+				for _, u := range users[:100] { // the script loaded, the first buckets written
+					if err := allow(u); err != nil {
+						b.Fatal(err)
+					}
+				}
 				b.ReportAllocs()
+				done := measureCost(b, rdb)
 				if mode == "single" {
 					for b.Loop() {
 						if err := allow("user:42"); err != nil {
 							b.Fatal(err)
 						}
 					}
-					return
+				} else {
+					runCallers(b, rateLimitRedisCallers, func(i int) error { return allow(users[i%len(users)]) })
 				}
-				runCallers(b, rateLimitRedisCallers, func(i int) error { return allow(users[i%len(users)]) })
+				done()
 			})
 		}
 	}
+}
+
+// measureCost reports, per op, what load on a shared machine distorts least: the CPU time of
+// this process ("cpu-us/op", client work with the Go runtime) and of redis-server ("srv-cpu-us/op",
+// INFO cpu), and the server's own time inside script calls ("script-us/op", INFO commandstats
+// usec of EVALSHA and EVAL). Call it after warm-up and the returned func after the loop.
+func measureCost(b *testing.B, rdb *redis.Client) func() {
+	cpu0, srv0, scr0 := rlClientCPU(), rlServerCPU(b, rdb), scriptUsec(b, rdb)
+	return func() {
+		cpu1, srv1, scr1 := rlClientCPU(), rlServerCPU(b, rdb), scriptUsec(b, rdb)
+		n := float64(b.N)
+		b.ReportMetric(float64(cpu1-cpu0)/float64(time.Microsecond)/n, "cpu-us/op")
+		b.ReportMetric((srv1-srv0)*1e6/n, "srv-cpu-us/op")
+		b.ReportMetric((scr1-scr0)/n, "script-us/op")
+	}
+}
+
+// rlClientCPU is the user+system CPU time of this process so far.
+func rlClientCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// infoField returns the float value of name in an INFO section's "name:value" lines, or, with
+// sub, of "sub=value" inside it (commandstats lines).
+func infoField(b *testing.B, rdb *redis.Client, section, name, sub string) float64 {
+	s, err := rdb.Info(context.Background(), section).Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(s, "\r\n") {
+		v, ok := strings.CutPrefix(line, name+":")
+		if !ok {
+			continue
+		}
+		if sub != "" {
+			for _, kv := range strings.Split(v, ",") {
+				if x, ok := strings.CutPrefix(kv, sub+"="); ok {
+					v = x
+					break
+				}
+			}
+		}
+		f, _ := strconv.ParseFloat(v, 64)
+		return f
+	}
+	return 0
+}
+
+// rlServerCPU is redis-server's user+system CPU seconds so far.
+func rlServerCPU(b *testing.B, rdb *redis.Client) float64 {
+	return infoField(b, rdb, "cpu", "used_cpu_sys", "") + infoField(b, rdb, "cpu", "used_cpu_user", "")
+}
+
+// scriptUsec is the microseconds redis-server has spent inside EVALSHA and EVAL so far.
+func scriptUsec(b *testing.B, rdb *redis.Client) float64 {
+	return infoField(b, rdb, "commandstats", "cmdstat_evalsha", "usec") + infoField(b, rdb, "commandstats", "cmdstat_eval", "usec")
 }
 
 // rateLimitSDK is an OpenTelemetry SDK meter provider aggregating into a reader nobody reads:
