@@ -86,23 +86,44 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Try the caller's options on a client that neither joins nor fetches, so a bad option
-	// fails here, naming the field, rather than in Run.
-	probe, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.Brokers...)}, c.KafkaOptions...)...)
-	if err != nil {
-		return nil, fmt.Errorf("%w: ConsumerConfig.KafkaOptions: %w", ErrInvalidOptions, err)
-	}
-	if v, _ := probe.OptValue(kgo.ConsumeRegex).(bool); v {
-		err = invalid("ConsumerConfig.KafkaOptions", "must not hold kgo.ConsumeRegex: Topics are topic names (a pattern could match the DeadLetterTopic)")
-	} else if c.DeadLetterTopic != "" {
-		err = checkDurable(probe, "ConsumerConfig.KafkaOptions")
-	}
-	probe.Close()
-	if err != nil {
+	if err := checkConsumerOpts(&c.ConsumerConfig); err != nil {
 		return nil, err
 	}
 	return &Consumer{cfg: c, log: c.Logger, parts: make(map[tp]*part), room: make(chan struct{}, 1)}, nil
 }
+
+// checkConsumerOpts refuses KafkaOptions that kgo would refuse, kgo.ConsumeRegex, and, with a
+// DeadLetterTopic, options that make dead-letter writes non-idempotent. It builds no client
+// (that would start goroutines and run the caller's hooks): kgo.ValidateOpts checks the
+// values, and the refused options show in what kgo's validation accepts once one more option
+// is added. Run checks the same on its client.
+func checkConsumerOpts(cfg *ConsumerConfig) error {
+	const field = "ConsumerConfig.KafkaOptions"
+	opts := append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KafkaOptions...)
+	if err := kgo.ValidateOpts(opts...); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrInvalidOptions, field, err)
+	}
+	validWith := func(o kgo.Opt) bool { return kgo.ValidateOpts(append(opts[:len(opts):len(opts)], o)...) == nil }
+	// kgo compiles topics as patterns only under ConsumeRegex: an invalid pattern tells.
+	if !validWith(kgo.ConsumeTopics("(")) {
+		return errConsumeRegex
+	}
+	if cfg.DeadLetterTopic == "" {
+		return nil
+	}
+	// kgo accepts acks below all only with idempotent writes off.
+	if validWith(kgo.RequiredAcks(kgo.LeaderAck())) {
+		return invalid(field, "must not hold kgo.DisableIdempotentWrite: it would allow duplicates on retry")
+	}
+	// With idempotent writes on, kgo refuses a transactional ID only when produce requests
+	// may be cancelled.
+	if !validWith(kgo.TransactionalID("events-check")) {
+		return invalid(field, "must not hold kgo.AllowIdempotentProduceCancellation: it breaks idempotent deduplication")
+	}
+	return nil
+}
+
+var errConsumeRegex = invalid("ConsumerConfig.KafkaOptions", "must not hold kgo.ConsumeRegex: Topics are topic names (a pattern could match the DeadLetterTopic)")
 
 // Run joins the group and handles events until ctx ends. It blocks. When ctx ends it stops
 // fetching, drops records not yet started, waits for running handlers (up to
@@ -134,6 +155,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("events: consumer %s: %w", c.cfg.Group, err)
+	}
+	if v, _ := cl.OptValue(kgo.ConsumeRegex).(bool); v {
+		cl.Close()
+		return errConsumeRegex
 	}
 	if c.cfg.DeadLetterTopic != "" {
 		if err := checkDurable(cl, "ConsumerConfig.KafkaOptions"); err != nil {

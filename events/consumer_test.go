@@ -444,3 +444,41 @@ func TestConsumeRegexIsRefused(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalidOptions, "Topics would become regexes matching the dead-letter topic")
 	require.ErrorContains(t, err, "ConsumeRegex")
 }
+
+// newClientCounter counts kgo clients built with it (kgo calls OnNewClient for each).
+type newClientCounter struct{ n atomic.Int64 }
+
+func (h *newClientCounter) OnNewClient(*kgo.Client) { h.n.Add(1) }
+
+// NewConsumer checks KafkaOptions without building a client: a client it built and closed
+// would still start kgo's goroutines and run the caller's hooks (metrics plugins count it).
+// A bad option still fails there, naming the field and kgo's reason.
+func TestNewConsumerChecksOptionsWithoutAClient(t *testing.T) {
+	hooks := &newClientCounter{}
+	base := ConsumerConfig{Brokers: []string{"b:1"}, Group: "g", Topics: []string{"in"}, DeadLetterTopic: "in.dlq",
+		Handler: func(context.Context, Event) error { return nil }}
+	ok := base
+	ok.KafkaOptions = []kgo.Opt{kgo.WithHooks(hooks), kgo.FetchMaxWait(time.Second)}
+	_, err := NewConsumer(ok)
+	require.NoError(t, err)
+	require.Zero(t, hooks.n.Load(), "NewConsumer built a kgo client")
+
+	for name, tc := range map[string]struct {
+		opts []kgo.Opt
+		want string
+	}{
+		"invalid value":             {[]kgo.Opt{kgo.MetadataMinAge(time.Millisecond)}, "metadata min age"},
+		"acks below all":            {[]kgo.Opt{kgo.RequiredAcks(kgo.LeaderAck())}, "acks"},
+		"not idempotent":            {[]kgo.Opt{kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite()}, "DisableIdempotentWrite"},
+		"cancellable":               {[]kgo.Opt{kgo.AllowIdempotentProduceCancellation()}, "AllowIdempotentProduceCancellation"},
+		"regex":                     {[]kgo.Opt{kgo.ConsumeRegex()}, "ConsumeRegex"},
+		"bad seed with a good hook": {[]kgo.Opt{kgo.WithHooks(hooks), kgo.SeedBrokers("b:notaport")}, "KafkaOptions"},
+	} {
+		cfg := base
+		cfg.KafkaOptions = tc.opts
+		_, err := NewConsumer(cfg)
+		require.ErrorIs(t, err, ErrInvalidOptions, name)
+		require.ErrorContains(t, err, tc.want, name)
+	}
+	require.Zero(t, hooks.n.Load(), "NewConsumer built a kgo client")
+}
