@@ -3,10 +3,12 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -82,21 +84,27 @@ func (c *Cache[V]) sharedGet(ctx context.Context, key string) ([]byte, error) {
 }
 
 // pipe batches the Redis reads of concurrent callers into shared round trips, DataLoader-style
-// but without a timer: a read that finds fewer than pipeMaxInFlight round trips of this Cache in
-// flight sends its GET at once, on its own goroutine (a lone caller pays nothing); reads that
-// arrive while they are all in flight queue up, and when one returns, the first queued read
-// sends every queued GET as one pipeline (split per node by a ClusterClient) for all of them.
-// So with N concurrent callers a round trip carries about N/pipeMaxInFlight reads instead of
-// one, and one slow round trip (a slow node) does not hold up every other read.
+// but without a timer. A read that finds no round trip of this Cache in flight is sent at once,
+// on its caller's goroutine (a lone caller pays nothing); so is a second one while callers do
+// not share round trips (two callers get one each). Reads that arrive while the limit is in
+// flight queue up, and the queue leaves as one round trip when a round trip returns: the first
+// queued caller sends it (the pipe owns no goroutine), fills every read of its batch and wakes
+// each caller once. Once callers share round trips (pipeShared), one is in flight at a time,
+// so batches grow with the number of callers instead of splitting in two.
+//
+// A round trip of several reads is one MGET on a *redis.Client (one command, one reply: less
+// work than a pipeline of GETs on both sides), a pipeline of GETs on other clients (split per
+// node by a ClusterClient, per shard by a Ring).
 //
 // A queued read is sent after it was queued, so it sees every write that completed before its
 // caller asked: the invalidation-epoch rules of reads and the local tier hold unchanged.
 type pipe struct {
 	mu       sync.Mutex
 	inflight int        // round trips in flight (each sender hands the queue on when it returns)
-	queue    []*pipeReq // reads waiting for the round trip in flight to return
+	avgBatch int        // callers per round trip, moving average, in 1/16 of a caller
+	queue    []*pipeReq // reads waiting to be sent
 	queued   atomic.Int64
-	// pipelined counts reads sent in pipelines (Stats.PipelinedReads).
+	// pipelined counts reads sent in round trips of several reads (Stats.PipelinedReads).
 	pipelined atomic.Uint64
 }
 
@@ -115,10 +123,31 @@ type pipeReq struct {
 	err1 [1]error
 }
 
-// pipeMaxInFlight bounds the round trips a Cache's reads keep in flight at once: two keep the
-// pipeline fed while the replies of the other are decoded, and keep a slow round trip from
-// stalling every read.
+// pipeMaxInFlight bounds the round trips a Cache's reads keep in flight at once while reads go
+// alone: two concurrent callers each get their own round trip at once.
 const pipeMaxInFlight = 2
+
+// pipeShared is the moving average of callers per round trip (in 1/16 of a caller, over about
+// the last four round trips) from which callers are taken to share round trips: then one round
+// trip is in flight at a time, and every read that arrives meanwhile leaves with the next.
+// Allowing a second one splits the callers into two alternating groups, which doubles the round
+// trips, each costing a write and a read system call on both sides (16 callers: 13 reads per
+// round trip instead of 6.5, about 10% less CPU per read for client and server together).
+const pipeShared = 24
+
+// limitLocked is how many round trips may be in flight now (p.mu held).
+func (p *pipe) limitLocked() int {
+	if p.avgBatch >= pipeShared {
+		return 1
+	}
+	return pipeMaxInFlight
+}
+
+// startLocked accounts for a round trip of n callers' reads leaving (p.mu held).
+func (p *pipe) startLocked(n int) {
+	p.inflight++
+	p.avgBatch += (n*16 - p.avgBatch) / 4
+}
 
 type pipeState uint8
 
@@ -132,21 +161,43 @@ const (
 // when absent). It blocks for one round trip, or for the one in flight plus one; when ctx ends
 // while it waits it returns ctx.Err() for every key.
 func (p *pipe) get(ctx context.Context, rdb redis.Cmdable, vks []string) ([][]byte, []error) {
+	r := &pipeReq{keys: vks}
 	p.mu.Lock()
-	if p.inflight < pipeMaxInFlight {
-		p.inflight++
-		p.mu.Unlock()
-		r := &pipeReq{keys: vks}
-		p.send(ctx, rdb, []*pipeReq{r})
-		p.handOn(ctx, rdb)
-		return r.vals, r.errs
-	}
-	return p.enqueueLocked(ctx, rdb, &pipeReq{keys: vks})
+	return p.submitLocked(ctx, rdb, r)
 }
 
-// enqueueLocked queues r (p.mu held, released here) and waits for its result, sending the batch
-// when it is handed one.
-func (p *pipe) enqueueLocked(ctx context.Context, rdb redis.Cmdable, r *pipeReq) ([][]byte, []error) {
+// getOne is get for one key.
+func (p *pipe) getOne(ctx context.Context, rdb redis.Cmdable, vk string) ([]byte, error) {
+	p.mu.Lock()
+	if p.inflight == 0 {
+		// The common case of a lone caller, without get's allocations.
+		p.startLocked(1)
+		p.mu.Unlock()
+		b, err := rdb.Get(ctx, vk).Bytes()
+		p.handOn()
+		return b, err
+	}
+	r := &pipeReq{}
+	r.key1[0] = vk
+	r.keys = r.key1[:]
+	vals, errs := p.submitLocked(ctx, rdb, r)
+	return vals[0], errs[0]
+}
+
+// submitLocked sends r at once, with the queue, when a round trip may start (limitLocked);
+// else it queues r and waits for its result, sending the batch when it is handed one. p.mu is
+// held, and released here.
+func (p *pipe) submitLocked(ctx context.Context, rdb redis.Cmdable, r *pipeReq) ([][]byte, []error) {
+	if p.inflight < p.limitLocked() {
+		batch := []*pipeReq{r}
+		if len(p.queue) > 0 {
+			batch = append(batch, p.takeQueueLocked()...)
+		}
+		p.startLocked(len(batch))
+		p.mu.Unlock()
+		p.sendBatch(ctx, rdb, batch)
+		return r.vals, r.errs
+	}
 	vks := r.keys
 	r.done = make(chan struct{})
 	p.queue = append(p.queue, r)
@@ -174,13 +225,7 @@ func (p *pipe) enqueueLocked(ctx context.Context, rdb redis.Cmdable, r *pipeReq)
 	if r.batch != nil {
 		// Handed the queue: send it for everyone (on our ctx; a read that fails with our ctx's
 		// error is retried by its own caller), then hand the next queue on.
-		batch := r.batch
-		p.send(ctx, rdb, batch)
-		for _, q := range batch[1:] {
-			close(q.done)
-		}
-		runtime.Gosched() // let the callers just served queue their next reads into the next batch
-		p.handOn(ctx, rdb)
+		p.sendBatch(ctx, rdb, r.batch)
 		return r.vals, r.errs
 	}
 	if ctx.Err() == nil {
@@ -193,46 +238,49 @@ func (p *pipe) enqueueLocked(ctx context.Context, rdb redis.Cmdable, r *pipeReq)
 	return r.vals, r.errs
 }
 
-// getOne is get for one key.
-func (p *pipe) getOne(ctx context.Context, rdb redis.Cmdable, vk string) ([]byte, error) {
-	p.mu.Lock()
-	if p.inflight < pipeMaxInFlight {
-		// The common case of a lone caller, without get's allocations.
-		p.inflight++
-		p.mu.Unlock()
-		b, err := rdb.Get(ctx, vk).Bytes()
-		p.handOn(ctx, rdb)
-		return b, err
-	}
-	r := &pipeReq{}
-	r.key1[0] = vk
-	r.keys = r.key1[:]
-	vals, errs := p.enqueueLocked(ctx, rdb, r)
-	return vals[0], errs[0]
-}
-
-// handOn ends the sender's turn: the queued reads become the next batch, sent by its first
-// member, or the pipe goes idle.
-func (p *pipe) handOn(ctx context.Context, rdb redis.Cmdable) {
-	p.mu.Lock()
-	if len(p.queue) == 0 {
-		p.inflight--
-		p.mu.Unlock()
-		return
-	}
+// takeQueueLocked empties the queue into a batch (p.mu held).
+func (p *pipe) takeQueueLocked() []*pipeReq {
 	batch := p.queue
 	p.queue = nil
 	p.queued.Add(-int64(len(batch)))
 	for _, q := range batch {
 		q.state = pipeTaken
 	}
+	return batch
+}
+
+// sendBatch sends batch (whose first read is the caller's own), wakes the other callers and
+// hands the queue on.
+func (p *pipe) sendBatch(ctx context.Context, rdb redis.Cmdable, batch []*pipeReq) {
+	p.send(ctx, rdb, batch)
+	for _, q := range batch[1:] {
+		close(q.done)
+	}
+	if len(batch) > 1 {
+		runtime.Gosched() // let the callers just served queue their next reads into the next batch
+	}
+	p.handOn()
+}
+
+// handOn ends the sender's turn: the queued reads become the next batch, sent by its first
+// member, or the pipe has one round trip fewer in flight.
+func (p *pipe) handOn() {
+	p.mu.Lock()
+	if len(p.queue) == 0 {
+		p.inflight--
+		p.mu.Unlock()
+		return
+	}
+	batch := p.takeQueueLocked()
 	batch[0].batch = batch
+	p.inflight--
+	p.startLocked(len(batch))
 	p.mu.Unlock()
 	close(batch[0].done)
 }
 
-// send reads the keys of batch in one round trip: a plain GET for a single key, else a
-// pipeline.
+// send reads the keys of batch in one round trip: a plain GET for a single key, an MGET on a
+// *redis.Client, else a pipeline of GETs.
 func (p *pipe) send(ctx context.Context, rdb redis.Cmdable, batch []*pipeReq) {
 	n := 0
 	for _, r := range batch {
@@ -249,6 +297,10 @@ func (p *pipe) send(ctx context.Context, rdb redis.Cmdable, batch []*pipeReq) {
 		return
 	}
 	p.pipelined.Add(uint64(n))
+	if cl, ok := rdb.(*redis.Client); ok {
+		mget(ctx, cl, batch, n)
+		return
+	}
 	cmds := make([]*redis.StringCmd, 0, n)
 	_, _ = rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
 		for _, r := range batch {
@@ -262,6 +314,40 @@ func (p *pipe) send(ctx context.Context, rdb redis.Cmdable, batch []*pipeReq) {
 	for _, r := range batch {
 		for j := range r.keys {
 			r.vals[j], r.errs[j] = cmds[i].Bytes()
+			i++
+		}
+	}
+}
+
+// mget reads the n keys of batch with one MGET. MGET answers nil for an absent key (and for a
+// key of another type, which a GET would answer with an error): redis.Nil for that read. An
+// envelope is never empty, so an empty string is nil.
+func mget(ctx context.Context, cl *redis.Client, batch []*pipeReq, n int) {
+	args := make([]any, 1, n+1)
+	args[0] = "mget"
+	for _, r := range batch {
+		for _, k := range r.keys {
+			args = append(args, k)
+		}
+	}
+	cmd := redis.NewStringSliceCmd(ctx, args...)
+	_ = cl.Process(ctx, cmd)
+	vals, err := cmd.Result()
+	if err == nil && len(vals) != n {
+		err = fmt.Errorf("cache: MGET of %d keys answered %d values", n, len(vals))
+	}
+	i := 0
+	for _, r := range batch {
+		for j := range r.keys {
+			switch {
+			case err != nil:
+				r.errs[j] = err
+			case vals[i] == "":
+				r.errs[j] = redis.Nil
+			default:
+				// The reply's own memory, read-only like every read's bytes (see readCall).
+				r.vals[j] = unsafe.Slice(unsafe.StringData(vals[i]), len(vals[i]))
+			}
 			i++
 		}
 	}

@@ -119,18 +119,25 @@ func inFlightEpoch(c *Cache[user], key string) uint64 {
 	return 0
 }
 
-// roundTrips counts what a client sends: single commands and pipelines (with their sizes).
+// roundTrips counts the reads a client sends: single GETs, and round trips of several reads
+// (an MGET or a pipeline of GETs) with the keys they carry.
 type roundTrips struct {
 	single    atomic.Int64
-	pipelines atomic.Int64
-	piped     atomic.Int64 // commands sent in pipelines
+	mgets     atomic.Int64
+	pipelines atomic.Int64 // round trips of several reads: MGETs and pipelines of GETs
+	piped     atomic.Int64 // keys read in them
 }
 
 func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if cmd.Name() == "get" { // not the HELLO of a new connection
+		switch cmd.Name() { // not the HELLO of a new connection
+		case "get":
 			r.single.Add(1)
+		case "mget":
+			r.mgets.Add(1)
+			r.pipelines.Add(1)
+			r.piped.Add(int64(len(cmd.Args()) - 1))
 		}
 		return next(ctx, cmd)
 	}
@@ -184,6 +191,7 @@ func TestConcurrentReadsOfDifferentKeysShareRoundTrips(t *testing.T) {
 	wg.Wait()
 	require.EqualValues(t, first, rt.single.Load(), "only the first reads go alone")
 	require.EqualValues(t, 1, rt.pipelines.Load(), "the queued reads share one round trip")
+	require.EqualValues(t, 1, rt.mgets.Load(), "on a *redis.Client that round trip is one MGET")
 	require.EqualValues(t, queued, rt.piped.Load())
 	require.EqualValues(t, first+queued, c.Stats().RedisHits)
 	require.EqualValues(t, queued, c.Stats().PipelinedReads)
@@ -223,6 +231,69 @@ func TestQueuedReadLeavesWhenItsContextEnds(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "b", u.ID)
 	require.Zero(t, inFlightReads(c), "the pipe goes idle")
+}
+
+// Once callers share round trips, one round trip is in flight at a time and every read that
+// arrives meanwhile waits for it (the batches grow instead of splitting in two); once reads go
+// alone again, two concurrent callers each get a round trip at once again.
+func TestSharedReadsKeepOneRoundTripInFlight(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	rdb := srv.NewClient(nil)
+	c, err := New[user](rdb, &Options{Prefix: "pipe:"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	const n = 12
+	for i := range n {
+		require.NoError(t, c.Set(ctx, strconv.Itoa(i), user{ID: strconv.Itoa(i)}))
+	}
+	var rt roundTrips
+	rdb.AddHook(&rt)
+	read := func(wg *sync.WaitGroup, i int) {
+		wg.Go(func() {
+			u, err := c.Get(ctx, strconv.Itoa(i))
+			if err != nil || u.ID != strconv.Itoa(i) {
+				t.Errorf("key %d: got %+v, %v", i, u, err)
+			}
+		})
+	}
+
+	// Many callers at once: two reads in flight, the other ten share the next round trip.
+	srv.Pause(time.Minute)
+	var wg sync.WaitGroup
+	for i := range n {
+		read(&wg, i)
+	}
+	require.Eventually(t, func() bool { return inFlightReads(c) == pipeMaxInFlight && queuedReads(c) == n-pipeMaxInFlight },
+		10*time.Second, time.Millisecond)
+	srv.Resume()
+	wg.Wait()
+	require.EqualValues(t, 1, rt.pipelines.Load())
+
+	// Now reads share round trips: a second caller waits for the round trip in flight.
+	srv.Pause(time.Minute)
+	read(&wg, 0)
+	require.Eventually(t, func() bool { return inFlightReads(c) == 1 }, 10*time.Second, time.Millisecond)
+	read(&wg, 1)
+	require.Eventually(t, func() bool { return queuedReads(c) == 1 }, 10*time.Second, time.Millisecond,
+		"the second read must queue behind the round trip in flight")
+	require.Equal(t, 1, inFlightReads(c))
+	srv.Resume()
+	wg.Wait()
+
+	// Reads one at a time: after a few, two concurrent callers each go at once again.
+	for i := range 8 {
+		_, err := c.Get(ctx, strconv.Itoa(i))
+		require.NoError(t, err)
+	}
+	srv.Pause(time.Minute)
+	read(&wg, 0)
+	read(&wg, 1)
+	require.Eventually(t, func() bool { return inFlightReads(c) == pipeMaxInFlight }, 10*time.Second, time.Millisecond,
+		"lone reads again: two callers get two round trips")
+	require.Zero(t, queuedReads(c))
+	srv.Resume()
+	wg.Wait()
 }
 
 func checkID(u user, id string) error {
