@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -91,4 +92,38 @@ func ExampleLive() {
 	fmt.Println(n, ok, old == bloom.Filter(small))
 	// Output:
 	// 2 true true
+}
+
+// With Pipeline, checks made by concurrent callers while another is in flight share one round
+// trip; a lone caller's check goes straight out, as without it.
+func ExampleRedisOptions_pipeline() {
+	mr := miniredis.NewMiniRedis()
+	if err := mr.Start(); err != nil {
+		panic(err)
+	}
+	defer mr.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	ctx := context.Background()
+
+	users, err := bloom.NewRedis(rdb, "users", 1000, 0.01, &bloom.RedisOptions{Pipeline: true})
+	if err != nil {
+		panic(err)
+	}
+	if err := users.Add(ctx, "u1", "u2", "u3"); err != nil {
+		panic(err)
+	}
+	ids := []string{"u1", "u2", "u3", "nobody"}
+	found := make([]bool, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids { // e.g. request handlers checking at the same time
+		wg.Go(func() {
+			ok, err := users.MightContain(ctx, id)
+			found[i] = ok || err != nil // an error means "maybe"
+		})
+	}
+	wg.Wait()
+	fmt.Println(found)
+	// Output:
+	// [true true true false]
 }
