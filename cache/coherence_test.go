@@ -605,7 +605,8 @@ func TestCoherenceOwnWritesStayLocal(t *testing.T) {
 // Redis reports the writes of one event-loop cycle to a BCAST tracking client as one message,
 // each key once: a write by another client that runs just after this instance's Set leaves no
 // second echo. The local store of an own write must not count on one: here CLIENT PAUSE WRITE
-// holds the Set, then a raw SET of the same key, and lets both run in one cycle, in that order.
+// holds the Set (or the fill after a load), then a raw SET of the same key, and lets both run in
+// one cycle, in that order.
 func TestCoherenceOwnWriteEchoSharedWithLaterWrite(t *testing.T) {
 	s := redistest.Server(t)
 	ctx := context.Background()
@@ -623,11 +624,29 @@ func TestCoherenceOwnWriteEchoSharedWithLaterWrite(t *testing.T) {
 	require.NoError(t, c.Set(ctx, "template", user{ID: "k", Name: "theirs"}))
 	env, err := raw.Get(ctx, c.valueKey("template")).Bytes()
 	require.NoError(t, err)
-	for i := range 5 {
+	var calls atomic.Int64
+	_, err = c.Fetch(ctx, "warm", countingLoader(&calls)) // loads fill.lua: no NOSCRIPT round below
+	require.NoError(t, err)
+	for i := range 6 {
 		k := fmt.Sprint("k", i)
-		require.NoError(t, admin.Do(ctx, "CLIENT", "PAUSE", 10_000, "WRITE").Err())
 		setDone, rawDone := make(chan error, 1), make(chan error, 1)
-		go func() { setDone <- c.Set(ctx, k, user{ID: k, Name: "mine"}) }()
+		if i%2 == 0 { // a Set
+			require.NoError(t, admin.Do(ctx, "CLIENT", "PAUSE", 10_000, "WRITE").Err())
+			go func() { setDone <- c.Set(ctx, k, user{ID: k, Name: "mine"}) }()
+		} else { // the fill after a load: paused once the lease is taken
+			loading, release := make(chan struct{}), make(chan struct{})
+			go func() {
+				_, err := c.Fetch(ctx, k, func(context.Context, string) (user, error) {
+					close(loading)
+					<-release
+					return user{ID: k, Name: "mine"}, nil
+				})
+				setDone <- err
+			}()
+			<-loading
+			require.NoError(t, admin.Do(ctx, "CLIENT", "PAUSE", 10_000, "WRITE").Err())
+			close(release)
+		}
 		blocked(1)
 		go func() { rawDone <- raw.Set(ctx, c.valueKey(k), env, time.Hour).Err() }()
 		blocked(2)
@@ -641,6 +660,6 @@ func TestCoherenceOwnWriteEchoSharedWithLaterWrite(t *testing.T) {
 		e.mu.Unlock()
 		u, err := c.Get(ctx, k)
 		require.NoError(t, err)
-		require.Equal(t, "theirs", u.Name, "run %d: the local tier kept the Set's value after a later write (%d invalidation messages)", i, echoes)
+		require.Equal(t, "theirs", u.Name, "run %d: the local tier kept its own write's value after a later write (%d invalidation messages)", i, echoes)
 	}
 }
