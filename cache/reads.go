@@ -21,7 +21,12 @@ import (
 // process: anything that moves the key's epoch) happened since that GET was sent, so a Fetch that
 // follows a Delete never receives the value the Delete removed.
 type reads struct {
-	pipe    pipe // every GET of the Cache goes through it
+	// pipe carries the Cache's reads; on a ClusterClient only FetchMany's (which the client
+	// splits per node), single-key reads going through nodes.
+	pipe pipe
+	// nodes holds a ClusterClient's pipe per master address (*pipe), so reads stuck on a slow
+	// or hung node hold up only the reads of keys on that node.
+	nodes   sync.Map
 	mu      sync.Mutex
 	m       map[string]*readCall
 	waiting atomic.Int64 // readers blocked on another reader's GET (tests observe it)
@@ -61,7 +66,8 @@ func (c *Cache[V]) sharedGet(ctx context.Context, key string) ([]byte, error) {
 			return rc.b, rc.err
 		}
 		// The GET ended with its own caller's context, not ours: read for ourselves.
-		return c.rd.pipe.getOne(ctx, c.rdb, c.valueKey(key))
+		vk := c.valueKey(key)
+		return c.pipeFor(ctx, vk).getOne(ctx, c.rdb, vk)
 	}
 	rc := &readCall{epoch: epoch}
 	if c.rd.m == nil {
@@ -70,7 +76,8 @@ func (c *Cache[V]) sharedGet(ctx context.Context, key string) ([]byte, error) {
 	c.rd.m[key] = rc // replaces a call of an older epoch, which then finishes unjoined
 	c.rd.mu.Unlock()
 
-	rc.b, rc.err = c.rd.pipe.getOne(ctx, c.rdb, c.valueKey(key))
+	vk := c.valueKey(key)
+	rc.b, rc.err = c.pipeFor(ctx, vk).getOne(ctx, c.rdb, vk)
 	c.rd.mu.Lock()
 	if c.rd.m[key] == rc {
 		delete(c.rd.m, key)
@@ -81,6 +88,25 @@ func (c *Cache[V]) sharedGet(ctx context.Context, key string) ([]byte, error) {
 		close(done)
 	}
 	return rc.b, rc.err
+}
+
+// pipeFor returns the pipe that reads value key vk: the Cache's, or on a ClusterClient the one
+// of vk's master.
+func (c *Cache[V]) pipeFor(ctx context.Context, vk string) *pipe {
+	cl, ok := c.rdb.(*redis.ClusterClient)
+	if !ok {
+		return &c.rd.pipe
+	}
+	node, err := cl.MasterForKey(ctx, vk)
+	if err != nil {
+		return &c.rd.pipe // no cluster state: the read itself reports the error
+	}
+	addr := node.Options().Addr
+	if p, ok := c.rd.nodes.Load(addr); ok {
+		return p.(*pipe)
+	}
+	p, _ := c.rd.nodes.LoadOrStore(addr, &pipe{total: &c.rd.pipe.pipelined})
+	return p.(*pipe)
 }
 
 // pipe batches the Redis reads of concurrent callers into shared round trips, DataLoader-style
@@ -94,7 +120,8 @@ func (c *Cache[V]) sharedGet(ctx context.Context, key string) ([]byte, error) {
 //
 // A round trip of several reads is one MGET on a *redis.Client (one command, one reply: less
 // work than a pipeline of GETs on both sides), a pipeline of GETs on other clients (split per
-// node by a ClusterClient, per shard by a Ring).
+// node by a ClusterClient, per shard by a Ring). A ClusterClient's single-key reads have a pipe
+// per master (reads.nodes).
 //
 // A queued read is sent after it was queued, so it sees every write that completed before its
 // caller asked: the invalidation-epoch rules of reads and the local tier hold unchanged.
@@ -104,8 +131,10 @@ type pipe struct {
 	avgBatch int        // callers per round trip, moving average, in 1/16 of a caller
 	queue    []*pipeReq // reads waiting to be sent
 	queued   atomic.Int64
-	// pipelined counts reads sent in round trips of several reads (Stats.PipelinedReads).
+	// pipelined counts reads sent in round trips of several reads (Stats.PipelinedReads): a
+	// node's pipe counts in its Cache's (total).
 	pipelined atomic.Uint64
+	total     *atomic.Uint64
 }
 
 // pipeReq is one caller's keys in a pipe: done closes when vals and errs are set, or when the
@@ -296,7 +325,11 @@ func (p *pipe) send(ctx context.Context, rdb redis.Cmdable, batch []*pipeReq) {
 		r.vals[0], r.errs[0] = rdb.Get(ctx, r.keys[0]).Bytes()
 		return
 	}
-	p.pipelined.Add(uint64(n))
+	if p.total != nil {
+		p.total.Add(uint64(n))
+	} else {
+		p.pipelined.Add(uint64(n))
+	}
 	if cl, ok := rdb.(*redis.Client); ok {
 		mget(ctx, cl, batch, n)
 		return

@@ -310,3 +310,89 @@ func inFlightReads(c *Cache[user]) int {
 	defer c.rd.pipe.mu.Unlock()
 	return c.rd.pipe.inflight
 }
+
+// getsStarted counts the GETs a client starts, per key.
+type getsStarted struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (g *getsStarted) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (g *getsStarted) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "get" {
+			g.mu.Lock()
+			g.n[fmt.Sprint(cmd.Args()[1])]++
+			g.mu.Unlock()
+		}
+		return next(ctx, cmd)
+	}
+}
+func (g *getsStarted) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (g *getsStarted) started(key string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.n[key] > 0
+}
+
+// On Redis Cluster every master has its own pipe: reads stuck on a hung master do not hold up
+// the reads of keys on the other masters (with one pipe for the Cache, two stuck reads filled
+// the round trips allowed in flight and every other read queued behind them until they timed
+// out).
+func TestClusterHungMasterHoldsUpOnlyItsKeys(t *testing.T) {
+	cl := redistest.Cluster(t, 3, 0)
+	ctx := context.Background()
+	rdb := cl.Client()
+	c, err := New[user](rdb, &Options{Prefix: "pn:"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+
+	// Two keys on one master, one on another.
+	var slowKeys []string
+	var fastKey string
+	slow := cl.MasterOf(c.valueKey("k0"))
+	for i := 0; len(slowKeys) < 2 || fastKey == ""; i++ {
+		require.Less(t, i, 1000)
+		k := "k" + strconv.Itoa(i)
+		if cl.MasterOf(c.valueKey(k)) == slow {
+			if len(slowKeys) < 2 {
+				slowKeys = append(slowKeys, k)
+			}
+		} else if fastKey == "" {
+			fastKey = k
+		}
+	}
+	for _, k := range append(slowKeys, fastKey) {
+		require.NoError(t, c.Set(ctx, k, user{ID: k}))
+		_, err := c.Get(ctx, k) // loads the cluster state into the client
+		require.NoError(t, err)
+	}
+	gets := &getsStarted{n: map[string]int{}}
+	rdb.AddHook(gets)
+
+	slow.Pause(time.Minute)
+	t.Cleanup(slow.Resume)
+	var wg sync.WaitGroup
+	var slowDone atomic.Int64
+	for _, k := range slowKeys {
+		wg.Go(func() {
+			defer slowDone.Add(1)
+			u, err := c.Get(ctx, k)
+			if err == nil {
+				err = checkID(u, k)
+			}
+			if err != nil {
+				t.Errorf("%s after the master resumed: %v", k, err)
+			}
+		})
+		require.Eventually(t, func() bool { return gets.started(c.valueKey(k)) }, 10*time.Second, time.Millisecond)
+	}
+	u, err := c.Get(ctx, fastKey)
+	require.NoError(t, err)
+	require.Equal(t, fastKey, u.ID)
+	require.Zero(t, slowDone.Load(), "the read of a key on another master must not wait for the hung one")
+	slow.Resume()
+	wg.Wait()
+}
