@@ -269,3 +269,21 @@ func TestReleaseWithLostAnswerWakesWaitersOfTheSameClient(t *testing.T) {
 	releases.loseReply.Store(nil)
 	require.ErrorIs(t, holder.Release(ctx), ErrNotHeld, "a retry finds the lock handed over")
 }
+
+// A waiter joining a channel whose subscription is active (the steady state of a contended lock)
+// allocates nothing: not one copy per recent hand-over it looks through.
+func TestJoinAnActiveSubscriptionAllocatesNothing(t *testing.T) {
+	other := &waiter{token: "other", wake: make(chan struct{}, 1)}
+	h := &hub{chans: map[string]*subscription{"ch": {activeAt: time.Now().Add(-time.Hour), waiters: []*waiter{other}}}}
+	for i := range h.chans["ch"].recent {
+		h.chans["ch"].recent[i] = handover{token: fmt.Sprint("gone", i), fence: int64(i + 1)}
+	}
+	w := &waiter{token: "w", wake: make(chan struct{}, 1)}
+	queuedAt := time.Now()
+	allocs := testing.AllocsPerRun(100, func() {
+		h.join(context.Background(), nil, "ch", w, queuedAt)
+		h.leave("ch", w)
+	})
+	assert.Zero(t, allocs)
+	assert.Nil(t, w.handedOver.Load(), "no hand-over named w")
+}

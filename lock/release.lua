@@ -7,10 +7,12 @@
 -- lock: from "<token>:<fence>", returned when it waits in the releaser's hub (the releaser tells
 -- it), else published. With no live waiter it deletes the key and publishes "" (anyone may try).
 -- Returns 1 when the token held the lock (or "<token>:<fence>"), else 0.
-if redis.call('HDEL', KEYS[4], ARGV[1]) == 1 then
-  redis.call('LREM', KEYS[3], 1, ARGV[1])
-end
 if not owned(KEYS[1], ARGV[1]) then
+  -- A holder is never queued (acquire.lua takes it out, a hand-over pops it): only a waiter
+  -- that gives up is.
+  if redis.call('HDEL', KEYS[4], ARGV[1]) == 1 then
+    redis.call('LREM', KEYS[3], 1, ARGV[1])
+  end
   return 0
 end
 local now

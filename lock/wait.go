@@ -200,8 +200,9 @@ func (h *hub) join(ctx context.Context, rdb redis.UniversalClient, channel strin
 	case queuedAt.IsZero() || !s.activeAt.Before(queuedAt):
 		w.signal()
 	default:
-		for _, ho := range s.recent {
-			if ho.token == w.token {
+		for i := range s.recent {
+			if s.recent[i].token == w.token {
+				ho := s.recent[i]
 				w.handedOver.Store(&ho)
 				w.signal()
 			}
