@@ -270,6 +270,9 @@ func (r *Redis) eval(ctx context.Context, key string, n int) (Result, int, error
 		if err != nil {
 			return Result{}, 0, fmt.Errorf("ratelimit: script returned %q: %w", s, err)
 		}
+		if !(f >= 0) || math.IsInf(f, 0) { // also NaN
+			return Result{}, 0, fmt.Errorf("ratelimit: script returned %q, want a finite number of tokens >= 0", s)
+		}
 		tokens = append(tokens, f)
 	}
 	allowed, _ := vals[0].(int64)
@@ -291,6 +294,9 @@ func (r *Redis) tokenBucket1Result(cmd *redis.Cmd, n int) (Result, int, error) {
 	tk, err := strconv.ParseFloat(s, 64)
 	if err != nil {
 		return Result{}, 0, fmt.Errorf("ratelimit: script returned %q: %w", cmd.Val(), err)
+	}
+	if !(tk >= 0) || math.IsInf(tk, 0) { // also NaN
+		return Result{}, 0, fmt.Errorf("ratelimit: script returned %q, want a finite number of tokens >= 0", cmd.Val())
 	}
 	res, bound := bindingResult(r.limits, []float64{tk}, allowed, n)
 	return res, bound, nil

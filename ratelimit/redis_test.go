@@ -495,3 +495,33 @@ func TestRedisOneRoundTrip(t *testing.T) {
 	}
 	require.Equal(t, int64(5), h.n.Load())
 }
+
+// TestOneLimitRepliesUnexpected: a reply the one-limit scripts never send (another script under
+// the same SHA, a proxy's answer) is an error naming it, never a panic or a wrong Result.
+func TestOneLimitRepliesUnexpected(t *testing.T) {
+	lim := Limit{Rate: 1, Burst: 3}
+	tb, _, _ := newMiniRedis(t, nil, lim)
+	gcra, _, _ := newMiniRedis(t, &RedisOptions{Algorithm: GCRA}, lim)
+	reply := func(v any) *redis.Cmd {
+		cmd := redis.NewCmd(context.Background())
+		cmd.SetVal(v)
+		return cmd
+	}
+	for _, v := range []any{"", "-", "abc", "--1", "NaN", "+Inf", int64(2), []any{int64(1), "2"}} {
+		_, _, err := tb.tokenBucket1Result(reply(v), 1)
+		require.Error(t, err, "token bucket reply %#v", v)
+	}
+	for _, v := range []any{"x", []any{int64(1), int64(2)}} {
+		_, _, err := gcra.gcra1Result(reply(v), 1)
+		require.Error(t, err, "GCRA reply %#v", v)
+	}
+	res, _, err := tb.tokenBucket1Result(reply("-0.5"), 1)
+	require.NoError(t, err)
+	require.False(t, res.Allowed)
+	require.Equal(t, 500*time.Millisecond, res.RetryAfter)
+	res, _, err = gcra.gcra1Result(reply(int64(-1-2_000_000_000)), 2)
+	require.NoError(t, err)
+	require.False(t, res.Allowed, "denied, 2 s of debt: 1 token left")
+	require.Equal(t, 1, res.Remaining)
+	require.Equal(t, time.Second, res.RetryAfter)
+}
