@@ -108,7 +108,7 @@ type subscriber struct {
 	ps    *redis.PubSub // nil on a cluster
 	own   *redis.Client // the client ps belongs to when the Cache made it (tracking); closed by Close
 	want  int           // subscription confirmations of ps before its part is ready (set by listen)
-	parts atomic.Int32  // parts (ps, the first set of cluster trackers) not yet subscribed
+	parts atomic.Int32  // parts not yet subscribed: ps, or on a cluster the first set of trackers
 	ready chan struct{} // closed once every part is subscribed
 }
 
@@ -288,9 +288,10 @@ func (c *Cache[V]) trackingClient(rdb *redis.Client) *redis.Client {
 		c.tracking.Store(err == nil)
 		if err != nil {
 			if _, cluster := c.rdb.(*redis.ClusterClient); cluster {
-				// No notices on a cluster either: nothing would tell this instance of writes.
+				// No notices on a cluster either: nothing would tell this instance of writes, so
+				// its local tier stays empty and its lease waiters find values by polling.
 				if !c.blind.Swap(true) {
-					c.cfg.Logger.Warn("cache: server-assisted invalidation unavailable on a cluster master: the local tier stays empty", "err", err)
+					c.cfg.Logger.Warn("cache: server-assisted invalidation unavailable on a cluster master: no local tier, lease waiters poll", "err", err)
 				}
 				c.flushLocal()
 				return nil

@@ -504,6 +504,34 @@ func TestCluster(t *testing.T) {
 		require.EqualValues(t, len(keys), c.Stats().LocalHits-before)
 	})
 
+	// With no notices on a cluster, a master refusing CLIENT TRACKING (an ACL here) would leave
+	// the local tier deaf to every write: it stays empty instead.
+	t.Run("TrackingRefused", func(t *testing.T) {
+		addrs := make([]string, 0)
+		for _, n := range cl.Nodes() {
+			require.NoError(t, n.Client().Do(ctx, "ACL", "SETUSER", "notrack", "on", ">pw", "~*", "&*", "+@all", "-client|tracking").Err())
+			addrs = append(addrs, n.Addr())
+		}
+		lrdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, Username: "notrack", Password: "pw"})
+		defer lrdb.Close()
+		c, err := New[user](lrdb, &Options{Prefix: "clr:", Local: &LocalOptions{}})
+		require.NoError(t, err)
+		defer c.Close()
+		<-c.sub.ready
+		require.True(t, c.blind.Load(), "the refusal was noticed")
+		var calls atomic.Int64
+		for range 2 {
+			_, err := c.Fetch(ctx, "k", countingLoader(&calls))
+			require.NoError(t, err)
+		}
+		require.NoError(t, c.Set(ctx, "s", user{ID: "s"}))
+		_, err = c.Get(ctx, "s")
+		require.NoError(t, err)
+		st := c.Stats()
+		require.Zero(t, st.LocalHits)
+		require.EqualValues(t, 2, st.RedisHits)
+	})
+
 	t.Run("FailoverKeepsServing", func(t *testing.T) { // last: it kills a master
 		c, err := New[user](rdb, &Options{Prefix: "clf:"})
 		require.NoError(t, err)
