@@ -283,10 +283,10 @@ func (c *Consumer) worker() {
 		}
 		q = next
 		run = c.take(q, run)
-		p := q.p
+		p, key := q.p, q.key
 		attempt, lastErr := q.attempt, q.lastErr
 		c.mu.Unlock()
-		done, res = c.processRun(p, run, attempt, lastErr)
+		done, res = c.processRun(p, key, run, attempt, lastErr)
 		c.mu.Lock()
 	}
 }
@@ -300,16 +300,16 @@ func (c *Consumer) take(q *keyQueue, buf []item) []item {
 	return run
 }
 
-// processRun handles run, the first queued records of one key of p, in order. It stops at the
+// processRun handles run, the first queued records of key (the queue's; "" for null keys) of p, in order. It stops at the
 // first record that is not done, and before a record once p is revoked or Run's ctx ended. It
 // returns how many records were done and, when that is fewer than len(run), the outcome of
 // the next one (outAbandon when it was not started). attempt and lastErr are run[0]'s.
-func (c *Consumer) processRun(p *part, run []item, attempt int, lastErr error) (int, result) {
+func (c *Consumer) processRun(p *part, key string, run []item, attempt int, lastErr error) (int, result) {
 	for i, it := range run {
 		if i > 0 && (p.halt.Load() || c.ending()) {
 			return i, result{out: outAbandon}
 		}
-		if res := c.process(p, it, attempt, lastErr); res.out != outDone {
+		if res := c.process(p, key, it, attempt, lastErr); res.out != outDone {
 			return i, res
 		}
 		attempt, lastErr = 0, nil

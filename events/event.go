@@ -111,10 +111,15 @@ func decodeRecord(r *kgo.Record, topicID [16]byte) (Event, error) {
 	return ev, nil
 }
 
-// decodeInto is decodeRecord into *ev, which is zero.
+// decodeInto is decodeRecord into *ev, which is zero but for Key: a Key set is r's key, as a
+// string the caller holds already (the consumer's key queue), and is not copied again.
 func decodeInto(ev *Event, r *kgo.Record, topicID [16]byte) error {
 	ev.Data = r.Value
-	if name, err := decodeHeaders(r.Headers, r.Key, ev); err != nil {
+	key := r.Key
+	if ev.Key != "" {
+		key = nil
+	}
+	if name, err := decodeHeaders(r.Headers, key, ev); err != nil {
 		return &DecodeError{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Header: name, Err: err}
 	}
 	if ev.ID == "" {
@@ -175,7 +180,9 @@ func decodeHeaders(hs []kgo.RecordHeader, key []byte, ev *Event) (string, error)
 	b := make([]byte, 0, len(key)+len(id)+len(typ))
 	b = append(append(append(b, key...), id...), typ...)
 	all := unsafe.String(unsafe.SliceData(b), len(b)) // b is never written again
-	ev.Key = all[:len(key)]
+	if len(key) > 0 {
+		ev.Key = all[:len(key)]
+	}
 	ev.ID = all[len(key) : len(key)+len(id)]
 	ev.Type = all[len(key)+len(id):]
 	return "", nil

@@ -33,22 +33,22 @@ type result struct {
 	attempts int   // failed handler attempts so far
 }
 
-// process handles one record of p under a consumer span that continues the trace context of
-// its headers. attempt is the number of failed attempts so far.
-func (c *Consumer) process(p *part, it item, attempt int, lastErr error) result {
+// process handles one record of p, whose key is key as a string, under a consumer span that
+// continues the trace context of its headers. attempt is the number of failed attempts so far.
+func (c *Consumer) process(p *part, key string, it item, attempt int, lastErr error) result {
 	ctx, span := c.cfg.tel.startProcess(p.ctx, p.tel, it.r)
-	res := c.try(ctx, p.tel, span, it, attempt, lastErr)
+	res := c.try(ctx, p.tel, span, key, it, attempt, lastErr)
 	span.End()
 	return res
 }
 
 // try is process inside the span.
-func (c *Consumer) try(ctx context.Context, pt *partTelemetry, span trace.Span, it item, attempt int, lastErr error) result {
+func (c *Consumer) try(ctx context.Context, pt *partTelemetry, span trace.Span, key string, it item, attempt int, lastErr error) result {
 	r := it.r
 	if attempt >= c.cfg.MaxAttempts || IsPermanent(lastErr) {
 		return c.deadLetter(ctx, pt, it, lastErr, attempt) // the DLQ write failed before: try it again
 	}
-	var ev Event
+	ev := Event{Key: key}
 	err := decodeInto(&ev, r, it.topicID)
 	if err != nil {
 		c.st.decodeErrors.Add(1)
