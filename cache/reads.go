@@ -137,14 +137,16 @@ type pipe struct {
 	total     *atomic.Uint64
 }
 
-// pipeReq is one caller's keys in a pipe: done closes when vals and errs are set, or when the
-// caller is to send the batch it was handed (batch non-nil).
+// pipeReq is one caller's keys in a pipe: done receives one signal when vals and errs are set,
+// or when the caller is to send the batch it was handed (batch non-nil). The requests of
+// single-key reads are pooled (pipeReqs): a request goes back to the pool once its caller read
+// its result, never while a sender may still signal it.
 type pipeReq struct {
 	keys  []string // value keys
 	vals  [][]byte
 	errs  []error
-	done  chan struct{}
-	state pipeState // guarded by pipe.mu
+	done  chan struct{} // buffered (1): a signal never blocks the sender
+	state pipeState     // guarded by pipe.mu
 	batch []*pipeReq
 
 	key1 [1]string // keys, vals and errs of a one-key read, without allocations of their own
@@ -181,9 +183,10 @@ func (p *pipe) startLocked(n int) {
 type pipeState uint8
 
 const (
-	pipeQueued pipeState = iota // in the queue
-	pipeTaken                   // in a batch being sent
-	pipeLeft                    // its caller gave up while queued
+	pipeQueued    pipeState = iota // in the queue
+	pipeTaken                      // in a batch being sent
+	pipeLeft                       // its caller gave up while queued
+	pipeAbandoned                  // its caller gave up while another caller sends it
 )
 
 // get reads the value keys vks (at least one), returning each key's bytes or error (redis.Nil
@@ -206,12 +209,19 @@ func (p *pipe) getOne(ctx context.Context, rdb redis.Cmdable, vk string) ([]byte
 		p.handOn()
 		return b, err
 	}
-	r := &pipeReq{}
+	r := pipeReqs.Get().(*pipeReq)
 	r.key1[0] = vk
 	r.keys = r.key1[:]
 	vals, errs := p.submitLocked(ctx, rdb, r)
-	return vals[0], errs[0]
+	b, err := vals[0], errs[0]
+	if r.state != pipeAbandoned {
+		*r = pipeReq{done: r.done}
+		pipeReqs.Put(r)
+	}
+	return b, err
 }
+
+var pipeReqs = sync.Pool{New: func() any { return &pipeReq{done: make(chan struct{}, 1)} }}
 
 // submitLocked sends r at once, with the queue, when a round trip may start (limitLocked);
 // else it queues r and waits for its result, sending the batch when it is handed one. p.mu is
@@ -228,7 +238,9 @@ func (p *pipe) submitLocked(ctx context.Context, rdb redis.Cmdable, r *pipeReq) 
 		return r.vals, r.errs
 	}
 	vks := r.keys
-	r.done = make(chan struct{})
+	if r.done == nil {
+		r.done = make(chan struct{}, 1)
+	}
 	p.queue = append(p.queue, r)
 	p.queued.Add(1)
 	p.mu.Unlock()
@@ -244,7 +256,9 @@ func (p *pipe) submitLocked(ctx context.Context, rdb redis.Cmdable, r *pipeReq) 
 			p.mu.Unlock()
 			return make([][]byte, len(vks)), repeatErr(ctx.Err(), len(vks))
 		case r.batch == nil:
-			// In a batch another caller sends: it will fill r, which nobody reads any more.
+			// In a batch another caller sends: it will fill r, which nobody reads any more
+			// (and which must not be reused).
+			r.state = pipeAbandoned
 			p.mu.Unlock()
 			return make([][]byte, len(vks)), repeatErr(ctx.Err(), len(vks))
 		}
@@ -283,7 +297,7 @@ func (p *pipe) takeQueueLocked() []*pipeReq {
 func (p *pipe) sendBatch(ctx context.Context, rdb redis.Cmdable, batch []*pipeReq) {
 	p.send(ctx, rdb, batch)
 	for _, q := range batch[1:] {
-		close(q.done)
+		q.done <- struct{}{}
 	}
 	if len(batch) > 1 {
 		runtime.Gosched() // let the callers just served queue their next reads into the next batch
@@ -305,7 +319,7 @@ func (p *pipe) handOn() {
 	p.inflight--
 	p.startLocked(len(batch))
 	p.mu.Unlock()
-	close(batch[0].done)
+	batch[0].done <- struct{}{}
 }
 
 // send reads the keys of batch in one round trip: a plain GET for a single key, an MGET on a

@@ -396,3 +396,93 @@ func TestClusterHungMasterHoldsUpOnlyItsKeys(t *testing.T) {
 	slow.Resume()
 	wg.Wait()
 }
+
+// blockReads holds the GETs of chosen keys and the first MGET until released, so a test can
+// keep round trips in flight.
+type blockReads struct {
+	keys    map[string]chan struct{} // value key -> closed to release its GET
+	mget    chan struct{}            // closed to release the first MGET
+	mgetIn  chan struct{}            // closed when the first MGET arrived
+	mgetOne sync.Once
+}
+
+func (h *blockReads) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *blockReads) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		switch cmd.Name() {
+		case "get":
+			if ch, ok := h.keys[fmt.Sprint(cmd.Args()[1])]; ok {
+				<-ch
+			}
+		case "mget":
+			first := false
+			h.mgetOne.Do(func() { first = true })
+			if first {
+				close(h.mgetIn)
+				<-h.mget
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *blockReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A read whose caller gives up while another caller sends its batch is filled later by that
+// sender: its request must not serve another read meanwhile (requests are pooled), and the
+// batch and the reads after it get their own values.
+func TestReadAbandonedInASentBatchIsNotReused(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	rdb := srv.NewClient(nil)
+	c, err := New[user](rdb, &Options{Prefix: "pipe:"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	keys := []string{"a", "d", "b", "gone"}
+	for i := range 40 {
+		keys = append(keys, "x"+strconv.Itoa(i))
+	}
+	for _, k := range keys {
+		require.NoError(t, c.Set(ctx, k, user{ID: k}))
+	}
+	h := &blockReads{keys: map[string]chan struct{}{c.valueKey("a"): make(chan struct{}), c.valueKey("d"): make(chan struct{})},
+		mget: make(chan struct{}), mgetIn: make(chan struct{})}
+	rdb.AddHook(h)
+
+	got := func(k string, cctx context.Context, out chan<- error) {
+		u, err := c.Get(cctx, k)
+		if err == nil {
+			err = checkID(u, k)
+		}
+		out <- err
+	}
+	first := make(chan error, 2)
+	go got("a", ctx, first)
+	go got("d", ctx, first)
+	require.Eventually(t, func() bool { return inFlightReads(c) == pipeMaxInFlight }, 10*time.Second, time.Millisecond)
+	b, gone := make(chan error, 1), make(chan error, 1)
+	go got("b", ctx, b)
+	require.Eventually(t, func() bool { return queuedReads(c) == 1 }, 10*time.Second, time.Millisecond)
+	cctx, cancel := context.WithCancel(ctx)
+	go got("gone", cctx, gone)
+	require.Eventually(t, func() bool { return queuedReads(c) == 2 }, 10*time.Second, time.Millisecond)
+	close(h.keys[c.valueKey("a")]) // a returns: b sends the queue (b, gone) as one MGET, held
+	<-h.mgetIn
+	cancel()
+	require.ErrorIs(t, <-gone, context.Canceled)
+
+	// Reads that go on meanwhile take requests from the pool.
+	close(h.keys[c.valueKey("d")])
+	require.NoError(t, <-first)
+	require.NoError(t, <-first)
+	others := make(chan error, 40)
+	for _, k := range keys[4:] {
+		go got(k, ctx, others)
+	}
+	close(h.mget)
+	require.NoError(t, <-b)
+	for range keys[4:] {
+		require.NoError(t, <-others)
+	}
+}
