@@ -69,7 +69,8 @@ func (c *Cache[V]) sharedGet(ctx context.Context, key string) ([]byte, error) {
 		vk := c.valueKey(key)
 		return c.pipeFor(ctx, vk).getOne(ctx, c.rdb, vk)
 	}
-	rc := &readCall{epoch: epoch}
+	rc := readCalls.Get().(*readCall)
+	rc.epoch = epoch
 	if c.rd.m == nil {
 		c.rd.m = make(map[string]*readCall)
 	}
@@ -84,11 +85,17 @@ func (c *Cache[V]) sharedGet(ctx context.Context, key string) ([]byte, error) {
 	}
 	done := rc.done // no reader joins rc any more: it is out of the map
 	c.rd.mu.Unlock()
+	b, err := rc.b, rc.err
 	if done != nil {
 		close(done)
+	} else {
+		*rc = readCall{} // nobody joined, nobody can: reuse it
+		readCalls.Put(rc)
 	}
-	return rc.b, rc.err
+	return b, err
 }
+
+var readCalls = sync.Pool{New: func() any { return new(readCall) }}
 
 // pipeFor returns the pipe that reads value key vk: the Cache's, or on a ClusterClient the one
 // of vk's master.
