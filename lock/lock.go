@@ -110,7 +110,10 @@ func (l *Lock) Lost() <-chan struct{} {
 // waking waiters. It returns an error wrapping [ErrNotHeld] when the lock was no longer owned
 // (expired, taken by another, or released before; the other holder's key is left untouched), or
 // the Redis error met; after such an error nothing is settled and Release may be called again.
-// It blocks for one round trip (per node, in parallel, for a Redlock).
+// It blocks for one round trip (per node, in parallel, for a Redlock). When the release hands the
+// lock to a goroutine waiting in Obtain or Do on the same [Client], Release returns once that
+// goroutine has taken it (as sync.Mutex does in starvation mode), so the lock moves on at once
+// rather than after the caller's next blocking call.
 func (l *Lock) Release(ctx context.Context) error {
 	if l == nil {
 		return errNilLock

@@ -111,7 +111,9 @@ func (l *Lock) runRelease(ctx context.Context, s redis.Scripter) (int64, error) 
 			token, fence, ok := strings.Cut(v, ":")
 			f, err := strconv.ParseInt(fence, 10, 64)
 			if ok && err == nil && f > 0 {
-				h.handOver(l.channel, handover{token: token, fence: f, at: sent})
+				if ack := h.handOver(l.channel, handover{token: token, fence: f, at: sent}, true); ack != nil {
+					<-ack // the waiter runs now, not after our next blocking call
+				}
 			} else {
 				h.wakeAll(l.channel) // not ours to read: they will look
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -286,4 +287,45 @@ func TestJoinAnActiveSubscriptionAllocatesNothing(t *testing.T) {
 	})
 	assert.Zero(t, allocs)
 	assert.Nil(t, w.handedOver.Load(), "no hand-over named w")
+}
+
+// Like sync.Mutex in starvation mode, a release that hands the lock to a parked waiter of the
+// same Client lets that waiter run before it returns: the lock moves on at once instead of after
+// the releaser's next blocking call. With a single processor nothing else can run it first.
+func TestReleaseLetsTheWaiterItHandedTheLockToRunFirst(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	_, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	c := New(rdb, nil)
+	holder, err := c.Obtain(ctx, "k", time.Hour, nil)
+	require.NoError(t, err)
+	got := make(chan *Lock, 2)
+	for i := range 2 { // the second keeps the subscription open when the first leaves
+		go func() {
+			l, err := c.Obtain(ctx, "k", time.Minute, hourBackoff)
+			assert.NoError(t, err)
+			got <- l
+		}()
+		require.Eventually(t, func() bool { return rdb.LLen(ctx, holder.keys[keyQueue]).Val() == int64(i+1) }, 10*time.Second, time.Millisecond)
+	}
+	waitSubscribed(t, rdb, holder.keys[keyLock])
+	h := &c.g.nodes[0].hub
+	require.Eventually(t, func() bool { // both parked in their wait
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		s := h.chans[holder.channel]
+		return s != nil && len(s.waiters) == 2 && s.waiters[0].parked.Load() && s.waiters[1].parked.Load()
+	}, 10*time.Second, time.Millisecond)
+
+	require.NoError(t, holder.Release(ctx))
+	var l *Lock
+	select {
+	case l = <-got:
+	default:
+		t.Fatal("Release returned before the waiter it handed the lock to ran")
+	}
+	require.NotNil(t, l)
+	assert.Equal(t, holder.Fence()+1, l.Fence())
+	require.NoError(t, l.Release(ctx))
+	require.NoError(t, (<-got).Release(ctx))
 }

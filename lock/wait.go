@@ -77,24 +77,34 @@ func (g *group) wait(ctx context.Context, l *Lock, ttl time.Duration, o *ObtainO
 			d = att.pttl
 		}
 		timer.Reset(min(d, left))
+		w.parked.Store(true)
+		var ended bool
 		select {
 		case <-ctx.Done():
-			return giveUp(notObtained(l.key, ctx.Err(), att.errs))
+			ended = true
 		case <-w.wake:
-			if ho := w.handedOver.Swap(nil); ho != nil && ho.fence > att.counter && !att.start.IsZero() {
-				// Handed over after our last round, which started at att.start, and (told by a
-				// release of this Client) after that release was sent at ho.at: the lock's ttl
-				// started after both. With less than half of it left, the next round renews it.
-				from := att.start
-				if ho.at.After(from) {
-					from = ho.at
-				}
-				if until := from.Add(ttl - g.drift(ttl)); until.Sub(g.now()) > ttl/2 {
-					l.granted(ho.fence, until)
-					return attempt{ok: true}
-				}
-			}
 		case <-timer.C:
+		}
+		// Not parked any more, then take the hand-over, if any: in this order, a releaser that
+		// waits for us to take it (see hub.handOver) is never left waiting.
+		w.parked.Store(false)
+		ho := w.handedOver.Swap(nil)
+		ho.taken()
+		if ended {
+			return giveUp(notObtained(l.key, ctx.Err(), att.errs))
+		}
+		if ho != nil && ho.fence > att.counter && !att.start.IsZero() {
+			// Handed over after our last round, which started at att.start, and (told by a
+			// release of this Client) after that release was sent at ho.at: the lock's ttl
+			// started after both. With less than half of it left, the next round renews it.
+			from := att.start
+			if ho.at.After(from) {
+				from = ho.at
+			}
+			if until := from.Add(ttl - g.drift(ttl)); until.Sub(g.now()) > ttl/2 {
+				l.granted(ho.fence, until)
+				return attempt{ok: true}
+			}
 		}
 		att = g.acquireRound(ctx, l, ttl, g.queueLease)
 		switch {
@@ -144,6 +154,14 @@ type handover struct {
 	token string
 	fence int64
 	at    time.Time
+	ack   chan struct{} // when not nil, closed once the waiter took the hand-over (or left)
+}
+
+// taken closes ho's ack, if any; ho may be nil. Only who took ho out of waiter.handedOver calls it.
+func (ho *handover) taken() {
+	if ho != nil && ho.ack != nil {
+		close(ho.ack)
+	}
 }
 
 // waiter is one waiting Obtain. wake is signalled (without blocking) on subscription confirmation,
@@ -153,6 +171,7 @@ type waiter struct {
 	token      string
 	wake       chan struct{}
 	handedOver atomic.Pointer[handover]
+	parked     atomic.Bool // in its select: a hand-over wakes it at once
 }
 
 func (w *waiter) signal() {
@@ -225,6 +244,7 @@ func (h *hub) leave(channel string, w *waiter) {
 			break
 		}
 	}
+	w.handedOver.Swap(nil).taken() // no hand-over reaches w from now on
 	if len(s.waiters) > 0 {
 		h.mu.Unlock()
 		return
@@ -299,7 +319,7 @@ func (h *hub) released(channel, payload string) {
 		}
 	}
 	if isHandover {
-		h.handOver(channel, handover{token: token, fence: f})
+		h.handOver(channel, handover{token: token, fence: f}, false)
 	} else {
 		h.wakeAll(channel)
 	}
@@ -308,22 +328,38 @@ func (h *hub) released(channel, payload string) {
 // handOver tells the waiter of channel with ho's token that it holds the lock. A waiter that has
 // not joined yet finds it among the recent hand-overs when it joins (or, when the channel has no
 // subscription yet, looks again once its subscription is confirmed).
-func (h *hub) handOver(channel string, ho handover) {
+//
+// With ack (a release of this Client), when the waiter is parked waiting, handOver returns a
+// channel closed as soon as the waiter took the hand-over; otherwise nil. A releaser that waits
+// on it lets the waiter run at once: woken by the releaser, the waiter would otherwise wait
+// for the releaser's next blocking call (it goes first on the releaser's processor). The waiter
+// takes the hand-over right after its wait ends, whatever ended it, so the channel is closed as
+// soon as it runs.
+func (h *hub) handOver(channel string, ho handover, ack bool) <-chan struct{} {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := h.chans[channel]
 	if s == nil {
-		return
+		return nil
 	}
 	for _, w := range s.waiters {
 		if w.token == ho.token {
-			w.handedOver.Store(&ho)
+			if ack {
+				ho.ack = make(chan struct{})
+			}
+			w.handedOver.Swap(&ho).taken()
 			w.signal()
-			return
+			if ack && !w.parked.Load() {
+				// Busy (or about to be): it takes the hand-over when it next waits. Its taking
+				// closes ack, which nobody waits for.
+				return nil
+			}
+			return ho.ack
 		}
 	}
 	s.recent[s.next] = ho
 	s.next = (s.next + 1) % len(s.recent)
+	return nil
 }
 
 // wakeAll makes every waiter of channel look again.
