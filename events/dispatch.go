@@ -247,9 +247,13 @@ func (c *Consumer) dropQueued(p *part) {
 	}
 }
 
-// maxRun caps the records of one key a worker takes at once. The commit point passes a run's
-// records when the run ends, so a long run of slow records would hold commits back.
-const maxRun = 64
+// maxRun caps the records of one key a worker takes at once, and maxRunTime how long it keeps
+// starting them: the commit point passes a run's records when the run ends, so a long run of
+// slow records would hold commits back.
+const (
+	maxRun     = 64
+	maxRunTime = 100 * time.Millisecond
+)
 
 // worker runs ready keys' queued records until Run stops. It takes up to maxRun records of one
 // key at a time and handles them in order, so the lock is taken once per run rather than per
@@ -303,11 +307,20 @@ func (c *Consumer) take(q *keyQueue, buf []item) []item {
 // processRun handles run, the first queued records of key (the queue's; "" for null keys) of p, in order. It stops at the
 // first record that is not done, and before a record once p is revoked or Run's ctx ended. It
 // returns how many records were done and, when that is fewer than len(run), the outcome of
-// the next one (outAbandon when it was not started). attempt and lastErr are run[0]'s.
+// the next one (outAbandon or outYield when it was not started). After maxRunTime it starts
+// no more records, so those done commit. attempt and lastErr are run[0]'s.
 func (c *Consumer) processRun(p *part, key string, run []item, attempt int, lastErr error) (int, result) {
+	var start time.Time
+	if len(run) > 1 {
+		start = time.Now()
+	}
 	for i, it := range run {
 		if i > 0 && (p.halt.Load() || c.ending()) {
 			return i, result{out: outAbandon}
+		}
+		// The clock is read every few records: fast records finish the run first anyway.
+		if i&3 == 3 && time.Since(start) >= maxRunTime {
+			return i, result{out: outYield}
 		}
 		if res := c.process(p, key, it, attempt, lastErr); res.out != outDone {
 			return i, res
@@ -364,7 +377,7 @@ func (c *Consumer) finishLocked(q *keyQueue, run []item, done int, res result) {
 		q.scheduled = false
 		return
 	}
-	if done == len(run) {
+	if done == len(run) || res.out == outYield {
 		switch {
 		case q.len() > 0 && !c.stopping:
 			c.push(q)

@@ -24,6 +24,7 @@ const (
 	outWait                   // could not start (claimed elsewhere, store down); try again, no attempt used
 	outStuck                  // failed for good without a DLQ; the partition is paused
 	outAbandon                // shutting down; leave it uncommitted
+	outYield                  // not started: its run ended early so the records before it commit
 )
 
 // result is what became of one try at a record.

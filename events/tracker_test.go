@@ -194,3 +194,33 @@ func TestLostPartitionWaitsForItsHandlers(t *testing.T) {
 	<-lost
 	require.Zero(t, c.running)
 }
+
+// A run of slow records starts no more of them after maxRunTime: the records done commit, and
+// the key goes back in line for the rest.
+func TestSlowRunYieldsSoItsDoneRecordsCommit(t *testing.T) {
+	c := bareConsumer(t)
+	c.cfg.Handler = func(context.Context, Event) error {
+		time.Sleep(maxRunTime * 2 / 5) // three records take longer than maxRunTime
+		return nil
+	}
+	c.mu.Lock()
+	p := c.newPart(tp{"t", 0})
+	for off := range int64(8) {
+		c.enqueue(p, &kgo.Record{Topic: "t", Offset: off, Key: []byte("k")}, [16]byte{})
+	}
+	q := c.ready[0]
+	c.ready = c.ready[1:]
+	run := c.take(q, nil)
+	c.mu.Unlock()
+
+	done, res := c.processRun(p, q.key, run, 0, nil)
+	require.Equal(t, 3, done, "the clock is read before the fourth record")
+	require.Equal(t, outYield, res.out)
+	c.finish(q, run, done, res)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	require.EqualValues(t, 3, p.commit.Offset, "the records done can commit")
+	require.Equal(t, []*keyQueue{q}, c.ready, "the key is back in line")
+	require.Equal(t, 5, q.len())
+	require.EqualValues(t, 3, q.front().r.Offset)
+}
