@@ -20,11 +20,13 @@
 // never a panic. They are encoded with MessagePack by default ([MsgpackCodec]; [Options].Codec
 // picks another), and S2-compressed from [Options].CompressAbove bytes (1 KiB) on.
 //
-// Concurrent Redis reads of different keys share pipelined round trips: a read goes out at once
-// while the Cache has fewer than two round trips in flight, and the reads that arrive meanwhile
-// go out together, as one pipeline, when one returns. No timer delays a lone caller; N
-// concurrent callers cost about one round trip per N/2 reads instead of one each. Concurrent
-// reads of one key share one GET.
+// Concurrent Redis reads of different keys share round trips: a lone read goes out at once (so
+// does a second caller's while reads go alone), and the reads that arrive while round trips are
+// in flight go out together when one returns: one MGET on a *redis.Client, a pipeline of GETs
+// on other clients. Once callers share round trips, one is in flight at a time, so N concurrent
+// callers cost about one round trip per N reads instead of one each. No timer delays a lone
+// caller. On Redis Cluster each master has its own queue, so a slow node holds up only its own
+// keys. Concurrent reads of one key share one GET.
 //
 // The in-process tier ([LocalOptions]) is coherent: after a write returns, no instance serves the
 // value it replaced for longer than the invalidation delay (a pub/sub hop, a few ms at p99 on

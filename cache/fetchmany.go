@@ -8,9 +8,10 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// FetchMany is [Cache.Fetch] for many keys: local tier first, then one pipelined Redis round
-// trip (one per node with a ClusterClient; shared with the reads of concurrent Fetch and
-// FetchMany calls when one is already in flight), then one call of load for all the keys still missing
+// FetchMany is [Cache.Fetch] for many keys: local tier first, then one Redis round trip (an
+// MGET on a *redis.Client, a pipeline of GETs per node with a ClusterClient; shared with the
+// reads of concurrent Fetch and FetchMany calls that arrive while reads are in flight), then
+// one call of load for all the keys still missing
 // (or two, when some keys waited for another process's lease in vain). Keys already being loaded
 // in this process (by Fetch or FetchMany) join that load instead. Keys load leaves out of its map
 // do not exist: they are cached as negative entries and are absent from the returned map, as are

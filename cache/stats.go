@@ -14,7 +14,7 @@ type Stats struct {
 	LoadErrors     uint64 // loader calls that failed or panicked (ErrNotFound is no failure)
 	SharedLoads    uint64 // misses that joined a load already running in this process
 	SharedReads    uint64 // Redis reads that joined a GET of the same key already in flight
-	PipelinedReads uint64 // Redis reads sent in a pipeline shared with other reads (queued while round trips were in flight, or FetchMany's)
+	PipelinedReads uint64 // Redis reads sent in a round trip shared with other reads (an MGET or a pipeline: queued while round trips were in flight, or FetchMany's)
 	StaleServed    uint64 // values served past RefreshAfter while a refresh runs
 	EarlyRefreshes uint64 // background refreshes started early by EarlyRefreshBeta (XFetch)
 	LeaseWaits     uint64 // loads that waited for another process's lease instead of loading
