@@ -217,6 +217,9 @@ func (g *group) acquire(ctx context.Context, key string, ttl time.Duration, opt 
 		g.cfg.tel.waited(wctx, span, begin, l, att)
 	}
 	if !att.ok {
+		if att.err == nil { // held by another: the error is built only when it is returned
+			att.err = notObtained(l.key, nil, att.errs)
+		}
 		return nil, att.err
 	}
 	if o.AutoRenew {
@@ -230,7 +233,7 @@ type attempt struct {
 	ok    bool
 	retry bool          // not acquired, but waiting may help (held by another, or Redlock node errors)
 	pttl  time.Duration // holder's remaining ttl when known, else 0
-	err   error         // why not: ErrNotObtained-wrapping, a Redis error or a validation error
+	err   error         // why not: ErrNotObtained-wrapping (nil when only held by another), a Redis error or a validation error
 	errs  []error       // Redlock: node errors of this round
 
 	// Queued on a single node: when the round started and the fence counter it saw. A hand-over
@@ -261,8 +264,8 @@ func (g *group) acquireRound(ctx context.Context, l *Lock, ttl, lease time.Durat
 		// than orphan it for a full ttl.
 		g.giveBack(ctx, l)
 		return attempt{err: fmt.Errorf("lock: obtain %q: %w", l.key, err)}
-	case gr.fence == 0:
-		return attempt{retry: true, pttl: gr.pttl, start: start, counter: gr.counter, err: notObtained(l.key, nil, nil)}
+	case gr.fence == 0: // err is left to the caller: a waiter tries again
+		return attempt{retry: true, pttl: gr.pttl, start: start, counter: gr.counter}
 	}
 	l.granted(gr.fence, start.Add(ttl-g.drift(ttl)))
 	return attempt{ok: true}
