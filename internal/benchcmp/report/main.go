@@ -155,6 +155,8 @@ var sections = []section{
 		{"hand-off p99 (vs bsm LinearBackoff 10ms)", "BenchmarkLockHandoff/surge", "BenchmarkLockHandoff/bsm-redislock-linear10ms", "p99-ms", "(report)", nil},
 		{"contended acquisitions/s, 8 goroutines, one key, 50µs held (vs bsm LinearBackoff 1ms)", "BenchmarkLockContended/surge", "BenchmarkLockContended/bsm-redislock-linear1ms", "acq/s", "≥ 1.0×", higherIsBetter(1.0)},
 		{"contended acquisitions/s (vs redsync, 1ms retry delay)", "BenchmarkLockContended/surge", "BenchmarkLockContended/redsync-1ms", "acq/s", "(information)", nil},
+		{"contended: client CPU per acquisition, the 50µs held included (vs bsm LinearBackoff 1ms)", "BenchmarkLockContended/surge", "BenchmarkLockContended/bsm-redislock-linear1ms", "client-cpu-µs", "(information)", nil},
+		{"contended: redis-server CPU per acquisition (vs bsm LinearBackoff 1ms)", "BenchmarkLockContended/surge", "BenchmarkLockContended/bsm-redislock-linear1ms", "redis-cpu-µs", "(information)", nil},
 	}},
 	{"ratelimit", []row{
 		{"Redis Allow (token bucket) vs redis_rate Allow, one caller", "BenchmarkRateLimitRedis/single/surge", "BenchmarkRateLimitRedis/single/redis_rate", "ns/op", "≤ 1.0×", lowerIsBetter(1.0)},
