@@ -260,10 +260,11 @@ const (
 // record; it applies a run's outcome and takes the next run in one critical section.
 func (c *Consumer) worker() {
 	var (
-		q    *keyQueue // the key whose run ran, or nil
-		run  []item    // the run's records, copied out of q; reused
-		done int       // records of run done
-		res  result    // the outcome of run[done] when done < len(run)
+		q     *keyQueue // the key whose run ran, or nil
+		run   []item    // the run's records, copied out of q; reused
+		arena []byte    // where the run's Event strings are cut from (see decodeHeaders)
+		done  int       // records of run done
+		res   result    // the outcome of run[done] when done < len(run)
 	)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -290,7 +291,7 @@ func (c *Consumer) worker() {
 		p, key := q.p, q.key
 		attempt, lastErr := q.attempt, q.lastErr
 		c.mu.Unlock()
-		done, res = c.processRun(p, key, run, attempt, lastErr)
+		done, res = c.processRun(p, key, run, attempt, lastErr, &arena)
 		c.mu.Lock()
 	}
 }
@@ -308,8 +309,9 @@ func (c *Consumer) take(q *keyQueue, buf []item) []item {
 // first record that is not done, and before a record once p is revoked or Run's ctx ended. It
 // returns how many records were done and, when that is fewer than len(run), the outcome of
 // the next one (outAbandon or outYield when it was not started). After maxRunTime it starts
-// no more records, so those done commit. attempt and lastErr are run[0]'s.
-func (c *Consumer) processRun(p *part, key string, run []item, attempt int, lastErr error) (int, result) {
+// no more records, so those done commit. attempt and lastErr are run[0]'s; arena is the
+// calling worker's, for decodeHeaders.
+func (c *Consumer) processRun(p *part, key string, run []item, attempt int, lastErr error, arena *[]byte) (int, result) {
 	var start time.Time
 	if len(run) > 1 {
 		start = time.Now()
@@ -322,7 +324,7 @@ func (c *Consumer) processRun(p *part, key string, run []item, attempt int, last
 		if i&3 == 3 && time.Since(start) >= maxRunTime {
 			return i, result{out: outYield}
 		}
-		if res := c.process(p, key, it, attempt, lastErr); res.out != outDone {
+		if res := c.process(p, key, it, attempt, lastErr, arena); res.out != outDone {
 			return i, res
 		}
 		attempt, lastErr = 0, nil

@@ -105,21 +105,22 @@ func fromRecord(r *kgo.Record) (Event, error) { return decodeRecord(r, [16]byte{
 // missing time header falls back to the record timestamp.
 func decodeRecord(r *kgo.Record, topicID [16]byte) (Event, error) {
 	var ev Event
-	if err := decodeInto(&ev, r, topicID); err != nil {
+	if err := decodeInto(&ev, r, topicID, nil); err != nil {
 		return Event{}, err
 	}
 	return ev, nil
 }
 
 // decodeInto is decodeRecord into *ev, which is zero but for Key: a Key set is r's key, as a
-// string the caller holds already (the consumer's key queue), and is not copied again.
-func decodeInto(ev *Event, r *kgo.Record, topicID [16]byte) error {
+// string the caller holds already (the consumer's key queue), and is not copied again. arena,
+// when not nil, is where the strings are cut from (see decodeHeaders).
+func decodeInto(ev *Event, r *kgo.Record, topicID [16]byte, arena *[]byte) error {
 	ev.Data = r.Value
 	key := r.Key
 	if ev.Key != "" {
 		key = nil
 	}
-	if name, err := decodeHeaders(r.Headers, key, ev); err != nil {
+	if name, err := decodeHeaders(r.Headers, key, ev, arena); err != nil {
 		return &DecodeError{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Header: name, Err: err}
 	}
 	if ev.ID == "" {
@@ -131,6 +132,9 @@ func decodeInto(ev *Event, r *kgo.Record, topicID [16]byte) error {
 	return nil
 }
 
+// arenaChunk is the size of the chunks a consumer's worker cuts Event strings from.
+const arenaChunk = 4096
+
 var (
 	errDupHeader   = errors.New("appears more than once")
 	errEmptyHeader = errors.New("is empty")
@@ -138,8 +142,12 @@ var (
 
 // decodeHeaders reads key into ev.Key, the reserved headers into ev.ID, ev.Type and ev.Time
 // and the others into ev.Headers (the last value wins when a user header repeats). Key, ID and
-// Type share one allocation. On error it returns the name of the offending header.
-func decodeHeaders(hs []kgo.RecordHeader, key []byte, ev *Event) (string, error) {
+// Type share one allocation, or are cut from *arena when arena is not nil: a chunk of
+// arenaChunk bytes that later records' strings fill up, so a consumer's worker allocates once
+// per chunk rather than per record (a string kept by a handler keeps its chunk alive). Bytes
+// of a chunk are written once, never changed. On error it returns the name of the offending
+// header.
+func decodeHeaders(hs []kgo.RecordHeader, key []byte, ev *Event, arena *[]byte) (string, error) {
 	var seenID, seenType, seenTime bool
 	var id, typ []byte
 	for i := range hs {
@@ -177,9 +185,22 @@ func decodeHeaders(hs []kgo.RecordHeader, key []byte, ev *Event) (string, error)
 			ev.Headers[h.Key] = string(h.Value)
 		}
 	}
-	b := make([]byte, 0, len(key)+len(id)+len(typ))
+	n := len(key) + len(id) + len(typ)
+	var b []byte
+	switch {
+	case n == 0:
+		return "", nil
+	case arena == nil || n > arenaChunk/4:
+		b = make([]byte, 0, n)
+	default:
+		if cap(*arena)-len(*arena) < n {
+			*arena = make([]byte, 0, arenaChunk)
+		}
+		b = (*arena)[len(*arena):len(*arena)]
+		*arena = (*arena)[:len(*arena)+n]
+	}
 	b = append(append(append(b, key...), id...), typ...)
-	all := unsafe.String(unsafe.SliceData(b), len(b)) // b is never written again
+	all := unsafe.String(unsafe.SliceData(b), n) // these bytes are never written again
 	if len(key) > 0 {
 		ev.Key = all[:len(key)]
 	}

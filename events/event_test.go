@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"errors"
 	"strconv"
 	"testing"
@@ -174,4 +175,26 @@ func splitBytes(b []byte, sep byte) [][]byte {
 		}
 	}
 	return append(out, b[start:])
+}
+
+// Events decoded with a worker's arena keep their strings while later records fill it and
+// move on to new chunks.
+func TestDecodeWithAnArenaKeepsEarlierEvents(t *testing.T) {
+	var arena []byte
+	evs := make([]Event, 1000)
+	for i := range evs {
+		r := &kgo.Record{Topic: "t", Offset: int64(i), Key: []byte("key-" + strconv.Itoa(i)), Headers: []kgo.RecordHeader{
+			{Key: HeaderID, Value: []byte("id-" + strconv.Itoa(i))}, {Key: HeaderType, Value: []byte("type-" + strconv.Itoa(i%7))}}}
+		require.NoError(t, decodeInto(&evs[i], r, [16]byte{}, &arena))
+		r.Key[0], r.Headers[0].Value[0] = 'X', 'X' // the record's bytes may change: the Event owns its own
+	}
+	big := &kgo.Record{Headers: []kgo.RecordHeader{{Key: HeaderID, Value: bytes.Repeat([]byte("i"), arenaChunk)}}}
+	var ev Event
+	require.NoError(t, decodeInto(&ev, big, [16]byte{}, &arena), "an ID larger than a chunk")
+	require.Len(t, ev.ID, arenaChunk)
+	for i, ev := range evs {
+		require.Equal(t, "key-"+strconv.Itoa(i), ev.Key)
+		require.Equal(t, "id-"+strconv.Itoa(i), ev.ID)
+		require.Equal(t, "type-"+strconv.Itoa(i%7), ev.Type)
+	}
 }

@@ -50,6 +50,11 @@ type ProducerConfig struct {
 // Handler handles one event. It returns nil when done; an error asks for a retry (see
 // [Permanent] to skip them). It is called from several goroutines at once, but never
 // concurrently for two events of one key in one partition.
+//
+// The Event's Data shares memory with the fetched records, and its ID, Type and Key strings
+// share 4 KB blocks with other events' strings: a handler that keeps many of them long after
+// it returns should keep copies (bytes.Clone, strings.Clone), or each kept value keeps its
+// block alive. Data must not be changed.
 type Handler func(ctx context.Context, ev Event) error
 
 // ConsumerConfig configures [NewConsumer].

@@ -36,21 +36,21 @@ type result struct {
 
 // process handles one record of p, whose key is key as a string, under a consumer span that
 // continues the trace context of its headers. attempt is the number of failed attempts so far.
-func (c *Consumer) process(p *part, key string, it item, attempt int, lastErr error) result {
+func (c *Consumer) process(p *part, key string, it item, attempt int, lastErr error, arena *[]byte) result {
 	ctx, span := c.cfg.tel.startProcess(p.ctx, p.tel, it.r)
-	res := c.try(ctx, p.tel, span, key, it, attempt, lastErr)
+	res := c.try(ctx, p.tel, span, key, it, attempt, lastErr, arena)
 	span.End()
 	return res
 }
 
 // try is process inside the span.
-func (c *Consumer) try(ctx context.Context, pt *partTelemetry, span trace.Span, key string, it item, attempt int, lastErr error) result {
+func (c *Consumer) try(ctx context.Context, pt *partTelemetry, span trace.Span, key string, it item, attempt int, lastErr error, arena *[]byte) result {
 	r := it.r
 	if attempt >= c.cfg.MaxAttempts || IsPermanent(lastErr) {
 		return c.deadLetter(ctx, pt, it, lastErr, attempt) // the DLQ write failed before: try it again
 	}
 	ev := Event{Key: key}
-	err := decodeInto(&ev, r, it.topicID)
+	err := decodeInto(&ev, r, it.topicID, arena)
 	if err != nil {
 		c.st.decodeErrors.Add(1)
 		c.log.Error("events: undecodable record", "group", c.cfg.Group, "err", err)
