@@ -329,3 +329,18 @@ func TestReleaseLetsTheWaiterItHandedTheLockToRunFirst(t *testing.T) {
 	require.NoError(t, l.Release(ctx))
 	require.NoError(t, (<-got).Release(ctx))
 }
+
+// A waiter queued by an earlier version of this package ("<expiry> <ttl> <metadata>", without
+// the Client's hub) is still handed the lock, by a message, with its metadata intact.
+func TestReleaseHandsOverToAWaiterQueuedByAnEarlierVersion(t *testing.T) {
+	mr, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	holder, err := New(rdb, nil).Obtain(ctx, "k", time.Hour, nil)
+	require.NoError(t, err)
+	mr.RPush("surge:lock:{k}:queue", "OLD")
+	mr.HSet("surge:lock:{k}:waiters", "OLD", "99999999999999 60000 worker-7")
+	require.NoError(t, holder.Release(ctx))
+	v, err := mr.Get("surge:lock:{k}")
+	require.NoError(t, err)
+	assert.Equal(t, fmt.Sprintf("OLD:%d:worker-7", holder.Fence()+1), v)
+}

@@ -29,6 +29,10 @@ while true do
   redis.call('HDEL', KEYS[4], w)
   if e then
     local expiry, ttl, hub, meta = string.match(e, '^(%d+) (%d+) (%S*) (.*)$')
+    if not expiry then -- queued by an earlier version: "<expiry> <ttl> <metadata>"
+      expiry, ttl, meta = string.match(e, '^(%d+) (%d+) (.*)$')
+      hub = ''
+    end
     if expiry and tonumber(expiry) > now then
       local fence = string.format('%d', redis.call('INCR', KEYS[2]))
       redis.call('SET', KEYS[1], w .. ':' .. fence .. ':' .. meta, 'PX', ttl)
