@@ -373,34 +373,67 @@ func (p *pipe) send(ctx context.Context, rdb redis.Cmdable, batch []*pipeReq) {
 	}
 }
 
-// mget reads the n keys of batch with one MGET. MGET answers nil for an absent key (and for a
-// key of another type, which a GET would answer with an error): redis.Nil for that read. An
-// envelope is never empty, so an empty string is nil.
+// mgetMaxKeys bounds the keys of one MGET: Redis runs a command without serving other clients,
+// so a round trip of more keys (a large FetchMany) sends several MGETs in one pipeline instead,
+// as a pipeline of GETs let other clients in between.
+const mgetMaxKeys = 256
+
+// mget reads the n keys of batch in one round trip of MGETs (one up to mgetMaxKeys keys). MGET
+// answers nil for an absent key (and for a key of another type, which a GET would answer with
+// an error): redis.Nil for that read. An envelope is never empty, so an empty string is nil.
 func mget(ctx context.Context, cl *redis.Client, batch []*pipeReq, n int) {
-	args := make([]any, 1, n+1)
-	args[0] = "mget"
+	args := make([]any, 0, n+(n+mgetMaxKeys-1)/mgetMaxKeys)
+	cmds := make([]*redis.StringSliceCmd, 0, 1)
+	start := 0
+	flush := func() {
+		cmds = append(cmds, redis.NewStringSliceCmd(ctx, args[start:]...))
+		start = len(args)
+	}
 	for _, r := range batch {
 		for _, k := range r.keys {
+			if len(args) == start {
+				args = append(args, "mget")
+			}
 			args = append(args, k)
+			if len(args)-start == mgetMaxKeys+1 {
+				flush()
+			}
 		}
 	}
-	cmd := redis.NewStringSliceCmd(ctx, args...)
-	_ = cl.Process(ctx, cmd)
-	vals, err := cmd.Result()
-	if err == nil && len(vals) != n {
-		err = fmt.Errorf("cache: MGET of %d keys answered %d values", n, len(vals))
+	if len(args) > start {
+		flush()
 	}
+	if len(cmds) == 1 {
+		_ = cl.Process(ctx, cmds[0])
+	} else {
+		_, _ = cl.Pipelined(ctx, func(pl redis.Pipeliner) error {
+			for _, cmd := range cmds {
+				_ = pl.Process(ctx, cmd)
+			}
+			return nil
+		})
+	}
+	var vals []string
+	var err error
 	i := 0
 	for _, r := range batch {
 		for j := range r.keys {
+			if i%mgetMaxKeys == 0 {
+				cmd := cmds[i/mgetMaxKeys]
+				vals, err = cmd.Result()
+				if want := len(cmd.Args()) - 1; err == nil && len(vals) != want {
+					err = fmt.Errorf("cache: MGET of %d keys answered %d values", want, len(vals))
+				}
+			}
+			v := i % mgetMaxKeys
 			switch {
 			case err != nil:
 				r.errs[j] = err
-			case vals[i] == "":
+			case vals[v] == "":
 				r.errs[j] = redis.Nil
 			default:
 				// The reply's own memory, read-only like every read's bytes (see readCall).
-				r.vals[j] = unsafe.Slice(unsafe.StringData(vals[i]), len(vals[i]))
+				r.vals[j] = unsafe.Slice(unsafe.StringData(vals[v]), len(vals[v]))
 			}
 			i++
 		}

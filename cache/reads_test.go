@@ -486,3 +486,69 @@ func TestReadAbandonedInASentBatchIsNotReused(t *testing.T) {
 		require.NoError(t, <-others)
 	}
 }
+
+// mgetSizes records the key count of every MGET a client sends, alone or in a pipeline.
+type mgetSizes struct {
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (m *mgetSizes) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (m *mgetSizes) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		m.add(cmd)
+		return next(ctx, cmd)
+	}
+}
+func (m *mgetSizes) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			m.add(cmd)
+		}
+		return next(ctx, cmds)
+	}
+}
+func (m *mgetSizes) add(cmd redis.Cmder) {
+	if cmd.Name() == "mget" {
+		m.mu.Lock()
+		m.sizes = append(m.sizes, len(cmd.Args())-1)
+		m.mu.Unlock()
+	}
+}
+
+// A round trip of many keys (a large FetchMany) sends MGETs of at most mgetMaxKeys keys, so
+// Redis serves other clients in between, and every key gets its own value or its load.
+func TestLargeFetchManySplitsMGET(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	rdb := srv.NewClient(nil)
+	c, err := New[user](rdb, &Options{Prefix: "mget:"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	const n = 2*mgetMaxKeys + 88
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = "k" + strconv.Itoa(i)
+		if i%100 != 7 { // every 100th key (from 7 on) is missing
+			require.NoError(t, c.Set(ctx, keys[i], user{ID: keys[i]}))
+		}
+	}
+	var sizes mgetSizes
+	rdb.AddHook(&sizes)
+	var loaded []string
+	got, err := c.FetchMany(ctx, keys, func(_ context.Context, ks []string) (map[string]user, error) {
+		loaded = append(loaded, ks...)
+		m := map[string]user{}
+		for _, k := range ks {
+			m[k] = user{ID: k, Name: "loaded"}
+		}
+		return m, nil
+	})
+	require.NoError(t, err)
+	require.Len(t, got, n)
+	for _, k := range keys {
+		require.Equal(t, k, got[k].ID)
+	}
+	require.Len(t, loaded, (n+92)/100, "only the missing keys load")
+	require.Equal(t, []int{mgetMaxKeys, mgetMaxKeys, 88}, sizes.sizes)
+}
