@@ -5,7 +5,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -377,15 +376,6 @@ func reportConsume(b *testing.B, busy, cpu time.Duration) {
 	n := float64(b.N * consumeEvents)
 	b.ReportMetric(n/busy.Seconds(), "events/s")
 	b.ReportMetric(float64(cpu.Nanoseconds())/n, "cpu-ns/event")
-}
-
-// processCPU returns the user and system CPU time the process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // otelSDK returns an SDK tracer provider (every span sampled, none exported) and meter provider

@@ -3,10 +3,8 @@ package benchcmp
 import (
 	"context"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -138,52 +136,14 @@ func BenchmarkRateLimitRedis(b *testing.B) {
 // INFO cpu), and the server's own time inside script calls ("script-us/op", INFO commandstats
 // usec of EVALSHA and EVAL). Call it after warm-up and the returned func after the loop.
 func measureCost(b *testing.B, rdb *redis.Client) func() {
-	cpu0, srv0, scr0 := rlClientCPU(), rlServerCPU(b, rdb), scriptUsec(b, rdb)
+	cpu0, srv0, scr0 := processCPU(), serverCPU(b, rdb), scriptUsec(b, rdb)
 	return func() {
-		cpu1, srv1, scr1 := rlClientCPU(), rlServerCPU(b, rdb), scriptUsec(b, rdb)
+		cpu1, srv1, scr1 := processCPU(), serverCPU(b, rdb), scriptUsec(b, rdb)
 		n := float64(b.N)
 		b.ReportMetric(float64(cpu1-cpu0)/float64(time.Microsecond)/n, "cpu-us/op")
-		b.ReportMetric((srv1-srv0)*1e6/n, "srv-cpu-us/op")
+		b.ReportMetric(float64(srv1-srv0)/float64(time.Microsecond)/n, "srv-cpu-us/op")
 		b.ReportMetric((scr1-scr0)/n, "script-us/op")
 	}
-}
-
-// rlClientCPU is the user+system CPU time of this process so far.
-func rlClientCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// infoField returns the float value of name in an INFO section's "name:value" lines, or, with
-// sub, of "sub=value" inside it (commandstats lines).
-func infoField(b *testing.B, rdb *redis.Client, section, name, sub string) float64 {
-	s, err := rdb.Info(context.Background(), section).Result()
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, line := range strings.Split(s, "\r\n") {
-		v, ok := strings.CutPrefix(line, name+":")
-		if !ok {
-			continue
-		}
-		if sub != "" {
-			for _, kv := range strings.Split(v, ",") {
-				if x, ok := strings.CutPrefix(kv, sub+"="); ok {
-					v = x
-					break
-				}
-			}
-		}
-		f, _ := strconv.ParseFloat(v, 64)
-		return f
-	}
-	return 0
-}
-
-// rlServerCPU is redis-server's user+system CPU seconds so far.
-func rlServerCPU(b *testing.B, rdb *redis.Client) float64 {
-	return infoField(b, rdb, "cpu", "used_cpu_sys", "") + infoField(b, rdb, "cpu", "used_cpu_user", "")
 }
 
 // scriptUsec is the microseconds redis-server has spent inside EVALSHA and EVAL so far.
