@@ -7,10 +7,8 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -505,12 +503,10 @@ func BenchmarkCacheRedisHitKeys(b *testing.B) {
 	}
 }
 
-// cacheCPUMeter measures what a benchmark spends per operation: CPU in this process (getrusage:
-// the benchmark's goroutines, the Redis client, GC) and in the shared redis-server (INFO cpu),
-// and the server's read events (INFO stats total_reads_processed: about one per round trip, so
-// reads/op below 1 shows reads sharing round trips). On a busy machine wall-clock throughput
-// swings with the load; CPU per operation barely does, and with client and server on the same
-// cores it is what throughput is made of.
+// cacheCPUMeter measures what a benchmark spends per operation (cpu_test.go): CPU in this
+// process and in the shared redis-server, and the server's read events (INFO stats
+// total_reads_processed: about one per round trip, so reads/op below 1 shows reads sharing
+// round trips).
 type cacheCPUMeter struct {
 	rdb            *redis.Client
 	client, server time.Duration
@@ -518,52 +514,16 @@ type cacheCPUMeter struct {
 }
 
 func startCacheCPU(b *testing.B, rdb *redis.Client) *cacheCPUMeter {
-	m := &cacheCPUMeter{rdb: rdb}
-	m.client = cacheClientCPU()
-	m.server, m.reads = cacheServerCPU(b, rdb)
-	return m
+	return &cacheCPUMeter{rdb: rdb, client: processCPU(), server: serverCPU(b, rdb),
+		reads: infoField(b, rdb, "stats", "total_reads_processed", "")}
 }
 
 // report adds client-us/op, server-us/op (CPU microseconds per operation) and reads/op (server
 // read events per operation) to b's results.
 func (m *cacheCPUMeter) report(b *testing.B) {
-	client := cacheClientCPU() - m.client
-	server, reads := cacheServerCPU(b, m.rdb)
+	client, server := processCPU()-m.client, serverCPU(b, m.rdb)-m.server
+	reads := infoField(b, m.rdb, "stats", "total_reads_processed", "") - m.reads
 	b.ReportMetric(float64(client.Microseconds())/float64(b.N), "client-us/op")
-	b.ReportMetric(float64((server-m.server).Microseconds())/float64(b.N), "server-us/op")
-	b.ReportMetric((reads-m.reads)/float64(b.N), "reads/op")
-}
-
-// cacheClientCPU is this process's user + system CPU time so far.
-func cacheClientCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// cacheServerCPU returns the redis-server's used_cpu_user + used_cpu_sys and its
-// total_reads_processed so far.
-func cacheServerCPU(b *testing.B, rdb *redis.Client) (cpu time.Duration, reads float64) {
-	info, err := rdb.Info(context.Background(), "cpu", "stats").Result()
-	if err != nil {
-		b.Fatal(err)
-	}
-	for line := range strings.Lines(info) {
-		name, val, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if !ok || (name != "used_cpu_user" && name != "used_cpu_sys" && name != "total_reads_processed") {
-			continue
-		}
-		f, err := strconv.ParseFloat(val, 64)
-		if err != nil {
-			b.Fatalf("INFO %s: %v", name, err)
-		}
-		if name == "total_reads_processed" {
-			reads = f
-		} else {
-			cpu += time.Duration(f * float64(time.Second))
-		}
-	}
-	return cpu, reads
+	b.ReportMetric(float64(server.Microseconds())/float64(b.N), "server-us/op")
+	b.ReportMetric(reads/float64(b.N), "reads/op")
 }
