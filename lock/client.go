@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/surgekit/surge/internal/keys"
 )
 
@@ -40,6 +42,7 @@ func New(rdb redis.UniversalClient, opt *Options) *Client {
 		// of a hand-over from the reply, without a message.
 		c.g.local = &c.g.nodes[0].hub
 		c.g.local.id = rand.Text()
+		c.g.gates = &gates{m: make(map[string]*gate)}
 	}
 	return c
 }
@@ -50,8 +53,12 @@ func New(rdb redis.UniversalClient, opt *Options) *Client {
 const queueLease = 2 * time.Second
 
 // Obtain tries to acquire the lock named key for ttl (at least 1ms). With opt.Wait > 0 it
-// blocks until it acquires, the wait runs out or ctx ends: waiters queue in arrival order and
-// the holder's release hands the lock to the first of them (see [ObtainOptions.Wait]). It returns an error wrapping [ErrNotObtained] when someone else kept
+// blocks until it acquires, the wait runs out or ctx ends: waiters queue in arrival order (the
+// goroutines of one Client in process, one of them at a time in Redis, so fairness between
+// processes is per Client) and the holder's release hands the lock to the first of them (see
+// [ObtainOptions.Wait]). A lock obtained with a wait keeps its Client's turn for the key until
+// it is released or lost: a goroutine that obtains the key again on the same Client while it
+// holds it waits for itself until its lock is lost. It returns an error wrapping [ErrNotObtained] when someone else kept
 // the lock (also wrapping ctx.Err() when ctx ended the wait), [ErrNotReplicated] (see
 // [Options.WaitReplicas]), or the Redis error met. Each successful Obtain draws a new
 // [Lock.Fence]. With opt.AutoRenew the returned lock owns a watchdog until [Lock.Release].
@@ -101,6 +108,9 @@ type group struct {
 	// local is the hub of the queued waiters (nil without queue): a release hands the lock to a
 	// waiter of this hub through it, with no pub/sub message.
 	local *hub
+	// gates (single node, no WaitReplicas) let one goroutine of the Client at a time contend for
+	// a key in Redis; nil elsewhere.
+	gates *gates
 	now   func() time.Time // tests move the clock
 
 	beforeSubscribe func() // tests: runs between the failed first try and the subscription
@@ -210,22 +220,76 @@ func (g *group) acquire(ctx context.Context, key string, ttl time.Duration, opt 
 		lease = g.queueLease // queue at once: a release may hand the lock over before we subscribe
 		begin = time.Now()
 	}
+	// A wait (at the gate, then in Redis) has a span and a duration, backdated to begin.
+	var wctx context.Context
+	var span trace.Span
+	gated := o.Wait > 0 && g.gates != nil
+	if gated {
+		start := g.now()
+		gr, ok, queued := g.gates.enter(ctx, l, start.Add(o.Wait))
+		if queued {
+			wctx, span = g.cfg.tel.startWait(ctx, key, begin)
+		}
+		if !ok {
+			att := attempt{err: notObtained(key, ctx.Err(), nil)}
+			if span != nil {
+				g.cfg.tel.waited(wctx, span, begin, l, att)
+			}
+			return nil, att.err
+		}
+		if gr.fence > 0 {
+			// Handed over by the release of the goroutine before us, sent at gr.at: the lock's
+			// ttl started after it. With less than half of it left, a round renews it.
+			if until := gr.at.Add(ttl - g.drift(ttl)); until.Sub(g.now()) > ttl/2 {
+				l.granted(gr.fence, until)
+				if span != nil {
+					g.cfg.tel.waited(wctx, span, begin, l, attempt{ok: true})
+				}
+				return g.gatedObtained(l, &o), nil
+			}
+		}
+		if o.Wait -= g.now().Sub(start); o.Wait <= 0 {
+			o.Wait = time.Nanosecond // one round, as the rest of the wait
+		}
+	}
 	att := g.acquireRound(ctx, l, ttl, lease)
 	if !att.ok && att.retry && o.Wait > 0 {
-		wctx, span := g.cfg.tel.startWait(ctx, key, begin)
+		if span == nil {
+			wctx, span = g.cfg.tel.startWait(ctx, key, begin)
+		}
 		att = g.wait(wctx, l, ttl, &o, att)
+	}
+	if !att.ok && att.err == nil { // held by another: the error is built only when it is returned
+		att.err = notObtained(l.key, nil, att.errs)
+	}
+	if span != nil {
 		g.cfg.tel.waited(wctx, span, begin, l, att)
 	}
 	if !att.ok {
-		if att.err == nil { // held by another: the error is built only when it is returned
-			att.err = notObtained(l.key, nil, att.errs)
+		if gated {
+			l.leaveGate()
 		}
 		return nil, att.err
+	}
+	if gated {
+		return g.gatedObtained(l, &o), nil
 	}
 	if o.AutoRenew {
 		l.startWatchdog()
 	}
 	return l, nil
+}
+
+// gatedObtained finishes an Obtain that holds its Client's gate for the key: the validity timer
+// is armed whatever observes the lock, so that the gate passes on when the lock is lost.
+func (g *group) gatedObtained(l *Lock, o *ObtainOptions) *Lock {
+	l.mu.Lock()
+	l.armLocked()
+	l.mu.Unlock()
+	if o.AutoRenew {
+		l.startWatchdog()
+	}
+	return l
 }
 
 // attempt is the outcome of one acquisition round.

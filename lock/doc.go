@@ -16,7 +16,9 @@
 //   - waiters ([ObtainOptions.Wait]) queue in the lock's hash slot; a release hands the lock to
 //     the first waiter still queued and tells it, so it holds the lock without another call: a
 //     waiter of the releasing [Client] from the release's own reply, any other by a pub/sub
-//     message naming it (sharded pub/sub on Redis Cluster); no polling, no herd;
+//     message naming it (sharded pub/sub on Redis Cluster); no polling, no herd; the waiters
+//     of one [Client] take turns in process, one at a time in Redis, and a release hands the
+//     lock to the Client's next waiter in the same script when no other Client waits;
 //   - [Redlock] spreads a lock over several independent masters with a quorum;
 //   - keys are hash-tagged, so it works on Redis Cluster; [Options.WaitReplicas] waits for
 //     replicas to acknowledge an acquisition.

@@ -22,6 +22,8 @@ type Lock struct {
 
 	onLost func() // Do: cancels fn's context
 
+	gate *gate // its Client's gate for the key, while it holds it (guarded by gates.mu)
+
 	refreshing sync.Mutex // one refresh at a time (watchdog and Refresh), so validity follows Redis
 
 	mu         sync.Mutex
@@ -110,8 +112,10 @@ func (l *Lock) Lost() <-chan struct{} {
 // waking waiters. It returns an error wrapping [ErrNotHeld] when the lock was no longer owned
 // (expired, taken by another, or released before; the other holder's key is left untouched), or
 // the Redis error met; after such an error nothing is settled and Release may be called again.
-// It blocks for one round trip (per node, in parallel, for a Redlock). When the release hands the
-// lock to a goroutine waiting in Obtain or Do on the same [Client], Release returns once that
+// It blocks for one round trip (per node, in parallel, for a Redlock). A lock obtained with a
+// wait on a [Client] hands itself, in the same round trip, to the next goroutine of that Client
+// waiting for the key, unless a waiter of another Client is queued in Redis. When the release
+// hands the lock to a goroutine of the same Client waiting in Redis, Release returns once that
 // goroutine has taken it (as sync.Mutex does in starvation mode), so the lock moves on at once
 // rather than after the caller's next blocking call.
 func (l *Lock) Release(ctx context.Context) error {
@@ -322,6 +326,7 @@ func (l *Lock) markLost(why string) {
 	if already {
 		return
 	}
+	l.leaveGate()
 	l.g.cfg.tel.markedLost()
 	if l.onLost != nil {
 		l.onLost()

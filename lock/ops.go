@@ -88,39 +88,87 @@ func (l *Lock) runAcquire(ctx context.Context, s redis.Scripter, ttl, lease time
 // 0 when it did not. A hand-over to a waiter of this Client comes back in the reply instead of a
 // message, and the waiter is told here, with the time the release was sent: the waiter's ttl
 // started after it. When no answer came, the script may have handed the lock to such a waiter:
-// every waiter of this Client on the key looks again.
+// every waiter of this Client on the key looks again. When l holds its Client's gate for the key,
+// the release names the first gate waiter, which gets the lock from the script when no other
+// process waits, and the gate passes on (see gates).
 func (l *Lock) runRelease(ctx context.Context, s redis.Scripter) (int64, error) {
+	gt, succ := l.takeGate()
+	r, err := l.releaseOnce(ctx, s, gt, succ)
+	for r.rel != nil { // the successor gave up after it was handed the lock: release it in its place
+		var next releaseResult
+		next, _ = r.rel.releaseOnce(ctx, s, gt, r.succ)
+		r.rel, r.succ = next.rel, next.succ
+	}
+	return r.n, err
+}
+
+// releaseResult is releaseOnce's answer: n as runRelease's, and a lock still to release (with
+// the successor to name) when the named successor gave up meanwhile.
+type releaseResult struct {
+	n    int64
+	rel  *Lock
+	succ *gateWaiter
+}
+
+func (l *Lock) releaseOnce(ctx context.Context, s redis.Scripter, gt *gate, succ *gateWaiter) (releaseResult, error) {
 	h := l.g.local
 	var id string
 	var sent time.Time
 	if h != nil {
 		id, sent = h.id, l.g.now()
 	}
-	v, err := releaseScript.Run(ctx, s, l.keys[:], l.token, l.channel, l.g.publish, id).Result()
+	var succToken, succMeta string
+	var succTTL int64
+	if succ != nil {
+		succToken, succMeta, succTTL = succ.l.token, succ.l.meta, succ.l.ttl.Milliseconds()
+	}
+	v, err := releaseScript.Run(ctx, s, l.keys[:], l.token, l.channel, l.g.publish, id, succToken, succTTL, succMeta).Result()
+	var token string
+	var f int64
+	if str, ok := v.(string); ok && err == nil {
+		var fence string
+		var cut bool
+		token, fence, cut = strings.Cut(str, ":")
+		if f, _ = strconv.ParseInt(fence, 10, 64); !cut || f <= 0 {
+			token, f = "", 0
+		}
+	}
+	var r releaseResult
+	if gt != nil {
+		handed := int64(0)
+		if succ != nil && token == succToken && f > 0 {
+			handed = f
+		}
+		r.rel, r.succ = l.afterRelease(gt, succ, handed, sent)
+		if handed > 0 {
+			r.n = 1
+			return r, nil
+		}
+	}
 	if err != nil {
 		if h != nil {
 			h.wakeAll(l.channel)
 		}
-		return 0, err
+		return r, err
 	}
 	switch v := v.(type) {
 	case int64:
-		return v, nil
+		r.n = v
+		return r, nil
 	case string:
 		if h != nil {
-			token, fence, ok := strings.Cut(v, ":")
-			f, err := strconv.ParseInt(fence, 10, 64)
-			if ok && err == nil && f > 0 {
+			if f > 0 {
 				if ack := h.handOver(l.channel, handover{token: token, fence: f, at: sent}, true); ack != nil {
 					<-ack // the waiter runs now, not after our next blocking call
 				}
 			} else {
 				h.wakeAll(l.channel) // not ours to read: they will look
 			}
-			return 1, nil
+			r.n = 1
+			return r, nil
 		}
 	}
-	return 0, fmt.Errorf("release: unexpected reply %v", v)
+	return r, fmt.Errorf("release: unexpected reply %v", v)
 }
 
 // releaseChannel is the pub/sub channel release.lua publishes on; waiters subscribe to it.

@@ -71,15 +71,19 @@ type Options struct {
 // ObtainOptions tunes one Obtain or Do. A nil *ObtainOptions means one try, no watchdog.
 type ObtainOptions struct {
 	// Wait is how long to keep trying while someone else holds the lock; 0 means one try.
-	// Waiters subscribe to the lock's release channel. On a [Client] (without
-	// [Options.WaitReplicas]) they also queue in Redis, in arrival order: a release hands the
-	// lock to the first waiter still queued and tells it (from the release's reply when the
-	// waiter is in the releasing Client, else by a message naming it), so that waiter holds the
-	// lock without another call. A waiter renews its place every second; one that gives up
-	// leaves the queue, one that died is skipped after 2s (a release in between hands it the lock,
-	// which then stays taken until its ttl runs out). A [Redlock] does not queue: its waiters
-	// retry as soon as the holder releases. Either way a waiter also looks again at the holder's
-	// expiry.
+	// On a [Client] (without [Options.WaitReplicas]) the waiters of one Client first take turns
+	// in process, in arrival order: at most one goroutine of a Client contends for a key in
+	// Redis at a time, and it keeps that turn while it holds the lock. Its release hands the lock
+	// to the Client's next waiter in the same script, unless a waiter of another Client is queued
+	// in Redis, which then comes first; so fairness between processes is per Client, not per
+	// goroutine. The goroutine whose turn it is queues in Redis, in arrival order among Clients:
+	// a release hands the lock to the first waiter still queued and tells it (from the release's
+	// reply when the waiter is in the releasing Client, else by a message naming it), so that
+	// waiter holds the lock without another call. It renews its place every second; one that
+	// gives up leaves the queue, one that died is skipped after 2s (a release in between hands it
+	// the lock, which then stays taken until its ttl runs out). A turn passes on when the lock is
+	// released or lost, or the Obtain fails. A [Redlock] does not queue: its waiters retry as soon
+	// as the holder releases. Either way a waiter also looks again at the holder's expiry.
 	Wait time.Duration
 
 	// Backoff returns the delay before retry attempt (0-based) when no release message came, for

@@ -65,16 +65,17 @@ func TestReleaseHandsTheLockToTheFirstWaiter(t *testing.T) {
 	assert.False(t, mr.Exists("surge:lock:{k}"), "no waiter left: deleted")
 }
 
+// Waiters of different Clients (processes) queue in Redis, in arrival order.
 func TestWaitersObtainInArrivalOrder(t *testing.T) {
 	mr, rdb := redistest.Mini(t)
 	ctx := ctxT(t)
-	c := New(rdb, nil)
-	holder, err := c.Obtain(ctx, "k", time.Hour, nil)
+	holder, err := New(rdb, nil).Obtain(ctx, "k", time.Hour, nil)
 	require.NoError(t, err)
 	order := make(chan string, 3)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for i := range 3 {
+		c := New(rdb, nil)
 		wg.Go(func() {
 			l, err := c.Obtain(ctx, "k", time.Minute, &ObtainOptions{Wait: time.Hour, Backoff: hourBackoff.Backoff})
 			if !assert.NoError(t, err) {
@@ -299,22 +300,30 @@ func TestReleaseLetsTheWaiterItHandedTheLockToRunFirst(t *testing.T) {
 	c := New(rdb, nil)
 	holder, err := c.Obtain(ctx, "k", time.Hour, nil)
 	require.NoError(t, err)
+	other, err := c.Obtain(ctx, "k2", time.Hour, nil)
+	require.NoError(t, err)
 	got := make(chan *Lock, 2)
-	for i := range 2 { // the second keeps the subscription open when the first leaves
+	// The waiter on k2 keeps the pub/sub connection open when the waiter on k leaves.
+	for _, l := range []*Lock{holder, other} {
 		go func() {
-			l, err := c.Obtain(ctx, "k", time.Minute, hourBackoff)
+			w, err := c.Obtain(ctx, l.key, time.Minute, hourBackoff)
 			assert.NoError(t, err)
-			got <- l
+			got <- w
 		}()
-		require.Eventually(t, func() bool { return rdb.LLen(ctx, holder.keys[keyQueue]).Val() == int64(i+1) }, 10*time.Second, time.Millisecond)
+		require.Eventually(t, func() bool { return rdb.LLen(ctx, l.keys[keyQueue]).Val() == 1 }, 10*time.Second, time.Millisecond)
+		waitSubscribed(t, rdb, l.keys[keyLock])
 	}
-	waitSubscribed(t, rdb, holder.keys[keyLock])
 	h := &c.g.nodes[0].hub
 	require.Eventually(t, func() bool { // both parked in their wait
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		s := h.chans[holder.channel]
-		return s != nil && len(s.waiters) == 2 && s.waiters[0].parked.Load() && s.waiters[1].parked.Load()
+		for _, l := range []*Lock{holder, other} {
+			s := h.chans[l.channel]
+			if s == nil || len(s.waiters) != 1 || !s.waiters[0].parked.Load() {
+				return false
+			}
+		}
+		return true
 	}, 10*time.Second, time.Millisecond)
 
 	require.NoError(t, holder.Release(ctx))
@@ -327,6 +336,7 @@ func TestReleaseLetsTheWaiterItHandedTheLockToRunFirst(t *testing.T) {
 	require.NotNil(t, l)
 	assert.Equal(t, holder.Fence()+1, l.Fence())
 	require.NoError(t, l.Release(ctx))
+	require.NoError(t, other.Release(ctx))
 	require.NoError(t, (<-got).Release(ctx))
 }
 

@@ -1,0 +1,286 @@
+package lock
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/surgekit/surge/internal/redistest"
+)
+
+// contend runs goroutines goroutines per Client, each obtaining key (with a wait) and releasing
+// it rounds times, checking that no two hold it at once and that fences increase in holding
+// order; it returns the number of acquisitions.
+func contend(t *testing.T, clients []*Client, key string, goroutines, rounds int) int {
+	ctx := ctxT(t)
+	var mu sync.Mutex
+	var last int64
+	var inside atomic.Int32
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		for range goroutines {
+			wg.Go(func() {
+				for range rounds {
+					l, err := c.Obtain(ctx, key, 5*time.Second, &ObtainOptions{Wait: 20 * time.Second})
+					if !assert.NoError(t, err) {
+						return
+					}
+					if inside.Add(1) != 1 {
+						t.Error("two holders at once")
+					}
+					mu.Lock() // in holding order: the lock serialises these
+					if l.Fence() <= last {
+						t.Errorf("fence %d after %d", l.Fence(), last)
+					}
+					last = l.Fence()
+					mu.Unlock()
+					n.Add(1)
+					inside.Add(-1)
+					assert.NoError(t, l.Release(ctx))
+				}
+			})
+		}
+	}
+	wg.Wait()
+	return int(n.Load())
+}
+
+// scriptCalls returns how many scripts the server has run (EVALSHA and EVAL).
+func scriptCalls(t *testing.T, rdb *redis.Client) int {
+	info, err := rdb.Info(context.Background(), "commandstats").Result()
+	require.NoError(t, err)
+	total := 0
+	for line := range strings.Lines(info) {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || (name != "cmdstat_evalsha" && name != "cmdstat_eval") {
+			continue
+		}
+		calls, _, _ := strings.Cut(strings.TrimPrefix(rest, "calls="), ",")
+		n, err := strconv.Atoi(calls)
+		require.NoError(t, err)
+		total += n
+	}
+	return total
+}
+
+// Goroutines of one Client contending for a key take turns in process: a release hands the lock
+// straight to the next of them, so each acquisition costs one script (the release), not two (the
+// release, and the releaser's next Obtain queueing itself in Redis).
+func TestServerOneScriptPerHandOverWithinAClient(t *testing.T) {
+	s := redistest.Server(t)
+	c := New(s.NewClient(&redis.Options{PoolSize: 16}), nil)
+	before := scriptCalls(t, s.Client())
+	n := contend(t, []*Client{c}, "gate", 8, 50)
+	scripts := scriptCalls(t, s.Client()) - before
+	t.Logf("%d acquisitions, %d scripts", n, scripts)
+	assert.LessOrEqual(t, float64(scripts), 1.2*float64(n)+8, "scripts per acquisition: %.2f", float64(scripts)/float64(n))
+}
+
+// At most one goroutine of a Client waits in Redis for a key at a time: the queue never holds two
+// waiters of one Client (the waiters hash names each waiter's Client).
+func TestServerOneQueueEntryPerClient(t *testing.T) {
+	s := redistest.Server(t)
+	clients := []*Client{New(s.NewClient(&redis.Options{PoolSize: 16}), nil), New(s.NewClient(&redis.Options{PoolSize: 16}), nil)}
+	probe := s.Client()
+	stop, done := make(chan struct{}), make(chan struct{})
+	var worst int
+	go func() {
+		defer close(done)
+		for range 100000 { // bounded; the contention below ends first
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			entries, err := probe.HVals(context.Background(), "surge:lock:{gate}:waiters").Result()
+			if err != nil {
+				continue
+			}
+			perClient := map[string]int{}
+			for _, e := range entries {
+				if f := strings.Fields(e); len(f) >= 3 {
+					perClient[f[2]]++
+					worst = max(worst, perClient[f[2]])
+				}
+			}
+		}
+	}()
+	n := contend(t, clients, "gate", 8, 30)
+	close(stop)
+	<-done
+	t.Logf("%d acquisitions", n)
+	assert.LessOrEqual(t, worst, 1, "waiters of one Client queued in Redis at once")
+}
+
+// Two Clients of 8 goroutines each: mutual exclusion and fences increasing in holding order.
+func TestServerGatedMutualExclusionAndFences(t *testing.T) {
+	s := redistest.Server(t)
+	clients := []*Client{New(s.NewClient(&redis.Options{PoolSize: 16}), nil), New(s.NewClient(&redis.Options{PoolSize: 16}), nil)}
+	assert.Equal(t, 2*8*40, contend(t, clients, "mx2", 8, 40))
+}
+
+// A lock lost without Release (its ttl ran out, nobody watching it) frees its Client's gate:
+// the next goroutine of that Client obtains the key.
+func TestLostLockFreesTheGate(t *testing.T) {
+	_, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	c := New(rdb, nil)
+	first, err := c.Obtain(ctx, "k", 50*time.Millisecond, &ObtainOptions{Wait: time.Second})
+	require.NoError(t, err)
+	// miniredis expires keys only when told: the lock stays in Redis, but its holder's validity
+	// runs out, which passes the gate on; the next one then finds the key held and waits in Redis.
+	next, err := c.Obtain(ctx, "k", time.Minute, &ObtainOptions{Wait: 300 * time.Millisecond, Backoff: func(int) time.Duration { return time.Millisecond }})
+	require.ErrorIs(t, err, ErrNotObtained, "the key is still held in Redis")
+	require.Nil(t, next)
+	assert.Nil(t, c.g.gates.m[first.keys[keyLock]], "the gate was freed (no holder, no waiter)")
+	select {
+	case <-first.Lost():
+	default:
+		t.Fatal("the lock was not marked lost")
+	}
+}
+
+// With a real server the key expires: the second goroutine obtains after the first lock ran out
+// without Release.
+func TestServerLostLockFreesTheGate(t *testing.T) {
+	s := redistest.Server(t)
+	ctx := ctxT(t)
+	c := New(s.Client(), nil)
+	first, err := c.Obtain(ctx, "k", 100*time.Millisecond, &ObtainOptions{Wait: time.Second})
+	require.NoError(t, err)
+	next, err := c.Obtain(ctx, "k", time.Minute, &ObtainOptions{Wait: 10 * time.Second})
+	require.NoError(t, err)
+	assert.Greater(t, next.Fence(), first.Fence())
+	require.ErrorIs(t, first.Release(ctx), ErrNotHeld)
+	require.NoError(t, next.Release(ctx))
+}
+
+// gateState returns whether key's gate of c is held and how many wait for it.
+func gateState(c *Client, key string) (held bool, waiting int) {
+	gs := c.g.gates
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	gt := gs.m["surge:lock:{"+key+"}"]
+	if gt == nil {
+		return false, 0
+	}
+	return gt.held, len(gt.q)
+}
+
+// The gate passes on exactly once per lock: a lock lost (validity ran out) hands it to the next
+// waiter, and its later Release does not hand it again to the one after.
+func TestGatePassesOnOnce(t *testing.T) {
+	mr, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	c := New(rdb, nil)
+	wait := &ObtainOptions{Wait: time.Minute, Backoff: func(int) time.Duration { return time.Millisecond }}
+	first, err := c.Obtain(ctx, "k", time.Hour, wait)
+	require.NoError(t, err)
+	got := make(chan *Lock, 2)
+	for i := range 2 {
+		go func() {
+			l, err := c.Obtain(ctx, "k", time.Minute, wait)
+			assert.NoError(t, err)
+			got <- l
+		}()
+		require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == i+1 }, 10*time.Second, time.Millisecond)
+	}
+	first.markLost("test") // as the validity timer does
+	require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == 1 }, 10*time.Second, time.Millisecond)
+	mr.Del("surge:lock:{k}") // as the key's expiry would
+	second := <-got
+	require.ErrorIs(t, first.Release(ctx), ErrNotHeld)
+	held, n := gateState(c, "k")
+	assert.True(t, held)
+	assert.Equal(t, 1, n, "the third still waits: the lost lock passed the gate once")
+	select {
+	case l := <-got:
+		t.Fatalf("two holders: %v", l.Fence())
+	default:
+	}
+	require.NoError(t, second.Release(ctx))
+	third := <-got
+	assert.Equal(t, second.Fence()+1, third.Fence(), "handed over by the release")
+	require.NoError(t, third.Release(ctx))
+	held, n = gateState(c, "k")
+	assert.False(t, held)
+	assert.Zero(t, n)
+}
+
+// A gate waiter that gives up leaves the queue; one that gives up after a release named it as
+// successor hands on what it got: the releaser releases the lock in its place, to the next.
+func TestGateWaiterThatGivesUp(t *testing.T) {
+	mr, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	c := New(rdb, nil)
+	wait := &ObtainOptions{Wait: time.Minute}
+	holder, err := c.Obtain(ctx, "k", time.Hour, wait)
+	require.NoError(t, err)
+
+	_, err = c.Obtain(ctx, "k", time.Minute, &ObtainOptions{Wait: 20 * time.Millisecond})
+	require.ErrorIs(t, err, ErrNotObtained)
+	_, n := gateState(c, "k")
+	require.Zero(t, n, "left the gate's queue")
+
+	// quitter is named successor by the holder's release, and gives up before the script runs.
+	qctx, cancel := context.WithCancel(ctx)
+	quit := make(chan error, 1)
+	go func() {
+		_, err := c.Obtain(qctx, "k", time.Minute, wait)
+		quit <- err
+	}()
+	require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == 1 }, 10*time.Second, time.Millisecond)
+	got := make(chan *Lock, 1)
+	go func() {
+		l, err := c.Obtain(ctx, "k", time.Minute, wait)
+		assert.NoError(t, err)
+		got <- l
+	}()
+	require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == 2 }, 10*time.Second, time.Millisecond)
+
+	rdb.AddHook(&beforeScript{token: holder.Token(), fn: func() {
+		cancel()
+		require.ErrorIs(t, <-quit, context.Canceled)
+	}})
+	require.NoError(t, holder.Release(ctx))
+	l := <-got
+	assert.Equal(t, holder.Fence()+2, l.Fence(), "the quitter's hand-over drew a fence, then the next")
+	v, err := mr.Get("surge:lock:{k}")
+	require.NoError(t, err)
+	assert.True(t, strings.HasPrefix(v, l.Token()+":"))
+	require.NoError(t, l.Release(ctx))
+	assert.False(t, mr.Exists("surge:lock:{k}"))
+}
+
+// beforeScript runs fn once, before the first script call naming token.
+type beforeScript struct {
+	token string
+	once  sync.Once
+	fn    func()
+}
+
+func (h *beforeScript) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *beforeScript) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (h *beforeScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		for _, a := range cmd.Args() {
+			if a == any(h.token) {
+				h.once.Do(h.fn)
+				break
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
