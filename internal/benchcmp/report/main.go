@@ -274,6 +274,13 @@ func render(w io.Writer, res map[string]result, header []string, cmd, machine st
 	fmt.Fprintln(w, "is better) and for throughputs (higher is better),")
 	fmt.Fprintln(w, "unless the row says otherwise. A 2-core machine shared with the servers is noisy: rerun")
 	fmt.Fprintln(w, "before drawing conclusions from a few percent.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Rows marked \"pinned to one core\" come from run.sh's second pass, which reruns the")
+	fmt.Fprintln(w, "single-caller benchmarks under `taskset -c 0` (client and redis-server on one core). On this")
+	fmt.Fprintln(w, "VM a single caller's round trip on two cores lands, run by run, in one of two modes (about")
+	fmt.Fprintln(w, "25 or 55 µs, for surge and peers alike) depending on whether a wake-up crosses to an idle")
+	fmt.Fprintln(w, "vCPU, so medians of a few runs flip with it; on one core each round trip costs what both")
+	fmt.Fprintln(w, "sides spend, and runs agree within about 2%. Both measurements are shown.")
 	for _, s := range sections {
 		fmt.Fprintf(w, "\n## %s\n\n", s.title)
 		if n := notes[s.title]; n != "" {
@@ -282,37 +289,16 @@ func render(w io.Writer, res map[string]result, header []string, cmd, machine st
 		fmt.Fprintln(w, "| what | surge | peer | ratio | target | met |")
 		fmt.Fprintln(w, "|---|---|---|---|---|---|")
 		for _, r := range s.rows {
-			sr, sok := res[r.surge]
-			sv, svok := sr.metrics[r.unit]
-			if !sok || !svok {
-				fmt.Fprintf(w, "| %s | not measured (`%s`) | | | %s | not measured |\n", r.what, r.surge, r.target)
-				continue
-			}
-			peerCell, ratio, met := "", "", "n/a"
-			var pv float64
-			if r.peer != "" {
-				pr, pok := res[r.peer]
-				v, vok := pr.metrics[r.unit]
-				if !pok || !vok {
-					fmt.Fprintf(w, "| %s | %s | not measured (`%s`) | | %s | not measured |\n", r.what, fmtVal(sv, r.unit), r.peer, r.target)
-					continue
+			renderRow(w, res, r)
+			if _, ok := res[r.surge+oneCore]; ok {
+				twin := r
+				twin.what = "↳ the same, client and redis-server pinned to one core"
+				twin.surge += oneCore
+				if twin.peer != "" {
+					twin.peer += oneCore
 				}
-				pv = v
-				peerCell = fmtVal(pv, r.unit)
-				if r.judge == nil {
-					ratio = fmt.Sprintf("%.2f×", sv/pv)
-				}
+				renderRow(w, res, twin)
 			}
-			if r.judge != nil {
-				var ok bool
-				ratio, ok = r.judge(sv, pv)
-				met = map[bool]string{true: "**met**", false: "not met"}[ok]
-			}
-			extra := ""
-			if a, ok := sr.metrics["allocs/op"]; ok && r.unit == "ns/op" {
-				extra = fmt.Sprintf(" (%.0f allocs)", a)
-			}
-			fmt.Fprintf(w, "| %s | %s%s | %s | %s | %s | %s |\n", r.what, fmtVal(sv, r.unit), extra, peerCell, ratio, r.target, met)
 		}
 	}
 	fmt.Fprintln(w, "\n## All results\n\n```")
@@ -369,4 +355,43 @@ func main() {
 		w = f
 	}
 	render(w, res, header, *cmd, *machine)
+}
+
+// oneCore marks the results of run.sh's second pass: the single-caller benchmarks rerun with the
+// process and its redis-server pinned to one core (see the header text in render).
+const oneCore = "@1cpu"
+
+// renderRow writes r's table line.
+func renderRow(w io.Writer, res map[string]result, r row) {
+	sr, sok := res[r.surge]
+	sv, svok := sr.metrics[r.unit]
+	if !sok || !svok {
+		fmt.Fprintf(w, "| %s | not measured (`%s`) | | | %s | not measured |\n", r.what, r.surge, r.target)
+		return
+	}
+	peerCell, ratio, met := "", "", "n/a"
+	var pv float64
+	if r.peer != "" {
+		pr, pok := res[r.peer]
+		v, vok := pr.metrics[r.unit]
+		if !pok || !vok {
+			fmt.Fprintf(w, "| %s | %s | not measured (`%s`) | | %s | not measured |\n", r.what, fmtVal(sv, r.unit), r.peer, r.target)
+			return
+		}
+		pv = v
+		peerCell = fmtVal(pv, r.unit)
+		if r.judge == nil {
+			ratio = fmt.Sprintf("%.2f×", sv/pv)
+		}
+	}
+	if r.judge != nil {
+		var ok bool
+		ratio, ok = r.judge(sv, pv)
+		met = map[bool]string{true: "**met**", false: "not met"}[ok]
+	}
+	extra := ""
+	if a, ok := sr.metrics["allocs/op"]; ok && r.unit == "ns/op" {
+		extra = fmt.Sprintf(" (%.0f allocs)", a)
+	}
+	fmt.Fprintf(w, "| %s | %s%s | %s | %s | %s | %s |\n", r.what, fmtVal(sv, r.unit), extra, peerCell, ratio, r.target, met)
 }
