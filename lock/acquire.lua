@@ -34,5 +34,7 @@ end
 local pttl = redis.call('PTTL', KEYS[1])
 if pttl < 0 then
   pttl = 0
+elseif pttl == 0 then
+  pttl = 1 -- expires within 1ms: not "unknown"
 end
 return {pttl, tonumber(redis.call('GET', KEYS[2]) or '0')}

@@ -284,3 +284,88 @@ func (h *beforeScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		return next(ctx, cmd)
 	}
 }
+
+// The goroutines of one Client waiting for a key get it in arrival order, each from the release
+// of the one before, with the next fence.
+func TestGateWaitersObtainInArrivalOrder(t *testing.T) {
+	mr, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	c := New(rdb, nil)
+	wait := &ObtainOptions{Wait: time.Minute}
+	holder, err := c.Obtain(ctx, "k", time.Hour, wait)
+	require.NoError(t, err)
+	got := make([]chan *Lock, 3)
+	for i := range got {
+		got[i] = make(chan *Lock, 1)
+		go func() {
+			l, err := c.Obtain(ctx, "k", time.Minute, wait)
+			assert.NoError(t, err)
+			got[i] <- l
+		}()
+		require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == i+1 }, 10*time.Second, time.Millisecond)
+	}
+	assert.False(t, mr.Exists("surge:lock:{k}:queue"), "none of them queued in Redis")
+	prev := holder
+	for i := range got {
+		require.NoError(t, prev.Release(ctx))
+		l := <-got[i]
+		assert.Equal(t, prev.Fence()+1, l.Fence(), "waiter %d", i)
+		v, err := mr.Get("surge:lock:{k}")
+		require.NoError(t, err)
+		assert.Equal(t, l.Token()+":"+strconv.FormatInt(l.Fence(), 10)+":", v)
+		prev = l
+	}
+	require.NoError(t, prev.Release(ctx))
+	assert.False(t, mr.Exists("surge:lock:{k}"))
+}
+
+// A waiter of another Client queued in Redis comes before the releasing Client's next waiter,
+// which then takes the gate and queues in Redis itself.
+func TestGateYieldsToAnotherClientQueuedInRedis(t *testing.T) {
+	mr, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	a, b := New(rdb, nil), New(rdb, nil)
+	wait := &ObtainOptions{Wait: time.Minute, Backoff: hourBackoff.Backoff}
+	holder, err := a.Obtain(ctx, "k", time.Hour, wait)
+	require.NoError(t, err)
+	gotB := make(chan *Lock, 1)
+	go func() {
+		l, err := b.Obtain(ctx, "k", time.Minute, wait)
+		assert.NoError(t, err)
+		gotB <- l
+	}()
+	queued(t, mr, "k", 1)
+	waitSubscribed(t, rdb, holder.keys[keyLock])
+	gotA := make(chan *Lock, 1)
+	go func() {
+		l, err := a.Obtain(ctx, "k", time.Minute, wait)
+		assert.NoError(t, err)
+		gotA <- l
+	}()
+	require.Eventually(t, func() bool { _, n := gateState(a, "k"); return n == 1 }, 10*time.Second, time.Millisecond)
+
+	require.NoError(t, holder.Release(ctx))
+	lb := <-gotB
+	assert.Equal(t, holder.Fence()+1, lb.Fence(), "the other Client's waiter first")
+	queued(t, mr, "k", 1) // a's next waiter, now in Redis
+	require.NoError(t, lb.Release(ctx))
+	la := <-gotA
+	assert.Equal(t, holder.Fence()+2, la.Fence())
+	require.NoError(t, la.Release(ctx))
+}
+
+// A key that expires within 1ms is answered with a PTTL of 1ms, not 0 ("unknown"), so that its
+// waiter looks again then rather than after half the queue lease. A lost lock passes the gate
+// at its validity, when about that much is left.
+func TestAcquireAnswersAKeyAboutToExpireWithOneMillisecond(t *testing.T) {
+	mr, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	c := New(rdb, nil)
+	require.NoError(t, mr.Set("surge:lock:{k}", "other:1:"))
+	mr.SetTTL("surge:lock:{k}", 500*time.Microsecond)
+	l := &Lock{g: &c.g, key: "k", keys: [4]string{"surge:lock:{k}", "surge:lock:{k}:fence", "surge:lock:{k}:queue", "surge:lock:{k}:waiters"}, token: "me"}
+	gr, err := l.runAcquire(ctx, rdb, time.Minute, queueLease)
+	require.NoError(t, err)
+	assert.Zero(t, gr.fence)
+	assert.Equal(t, time.Millisecond, gr.pttl)
+}

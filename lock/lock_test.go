@@ -116,6 +116,10 @@ func TestWaitEndedByContextWrapsBoth(t *testing.T) {
 	_, err = c.Obtain(ctx, "k", time.Minute, &ObtainOptions{Wait: time.Hour})
 	require.ErrorIs(t, err, ErrNotObtained)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
+	// The server drops that waiter's subscription when it sees its connection closed, maybe
+	// after the waiter returned: waitSubscribed below must not see that one.
+	ch := releaseChannel(keys.Tagged(DefaultPrefix, "k"))
+	require.Eventually(t, func() bool { return rdb.PubSubNumSub(context.Background(), ch).Val()[ch] == 0 }, 10*time.Second, time.Millisecond)
 
 	ctx, cancel = context.WithCancel(ctxT(t))
 	errc := make(chan error, 1)
