@@ -3,11 +3,8 @@ package benchcmp
 import (
 	"context"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -184,7 +181,7 @@ func contended(b *testing.B, rdb *redis.Client, obtain func(ctx context.Context)
 			b.Fatal(err)
 		}
 	}
-	clientCPU0, redisCPU0 := lockProcessCPU(b), lockServerCPU(b, rdb)
+	clientCPU0, redisCPU0 := processCPU(), serverCPU(b, rdb)
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -207,37 +204,8 @@ func contended(b *testing.B, rdb *redis.Client, obtain func(ctx context.Context)
 	wg.Wait()
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "acq/s")
-	b.ReportMetric(float64(lockProcessCPU(b)-clientCPU0)/float64(time.Microsecond)/float64(b.N), "client-cpu-µs")
-	b.ReportMetric(float64(lockServerCPU(b, rdb)-redisCPU0)/float64(time.Microsecond)/float64(b.N), "redis-cpu-µs")
-}
-
-// lockProcessCPU returns the CPU time (user + system) this process has used.
-func lockProcessCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// lockServerCPU returns the CPU time (user + system) the Redis server has used, from INFO cpu.
-func lockServerCPU(b *testing.B, rdb *redis.Client) time.Duration {
-	info, err := rdb.Info(context.Background(), "cpu").Result()
-	if err != nil {
-		b.Fatal(err)
-	}
-	var total float64
-	for line := range strings.Lines(info) {
-		name, v, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if ok && (name == "used_cpu_sys" || name == "used_cpu_user") {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				b.Fatal(err)
-			}
-			total += f
-		}
-	}
-	return time.Duration(total * float64(time.Second))
+	b.ReportMetric(float64(processCPU()-clientCPU0)/float64(time.Microsecond)/float64(b.N), "client-cpu-µs")
+	b.ReportMetric(float64(serverCPU(b, rdb)-redisCPU0)/float64(time.Microsecond)/float64(b.N), "redis-cpu-µs")
 }
 
 // surgeObtain returns an obtain func for handoff and contended: Obtain with a one-minute wait.
