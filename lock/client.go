@@ -280,12 +280,11 @@ func (g *group) acquire(ctx context.Context, key string, ttl time.Duration, opt 
 	return l, nil
 }
 
-// gatedObtained finishes an Obtain that holds its Client's gate for the key: the validity timer
-// is armed whatever observes the lock, so that the gate passes on when the lock is lost.
+// gatedObtained finishes an Obtain that holds its Client's gate for the key: once a goroutine
+// waits for the gate, the validity timer is armed, so that the gate passes on when the lock is
+// lost, whoever observes it.
 func (g *group) gatedObtained(l *Lock, o *ObtainOptions) *Lock {
-	l.mu.Lock()
-	l.armLocked()
-	l.mu.Unlock()
+	l.obtainedGated()
 	if o.AutoRenew {
 		l.startWatchdog()
 	}

@@ -136,6 +136,9 @@ func TestLostLockFreesTheGate(t *testing.T) {
 	c := New(rdb, nil)
 	first, err := c.Obtain(ctx, "k", 50*time.Millisecond, &ObtainOptions{Wait: time.Second})
 	require.NoError(t, err)
+	first.mu.Lock()
+	assert.Nil(t, first.expiry, "nobody waits nor watches: no validity timer")
+	first.mu.Unlock()
 	// miniredis expires keys only when told: the lock stays in Redis, but its holder's validity
 	// runs out, which passes the gate on; the next one then finds the key held and waits in Redis.
 	next, err := c.Obtain(ctx, "k", time.Minute, &ObtainOptions{Wait: 300 * time.Millisecond, Backoff: func(int) time.Duration { return time.Millisecond }})
@@ -158,6 +161,16 @@ func TestServerLostLockFreesTheGate(t *testing.T) {
 	first, err := c.Obtain(ctx, "k", 100*time.Millisecond, &ObtainOptions{Wait: time.Second})
 	require.NoError(t, err)
 	next, err := c.Obtain(ctx, "k", time.Minute, &ObtainOptions{Wait: 10 * time.Second})
+	require.NoError(t, err)
+	assert.Greater(t, next.Fence(), first.Fence())
+	require.NoError(t, next.Release(ctx))
+
+	// The same when the next one arrives after the first lock expired: its validity timer,
+	// armed only once someone waits, fires at once.
+	first, err = c.Obtain(ctx, "k", 50*time.Millisecond, &ObtainOptions{Wait: time.Second})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return s.Client().Exists(ctx, first.keys[keyLock]).Val() == 0 }, 10*time.Second, time.Millisecond)
+	next, err = c.Obtain(ctx, "k", time.Minute, &ObtainOptions{Wait: 10 * time.Second})
 	require.NoError(t, err)
 	assert.Greater(t, next.Fence(), first.Fence())
 	require.ErrorIs(t, first.Release(ctx), ErrNotHeld)
