@@ -14,7 +14,7 @@ bench="${BENCH:-.}"
 benchtime="${BENCHTIME:-1s}"
 go test -run '^$' -bench "$bench" -benchmem -benchtime "$benchtime" -count "${COUNT:-5}" -timeout 20m . | tee "$out"
 
-# Second pass: the single-caller benchmarks again, with the process and its redis-server pinned to
+# Second pass: the single-caller benchmarks (and the contended lock) again, with the process and its redis-server pinned to
 # one core. On a small VM a lone round trip on two cores lands, run by run, in one of two modes
 # (a wake-up that crosses to an idle vCPU costs ~15 µs each way), and the median of a few runs
 # flips with it; on one core every run costs what client and server spend. The report shows these
@@ -23,7 +23,7 @@ if [ "${ONECORE:-1}" != 0 ] && [ -z "${BENCH:-}" ] && command -v taskset >/dev/n
   bin="$(mktemp -d)/benchcmp.test"
   go test -c -o "$bin" .
   for p in 'BenchmarkRateLimitRedis/single' 'BenchmarkCacheRedisHitKeys/.*/callers=1$' '^BenchmarkCacheRedisHit$' \
-           'BenchmarkLockUncontended' 'BenchmarkGinRateLimitRedis' 'BenchmarkEventsPublishSync' \
+           'BenchmarkLockUncontended' 'BenchmarkLockContended' 'BenchmarkGinRateLimitRedis' 'BenchmarkEventsPublishSync' \
            'BenchmarkBloomRedisCallers/single'; do
     taskset -c 0 "$bin" -test.run '^$' -test.bench "$p" -test.benchmem -test.benchtime "$benchtime" \
       -test.count "${COUNT1:-5}" -test.timeout 20m | sed 's/^\(Benchmark[^[:space:]]*\)/\1@1cpu/' | tee -a "$out"
