@@ -9,6 +9,7 @@ root="$(cd "$here/../.." && pwd)"
 cd "$here"
 command -v redis-server >/dev/null || { echo "run.sh: needs redis-server and redis-benchmark (apt-get install -y redis-server redis-tools)"; exit 1; }
 
+load0="$(cut -d" " -f1 /proc/loadavg 2>/dev/null || echo ?)"
 out="$here/results.txt" # the raw output, kept so the report can be re-rendered and checked
 bench="${BENCH:-.}"
 benchtime="${BENCHTIME:-1s}"
@@ -34,8 +35,9 @@ fi
 machine="cores: $(nproc)
 $(go version)
 $(redis-server --version | cut -d' ' -f1-3)
-date: $(date -u +%Y-%m-%d)"
+date: $(date -u +%Y-%m-%d)
+load average (1 min): $load0 at the start, $(cut -d" " -f1 /proc/loadavg 2>/dev/null || echo ?) at the end"
 cmd="bash internal/benchcmp/run.sh   # = cd internal/benchcmp && go test -run '^\$' -bench '$bench' -benchmem -benchtime $benchtime -count ${COUNT:-5} .
-#   then the single-caller benchmarks again under taskset -c 0, -count ${COUNT1:-5} (rows marked pinned to one core)"
+#   then the single-caller benchmarks and the contended lock again under taskset -c 0, -count ${COUNT1:-5} (rows marked pinned to one core)"
 go run ./report -in "$out" -out "$root/BENCHMARKS.md" -cmd "$cmd" -machine "$machine"
 echo "run.sh: wrote $root/BENCHMARKS.md"

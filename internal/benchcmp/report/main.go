@@ -36,7 +36,7 @@ func parse(r io.Reader) (map[string]result, []string, error) {
 	for sc.Scan() {
 		line := sc.Text()
 		for _, p := range []string{"goos:", "goarch:", "cpu:"} {
-			if strings.HasPrefix(line, p) {
+			if strings.HasPrefix(line, p) && !slices.Contains(header, line) { // once, whatever the passes
 				header = append(header, line)
 			}
 		}
