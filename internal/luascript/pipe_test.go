@@ -138,7 +138,15 @@ func evalCalls(t *testing.T, nodes []*redistest.RedisServer) map[string]int {
 // once, on the master of its key, and gets its own answer.
 func TestPipeClusterSplitsPerNode(t *testing.T) {
 	c := redistest.Cluster(t, 3, 0)
-	rdb := c.Client()
+	// A client that waits out paused masters (the shared one gives up after 3s, which a loaded
+	// CI machine can reach before every caller has queued).
+	var addrs []string
+	for _, n := range c.Nodes() {
+		addrs = append(addrs, n.Addr())
+	}
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, MaxRetries: -1,
+		ContextTimeoutEnabled: true, ReadTimeout: 30 * time.Second})
+	t.Cleanup(func() { _ = rdb.Close() })
 	ctx := context.Background()
 	keys := make([]string, 60)
 	perNode := map[string]int{}
@@ -153,12 +161,15 @@ func TestPipeClusterSplitsPerNode(t *testing.T) {
 	}
 	before := evalCalls(t, c.Nodes())
 
-	// One node paused holds the first call in flight, so the rest queue and leave in batches
-	// spanning all three masters.
-	held := c.MasterOf(keys[0])
+	// Every master paused holds the first call in flight and any batch sent meanwhile, so the
+	// rest queue and leave in at most two batches spanning all three masters. (Pausing one
+	// master alone lets the others declare it failed after the cluster's node timeout, 1s, and
+	// answer CLUSTERDOWN, which a loaded machine reaches before all callers have queued.)
 	p := luascript.NewPipe(rdb)
 	out := make(chan string, len(keys))
-	held.Pause(20 * time.Second)
+	for _, n := range c.Nodes() {
+		n.Pause(20 * time.Second)
+	}
 	incr(p, ctx, keys[0], 1, out)
 	eventually(t, func() bool { return p.InFlight() == 1 }, "the first call is in flight")
 	var wg sync.WaitGroup
@@ -173,7 +184,9 @@ func TestPipeClusterSplitsPerNode(t *testing.T) {
 		})
 	}
 	eventually(t, func() bool { return p.Queued() == len(keys)-1 }, "%d callers queue", len(keys)-1)
-	held.Resume()
+	for _, n := range c.Nodes() {
+		n.Resume()
+	}
 	wg.Wait()
 	want := make([]string, len(keys))
 	got := make([]string, len(keys))
