@@ -224,3 +224,57 @@ func TestSlowRunYieldsSoItsDoneRecordsCommit(t *testing.T) {
 	require.Equal(t, 5, q.len())
 	require.EqualValues(t, 3, q.front().r.Offset)
 }
+
+// A run checks between records: a revoke during one record's handler, or a handler that
+// panics, ends the run there, and only the records handled before commit.
+func TestRunStopsAtRevokeOrPanic(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		at      int // the handler call that revokes or panics
+		revoke  bool
+		done    int
+		out     outcome
+		handled int
+	}{
+		{name: "revoke", at: 1, revoke: true, done: 2, out: outAbandon, handled: 2},
+		{name: "panic", at: 1, done: 1, out: outRetry, handled: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := bareConsumer(t)
+			c.cfg.MaxAttempts = 3
+			var p *part
+			handled := 0
+			c.cfg.Handler = func(context.Context, Event) error {
+				handled++
+				if handled-1 == tc.at {
+					if tc.revoke {
+						c.mu.Lock()
+						c.dropQueued(p)
+						c.mu.Unlock()
+					} else {
+						panic("boom")
+					}
+				}
+				return nil
+			}
+			c.mu.Lock()
+			p = c.newPart(tp{"t", 0})
+			for off := range int64(5) {
+				c.enqueue(p, &kgo.Record{Topic: "t", Offset: off, Key: []byte("k")}, [16]byte{})
+			}
+			q := c.ready[0]
+			c.ready = c.ready[1:]
+			run := c.take(q, nil)
+			c.mu.Unlock()
+
+			done, res := c.processRun(p, q.key, run, 0, nil, nil)
+			require.Equal(t, tc.handled, handled, "records started")
+			require.Equal(t, tc.done, done)
+			require.Equal(t, tc.out, res.out)
+			c.finish(q, run, done, res)
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			require.EqualValues(t, tc.done, p.commit.Offset, "only the records handled commit")
+		})
+	}
+}
