@@ -53,11 +53,12 @@ func NewPipe(rdb redis.Cmdable) *Pipe { return &Pipe{rdb: rdb} }
 // before done is closed.
 type pipeCall struct {
 	call     Call
-	deadline time.Time // zero: the caller's ctx has none
+	deadline time.Time       // zero: the caller's ctx has none
+	ctxDone  <-chan struct{} // the caller's ctx.Done()
 	cmd      *redis.Cmd
 	done     chan struct{}
 	taken    bool // in a batch already
-	gone     bool // the caller stopped waiting before it was taken: not sent
+	gone     bool // the caller stopped waiting, or its ctx ended, before it was taken: not sent
 }
 
 // Run runs s once with keys and args, alone or in a batch, and blocks until its answer is in or
@@ -72,7 +73,8 @@ func (p *Pipe) Run(ctx context.Context, s *Script, keys []string, args ...any) *
 		return cmd
 	}
 	p.direct.Add(-1)
-	c := &pipeCall{call: Call{Script: s, Keys: slices.Clone(keys), Args: slices.Clone(args)}, done: make(chan struct{})}
+	c := &pipeCall{call: Call{Script: s, Keys: slices.Clone(keys), Args: slices.Clone(args)},
+		ctxDone: ctx.Done(), done: make(chan struct{})}
 	if dl, ok := ctx.Deadline(); ok {
 		c.deadline = dl
 	}
@@ -91,7 +93,7 @@ func (p *Pipe) Run(ctx context.Context, s *Script, keys []string, args ...any) *
 		return c.cmd
 	case <-ctx.Done():
 		p.mu.Lock()
-		if !c.taken {
+		if !c.taken && !c.gone {
 			c.gone = true
 			p.stats.dropped.Add(1)
 		}
@@ -115,16 +117,25 @@ func (p *Pipe) Stats() PipeStats {
 		Batched: p.stats.batched.Load(), Dropped: p.stats.dropped.Load()}
 }
 
-// flush sends the queue in batches until it is empty, then ends.
+// flush sends the queue in batches until it is empty, then ends. A call whose ctx ended
+// (or whose deadline passed) while it queued is dropped here, even when its caller has not
+// yet run to notice: sending it would run the script for a caller that has given up.
 func (p *Pipe) flush() {
 	for {
 		p.mu.Lock()
+		now := time.Now()
 		batch := make([]*pipeCall, 0, len(p.queue))
 		for _, c := range p.queue {
-			if !c.gone {
-				c.taken = true
-				batch = append(batch, c)
+			if c.gone {
+				continue
 			}
+			if c.ended(now) {
+				c.gone = true // its caller sees its ctx end and returns ctx.Err()
+				p.stats.dropped.Add(1)
+				continue
+			}
+			c.taken = true
+			batch = append(batch, c)
 		}
 		clear(p.queue)
 		p.queue = p.queue[:0]
@@ -163,5 +174,18 @@ func (p *Pipe) flush() {
 			c.cmd = cmds[i]
 			close(c.done)
 		}
+	}
+}
+
+// ended reports whether c's ctx has ended or its deadline has passed at now.
+func (c *pipeCall) ended(now time.Time) bool {
+	if !c.deadline.IsZero() && !now.Before(c.deadline) {
+		return true
+	}
+	select {
+	case <-c.ctxDone:
+		return true
+	default:
+		return false
 	}
 }

@@ -113,6 +113,51 @@ func TestPipeQueuedCallerCtxEndsSendsNothing(t *testing.T) {
 	require.EqualValues(t, 1, st.Batches)
 }
 
+// lateCtx is a ctx whose deadline has passed but whose Done has not fired yet, as on a loaded
+// machine where the caller's timer, or the caller itself, has not run yet.
+type lateCtx struct {
+	context.Context
+	done chan struct{}
+}
+
+func (c lateCtx) Deadline() (time.Time, bool) { return time.Now().Add(-time.Second), true }
+func (c lateCtx) Done() <-chan struct{}       { return c.done }
+func (c lateCtx) Err() error {
+	select {
+	case <-c.done:
+		return context.DeadlineExceeded
+	default:
+		return nil
+	}
+}
+
+// TestPipeCallWhoseCtxEndedIsNotSent: a queued call whose ctx has ended by the time the flusher
+// builds its batch is not sent, even when its caller has not yet run to notice; the calls queued
+// with it still go.
+func TestPipeCallWhoseCtxEndedIsNotSent(t *testing.T) {
+	srv, rdb := pausable(t)
+	p := luascript.NewPipe(rdb)
+	ctx := context.Background()
+	out := make(chan string, 4)
+	srv.Pause(20 * time.Second)
+	incr(p, ctx, "a", 1, out) // direct, in flight
+	eventually(t, func() bool { return p.InFlight() == 1 }, "a is in flight")
+	incr(p, ctx, "b", 1, out) // the flusher's first batch, on the wire
+	eventually(t, func() bool { return p.Stats().Batches == 1 }, "b's batch is on the wire")
+	late := lateCtx{Context: ctx, done: make(chan struct{})}
+	incr(p, late, "late", 1, out)
+	incr(p, ctx, "c", 1, out)
+	eventually(t, func() bool { return p.Queued() == 3 }, "b, late and c wait")
+
+	srv.Resume()
+	require.ElementsMatch(t, []string{"a=1", "b=1", "c=1"}, []string{<-out, <-out, <-out})
+	require.ErrorIs(t, rdb.Get(ctx, "late").Err(), redis.Nil, "the late call never ran")
+	require.EqualValues(t, 1, p.Stats().Dropped)
+	close(late.done)
+	require.Equal(t, "late: "+context.DeadlineExceeded.Error(), <-out)
+	eventually(t, func() bool { return p.Queued() == 0 }, "every caller returned")
+}
+
 // evalCalls returns how many script calls each node ran, by address.
 func evalCalls(t *testing.T, nodes []*redistest.RedisServer) map[string]int {
 	t.Helper()
