@@ -6,11 +6,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
-// The local tier's coherence rests on three rules:
+// The local tier's coherence rests on four rules:
 //
 //  1. Every invalidation of a key (a Set or Delete here, a notice from another process, a
 //     server-assisted invalidation) first bumps the key's epoch, then removes the key locally.
@@ -341,8 +339,8 @@ func (c *Cache[V]) startVerify() {
 	}
 }
 
-// verifyOwn sends the GETs of the queued own writes, one pipeline per batch (split per node on
-// a cluster), and stores the values Redis still holds, until the queue is empty.
+// verifyOwn sends the GETs of the queued own writes, one round trip per batch (per node on a
+// cluster), and stores the values Redis still holds, until the queue is empty.
 func (c *Cache[V]) verifyOwn() {
 	o := &c.own
 	for {
@@ -355,25 +353,22 @@ func (c *Cache[V]) verifyOwn() {
 			return
 		}
 		o.mu.Unlock()
-		ctx, cancel := context.WithTimeout(c.stop, c.cfg.LoadTimeout)
-		cmds := make([]*redis.StringCmd, len(batch))
-		if len(batch) == 1 {
-			cmds[0] = c.rdb.Get(ctx, c.valueKey(batch[0].key))
-		} else {
-			_, _ = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-				for i, w := range batch {
-					cmds[i] = p.Get(ctx, c.valueKey(w.key))
-				}
-				return nil
-			})
+		// Through the reads' pipe: one MGET on a *redis.Client, split per node on a cluster,
+		// and sharing its round trip with reads in flight (a queued read is sent after it was
+		// queued, so still after the echo).
+		vks := make([]string, len(batch))
+		for i, w := range batch {
+			vks[i] = c.valueKey(w.key)
 		}
+		ctx, cancel := context.WithTimeout(c.stop, c.cfg.LoadTimeout)
+		vals, errs := c.rd.pipe.get(ctx, c.rdb, vks)
 		cancel()
 		o.mu.Lock()
 		for i, w := range batch {
 			if w.done {
 				continue
 			}
-			if b, err := cmds[i].Bytes(); err == nil && bytes.Equal(b, w.env) && c.ready.Load() {
+			if errs[i] == nil && bytes.Equal(vals[i], w.env) && c.ready.Load() {
 				c.putLocal(w.key, w.e, w.h)
 			}
 			o.dropLocked(w)
