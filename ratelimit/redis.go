@@ -266,18 +266,28 @@ func (r *Redis) eval(ctx context.Context, key string, n int) (Result, int, error
 		if !ok {
 			return Result{}, 0, fmt.Errorf("ratelimit: script returned %T, want a string", v)
 		}
-		f, err := strconv.ParseFloat(s, 64)
+		f, err := parseTokens(s, s)
 		if err != nil {
-			return Result{}, 0, fmt.Errorf("ratelimit: script returned %q: %w", s, err)
-		}
-		if !(f >= 0) || math.IsInf(f, 0) { // also NaN
-			return Result{}, 0, fmt.Errorf("ratelimit: script returned %q, want a finite number of tokens >= 0", s)
+			return Result{}, 0, err
 		}
 		tokens = append(tokens, f)
 	}
 	allowed, _ := vals[0].(int64)
 	res, bound := bindingResult(r.limits, tokens, allowed == 1, n)
 	return res, bound, nil
+}
+
+// parseTokens reads s, a bucket's tokens as a token-bucket script sends them, which must be a
+// finite number >= 0; errors quote reply, the script's answer s came from.
+func parseTokens(s string, reply any) (float64, error) {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return 0, fmt.Errorf("ratelimit: script returned %q: %w", reply, err)
+	}
+	if !(f >= 0) || math.IsInf(f, 0) { // also NaN
+		return 0, fmt.Errorf("ratelimit: script returned %q, want a finite number of tokens >= 0", reply)
+	}
+	return f, nil
 }
 
 // tokenBucket1Result reads tokenbucket1.lua's answer: the tokens left, as a string, with a '-'
@@ -291,12 +301,9 @@ func (r *Redis) tokenBucket1Result(cmd *redis.Cmd, n int) (Result, int, error) {
 	if len(s) > 0 && s[0] == '-' {
 		allowed, s = false, s[1:]
 	}
-	tk, err := strconv.ParseFloat(s, 64)
+	tk, err := parseTokens(s, cmd.Val())
 	if err != nil {
-		return Result{}, 0, fmt.Errorf("ratelimit: script returned %q: %w", cmd.Val(), err)
-	}
-	if !(tk >= 0) || math.IsInf(tk, 0) { // also NaN
-		return Result{}, 0, fmt.Errorf("ratelimit: script returned %q, want a finite number of tokens >= 0", cmd.Val())
+		return Result{}, 0, err
 	}
 	res, bound := bindingResult(r.limits, []float64{tk}, allowed, n)
 	return res, bound, nil
