@@ -186,8 +186,9 @@ func (l *Lock) armGate() {
 // afterRelease passes gt on once the release that named succ (may be nil) answered: to succ
 // with the lock when handed (fence > 0, the release sent at sent), else to succ or the first
 // waiter without it. When succ gave up meanwhile and was handed the lock, it returns succ's lock
-// and the next successor: the caller releases it in succ's place.
-func (l *Lock) afterRelease(gt *gate, succ *gateWaiter, handed int64, sent time.Time) (*Lock, *gateWaiter) {
+// and the next successor: the caller releases it in succ's place. So it does when the release got
+// no answer (unknown): the script may have handed succ the lock.
+func (l *Lock) afterRelease(gt *gate, succ *gateWaiter, handed int64, sent time.Time, unknown bool) (*Lock, *gateWaiter) {
 	gs := l.g.gates
 	gs.mu.Lock()
 	defer gs.mu.Unlock()
@@ -196,7 +197,7 @@ func (l *Lock) afterRelease(gt *gate, succ *gateWaiter, handed int64, sent time.
 		gs.passLocked(l.keys[keyLock], gt)
 	case !succ.gaveUp:
 		gt.giveLocked(succ, gateGrant{fence: handed, at: sent})
-	case handed > 0:
+	case handed > 0 || unknown:
 		succ.chosen = false
 		succ.l.fence = handed
 		return succ.l, gt.nextLocked()

@@ -2,6 +2,7 @@ package lock
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -381,4 +382,72 @@ func TestAcquireAnswersAKeyAboutToExpireWithOneMillisecond(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, gr.fence)
 	assert.Equal(t, time.Millisecond, gr.pttl)
+}
+
+// A release whose answer never came (the caller's context ended meanwhile) may have handed the
+// lock to the gate waiter it named, which gave up: the lock is released in that waiter's place
+// all the same, so the next waiter gets it at once rather than after the quitter's ttl.
+func TestGateWaiterThatGivesUpWhileTheReleaseAnswerIsLost(t *testing.T) {
+	mr, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	c := New(rdb, nil)
+	wait := &ObtainOptions{Wait: time.Minute}
+	holder, err := c.Obtain(ctx, "k", time.Hour, wait)
+	require.NoError(t, err)
+	qctx, cancelQuit := context.WithCancel(ctx)
+	quit := make(chan error, 1)
+	go func() {
+		_, err := c.Obtain(qctx, "k", time.Hour, wait)
+		quit <- err
+	}()
+	require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == 1 }, 10*time.Second, time.Millisecond)
+	got := make(chan *Lock, 1)
+	go func() {
+		l, err := c.Obtain(ctx, "k", time.Minute, &ObtainOptions{Wait: 3 * time.Second})
+		assert.NoError(t, err)
+		got <- l
+	}()
+	require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == 2 }, 10*time.Second, time.Millisecond)
+
+	rctx, cancelRelease := context.WithCancel(ctx)
+	rdb.AddHook(&beforeScript{token: holder.Token(), fn: func() {
+		cancelQuit()
+		require.ErrorIs(t, <-quit, context.Canceled)
+	}})
+	rdb.AddHook(&afterScript{token: holder.Token(), fn: cancelRelease})
+	require.ErrorIs(t, holder.Release(rctx), context.Canceled, "the answer was lost")
+	l := <-got
+	require.NotNil(t, l, "the lock stayed with the waiter that gave up")
+	assert.Equal(t, holder.Fence()+2, l.Fence(), "the quitter's hand-over drew a fence, then the next")
+	require.NoError(t, l.Release(ctx))
+	assert.False(t, mr.Exists("surge:lock:{k}"))
+}
+
+// afterScript runs fn once, after the first script naming token ran, and then fails that call
+// with its context's error, as if the context had ended before the answer came.
+type afterScript struct {
+	token string
+	once  sync.Once
+	fn    func()
+}
+
+func (h *afterScript) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *afterScript) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (h *afterScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if err != nil || !slices.Contains(cmd.Args(), any(h.token)) {
+			return err
+		}
+		fired := false
+		h.once.Do(func() { h.fn(); fired = true })
+		if fired {
+			err = ctx.Err()
+			cmd.SetErr(err)
+		}
+		return err
+	}
 }

@@ -94,9 +94,11 @@ func (l *Lock) runAcquire(ctx context.Context, s redis.Scripter, ttl, lease time
 func (l *Lock) runRelease(ctx context.Context, s redis.Scripter) (int64, error) {
 	gt, succ := l.takeGate()
 	r, err := l.releaseOnce(ctx, s, gt, succ)
-	for r.rel != nil { // the successor gave up after it was handed the lock: release it in its place
-		var next releaseResult
-		next, _ = r.rel.releaseOnce(ctx, s, gt, r.succ)
+	for r.rel != nil { // the successor gave up after it was (maybe) handed the lock: release it in its place
+		// Not bound to ctx, which may be what ended the release before its answer came.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.g.cfg.nodeTimeoutFor(r.rel.ttl))
+		next, _ := r.rel.releaseOnce(rctx, s, gt, r.succ)
+		cancel()
 		r.rel, r.succ = next.rel, next.succ
 	}
 	return r.n, err
@@ -139,7 +141,7 @@ func (l *Lock) releaseOnce(ctx context.Context, s redis.Scripter, gt *gate, succ
 		if succ != nil && token == succToken && f > 0 {
 			handed = f
 		}
-		r.rel, r.succ = l.afterRelease(gt, succ, handed, sent)
+		r.rel, r.succ = l.afterRelease(gt, succ, handed, sent, err != nil)
 		if handed > 0 {
 			r.n = 1
 			return r, nil
