@@ -50,11 +50,11 @@ type PipeStats struct {
 func NewPipe(rdb redis.Cmdable) *Pipe { return &Pipe{rdb: rdb} }
 
 // pipeCall is one queued script call. taken and gone are guarded by Pipe.mu; cmd is written
-// before done is closed.
+// before done is closed (by the flusher, after the batch, or when it drops the call).
 type pipeCall struct {
 	call     Call
 	deadline time.Time       // zero: the caller's ctx has none
-	ctxDone  <-chan struct{} // the caller's ctx.Done()
+	ctx      context.Context // the caller's
 	cmd      *redis.Cmd
 	done     chan struct{}
 	taken    bool // in a batch already
@@ -74,7 +74,7 @@ func (p *Pipe) Run(ctx context.Context, s *Script, keys []string, args ...any) *
 	}
 	p.direct.Add(-1)
 	c := &pipeCall{call: Call{Script: s, Keys: slices.Clone(keys), Args: slices.Clone(args)},
-		ctxDone: ctx.Done(), done: make(chan struct{})}
+		ctx: ctx, done: make(chan struct{})}
 	if dl, ok := ctx.Deadline(); ok {
 		c.deadline = dl
 	}
@@ -129,9 +129,12 @@ func (p *Pipe) flush() {
 			if c.gone {
 				continue
 			}
-			if c.ended(now) {
-				c.gone = true // its caller sees its ctx end and returns ctx.Err()
+			if err := c.ended(now); err != nil {
+				c.gone = true
 				p.stats.dropped.Add(1)
+				c.cmd = redis.NewCmd(c.ctx)
+				c.cmd.SetErr(err)
+				close(c.done) // its caller may not have seen its ctx end yet
 				continue
 			}
 			c.taken = true
@@ -177,15 +180,14 @@ func (p *Pipe) flush() {
 	}
 }
 
-// ended reports whether c's ctx has ended or its deadline has passed at now.
-func (c *pipeCall) ended(now time.Time) bool {
+// ended returns c's ctx's error, or DeadlineExceeded when its deadline has passed at now and
+// its timer has not fired yet; nil while the caller still waits.
+func (c *pipeCall) ended(now time.Time) error {
+	if err := c.ctx.Err(); err != nil {
+		return err
+	}
 	if !c.deadline.IsZero() && !now.Before(c.deadline) {
-		return true
+		return context.DeadlineExceeded
 	}
-	select {
-	case <-c.ctxDone:
-		return true
-	default:
-		return false
-	}
+	return nil
 }
