@@ -451,3 +451,32 @@ func (h *afterScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		return err
 	}
 }
+
+// A release whose answer was lost may have handed the lock to the gate waiter it named, which is
+// not told so: it takes the gate without the lock, and its first round finds the lock its own.
+func TestGateWaiterGetsTheLockWhenTheReleaseAnswerIsLost(t *testing.T) {
+	_, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	c := New(rdb, nil)
+	wait := &ObtainOptions{Wait: time.Minute, Backoff: hourBackoff.Backoff}
+	holder, err := c.Obtain(ctx, "k", time.Hour, wait)
+	require.NoError(t, err)
+	got := make(chan *Lock, 1)
+	go func() {
+		l, err := c.Obtain(ctx, "k", time.Hour, wait)
+		assert.NoError(t, err)
+		got <- l
+	}()
+	require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == 1 }, 10*time.Second, time.Millisecond)
+	rctx, cancelRelease := context.WithCancel(ctx)
+	rdb.AddHook(&afterScript{token: holder.Token(), fn: cancelRelease})
+	require.ErrorIs(t, holder.Release(rctx), context.Canceled, "the answer was lost")
+	l := <-got
+	require.NotNil(t, l)
+	assert.Equal(t, holder.Fence()+1, l.Fence(), "the fence the lost release drew")
+	require.ErrorIs(t, holder.Release(ctx), ErrNotHeld, "a retry finds the lock handed over")
+	require.NoError(t, l.Release(ctx))
+	held, n := gateState(c, "k")
+	assert.False(t, held)
+	assert.Zero(t, n)
+}
