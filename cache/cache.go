@@ -68,6 +68,7 @@ type Cache[V any] struct {
 
 	beforeLocalPut func(key string)                         // tests: runs between storeLocal's check and its put
 	afterTracking  atomic.Pointer[func(redisKeys []string)] // tests: runs after a server-assisted invalidation was applied
+	afterEchoes    atomic.Pointer[func(keys []string)]      // tests: runs once handleTracking counted its keys as echoes and dropped them
 	pollEvery      time.Duration                            // tests: replaces pollInterval when set before the first Fetch
 
 	mu      sync.Mutex // guards the fields below

@@ -663,3 +663,28 @@ func TestCoherenceOwnWriteEchoSharedWithLaterWrite(t *testing.T) {
 		require.Equal(t, "theirs", u.Name, "run %d: the local tier kept its own write's value after a later write (%d invalidation messages)", i, echoes)
 	}
 }
+
+// An own write is stored once its echo was counted; the rule 1 of that same echo must not run
+// after the store and evict it. Here the listener is held between counting the echo of a Set
+// and whatever handleTracking does next, until the Set's value was stored.
+func TestCoherenceOwnWriteNotEvictedByItsOwnEcho(t *testing.T) {
+	s := redistest.Server(t)
+	ctx := context.Background()
+	c := newLocal(t, s.NewClient(nil), Options{Prefix: "echo:", Local: &LocalOptions{TTL: time.Hour}})
+	require.True(t, c.tracking.Load())
+	e := watchEchoes(c)
+	hold := make(chan struct{})
+	var once sync.Once
+	f := func(keys []string) {
+		if slices.Contains(keys, "k") {
+			once.Do(func() { <-hold })
+		}
+	}
+	c.afterEchoes.Store(&f)
+	require.NoError(t, c.Set(ctx, "k", user{ID: "k"}))
+	waitOwnIdle(t, c) // the value was stored (or given up) while the listener is held
+	close(hold)
+	e.waitAll(t, []string{c.valueKey("k")})
+	_, local := c.local.GetIfPresent("k")
+	require.True(t, local, "the echo of the Set evicted the value the Set stored")
+}

@@ -239,12 +239,17 @@ func (c *Cache[V]) ownWritten(w *ownWrite[V], ok bool) {
 	}
 }
 
-// ownEchoes counts a server-assisted invalidation of keys; the caller then applies rule 1
-// (dropLocal) to them. Counting first matters: a value stored after the count is removed by
-// that rule 1, and one stored before it is not stored at all.
+// ownEchoes counts a server-assisted invalidation of keys and applies rule 1 (dropLocal) to
+// them, in one step under own.mu, where own writes are stored: a store either comes before
+// the step and is removed by it, or comes after it, as the store of a write that this echo
+// (its first) reported. Dropping after the lock was released instead would evict a value
+// stored in between on the strength of this very echo.
 func (c *Cache[V]) ownEchoes(keys []string) {
 	o := &c.own
 	if o.n.Load() == 0 {
+		for _, k := range keys {
+			c.dropLocal(k)
+		}
 		return
 	}
 	o.mu.Lock()
@@ -260,6 +265,7 @@ func (c *Cache[V]) ownEchoes(keys []string) {
 				start = o.enqueueLocked(w) || start
 			}
 		}
+		c.dropLocal(k)
 	}
 	o.mu.Unlock()
 	if start {

@@ -362,10 +362,10 @@ func (c *Cache[V]) handleTracking(redisKeys []string) {
 			}
 		}
 	}
-	// Possibly the echo of a write of ours (local.go, rule 4): counted before rule 1 applies.
+	// Possibly the echo of a write of ours (local.go, rule 4): counted, and rule 1 applied.
 	c.ownEchoes(mine)
-	for _, k := range mine {
-		c.dropLocal(k)
+	if f := c.afterEchoes.Load(); f != nil {
+		(*f)(mine)
 	}
 	if len(mine) > 0 {
 		c.st.invalidations.Add(1)
