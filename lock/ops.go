@@ -3,8 +3,6 @@ package lock
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -128,12 +126,7 @@ func (l *Lock) releaseOnce(ctx context.Context, s redis.Scripter, gt *gate, succ
 	var token string
 	var f int64
 	if str, ok := v.(string); ok && err == nil {
-		var fence string
-		var cut bool
-		token, fence, cut = strings.Cut(str, ":")
-		if f, _ = strconv.ParseInt(fence, 10, 64); !cut || f <= 0 {
-			token, f = "", 0
-		}
+		token, f = parseHandover(str)
 	}
 	var r releaseResult
 	if gt != nil {

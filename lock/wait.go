@@ -310,19 +310,22 @@ func (h *hub) confirmed(channel string) {
 // released handles a release message: "" wakes every waiter (the lock is free), "<token>:<fence>"
 // only the waiter the lock was handed over to.
 func (h *hub) released(channel, payload string) {
-	token, fence, isHandover := strings.Cut(payload, ":")
-	var f int64
-	if isHandover {
-		var err error
-		if f, err = strconv.ParseInt(fence, 10, 64); err != nil || f <= 0 {
-			isHandover = false // not ours to read: wake everyone, they will look
-		}
-	}
-	if isHandover {
+	if token, f := parseHandover(payload); f > 0 {
 		h.handOver(channel, handover{token: token, fence: f}, false)
 	} else {
-		h.wakeAll(channel)
+		h.wakeAll(channel) // "" or not ours to read: wake everyone, they will look
 	}
+}
+
+// parseHandover reads release.lua's "<token>:<fence>" (its message, or its reply to a release of
+// the waiter's Client); fence is 0 when s is not one.
+func parseHandover(s string) (token string, fence int64) {
+	token, f, ok := strings.Cut(s, ":")
+	n, err := strconv.ParseInt(f, 10, 64)
+	if !ok || err != nil || n <= 0 {
+		return "", 0
+	}
+	return token, n
 }
 
 // handOver tells the waiter of channel with ho's token that it holds the lock. A waiter that has
