@@ -305,12 +305,13 @@ func (c *Consumer) take(q *keyQueue, buf []item) []item {
 	return run
 }
 
-// processRun handles run, the first queued records of key (the queue's; "" for null keys) of p, in order. It stops at the
-// first record that is not done, and before a record once p is revoked or Run's ctx ended. It
-// returns how many records were done and, when that is fewer than len(run), the outcome of
-// the next one (outAbandon or outYield when it was not started). After maxRunTime it starts
-// no more records, so those done commit. attempt and lastErr are run[0]'s; arena is the
-// calling worker's, for decodeHeaders.
+// processRun handles run, the first queued records of key (the queue's; "" for null keys) of
+// p, in order. It stops at the first record that is not done, and before a record once p is
+// revoked or Run's ctx ended. It returns how many records were done and, when that is fewer
+// than len(run), the outcome of the next one (outAbandon or outYield when it was not
+// started). Once maxRunTime has passed it starts no more records, so those done commit; the
+// clock is read before every fourth record, so a run of slow records may run three of them
+// first. attempt and lastErr are run[0]'s; arena is the calling worker's, for decodeHeaders.
 func (c *Consumer) processRun(p *part, key string, run []item, attempt int, lastErr error, arena *[]byte) (int, result) {
 	var start time.Time
 	if len(run) > 1 {
