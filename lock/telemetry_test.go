@@ -238,3 +238,36 @@ func TestTelemetryWithoutSDKAllocatesNothing(t *testing.T) {
 	})
 	assert.Zero(t, allocs)
 }
+
+// A goroutine that waited only at its Client's gate, and got the lock from the release of the
+// goroutine before it, records its wait as obtained, with the fence, like a wait in Redis.
+func TestTelemetryWaitAtTheGate(t *testing.T) {
+	_, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	sdk := oteltest.New(t)
+	c := New(rdb, otelOptions(sdk))
+	wait := &ObtainOptions{Wait: time.Hour, Backoff: func(int) time.Duration { return time.Hour }}
+	holder, err := c.Obtain(ctx, "k", time.Hour, wait)
+	require.NoError(t, err)
+	got := make(chan *Lock, 1)
+	go func() {
+		l, err := c.Obtain(ctx, "k", time.Minute, wait)
+		assert.NoError(t, err)
+		got <- l
+	}()
+	require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == 1 }, 10*time.Second, time.Millisecond)
+	require.NoError(t, holder.Release(ctx))
+	l := <-got
+	require.NotNil(t, l)
+	require.Equal(t, holder.Fence()+1, l.Fence(), "handed over at the gate")
+	require.NoError(t, l.Release(ctx))
+
+	spans := sdk.SpansNamed("lock.wait")
+	require.Len(t, spans, 1)
+	v, _ := spanAttr(spans[0], "surge.lock.result")
+	assert.Equal(t, "obtained", v.AsString())
+	v, _ = spanAttr(spans[0], "surge.lock.fence")
+	assert.Equal(t, l.Fence(), v.AsInt64())
+	assert.EqualValues(t, 1, sdk.HistogramCount(t, "surge.lock.wait.duration", resultIs("obtained")))
+	assert.EqualValues(t, 2, sdk.Sum(t, "surge.lock.acquisitions", resultIs("obtained")))
+}
