@@ -181,7 +181,13 @@ func TestCrashRedeliversEverythingAndTheDeduperMakesItOnce(t *testing.T) {
 			noCommits := kc.Fake().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetCommit}, Group: "g",
 				Err: kerr.GroupAuthorizationFailed, Count: -1})
 			killed.Store(true)
-			require.ErrorIs(t, ra.stop(), kerr.GroupAuthorizationFailed, "the final commit did not land")
+			// The final commit is refused, unless nothing was committable: every partition's
+			// first record may belong to a key whose run was blocked, and then no commit is sent.
+			if err := ra.stop(); err != nil || a.Stats().Commits+a.Stats().CommitErrors > 0 {
+				require.ErrorIs(t, err, kerr.GroupAuthorizationFailed, "the final commit did not land")
+			} else {
+				t.Log("nothing was committable at the crash: no final commit was sent")
+			}
 			noCommits.Remove()
 			require.Empty(t, committed(t, kc, "g", "orders"), "the crashed consumer committed nothing")
 
