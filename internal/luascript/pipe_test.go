@@ -209,8 +209,8 @@ func TestPipeClusterSplitsPerNode(t *testing.T) {
 
 	// Every master paused holds the first call in flight and any batch sent meanwhile, so the
 	// rest queue and leave in at most two batches spanning all three masters. (Pausing one
-	// master alone lets the others declare it failed after the cluster's node timeout, 1s, and
-	// answer CLUSTERDOWN, which a loaded machine reaches before all callers have queued.)
+	// master alone would let the others declare it failed after the cluster's node timeout and
+	// answer CLUSTERDOWN; redistest now sets that timeout long for clusters without replicas.)
 	p := luascript.NewPipe(rdb)
 	out := make(chan string, len(keys))
 	for _, n := range c.Nodes() {

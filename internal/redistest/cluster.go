@@ -37,11 +37,19 @@ func Cluster(t testing.TB, masters, replicasPerMaster int) *RedisCluster {
 	}
 	cli := LookPath(t, "redis-cli", "redis-tools")
 	c := &RedisCluster{t: t, replicas: replicasPerMaster}
+	// With replicas, a short node timeout lets a failover finish within a test. Without them
+	// no failover can happen, and a short timeout only makes the other masters declare a
+	// paused one failed and answer CLUSTERDOWN for every slot: a test that pauses a master
+	// would then depend on how fast a loaded machine runs it.
+	nodeTimeout := "1000"
+	if replicasPerMaster == 0 {
+		nodeTimeout = "60000"
+	}
 	for range masters * (1 + replicasPerMaster) {
 		c.nodes = append(c.nodes, Server(t, WithArgs(
 			"--cluster-enabled", "yes",
 			"--cluster-config-file", "nodes.conf",
-			"--cluster-node-timeout", "1000",
+			"--cluster-node-timeout", nodeTimeout,
 			"--cluster-require-full-coverage", "yes",
 		)))
 	}
