@@ -280,9 +280,9 @@ func (g *group) acquire(ctx context.Context, key string, ttl time.Duration, opt 
 	return l, nil
 }
 
-// gatedObtained finishes an Obtain that holds its Client's gate for the key: once a goroutine
-// waits for the gate, the validity timer is armed, so that the gate passes on when the lock is
-// lost, whoever observes it.
+// gatedObtained finishes an Obtain that holds its Client's gate for the key: the Client's gate
+// timer passes the gate on if the lock's validity runs out before it is released, whoever
+// observes it, and whether or not anyone waits for the gate.
 func (g *group) gatedObtained(l *Lock, o *ObtainOptions) *Lock {
 	l.obtainedGated()
 	if o.AutoRenew {

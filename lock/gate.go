@@ -17,6 +17,12 @@ import (
 type gates struct {
 	mu sync.Mutex // guards everything below, every gate's fields and Lock.gate
 	m  map[string]*gate
+	// expiry, one timer for all the Client's gates instead of one per lock, fires at due: no
+	// later than the validity of every gate holder. It marks the holders whose validity ran out
+	// lost, which passes their gates on, whether or not anyone waits for them: a lock never
+	// released leaves no gate behind. nil until the first gated lock; due is zero while unarmed.
+	expiry *time.Timer
+	due    time.Time
 }
 
 // gate is one key's gate.
@@ -62,9 +68,6 @@ func (gs *gates) enter(ctx context.Context, l *Lock, deadline time.Time) (gr gat
 	}
 	w := &gateWaiter{l: l, ready: make(chan struct{}, 1)}
 	gt.q = append(gt.q, w)
-	if gt.holder != nil {
-		gt.holder.armGate() // from now on someone waits for its lock: lost, it must pass the gate
-	}
 	gs.mu.Unlock()
 
 	timer := time.NewTimer(deadline.Sub(l.g.now()))
@@ -161,26 +164,80 @@ func (l *Lock) takeGate() (*gate, *gateWaiter) {
 	return gt, gt.nextLocked()
 }
 
-// obtainedGated records that l, which holds its gate, obtained the lock. Its validity timer, which
-// passes the gate on when the lock is lost, is armed once a goroutine waits for the gate (at once
-// if one does already): a lock nobody waits for keeps a plain Obtain/Release as cheap as it was.
+// obtainedGated records that l, which holds its gate, obtained the lock, and sees that the
+// Client's gate timer fires no later than l's validity.
 func (l *Lock) obtainedGated() {
 	gs := l.g.gates
 	gs.mu.Lock()
 	defer gs.mu.Unlock()
 	if gt := l.gate; gt != nil {
 		gt.holder = l
-		if len(gt.q) > 0 {
-			l.armGate()
-		}
+		gs.watchLocked(l.validity(), l.g.now())
 	}
 }
 
-// armGate arms l's validity timer. gates.mu is held (it is taken before Lock.mu).
-func (l *Lock) armGate() {
-	l.mu.Lock()
-	l.armLocked()
-	l.mu.Unlock()
+// validityMoved sees that the Client's gate timer fires no later than l's validity, which a
+// Refresh may have moved earlier, while l holds its gate.
+func (l *Lock) validityMoved() {
+	gs := l.g.gates
+	if gs == nil {
+		return
+	}
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	if gt := l.gate; gt != nil && gt.holder == l {
+		gs.watchLocked(l.validity(), l.g.now())
+	}
+}
+
+// watchLocked has the gate timer fire no later than until. gs.mu is held (it is taken before
+// Lock.mu).
+func (gs *gates) watchLocked(until, now time.Time) {
+	if !gs.due.IsZero() && !until.Before(gs.due) {
+		return
+	}
+	gs.due = until
+	if gs.expiry == nil {
+		gs.expiry = time.AfterFunc(until.Sub(now), gs.expire)
+		return
+	}
+	gs.expiry.Reset(until.Sub(now))
+}
+
+// expire runs on the gate timer: the gate holders whose validity ran out (unless a renewal
+// moved it on) are marked lost, which passes their gates on; the timer is armed again for the
+// earliest validity of the others.
+func (gs *gates) expire() {
+	var lost []*Lock
+	gs.mu.Lock()
+	gs.due = time.Time{}
+	var now, next time.Time
+	for _, gt := range gs.m {
+		l := gt.holder
+		if l == nil {
+			continue
+		}
+		if now.IsZero() {
+			now = l.g.now()
+		}
+		l.mu.Lock()
+		until, over := l.validUntil, l.released || l.isLost // over: leaving the gate already
+		l.mu.Unlock()
+		switch {
+		case over:
+		case !now.Before(until):
+			lost = append(lost, l)
+		case next.IsZero() || until.Before(next):
+			next = until
+		}
+	}
+	if !next.IsZero() {
+		gs.watchLocked(next, now)
+	}
+	gs.mu.Unlock()
+	for _, l := range lost {
+		l.markLost("validity ran out")
+	}
 }
 
 // afterRelease passes gt on once the release that named succ (may be nil) answered: to succ

@@ -166,8 +166,8 @@ func TestServerLostLockFreesTheGate(t *testing.T) {
 	assert.Greater(t, next.Fence(), first.Fence())
 	require.NoError(t, next.Release(ctx))
 
-	// The same when the next one arrives after the first lock expired: its validity timer,
-	// armed only once someone waits, fires at once.
+	// The same when the next one arrives after the first lock expired: the Client's gate timer
+	// passed the gate on when its validity ran out, with nobody waiting.
 	first, err = c.Obtain(ctx, "k", 50*time.Millisecond, &ObtainOptions{Wait: time.Second})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return s.Client().Exists(ctx, first.keys[keyLock]).Val() == 0 }, 10*time.Second, time.Millisecond)
@@ -479,4 +479,37 @@ func TestGateWaiterGetsTheLockWhenTheReleaseAnswerIsLost(t *testing.T) {
 	held, n := gateState(c, "k")
 	assert.False(t, held)
 	assert.Zero(t, n)
+}
+
+// size returns how many keys have a gate in the Client.
+func (gs *gates) size() int {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	return len(gs.m)
+}
+
+// A lock obtained with a wait and never released, whose key nobody uses again, does not leave
+// its gate in its Client for good: the gate is freed once the lock's validity runs out (the lock
+// is then lost), also when no goroutine ever waited for it.
+func TestUnreleasedLockFreesItsGateWhenItExpires(t *testing.T) {
+	_, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	c := New(rdb, nil)
+	lost := make([]<-chan struct{}, 0, 20)
+	for i := range 20 {
+		l, err := c.Obtain(ctx, "unreleased"+strconv.Itoa(i), time.Duration(20+i)*time.Millisecond, &ObtainOptions{Wait: time.Second})
+		require.NoError(t, err)
+		if i%2 == 0 {
+			lost = append(lost, l.Lost()) // watched or not, the gate goes
+		}
+	}
+	assert.Eventually(t, func() bool { return c.g.gates.size() == 0 }, 10*time.Second, 5*time.Millisecond)
+	require.Zero(t, c.g.gates.size(), "gates left in the Client by locks lost without Release")
+	for _, ch := range lost {
+		select {
+		case <-ch:
+		default:
+			t.Fatal("a watched lock whose gate went was not marked lost")
+		}
+	}
 }

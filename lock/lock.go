@@ -163,7 +163,9 @@ func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 	if err := l.checkReleased("refresh", true); err != nil {
 		return err
 	}
-	return l.refresh(ctx, ttl)
+	err := l.refresh(ctx, ttl)
+	l.validityMoved() // a shorter ttl may have moved it earlier
+	return err
 }
 
 // checkReleased returns ErrNotHeld, without a Redis call, once Release was called (and, with
