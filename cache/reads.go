@@ -120,10 +120,12 @@ func (c *Cache[V]) pipeFor(ctx context.Context, vk string) *pipe {
 // but without a timer. A read that finds no round trip of this Cache in flight is sent at once,
 // on its caller's goroutine (a lone caller pays nothing); so is a second one while callers do
 // not share round trips (two callers get one each). Reads that arrive while the limit is in
-// flight queue up, and the queue leaves as one round trip when a round trip returns: the first
-// queued caller sends it (the pipe owns no goroutine), fills every read of its batch and wakes
-// each caller once. Once callers share round trips (pipeShared), one is in flight at a time,
-// so batches grow with the number of callers instead of splitting in two.
+// flight queue up, and the queue leaves as one round trip when a round trip returns and the
+// callers it served are back in the queue: the last of them sends it at once (the pipe owns no
+// goroutine), else, when they do not all come back, the first queued caller once the returned
+// sender's yields bring no more reads. A sender fills every read of its batch and wakes each
+// caller once. Once callers share round trips (pipeShared), one is in flight at a time, so
+// batches grow with the number of callers instead of splitting in two.
 //
 // A round trip of several reads is one MGET on a *redis.Client (one command, one reply: less
 // work than a pipeline of GETs on both sides), a pipeline of GETs on other clients (split per
@@ -138,6 +140,13 @@ type pipe struct {
 	avgBatch int        // callers per round trip, moving average, in 1/16 of a caller
 	queue    []*pipeReq // reads waiting to be sent
 	queued   atomic.Int64
+	// returned counts the senders of shared round trips that came back and have not handed
+	// the queue on yet: the callers they served are queueing their next reads. The read that
+	// brings the queue to handOnAt sends it at once (no wake-up of another caller, no wait
+	// for the sender's turn) and takes one returned round trip's place in flight; each
+	// returned sender hands on once, itself or through such a read.
+	returned int
+	handOnAt int
 	// pipelined counts reads sent in round trips of several reads (Stats.PipelinedReads): a
 	// node's pipe counts in its Cache's (total).
 	pipelined atomic.Uint64
@@ -245,6 +254,18 @@ func (p *pipe) submitLocked(ctx context.Context, rdb redis.Cmdable, r *pipeReq) 
 		return r.vals, r.errs
 	}
 	vks := r.keys
+	if p.returned > 0 && len(p.queue)+1 >= p.handOnAt {
+		// The last of the callers just served is back: send the queue with ours now.
+		p.returned--
+		batch := append(p.takeQueueLocked(), r)
+		batch[0], batch[len(batch)-1] = r, batch[0]
+		r.state = pipeTaken
+		p.inflight--
+		p.startLocked(len(batch))
+		p.mu.Unlock()
+		p.sendBatch(ctx, rdb, batch)
+		return r.vals, r.errs
+	}
 	if r.done == nil {
 		r.done = make(chan struct{}, 1)
 	}
@@ -299,23 +320,57 @@ func (p *pipe) takeQueueLocked() []*pipeReq {
 	return batch
 }
 
+// handOnYields bounds the times a sender yields while the callers it served queue their next
+// reads (it stops as soon as a yield brings no new read).
+const handOnYields = 4
+
 // sendBatch sends batch (whose first read is the caller's own), wakes the other callers and
-// hands the queue on.
+// hands the queue on: once the callers it served are back in the queue (the last of them then
+// sends it), else when yielding brings no more reads.
 func (p *pipe) sendBatch(ctx context.Context, rdb redis.Cmdable, batch []*pipeReq) {
 	p.send(ctx, rdb, batch)
+	if len(batch) == 1 {
+		p.handOn()
+		return
+	}
+	p.mu.Lock()
+	p.returned++
+	p.handOnAt = len(p.queue) + len(batch) - 1
+	p.mu.Unlock()
 	for _, q := range batch[1:] {
 		q.done <- struct{}{}
 	}
-	if len(batch) > 1 {
-		runtime.Gosched() // let the callers just served queue their next reads into the next batch
+	for n, i := -1, 0; i < handOnYields; i++ {
+		runtime.Gosched() // let the callers just served queue their next reads
+		p.mu.Lock()
+		l, ours := len(p.queue), p.returned > 0
+		p.mu.Unlock()
+		if !ours {
+			return // the last of them sent the queue
+		}
+		if l == n {
+			break
+		}
+		n = l
 	}
-	p.handOn()
+	p.mu.Lock()
+	if p.returned == 0 {
+		p.mu.Unlock()
+		return // a read took our place
+	}
+	p.returned--
+	p.handOnLocked()
 }
 
 // handOn ends the sender's turn: the queued reads become the next batch, sent by its first
 // member, or the pipe has one round trip fewer in flight.
 func (p *pipe) handOn() {
 	p.mu.Lock()
+	p.handOnLocked()
+}
+
+// handOnLocked is handOn with p.mu held, and released here.
+func (p *pipe) handOnLocked() {
 	if len(p.queue) == 0 {
 		p.inflight--
 		p.mu.Unlock()
