@@ -513,3 +513,21 @@ func TestUnreleasedLockFreesItsGateWhenItExpires(t *testing.T) {
 		}
 	}
 }
+
+// A Refresh that shortens the validity of a lock holding its gate moves the Client's gate timer
+// earlier: the gate is freed when the shorter validity runs out, not at the first one.
+func TestRefreshToAShorterTTLMovesTheGateTimer(t *testing.T) {
+	_, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	c := New(rdb, nil)
+	l, err := c.Obtain(ctx, "k", time.Hour, &ObtainOptions{Wait: time.Second})
+	require.NoError(t, err)
+	require.NoError(t, l.Refresh(ctx, 20*time.Millisecond))
+	assert.Eventually(t, func() bool { return c.g.gates.size() == 0 }, 10*time.Second, 5*time.Millisecond)
+	require.Zero(t, c.g.gates.size(), "the gate waits for the validity the lock had before the Refresh")
+	select {
+	case <-l.Lost():
+	default:
+		t.Fatal("the lock whose gate went was not marked lost")
+	}
+}
