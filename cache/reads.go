@@ -335,12 +335,13 @@ func (p *pipe) sendBatch(ctx context.Context, rdb redis.Cmdable, batch []*pipeRe
 	}
 	p.mu.Lock()
 	p.returned++
-	p.handOnAt = len(p.queue) + len(batch) - 1
+	n := len(p.queue)
+	p.handOnAt = n + len(batch) - 1
 	p.mu.Unlock()
 	for _, q := range batch[1:] {
 		q.done <- struct{}{}
 	}
-	for n, i := -1, 0; i < handOnYields; i++ {
+	for i := 0; i < handOnYields; i++ {
 		runtime.Gosched() // let the callers just served queue their next reads
 		p.mu.Lock()
 		l, ours := len(p.queue), p.returned > 0
