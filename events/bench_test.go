@@ -191,8 +191,8 @@ func BenchmarkDispatch(b *testing.B) {
 	c.hctx, c.hcancel = context.WithCancel(context.Background())
 	defer c.hcancel()
 	var workers sync.WaitGroup
-	for range c.cfg.Concurrency {
-		workers.Go(c.worker)
+	for w := range c.cfg.Concurrency {
+		workers.Go(func() { c.worker(w) })
 	}
 	ctx := context.Background()
 	b.ReportAllocs()

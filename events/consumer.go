@@ -89,7 +89,8 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	if err := checkConsumerOpts(&c.ConsumerConfig); err != nil {
 		return nil, err
 	}
-	return &Consumer{cfg: c, log: c.Logger, parts: make(map[tp]*part), room: make(chan struct{}, 1)}, nil
+	return &Consumer{cfg: c, log: c.Logger, parts: make(map[tp]*part), room: make(chan struct{}, 1),
+		st: consumerCounters{handled: make([]workerCount, c.Concurrency)}}, nil
 }
 
 // checkConsumerOpts refuses KafkaOptions that kgo would refuse, kgo.ConsumeRegex, and, with a
@@ -173,8 +174,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer c.hcancel()
 
 	var workers sync.WaitGroup
-	for range c.cfg.Concurrency {
-		workers.Go(c.worker)
+	for w := range c.cfg.Concurrency {
+		workers.Go(func() { c.worker(w) })
 	}
 	stopCommits := make(chan struct{})
 	var committer sync.WaitGroup

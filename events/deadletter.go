@@ -27,7 +27,7 @@ const (
 // a new record of the same event, to be handled) is claimed first and marked done after the
 // write, so a redelivery of this very record (a crash before the commit) is not dead-lettered
 // twice. Each outcome is an event on the span in ctx.
-func (c *Consumer) deadLetter(ctx context.Context, pt *partTelemetry, it item, cause error, attempts int) result {
+func (c *Consumer) deadLetter(ctx context.Context, pt *partTelemetry, it *item, cause error, attempts int) result {
 	r := it.r
 	msg := "unknown"
 	if cause != nil {

@@ -53,7 +53,6 @@ func (c *Consumer) dispatch(ctx context.Context, fs kgo.Fetches) {
 		c.st.fetchErrors.Add(1)
 		c.log.Warn("events: fetch", "group", c.cfg.Group, "topic", t, "partition", p, "err", err)
 	})
-	c.mu.Lock()
 	fs.EachTopic(func(t kgo.FetchTopic) {
 		for i := range t.Partitions {
 			f := &t.Partitions[i]
@@ -61,11 +60,12 @@ func (c *Consumer) dispatch(ctx context.Context, fs kgo.Fetches) {
 				continue
 			}
 			k := tp{t.Topic, f.Partition}
+			n := 0
+			c.mu.Lock()
 			p := c.parts[k]
 			if p == nil {
 				p = c.newPart(k)
 			}
-			n := 0
 			for _, r := range f.Records {
 				if r.Attrs.IsControl() {
 					c.skipControl(p, r)
@@ -74,12 +74,12 @@ func (c *Consumer) dispatch(ctx context.Context, fs kgo.Fetches) {
 					n++
 				}
 			}
+			c.mu.Unlock()
 			if n > 0 {
 				c.cfg.tel.consumed.Add(ctx, int64(n), p.tel.add...)
 			}
 		}
 	})
-	c.mu.Unlock()
 	c.work.Broadcast() // workers blocked on c.mu while we enqueued wake in turn anyway
 }
 
@@ -257,8 +257,9 @@ const (
 
 // worker runs ready keys' queued records until Run stops. It takes up to maxRun records of one
 // key at a time and handles them in order, so the lock is taken once per run rather than per
-// record; it applies a run's outcome and takes the next run in one critical section.
-func (c *Consumer) worker() {
+// record; it applies a run's outcome and takes the next run in one critical section. w is
+// the worker's number, 0 to Concurrency-1.
+func (c *Consumer) worker(w int) {
 	var (
 		q     *keyQueue // the key whose run ran, or nil
 		run   []item    // the run's records, copied out of q; reused
@@ -291,7 +292,7 @@ func (c *Consumer) worker() {
 		p, key := q.p, q.key
 		attempt, lastErr := q.attempt, q.lastErr
 		c.mu.Unlock()
-		done, res = c.processRun(p, key, run, attempt, lastErr, &arena)
+		done, res = c.processRun(w, p, key, run, attempt, lastErr, &arena)
 		c.mu.Lock()
 	}
 }
@@ -312,12 +313,19 @@ func (c *Consumer) take(q *keyQueue, buf []item) []item {
 // started). Once maxRunTime has passed it starts no more records, so those done commit; the
 // clock is read before every fourth record, so a run of slow records may run three of them
 // first. attempt and lastErr are run[0]'s; arena is the calling worker's, for decodeHeaders.
-func (c *Consumer) processRun(p *part, key string, run []item, attempt int, lastErr error, arena *[]byte) (int, result) {
+// Events handled count in worker w's counter, after the Deduper's Done: who sees one counted
+// finds it done in the Deduper.
+func (c *Consumer) processRun(w int, p *part, key string, run []item, attempt int, lastErr error, arena *[]byte) (int, result) {
+	handled := &c.st.handled[w].n
 	var start time.Time
-	if len(run) > 1 {
+	if len(run) > 3 { // the first check is before run[3]
 		start = time.Now()
 	}
-	for i, it := range run {
+	// With no Deduper, no span to open and no duration to record, a first try at a record with
+	// no trace headers is only the handler call.
+	plain := c.cfg.Deduper == nil && !tracing(c.cfg.tel.global) && !c.cfg.tel.duration.Enabled(p.ctx)
+	for i := range run {
+		it := &run[i]
 		if i > 0 && (p.halt.Load() || c.ending()) {
 			return i, result{out: outAbandon}
 		}
@@ -325,7 +333,18 @@ func (c *Consumer) processRun(p *part, key string, run []item, attempt int, last
 		if i&3 == 3 && time.Since(start) >= maxRunTime {
 			return i, result{out: outYield}
 		}
-		if res := c.process(p, key, it, attempt, lastErr, arena); res.out != outDone {
+		ev := Event{Key: key}
+		err := decodeInto(&ev, it.r, it.topicID, arena)
+		var res result
+		if plain && attempt == 0 && lastErr == nil && err == nil && ev.Headers == nil {
+			res = c.first(p, it, &ev)
+		} else {
+			res = c.process(p, it, &ev, err, attempt, lastErr)
+		}
+		if res.handled {
+			handled.Add(1)
+		}
+		if res.out != outDone {
 			return i, res
 		}
 		attempt, lastErr = 0, nil

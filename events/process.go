@@ -32,31 +32,44 @@ type result struct {
 	out      outcome
 	err      error // the handler's (or decoder's) error, if any
 	attempts int   // failed handler attempts so far
+	handled  bool  // outDone because the handler succeeded
 }
 
-// process handles one record of p, whose key is key as a string, under a consumer span that
-// continues the trace context of its headers. attempt is the number of failed attempts so far.
-func (c *Consumer) process(p *part, key string, it item, attempt int, lastErr error, arena *[]byte) result {
-	ctx, span := c.cfg.tel.startProcess(p.ctx, p.tel, it.r)
-	res := c.try(ctx, p.tel, span, key, it, attempt, lastErr, arena)
+// process handles one record of p under a consumer span that continues the trace context of
+// its headers. ev is the record as decodeInto decoded it (for this try: a handler that changes
+// ev.Headers does not change the next try's), or failed to with decErr. attempt is the number
+// of failed attempts so far. A record with no header but the event's own (event-id,
+// event-type, event-time) carries no trace context, so none is extracted.
+func (c *Consumer) process(p *part, it *item, ev *Event, decErr error, attempt int, lastErr error) result {
+	ctx, span := c.cfg.tel.startProcess(p.ctx, p.tel, it.r, ev.Headers != nil || decErr != nil)
+	res := c.try(ctx, p.tel, span, it, ev, decErr, attempt, lastErr)
 	span.End()
 	return res
 }
 
+// first is process for a plain first try at a decoded record without user headers (see
+// processRun): the handler call.
+func (c *Consumer) first(p *part, it *item, ev *Event) result {
+	err := c.call(p.ctx, ev)
+	if err == nil {
+		return result{out: outDone, handled: true}
+	}
+	c.st.failed.Add(1)
+	return c.failed(p.ctx, p.tel, noSpan, it, ev.ID, err, 0)
+}
+
 // try is process inside the span.
-func (c *Consumer) try(ctx context.Context, pt *partTelemetry, span trace.Span, key string, it item, attempt int, lastErr error, arena *[]byte) result {
-	r := it.r
+func (c *Consumer) try(ctx context.Context, pt *partTelemetry, span trace.Span, it *item, ev *Event, decErr error, attempt int, lastErr error) result {
 	if attempt >= c.cfg.MaxAttempts || IsPermanent(lastErr) {
 		return c.deadLetter(ctx, pt, it, lastErr, attempt) // the DLQ write failed before: try it again
 	}
-	ev := Event{Key: key}
-	err := decodeInto(&ev, r, it.topicID, arena)
-	if err != nil {
+	if decErr != nil {
 		c.st.decodeErrors.Add(1)
-		c.log.Error("events: undecodable record", "group", c.cfg.Group, "err", err)
-		span.RecordError(err)
-		return c.deadLetter(ctx, pt, it, Permanent(err), attempt)
+		c.log.Error("events: undecodable record", "group", c.cfg.Group, "err", decErr)
+		span.RecordError(decErr)
+		return c.deadLetter(ctx, pt, it, Permanent(decErr), attempt)
 	}
+	var err error
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String(attrMessageID, ev.ID))
 	}
@@ -89,10 +102,10 @@ func (c *Consumer) try(ctx context.Context, pt *partTelemetry, span trace.Span, 
 	}
 	lost := false
 	if token == "" {
-		err = c.call(ctx, &ev)
+		err = c.call(ctx, ev)
 	} else {
 		hctx, claimLost, stop := c.keepClaim(ctx, id, token)
-		err = c.call(hctx, &ev)
+		err = c.call(hctx, ev)
 		stop()
 		lost = err != nil && claimLost() && ctx.Err() == nil
 	}
@@ -119,19 +132,26 @@ func (c *Consumer) try(ctx context.Context, pt *partTelemetry, span trace.Span, 
 				c.log.Warn("events: dedupe done", "group", c.cfg.Group, "id", ev.ID, "err", derr)
 			}
 		}
-		c.st.handled.Add(1) // after Done: who sees it counted finds the event done in the Deduper
-		return result{out: outDone}
+		return result{out: outDone, handled: true} // counted after Done (see processRun)
 	}
 	c.st.failed.Add(1)
 	if token != "" {
 		c.dedupeRelease(ctx, id, token)
 	}
+	return c.failed(ctx, pt, span, it, ev.ID, err, attempt)
+}
+
+// failed is the outcome of a try at it (the event id) whose handler returned err after attempt
+// failed attempts, once the failure is counted and any claim released: abandoned when ctx
+// ended, dead-lettered when attempts are used up or err is permanent, else retried.
+func (c *Consumer) failed(ctx context.Context, pt *partTelemetry, span trace.Span, it *item, id string, err error, attempt int) result {
 	if ctx.Err() != nil {
 		return result{out: outAbandon}
 	}
+	r := it.r
 	attempt++
 	c.log.Warn("events: handler failed", "group", c.cfg.Group, "topic", r.Topic, "partition", r.Partition,
-		"offset", r.Offset, "id", ev.ID, "attempt", attempt, "err", err)
+		"offset", r.Offset, "id", id, "attempt", attempt, "err", err)
 	if attempt >= c.cfg.MaxAttempts || IsPermanent(err) {
 		return c.deadLetter(ctx, pt, it, err, attempt)
 	}

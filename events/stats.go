@@ -22,15 +22,22 @@ type ConsumerStats struct {
 }
 
 type consumerCounters struct {
-	handled, failed, retried, deadLettered, deduped, decodeErrors, paused atomic.Uint64
-	commits, commitErrors, fetchErrors, dedupeErrors, dlqErrors           atomic.Uint64
+	handled                                                      []workerCount // one per worker
+	failed, retried, deadLettered, deduped, decodeErrors, paused atomic.Uint64
+	commits, commitErrors, fetchErrors, dedupeErrors, dlqErrors  atomic.Uint64
+}
+
+// workerCount is one worker's count of handled events, on its own cache line: a counter
+// every worker added to would move between the CPU cores on every event.
+type workerCount struct {
+	n atomic.Uint64
+	_ [56]byte
 }
 
 // Stats returns a snapshot of the consumer's counters. Safe for concurrent use, also while Run
 // runs.
 func (c *Consumer) Stats() ConsumerStats {
 	s := ConsumerStats{
-		Handled:      c.st.handled.Load(),
 		Failed:       c.st.failed.Load(),
 		Retried:      c.st.retried.Load(),
 		DeadLettered: c.st.deadLettered.Load(),
@@ -42,6 +49,9 @@ func (c *Consumer) Stats() ConsumerStats {
 		FetchErrors:  c.st.fetchErrors.Load(),
 		DedupeErrors: c.st.dedupeErrors.Load(),
 		DLQErrors:    c.st.dlqErrors.Load(),
+	}
+	for i := range c.st.handled {
+		s.Handled += c.st.handled[i].n.Load()
 	}
 	c.mu.Lock()
 	s.InFlight, s.Buffered = c.running, c.buffered

@@ -352,10 +352,13 @@ func (t *consumerTelemetry) forPartition(k tp) *partTelemetry {
 }
 
 // startProcess opens the consumer span of one try at r, continuing the trace context its
-// headers carry (none: a new trace). With the global provider and no SDK installed it opens
-// no span: the handler's ctx carries the record's trace context as extracted.
-func (t *consumerTelemetry) startProcess(ctx context.Context, pt *partTelemetry, r *kgo.Record) (context.Context, trace.Span) {
-	ctx = t.extract(ctx, r)
+// headers carry (none: a new trace); extract false says r has no header a propagator could
+// read. With the global provider and no SDK installed it opens no span: the handler's ctx
+// carries the record's trace context as extracted.
+func (t *consumerTelemetry) startProcess(ctx context.Context, pt *partTelemetry, r *kgo.Record, extract bool) (context.Context, trace.Span) {
+	if extract {
+		ctx = t.extract(ctx, r)
+	}
 	if !tracing(t.global) {
 		return ctx, noSpan
 	}

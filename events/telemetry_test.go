@@ -354,7 +354,7 @@ func TestNoSDKCostsNoAllocation(t *testing.T) {
 	pt := c.cfg.tel.forPartition(tp{"orders", 0})
 	r := &kgo.Record{Topic: "orders", Headers: []kgo.RecordHeader{{Key: HeaderID, Value: []byte("e")}}}
 	allocs = testing.AllocsPerRun(100, func() {
-		_, span := c.cfg.tel.startProcess(ctx, pt, r)
+		_, span := c.cfg.tel.startProcess(ctx, pt, r, true)
 		span.End()
 	})
 	require.Zero(t, allocs, "process telemetry with no SDK")
@@ -376,7 +376,7 @@ func TestNoSDKCostsNoAllocation(t *testing.T) {
 		Handler: func(context.Context, Event) error { return nil }}
 	crc, err := ccfg.resolve()
 	require.NoError(t, err)
-	hctx, _ := crc.tel.startProcess(ctx, pt, &kgo.Record{Headers: th})
+	hctx, _ := crc.tel.startProcess(ctx, pt, &kgo.Record{Headers: th}, true)
 	require.Equal(t, span.SpanContext().TraceID(), trace.SpanContextFromContext(hctx).TraceID())
 }
 
@@ -407,4 +407,53 @@ func TestConsumerUsesAGlobalPropagatorInstalledLater(t *testing.T) {
 	sc := trace.SpanContextFromContext(c.cfg.tel.extract(ctx, r))
 	require.True(t, sc.IsValid(), "the propagator installed after NewConsumer is used")
 	require.Equal(t, "0af7651916cd43dd8448eb211c80319c", sc.TraceID().String())
+}
+
+// countingPropagator is the W3C propagator, counting its Extract calls.
+type countingPropagator struct {
+	propagation.TraceContext
+	extracts int
+}
+
+func (p *countingPropagator) Extract(ctx context.Context, c propagation.TextMapCarrier) context.Context {
+	p.extracts++
+	return p.TraceContext.Extract(ctx, c)
+}
+
+// A record that carries no header but the event's own has no trace context to extract, so the
+// propagator is not asked (it costs every event of a process that installs one globally);
+// one with a traceparent is extracted and its handler runs in that trace.
+func TestTraceContextIsExtractedOnlyFromRecordsWithOtherHeaders(t *testing.T) {
+	prop := &countingPropagator{}
+	c, err := NewConsumer(ConsumerConfig{Brokers: []string{"b:1"}, Group: "g", Topics: []string{"t"}, Propagator: prop,
+		Handler: func(context.Context, Event) error { return nil }})
+	require.NoError(t, err)
+	c.work = sync.NewCond(&c.mu)
+	c.hctx, c.hcancel = context.WithCancel(context.Background())
+	t.Cleanup(c.hcancel)
+	const parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	var traces []string
+	var headers []map[string]string
+	c.cfg.Handler = func(ctx context.Context, ev Event) error {
+		traces = append(traces, trace.SpanContextFromContext(ctx).TraceID().String())
+		headers = append(headers, ev.Headers)
+		return nil
+	}
+	c.mu.Lock()
+	p := c.newPart(tp{"t", 0})
+	c.enqueue(p, &kgo.Record{Topic: "t", Offset: 0, Key: []byte("k"), Headers: []kgo.RecordHeader{
+		{Key: HeaderID, Value: []byte("e0")}, {Key: HeaderType, Value: []byte("x")}}}, [16]byte{})
+	c.enqueue(p, &kgo.Record{Topic: "t", Offset: 1, Key: []byte("k"), Headers: []kgo.RecordHeader{
+		{Key: HeaderID, Value: []byte("e1")}, {Key: "traceparent", Value: []byte(parent)}}}, [16]byte{})
+	q := c.ready[0]
+	c.ready = c.ready[1:]
+	run := c.take(q, nil)
+	c.mu.Unlock()
+
+	done, _ := c.processRun(0, p, q.key, run, 0, nil, nil)
+	require.Equal(t, 2, done)
+	require.Equal(t, 1, prop.extracts, "only the record with a traceparent is extracted")
+	require.Equal(t, []string{trace.TraceID{}.String(), "0af7651916cd43dd8448eb211c80319c"}, traces)
+	require.Equal(t, []map[string]string{nil, {"traceparent": parent}}, headers)
+	require.EqualValues(t, 2, c.Stats().Handled)
 }

@@ -213,7 +213,7 @@ func TestSlowRunYieldsSoItsDoneRecordsCommit(t *testing.T) {
 	run := c.take(q, nil)
 	c.mu.Unlock()
 
-	done, res := c.processRun(p, q.key, run, 0, nil, nil)
+	done, res := c.processRun(0, p, q.key, run, 0, nil, nil)
 	require.Equal(t, 3, done, "the clock is read before the fourth record")
 	require.Equal(t, outYield, res.out)
 	c.finish(q, run, done, res)
@@ -267,7 +267,7 @@ func TestRunStopsAtRevokeOrPanic(t *testing.T) {
 			run := c.take(q, nil)
 			c.mu.Unlock()
 
-			done, res := c.processRun(p, q.key, run, 0, nil, nil)
+			done, res := c.processRun(0, p, q.key, run, 0, nil, nil)
 			require.Equal(t, tc.handled, handled, "records started")
 			require.Equal(t, tc.done, done)
 			require.Equal(t, tc.out, res.out)
