@@ -3,6 +3,7 @@ package benchcmp
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -209,10 +210,14 @@ func BenchmarkEventsPublishSync(b *testing.B) {
 	})
 }
 
-// consumeEvents is the number of 200-byte events BenchmarkEventsConsumeOverhead reads per op.
-const consumeEvents = 100_000
+// consumeEvents is the number of 200-byte events BenchmarkEventsConsumeOverhead reads per op,
+// over consumeKeys keys (as many events each).
+const (
+	consumeEvents = 100_000
+	consumeKeys   = 500
+)
 
-// seedPayloadEvents writes n 200-byte events over 500 keys to topic o of a new cluster.
+// seedPayloadEvents writes n 200-byte events over consumeKeys keys to topic o of a new cluster.
 func seedPayloadEvents(b *testing.B, n int) *kafkatest.KafkaCluster {
 	kc := kafkatest.Cluster(b, "o")
 	p, err := events.NewProducer(events.ProducerConfig{Brokers: kc.Seeds()})
@@ -220,7 +225,7 @@ func seedPayloadEvents(b *testing.B, n int) *kafkatest.KafkaCluster {
 		b.Fatal(err)
 	}
 	defer p.Close()
-	keys := benchkit.Keys(500)
+	keys := benchkit.Keys(consumeKeys)
 	for i := range n {
 		p.PublishAsync(context.Background(), "o", events.Event{Type: "bench", Key: keys[i%len(keys)], Data: benchkit.Payload200},
 			func(err error) {
@@ -334,17 +339,31 @@ func consumeOverhead(b *testing.B, cfg events.ConsumerConfig) {
 	var busy, cpu time.Duration
 	b.ResetTimer()
 	for i := range b.N {
-		var handled atomic.Int64
+		// The handler counts per key (a key's events are handled one at a time), so its
+		// counting costs what kgo-group's handled++ does: no counter shared by the workers,
+		// whose cache line would bounce between the cores on every event.
+		var perKey [consumeKeys]struct {
+			n atomic.Int64
+			_ [56]byte // one cache line per key
+		}
+		var started atomic.Bool
+		var keysLeft atomic.Int64
+		keysLeft.Store(consumeKeys)
 		var first time.Time
 		var cpu0 time.Duration
 		all := make(chan struct{})
 		cfg.Brokers, cfg.Group, cfg.Topics, cfg.Concurrency = kc.Seeds(), "g"+strconv.Itoa(i), []string{"o"}, 8
 		cfg.KafkaOptions = groupOpts()
-		cfg.Handler = func(context.Context, events.Event) error {
-			switch handled.Add(1) {
-			case 1:
+		cfg.Handler = func(_ context.Context, ev events.Event) error {
+			if !started.Load() && started.CompareAndSwap(false, true) {
 				first, cpu0 = time.Now(), processCPU()
-			case consumeEvents:
+			}
+			k, err := strconv.Atoi(strings.TrimPrefix(ev.Key, "key-"))
+			if err != nil || k >= consumeKeys {
+				b.Errorf("unexpected key %q", ev.Key)
+				return nil
+			}
+			if perKey[k].n.Add(1) == consumeEvents/consumeKeys && keysLeft.Add(-1) == 0 {
 				busy += time.Since(first)
 				cpu += processCPU() - cpu0
 				close(all)
