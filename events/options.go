@@ -122,8 +122,9 @@ type ConsumerConfig struct {
 	// package documentation). Nil means the global provider, otel.GetMeterProvider().
 	MeterProvider metric.MeterProvider
 	// Propagator reads the trace context from each record's headers (traceparent and
-	// tracestate with the W3C propagators). Nil means the global propagator,
-	// otel.GetTextMapPropagator().
+	// tracestate with the W3C propagators). A record with no header but [HeaderID],
+	// [HeaderType] and [HeaderTime] has none to read, and the propagator is not called for
+	// it. Nil means the global propagator, otel.GetTextMapPropagator().
 	Propagator propagation.TextMapPropagator
 }
 
