@@ -2,7 +2,10 @@ package benchcmp
 
 import (
 	"context"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -169,6 +172,8 @@ func contended(b *testing.B, rdb *redis.Client, obtain func(ctx context.Context)
 		}
 	}
 	clientCPU0, redisCPU0 := processCPU(), serverCPU(b, rdb)
+	redisPID := int(infoField(b, rdb, "server", "process_id", ""))
+	clientSw0, redisSw0 := sleeps(0), sleeps(redisPID)
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -193,6 +198,36 @@ func contended(b *testing.B, rdb *redis.Client, obtain func(ctx context.Context)
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "acq/s")
 	b.ReportMetric(float64(processCPU()-clientCPU0)/float64(time.Microsecond)/float64(b.N), "client-cpu-µs")
 	b.ReportMetric(float64(serverCPU(b, rdb)-redisCPU0)/float64(time.Microsecond)/float64(b.N), "redis-cpu-µs")
+	b.ReportMetric(float64(sleeps(0)-clientSw0)/float64(b.N), "client-sleeps")
+	b.ReportMetric(float64(sleeps(redisPID)-redisSw0)/float64(b.N), "redis-sleeps")
+}
+
+// sleeps returns how many times the threads of process pid (0: this one) have blocked so far
+// (voluntary context switches, from /proc): each lets a vCPU go idle, and on an otherwise quiet
+// VM the wake-up that follows costs more than the work in between. 0 when unknown.
+func sleeps(pid int) int64 {
+	dir := "/proc/self/task"
+	if pid > 0 {
+		dir = "/proc/" + strconv.Itoa(pid) + "/task"
+	}
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(dir + "/" + t.Name() + "/status")
+		if err != nil {
+			continue
+		}
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+				k, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				n += k
+			}
+		}
+	}
+	return n
 }
 
 // surgeObtain returns an obtain func for handoff and contended: Obtain with a one-minute wait.

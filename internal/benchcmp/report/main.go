@@ -157,6 +157,8 @@ var sections = []section{
 		{"contended acquisitions/s (vs redsync, 1ms retry delay)", "BenchmarkLockContended/surge", "BenchmarkLockContended/redsync-1ms", "acq/s", "(information)", nil},
 		{"contended: client CPU per acquisition, the 50µs held included (vs bsm LinearBackoff 1ms)", "BenchmarkLockContended/surge", "BenchmarkLockContended/bsm-redislock-linear1ms", "client-cpu-µs", "(information)", nil},
 		{"contended: redis-server CPU per acquisition (vs bsm LinearBackoff 1ms)", "BenchmarkLockContended/surge", "BenchmarkLockContended/bsm-redislock-linear1ms", "redis-cpu-µs", "(information)", nil},
+		{"contended: client thread sleeps per acquisition, each an idle vCPU to wake (vs bsm LinearBackoff 1ms)", "BenchmarkLockContended/surge", "BenchmarkLockContended/bsm-redislock-linear1ms", "client-sleeps", "(information)", nil},
+		{"contended: redis-server thread sleeps per acquisition (vs bsm LinearBackoff 1ms)", "BenchmarkLockContended/surge", "BenchmarkLockContended/bsm-redislock-linear1ms", "redis-sleeps", "(information)", nil},
 	}},
 	{"ratelimit", []row{
 		{"Redis Allow (token bucket) vs redis_rate Allow, one caller", "BenchmarkRateLimitRedis/single/surge", "BenchmarkRateLimitRedis/single/redis_rate", "ns/op", "≤ 1.0×", lowerIsBetter(1.0)},
