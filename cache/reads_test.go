@@ -552,3 +552,65 @@ func TestLargeFetchManySplitsMGET(t *testing.T) {
 	require.Len(t, loaded, (n+92)/100, "only the missing keys load")
 	require.Equal(t, []int{mgetMaxKeys, mgetMaxKeys, 88}, sizes.sizes)
 }
+
+// Callers in a closed loop (each reads again as soon as it has its value, the way the served
+// callers of a shared round trip send the next batch themselves), some giving up mid-read, and
+// FetchMany batches in between: every read gets its own value or its own ctx's error, and once
+// they are all done the pipe is idle (no round trip counted in flight, no hand-on pending), so
+// the next read goes out at once.
+func TestClosedLoopReadersLeaveThePipeIdle(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	c, err := New[user](srv.NewClient(nil), &Options{Prefix: "loop:"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	const keys, readers, reads = 40, 16, 150
+	for i := range keys {
+		require.NoError(t, c.Set(ctx, strconv.Itoa(i), user{ID: strconv.Itoa(i)}))
+	}
+	bound, stop := context.WithTimeout(ctx, time.Minute) // a pipe that stalls fails, not hangs
+	defer stop()
+	var wg sync.WaitGroup
+	for r := range readers {
+		wg.Go(func() {
+			for i := range reads {
+				k := strconv.Itoa((r*7 + i) % keys)
+				rctx, cancel := context.WithCancel(bound)
+				if (r+i)%9 == 0 {
+					cancel() // this caller gives up at once: queued, in a batch or never sent
+				}
+				u, err := c.Get(rctx, k)
+				switch {
+				case rctx.Err() != nil && bound.Err() == nil:
+					// Its own ctx ended: an error is fine, a value must still be the right one.
+					if err == nil && u.ID != k {
+						t.Errorf("reader %d key %s: got %+v", r, k, u)
+					}
+				case err != nil || u.ID != k:
+					t.Errorf("reader %d key %s: got %+v, %v", r, k, u, err)
+				}
+				cancel()
+				if i%25 == 0 {
+					ks := []string{k, strconv.Itoa((r + i + 1) % keys)}
+					got, err := c.FetchMany(bound, ks, func(context.Context, []string) (map[string]user, error) {
+						return nil, errors.New("loader called on a hit")
+					})
+					if err != nil || got[ks[0]].ID != ks[0] || got[ks[1]].ID != ks[1] {
+						t.Errorf("reader %d FetchMany %v: got %v, %v", r, ks, got, err)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.NoError(t, bound.Err(), "the readers must finish well within the bound")
+	c.rd.pipe.mu.Lock()
+	inflight, returned, queued := c.rd.pipe.inflight, c.rd.pipe.returned, len(c.rd.pipe.queue)
+	c.rd.pipe.mu.Unlock()
+	require.Zero(t, inflight, "no round trip may stay counted in flight")
+	require.Zero(t, returned, "no hand-on may stay pending")
+	require.Zero(t, queued)
+	u, err := c.Get(ctx, "1")
+	require.NoError(t, err)
+	require.Equal(t, "1", u.ID)
+}
