@@ -82,7 +82,8 @@ type ObtainOptions struct {
 	// waiter holds the lock without another call. It renews its place every second; one that
 	// gives up leaves the queue, one that died is skipped after 2s (a release in between hands it
 	// the lock, which then stays taken until its ttl runs out). A turn passes on when the lock is
-	// released or lost, or the Obtain fails. A [Redlock] does not queue: its waiters retry as soon
+	// released or lost (a lock never released is lost when its validity runs out, watched or
+	// not, and marked so), or the Obtain fails. A [Redlock] does not queue: its waiters retry as soon
 	// as the holder releases. Either way a waiter also looks again at the holder's expiry.
 	Wait time.Duration
 
