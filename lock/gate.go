@@ -172,7 +172,19 @@ func (l *Lock) obtainedGated() {
 	defer gs.mu.Unlock()
 	if gt := l.gate; gt != nil {
 		gt.holder = l
-		gs.watchLocked(l.validity(), l.g.now())
+		l.watchGateLocked(gs)
+	}
+}
+
+// watchGateLocked has the gate timer fire no later than l's validity, unless l's own validity
+// timer is armed (a watchdog, Do, a Lost call): that one passes the gate on when it marks l lost.
+// gs.mu is held (it is taken before Lock.mu).
+func (l *Lock) watchGateLocked(gs *gates) {
+	l.mu.Lock()
+	until, own := l.validUntil, l.expiry != nil
+	l.mu.Unlock()
+	if !own {
+		gs.watchLocked(until, l.g.now())
 	}
 }
 
@@ -186,7 +198,7 @@ func (l *Lock) validityMoved() {
 	gs.mu.Lock()
 	defer gs.mu.Unlock()
 	if gt := l.gate; gt != nil && gt.holder == l {
-		gs.watchLocked(l.validity(), l.g.now())
+		l.watchGateLocked(gs)
 	}
 }
 
@@ -206,7 +218,7 @@ func (gs *gates) watchLocked(until, now time.Time) {
 
 // expire runs on the gate timer: the gate holders whose validity ran out (unless a renewal
 // moved it on) are marked lost, which passes their gates on; the timer is armed again for the
-// earliest validity of the others.
+// earliest validity of the others. Holders with their own validity timer are left to it.
 func (gs *gates) expire() {
 	var lost []*Lock
 	gs.mu.Lock()
@@ -221,7 +233,8 @@ func (gs *gates) expire() {
 			now = l.g.now()
 		}
 		l.mu.Lock()
-		until, over := l.validUntil, l.released || l.isLost // over: leaving the gate already
+		// over: leaving the gate already, or watched by its own timer
+		until, over := l.validUntil, l.released || l.isLost || l.expiry != nil
 		l.mu.Unlock()
 		switch {
 		case over:

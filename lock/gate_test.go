@@ -531,3 +531,39 @@ func TestRefreshToAShorterTTLMovesTheGateTimer(t *testing.T) {
 		t.Fatal("the lock whose gate went was not marked lost")
 	}
 }
+
+// waiting returns how many goroutines wait for the gate of lockKey.
+func (gs *gates) waiting(lockKey string) int {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	if gt := gs.m[lockKey]; gt != nil {
+		return len(gt.q)
+	}
+	return 0
+}
+
+// A lock that holds its gate while goroutines of its Client wait for it gets no validity timer of
+// its own (one was created and stopped per contended acquisition): the Client's gate timer
+// watches it.
+func TestGateWaitersArmNoTimerPerLock(t *testing.T) {
+	_, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	c := New(rdb, nil)
+	first, err := c.Obtain(ctx, "k", time.Minute, &ObtainOptions{Wait: time.Second})
+	require.NoError(t, err)
+	got := make(chan *Lock, 1)
+	go func() {
+		l, err := c.Obtain(ctx, "k", time.Minute, &ObtainOptions{Wait: 20 * time.Second})
+		assert.NoError(t, err)
+		got <- l
+	}()
+	require.Eventually(t, func() bool { return c.g.gates.waiting(first.keys[keyLock]) == 1 }, 10*time.Second, time.Millisecond)
+	first.mu.Lock()
+	assert.Nil(t, first.expiry, "a waiter at the gate armed the holder's own timer")
+	first.mu.Unlock()
+	require.NoError(t, first.Release(ctx))
+	second := <-got
+	require.NotNil(t, second)
+	assert.Greater(t, second.Fence(), first.Fence())
+	require.NoError(t, second.Release(ctx))
+}
