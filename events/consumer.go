@@ -36,7 +36,7 @@ type Consumer struct {
 	buffered int          // records dispatched and not yet done or dropped
 	running  int          // handlers running
 	stopping bool
-	runDone  <-chan struct{} // Run's ctx.Done(): workers start nothing once it is closed
+	ended    atomic.Bool // Run's ctx ended: workers start nothing more (a load per record, not a select)
 	wantRoom bool
 	room     chan struct{} // poll loop wakes when buffered drops below MaxBuffered
 
@@ -168,7 +168,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 	}
 	c.cl = cl
-	c.runDone = ctx.Done()
+	defer context.AfterFunc(ctx, func() { c.ended.Store(true) })()
 	c.work = sync.NewCond(&c.mu)
 	c.hctx, c.hcancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer c.hcancel()
@@ -182,6 +182,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	committer.Go(func() { c.commitLoop(stopCommits) })
 
 	c.pollLoop(ctx)
+	c.ended.Store(true) // the AfterFunc may not have run yet
 
 	// Drain: drop what has not started, wait for what runs.
 	c.mu.Lock()

@@ -104,32 +104,43 @@ func fromRecord(r *kgo.Record) (Event, error) { return decodeRecord(r, [16]byte{
 // [recordIdentity], so redeliveries still dedupe and a re-created topic's records are new; a
 // missing time header falls back to the record timestamp.
 func decodeRecord(r *kgo.Record, topicID [16]byte) (Event, error) {
-	var ev Event
-	if err := decodeInto(&ev, r, topicID, nil); err != nil {
-		return Event{}, err
-	}
-	return ev, nil
+	return decodeEvent(r, topicID, "", true, nil)
 }
 
-// decodeInto is decodeRecord into *ev, which is zero but for Key: a Key set is r's key, as a
-// string the caller holds already (the consumer's key queue), and is not copied again. arena,
-// when not nil, is where the strings are cut from (see decodeHeaders).
-func decodeInto(ev *Event, r *kgo.Record, topicID [16]byte, arena *[]byte) error {
-	ev.Data = r.Value
-	key := r.Key
-	if ev.Key != "" {
-		key = nil
+// decoder is what a consumer's worker keeps from one record's decoding to the next: the
+// arena chunk its strings are cut from (see decodeHeaders), how much of it is used, and the
+// hour of the last event-time.
+type decoder struct {
+	arena []byte
+	used  int
+	hour  hourCache
+}
+
+// decodeEvent is decodeRecord with the record's key given: with copyKey false the Event's Key
+// is key, a string of r's key the caller holds already (the consumer's key queue), which is
+// not copied again. d, when not nil, is the calling worker's decoder. It returns the Event
+// rather than filling one through a pointer: the stores stay in the caller's frame, without
+// the write barriers the collector would take for each string of each record.
+func decodeEvent(r *kgo.Record, topicID [16]byte, key string, copyKey bool, d *decoder) (Event, error) {
+	var keyBytes []byte
+	if copyKey {
+		keyBytes = r.Key
 	}
-	if name, err := decodeHeaders(r.Headers, key, ev, arena); err != nil {
-		return &DecodeError{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Header: name, Err: err}
+	f, name, err := decodeHeaders(r.Headers, keyBytes, d)
+	if err != nil {
+		return Event{}, &DecodeError{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Header: name, Err: err}
 	}
+	if copyKey {
+		key = f.key
+	}
+	ev := Event{ID: f.id, Type: f.typ, Key: key, Time: f.time, Headers: f.headers, Data: r.Value}
 	if ev.ID == "" {
 		ev.ID = recordIdentity(r, topicID)
 	}
 	if ev.Time.IsZero() {
 		ev.Time = r.Timestamp
 	}
-	return nil
+	return ev, nil
 }
 
 // arenaChunk is the size of the chunks a consumer's worker cuts Event strings from.
@@ -140,14 +151,21 @@ var (
 	errEmptyHeader = errors.New("is empty")
 )
 
-// decodeHeaders reads key into ev.Key, the reserved headers into ev.ID, ev.Type and ev.Time
-// and the others into ev.Headers (the last value wins when a user header repeats). Key, ID and
-// Type share one allocation, or are cut from *arena when arena is not nil: a chunk of
-// arenaChunk bytes that later records' strings fill up, so a consumer's worker allocates once
-// per chunk rather than per record (a string kept by a handler keeps its chunk alive). Bytes
-// of a chunk are written once, never changed. On error it returns the name of the offending
-// header.
-func decodeHeaders(hs []kgo.RecordHeader, key []byte, ev *Event, arena *[]byte) (string, error) {
+// headerFields is what decodeHeaders reads.
+type headerFields struct {
+	key, id, typ string
+	time         time.Time
+	headers      map[string]string
+}
+
+// decodeHeaders reads key, the reserved headers (ID, type and time) and the others (the user
+// headers; the last value wins when one repeats). Key, ID and Type share one allocation, or
+// are cut from d's arena when d is not nil: a chunk of arenaChunk bytes that later records'
+// strings fill up, so a consumer's worker allocates once per chunk rather than per record (a
+// string kept by a handler keeps its chunk alive). Bytes of a chunk are written once, never
+// changed. The time is parsed with d's hour cache. On error it returns the name of the
+// offending header.
+func decodeHeaders(hs []kgo.RecordHeader, key []byte, d *decoder) (f headerFields, _ string, _ error) {
 	var seenID, seenType, seenTime bool
 	var id, typ []byte
 	for i := range hs {
@@ -155,58 +173,60 @@ func decodeHeaders(hs []kgo.RecordHeader, key []byte, ev *Event, arena *[]byte) 
 		switch h.Key {
 		case HeaderID:
 			if seenID {
-				return h.Key, errDupHeader
+				return f, h.Key, errDupHeader
 			}
 			if len(h.Value) == 0 {
-				return h.Key, errEmptyHeader
+				return f, h.Key, errEmptyHeader
 			}
 			seenID = true
 			id = h.Value
 		case HeaderType:
 			if seenType {
-				return h.Key, errDupHeader
+				return f, h.Key, errDupHeader
 			}
 			seenType = true
 			typ = h.Value
 		case HeaderTime:
 			if seenTime {
-				return h.Key, errDupHeader
+				return f, h.Key, errDupHeader
 			}
 			seenTime = true
-			t, err := parseEventTime(h.Value)
+			var err error
+			if d != nil {
+				f.time, err = d.hour.parse(h.Value)
+			} else {
+				f.time, err = parseEventTime(h.Value)
+			}
 			if err != nil {
-				return h.Key, fmt.Errorf("not RFC 3339: %q", h.Value)
+				return f, h.Key, fmt.Errorf("not RFC 3339: %q", h.Value)
 			}
-			ev.Time = t
 		default:
-			if ev.Headers == nil {
-				ev.Headers = make(map[string]string, len(hs)-i)
+			if f.headers == nil {
+				f.headers = make(map[string]string, len(hs)-i)
 			}
-			ev.Headers[h.Key] = string(h.Value)
+			f.headers[h.Key] = string(h.Value)
 		}
 	}
 	n := len(key) + len(id) + len(typ)
 	var b []byte
 	switch {
 	case n == 0:
-		return "", nil
-	case arena == nil || n > arenaChunk/4:
+		return f, "", nil
+	case d == nil || n > arenaChunk/4:
 		b = make([]byte, 0, n)
 	default:
-		if cap(*arena)-len(*arena) < n {
-			*arena = make([]byte, 0, arenaChunk)
+		if len(d.arena)-d.used < n {
+			d.arena, d.used = make([]byte, arenaChunk), 0
 		}
-		b = (*arena)[len(*arena):len(*arena)]
-		*arena = (*arena)[:len(*arena)+n]
+		b = d.arena[d.used:d.used]
+		d.used += n
 	}
 	b = append(append(append(b, key...), id...), typ...)
 	all := unsafe.String(unsafe.SliceData(b), n) // these bytes are never written again
-	if len(key) > 0 {
-		ev.Key = all[:len(key)]
-	}
-	ev.ID = all[len(key) : len(key)+len(id)]
-	ev.Type = all[len(key)+len(id):]
-	return "", nil
+	f.key = all[:len(key)]
+	f.id = all[len(key) : len(key)+len(id)]
+	f.typ = all[len(key)+len(id):]
+	return f, "", nil
 }
 
 // recordIdentity names r uniquely, also across incarnations of its topic (offsets restart when

@@ -180,17 +180,19 @@ func splitBytes(b []byte, sep byte) [][]byte {
 // Events decoded with a worker's arena keep their strings while later records fill it and
 // move on to new chunks.
 func TestDecodeWithAnArenaKeepsEarlierEvents(t *testing.T) {
-	var arena []byte
+	var d decoder
 	evs := make([]Event, 1000)
 	for i := range evs {
 		r := &kgo.Record{Topic: "t", Offset: int64(i), Key: []byte("key-" + strconv.Itoa(i)), Headers: []kgo.RecordHeader{
 			{Key: HeaderID, Value: []byte("id-" + strconv.Itoa(i))}, {Key: HeaderType, Value: []byte("type-" + strconv.Itoa(i%7))}}}
-		require.NoError(t, decodeInto(&evs[i], r, [16]byte{}, &arena))
+		var err error
+		evs[i], err = decodeEvent(r, [16]byte{}, "", true, &d)
+		require.NoError(t, err)
 		r.Key[0], r.Headers[0].Value[0] = 'X', 'X' // the record's bytes may change: the Event owns its own
 	}
 	big := &kgo.Record{Headers: []kgo.RecordHeader{{Key: HeaderID, Value: bytes.Repeat([]byte("i"), arenaChunk)}}}
-	var ev Event
-	require.NoError(t, decodeInto(&ev, big, [16]byte{}, &arena), "an ID larger than a chunk")
+	ev, err := decodeEvent(big, [16]byte{}, "", true, &d)
+	require.NoError(t, err, "an ID larger than a chunk")
 	require.Len(t, ev.ID, arenaChunk)
 	for i, ev := range evs {
 		require.Equal(t, "key-"+strconv.Itoa(i), ev.Key)

@@ -101,3 +101,64 @@ func daysFromCivil(y, m, d int) int64 {
 	doe := yoe*365 + yoe/4 - yoe/100 + doy
 	return int64(era)*146097 + int64(doe) - 719468
 }
+
+// hourCache remembers the hour of the last event-time a worker parsed: the events a worker
+// reads together are mostly from one hour, and a time in it then needs only its minutes,
+// seconds and fraction read. The zero value is empty.
+type hourCache struct {
+	prefix [14]byte // "YYYY-MM-DDTHH:" of the hour
+	unix   int64    // its start, in seconds since 1970
+	set    bool
+}
+
+// parse is parseEventTime, reading only the rest of b when b starts with the cached hour, and
+// caching the hour of a time in the producer's form.
+func (h *hourCache) parse(b []byte) (time.Time, error) {
+	if h.set && len(b) >= 20 && [14]byte(b[:14]) == h.prefix {
+		if sec, nsec, ok := parseInHour(b); ok {
+			return time.Unix(h.unix+sec, nsec).UTC(), nil
+		}
+	}
+	t, ok := parseUTC(b)
+	if !ok {
+		return time.Parse(time.RFC3339Nano, string(b))
+	}
+	sec, _, _ := parseInHour(b) // parseUTC accepted b, so this does too
+	h.prefix, h.unix, h.set = [14]byte(b[:14]), t.Unix()-sec, true
+	return t, nil
+}
+
+// parseInHour reads the "MM:SS[.d{1,9}]Z" that ends b after "YYYY-MM-DDTHH:", whatever those
+// first 14 bytes hold: the seconds into the hour and the nanoseconds; false for any other form
+// or a value out of range.
+func parseInHour(b []byte) (sec, nsec int64, ok bool) {
+	n := len(b)
+	if n < 20 || n == 21 || n > 30 {
+		return 0, 0, false
+	}
+	b = b[:n:n]
+	if b[16] != ':' || b[n-1] != 'Z' {
+		return 0, 0, false
+	}
+	m1, m2, s1, s2 := b[14]-'0', b[15]-'0', b[17]-'0', b[18]-'0'
+	if m1 > 5 || m2 > 9 || s1 > 5 || s2 > 9 { // minutes and seconds 00-59
+		return 0, 0, false
+	}
+	sec = int64(m1)*600 + int64(m2)*60 + int64(s1)*10 + int64(s2)
+	if n > 20 {
+		if b[19] != '.' {
+			return 0, 0, false
+		}
+		for _, c := range b[20 : n-1] {
+			if c-'0' > 9 {
+				return 0, 0, false
+			}
+			nsec = nsec*10 + int64(c-'0')
+		}
+		nsec *= pow10[30-n] // n-21 digits were read of nine
+	}
+	return sec, nsec, true
+}
+
+// pow10[i] is 10 to the i.
+var pow10 = [10]int64{1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000}

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -62,4 +63,38 @@ func BenchmarkParseEventTime(b *testing.B) {
 			}
 		}
 	})
+}
+
+// A worker's hourCache gives what time.Parse gives, error or time, for every input, whatever
+// hour it holds: inputs of the cached hour, of other hours, and malformed ones after it.
+func TestHourCacheAgreesWithTimeParse(t *testing.T) {
+	var h hourCache
+	same := func(s string) {
+		t.Helper()
+		want, werr := time.Parse(time.RFC3339Nano, s)
+		got, gerr := h.parse([]byte(s))
+		if (werr != nil) != (gerr != nil) {
+			t.Fatalf("%q: error %v, time.Parse says %v", s, gerr, werr)
+		}
+		if got != want {
+			t.Fatalf("%q: %v (%#v), time.Parse says %v (%#v)", s, got, got, want, want)
+		}
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	hours := []string{"2024-02-29T23:", "1970-01-01T00:", "0000-01-01T00:", "9999-12-31T23:", "2026-11-26T18:"}
+	tails := []string{"00:00Z", "59:59.999999999Z", "07:05.5Z", "60:00Z", "00:60Z", "5:00Z", "00:00.Z", "00:00.1234567891Z",
+		"00:00+02:00", "00:00.5+02:00", "00:00z", "00:0aZ", "00:00,5Z", "00:00.-5Z", "00:00", "0a:00Z", ""}
+	for range 20000 {
+		prefix := hours[rng.IntN(len(hours))]
+		switch rng.IntN(8) {
+		case 0:
+			same(prefix + tails[rng.IntN(len(tails))])
+		case 1: // the hour's bytes changed: same hour prefix length, not the cached hour
+			b := []byte(prefix + tails[rng.IntN(3)])
+			b[rng.IntN(14)] = "0123456789-T:x"[rng.IntN(14)]
+			same(string(b))
+		default:
+			same(fmt.Sprintf("%s%02d:%02d.%0*d%s", prefix, rng.IntN(60), rng.IntN(60), 1+rng.IntN(9), rng.IntN(10), "Z"))
+		}
+	}
 }

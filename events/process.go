@@ -36,7 +36,7 @@ type result struct {
 }
 
 // process handles one record of p under a consumer span that continues the trace context of
-// its headers. ev is the record as decodeInto decoded it (for this try: a handler that changes
+// its headers. ev is the record as decodeEvent decoded it (for this try: a handler that changes
 // ev.Headers does not change the next try's), or failed to with decErr. attempt is the number
 // of failed attempts so far. A record with no header but the event's own (event-id,
 // event-type, event-time) carries no trace context, so none is extracted.

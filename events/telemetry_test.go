@@ -447,7 +447,7 @@ func TestTraceContextIsExtractedOnlyFromRecordsWithOtherHeaders(t *testing.T) {
 		{Key: HeaderID, Value: []byte("e1")}, {Key: "traceparent", Value: []byte(parent)}}}, [16]byte{})
 	q := c.ready[0]
 	c.ready = c.ready[1:]
-	run := c.take(q, nil)
+	run := c.take(q)
 	c.mu.Unlock()
 
 	done, _ := c.processRun(0, p, q.key, run, 0, nil, nil)

@@ -58,7 +58,7 @@ func TestSameKeyQueuesBehindItsRun(t *testing.T) {
 	require.Len(t, c.ready, 2, "one entry per key, not per record")
 	q := c.ready[0]
 	c.ready = c.ready[1:]
-	run := c.take(q, nil)
+	run := c.take(q)
 	require.Len(t, run, 3, "a worker takes the key's queued records as one run")
 	for i, it := range run {
 		require.EqualValues(t, i, it.r.Offset, "in offset order")
@@ -87,7 +87,7 @@ func TestRunStopsAtItsFirstFailure(t *testing.T) {
 	}
 	q := c.ready[0]
 	c.ready = c.ready[1:]
-	run := c.take(q, nil)
+	run := c.take(q)
 	c.mu.Unlock()
 
 	c.finish(q, run, 2, result{out: outStuck, attempts: 3})
@@ -112,7 +112,7 @@ func TestRevokeDuringARunKeepsOnlyWhatRan(t *testing.T) {
 	}
 	q := c.ready[0]
 	c.ready = c.ready[1:]
-	run := c.take(q, nil)
+	run := c.take(q)
 	c.enqueue(p, &kgo.Record{Topic: "t", Offset: 3, Key: []byte("k")}, [16]byte{})
 	c.dropQueued(p)
 	require.True(t, p.halt.Load(), "the worker sees the revoke between records")
@@ -157,7 +157,7 @@ func finishNext(c *Consumer, out outcome) *keyQueue {
 	c.mu.Lock()
 	q := c.ready[0]
 	c.ready = c.ready[1:]
-	run := c.take(q, nil)
+	run := c.take(q)
 	c.mu.Unlock()
 	if out == outDone {
 		c.finish(q, run, len(run), result{out: outDone})
@@ -176,7 +176,7 @@ func TestLostPartitionWaitsForItsHandlers(t *testing.T) {
 	c.enqueue(p, &kgo.Record{Topic: "t", Offset: 0, Key: []byte("k")}, [16]byte{})
 	q := c.ready[0]
 	c.ready = c.ready[1:]
-	run := c.take(q, nil)
+	run := c.take(q)
 	c.mu.Unlock()
 
 	lost := make(chan struct{})
@@ -210,7 +210,7 @@ func TestSlowRunYieldsSoItsDoneRecordsCommit(t *testing.T) {
 	}
 	q := c.ready[0]
 	c.ready = c.ready[1:]
-	run := c.take(q, nil)
+	run := c.take(q)
 	c.mu.Unlock()
 
 	done, res := c.processRun(0, p, q.key, run, 0, nil, nil)
@@ -264,7 +264,7 @@ func TestRunStopsAtRevokeOrPanic(t *testing.T) {
 			}
 			q := c.ready[0]
 			c.ready = c.ready[1:]
-			run := c.take(q, nil)
+			run := c.take(q)
 			c.mu.Unlock()
 
 			done, res := c.processRun(0, p, q.key, run, 0, nil, nil)
