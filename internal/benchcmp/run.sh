@@ -15,15 +15,17 @@ bench="${BENCH:-.}"
 benchtime="${BENCHTIME:-1s}"
 go test -run '^$' -bench "$bench" -benchmem -benchtime "$benchtime" -count "${COUNT:-5}" -timeout 20m . | tee "$out"
 
-# Second pass: the single-caller benchmarks (and the contended lock) again, with the process and its redis-server pinned to
-# one core. On a small VM a lone round trip on two cores lands, run by run, in one of two modes
-# (a wake-up that crosses to an idle vCPU costs ~15 µs each way), and the median of a few runs
-# flips with it; on one core every run costs what client and server spend. The report shows these
-# rows ("@1cpu") under the two-core ones. ONECORE=0 skips the pass.
+# Second pass: the single-caller benchmarks, the contended lock and the 16-caller cache reads
+# again, with the process and its redis-server pinned to one core. On a small VM a lone round trip
+# on two cores lands, run by run, in one of two modes (a wake-up that crosses to an idle vCPU costs
+# ~15 µs each way), and the median of a few runs flips with it; work that alternates between client
+# and server (a hand-over, a shared round trip then its callers' decoding) pays that wake-up every
+# cycle. On one core every run costs what client and server spend. The report shows these rows
+# ("@1cpu") under the two-core ones. ONECORE=0 skips the pass.
 if [ "${ONECORE:-1}" != 0 ] && [ -z "${BENCH:-}" ] && command -v taskset >/dev/null; then
   bin="$(mktemp -d)/benchcmp.test"
   go test -c -o "$bin" .
-  for p in 'BenchmarkRateLimitRedis/single' 'BenchmarkCacheRedisHitKeys/.*/callers=1$' '^BenchmarkCacheRedisHit$' \
+  for p in 'BenchmarkRateLimitRedis/single' 'BenchmarkCacheRedisHitKeys/.*/callers=(1|16)$' '^BenchmarkCacheRedisHit$' \
            'BenchmarkLockUncontended' 'BenchmarkLockContended' 'BenchmarkGinRateLimitRedis' 'BenchmarkEventsPublishSync' \
            'BenchmarkBloomRedisCallers/single'; do
     taskset -c 0 "$bin" -test.run '^$' -test.bench "$p" -test.benchmem -test.benchtime "$benchtime" \
@@ -38,6 +40,6 @@ $(redis-server --version | cut -d' ' -f1-3)
 date: $(date -u +%Y-%m-%d)
 load average (1 min): $load0 at the start, $(cut -d" " -f1 /proc/loadavg 2>/dev/null || echo ?) at the end"
 cmd="bash internal/benchcmp/run.sh   # = cd internal/benchcmp && go test -run '^\$' -bench '$bench' -benchmem -benchtime $benchtime -count ${COUNT:-5} .
-#   then the single-caller benchmarks and the contended lock again under taskset -c 0, -count ${COUNT1:-5} (rows marked pinned to one core)"
+#   then the single-caller benchmarks, the contended lock and the 16-caller cache reads again under taskset -c 0, -count ${COUNT1:-5} (rows marked pinned to one core)"
 go run ./report -in "$out" -out "$root/BENCHMARKS.md" -cmd "$cmd" -machine "$machine"
 echo "run.sh: wrote $root/BENCHMARKS.md"
