@@ -200,6 +200,7 @@ var sections = []section{
 		{"consumer overhead: no-op handler, 100k 200-byte events, Concurrency 8 vs a bare franz-go group consumer", "BenchmarkEventsConsumeOverhead/surge-c8", "BenchmarkEventsConsumeOverhead/kgo-group", "events/s", "≥ 0.8×", higherIsBetter(0.8)},
 		{"the same vs franz-go reading what an Event carries (key, event-id, event-type, event-time parsed) from each record", "BenchmarkEventsConsumeOverhead/surge-c8", "BenchmarkEventsConsumeOverhead/kgo-group-decode", "events/s", "(report; like for like)", nil},
 		{"consumer overhead in CPU per event (the whole process, kfake included) vs the bare franz-go group consumer", "BenchmarkEventsConsumeOverhead/surge-c8", "BenchmarkEventsConsumeOverhead/kgo-group", "cpu-ns/event", "(report)", nil},
+		{"the same CPU per event vs franz-go reading what an Event carries", "BenchmarkEventsConsumeOverhead/surge-c8", "BenchmarkEventsConsumeOverhead/kgo-group-decode", "cpu-ns/event", "(report; like for like)", nil},
 		{"PublishAsync with an OpenTelemetry SDK installed (producer span sampled, traceparent header, sent counter) vs without", "BenchmarkEventsPublish/surge-otel-sdk", "BenchmarkEventsPublish/surge", "events/s", "(report)", nil},
 		{"consumer overhead with an OpenTelemetry SDK installed (a sampled consumer span and the metrics per event) vs without", "BenchmarkEventsConsumeOverhead/surge-c8-otel-sdk", "BenchmarkEventsConsumeOverhead/surge-c8", "events/s", "(report)", nil},
 	}},
