@@ -36,7 +36,7 @@ type Consumer struct {
 	buffered int          // records dispatched and not yet done or dropped
 	running  int          // handlers running
 	stopping bool
-	ended    atomic.Bool // Run's ctx ended: workers start nothing more (a load per record, not a select)
+	runCtx   context.Context // Run's: workers start nothing once it ended (see ending)
 	wantRoom bool
 	room     chan struct{} // poll loop wakes when buffered drops below MaxBuffered
 
@@ -168,7 +168,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 	}
 	c.cl = cl
-	defer context.AfterFunc(ctx, func() { c.ended.Store(true) })()
+	c.runCtx = ctx
 	c.work = sync.NewCond(&c.mu)
 	c.hctx, c.hcancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer c.hcancel()
@@ -182,7 +182,6 @@ func (c *Consumer) Run(ctx context.Context) error {
 	committer.Go(func() { c.commitLoop(stopCommits) })
 
 	c.pollLoop(ctx)
-	c.ended.Store(true) // the AfterFunc may not have run yet
 
 	// Drain: drop what has not started, wait for what runs.
 	c.mu.Lock()
