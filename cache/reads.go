@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/redis/go-redis/v9"
@@ -223,7 +224,7 @@ func (p *pipe) getOne(ctx context.Context, rdb redis.Cmdable, vk string) ([]byte
 		p.mu.Unlock()
 		b, err := rdb.Get(ctx, vk).Bytes()
 		p.handOn()
-		return b, err
+		return b, blameCtx(ctx, err)
 	}
 	r := pipeReqs.Get().(*pipeReq)
 	r.key1[0] = vk
@@ -400,6 +401,7 @@ func (p *pipe) send(ctx context.Context, rdb redis.Cmdable, batch []*pipeReq) {
 	if n == 1 {
 		r := batch[0]
 		r.vals[0], r.errs[0] = rdb.Get(ctx, r.keys[0]).Bytes()
+		r.errs[0] = blameCtx(ctx, r.errs[0])
 		return
 	}
 	if p.total != nil {
@@ -424,6 +426,7 @@ func (p *pipe) send(ctx context.Context, rdb redis.Cmdable, batch []*pipeReq) {
 	for _, r := range batch {
 		for j := range r.keys {
 			r.vals[j], r.errs[j] = cmds[i].Bytes()
+			r.errs[j] = blameCtx(ctx, r.errs[j])
 			i++
 		}
 	}
@@ -480,6 +483,7 @@ func mget(ctx context.Context, cl *redis.Client, batch []*pipeReq, n int) {
 				if want := len(cmd.Args()) - 1; err == nil && len(vals) != want {
 					err = fmt.Errorf("cache: MGET of %d keys answered %d values", want, len(vals))
 				}
+				err = blameCtx(ctx, err)
 			}
 			v := i % mgetMaxKeys
 			switch {
@@ -502,6 +506,25 @@ func repeatErr(err error, n int) []error {
 		errs[i] = err
 	}
 	return errs
+}
+
+// blameCtx returns err, the failure of a round trip sent on ctx, or the error of ctx's end when
+// ctx ended: the failure is then its sender's, and every caller the round trip carried (or that
+// joined its GET) whose own ctx is alive reads again for itself (see ctxErr) instead of failing
+// as if Redis were down. A client with ContextTimeoutEnabled ends a round trip at its ctx's
+// deadline with an i/o timeout, not a ctx error, and may do so an instant before ctx itself
+// notices: a deadline that passed counts as the end.
+func blameCtx(ctx context.Context, err error) error {
+	if err == nil || errors.Is(err, redis.Nil) {
+		return err
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return err
 }
 
 // ctxErr reports whether err is a context's end (ours or, for a shared read, its sender's).

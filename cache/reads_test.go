@@ -614,3 +614,84 @@ func TestClosedLoopReadersLeaveThePipeIdle(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "1", u.ID)
 }
+
+// A client with ContextTimeoutEnabled ends a round trip at its sender's deadline with an i/o
+// timeout, not a ctx error. The other callers a shared round trip carried still have their
+// ctx: they must read again for themselves (and get their values once Redis answers), not
+// fail with the sender's timeout as if Redis were down.
+func TestSenderDeadlineDoesNotFailTheReadsItCarries(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	rdb := srv.NewClient(&redis.Options{ContextTimeoutEnabled: true, ReadTimeout: time.Minute, MaxRetries: -1})
+	c, err := New[user](rdb, &Options{Prefix: "pipe:"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	for _, k := range []string{"a", "d", "s", "m"} {
+		require.NoError(t, c.Set(ctx, k, user{ID: k}))
+	}
+	h := &blockReads{keys: map[string]chan struct{}{c.valueKey("a"): make(chan struct{}), c.valueKey("d"): make(chan struct{})},
+		mget: make(chan struct{}), mgetIn: make(chan struct{})}
+	rdb.AddHook(h)
+	got := func(k string, cctx context.Context, out chan<- error) {
+		u, err := c.Get(cctx, k)
+		if err == nil {
+			err = checkID(u, k)
+		}
+		out <- err
+	}
+
+	first := make(chan error, 2)
+	go got("a", ctx, first)
+	go got("d", ctx, first)
+	require.Eventually(t, func() bool { return inFlightReads(c) == pipeMaxInFlight }, 10*time.Second, time.Millisecond)
+	// s queues first, so it sends the next batch (s, m); its deadline ends that round trip.
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, m := make(chan error, 1), make(chan error, 1)
+	go got("s", sctx, s)
+	require.Eventually(t, func() bool { return queuedReads(c) == 1 }, 10*time.Second, time.Millisecond)
+	go got("m", ctx, m)
+	require.Eventually(t, func() bool { return queuedReads(c) == 2 }, 10*time.Second, time.Millisecond)
+	close(h.keys[c.valueKey("a")]) // a returns: s sends (s, m) as one MGET, held
+	<-h.mgetIn
+	srv.Pause(time.Minute)
+	t.Cleanup(srv.Resume)
+	close(h.mget) // the MGET reaches the paused server and times out at s's deadline
+	require.Error(t, <-s, "s's own deadline ends its read")
+	srv.Resume()
+	require.NoError(t, <-m, "m's ctx is alive: the sender's timeout is not m's")
+	close(h.keys[c.valueKey("d")])
+	require.NoError(t, <-first)
+	require.NoError(t, <-first)
+}
+
+// The same for a reader that joined another caller's GET of the key: the GET's deadline is not
+// the joiner's.
+func TestJoinedGETOwnersDeadlineIsNotTheJoiners(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	rdb := srv.NewClient(&redis.Options{ContextTimeoutEnabled: true, ReadTimeout: time.Minute, MaxRetries: -1})
+	c, err := New[user](rdb, &Options{Prefix: "join:"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	require.NoError(t, c.Set(ctx, "k", user{ID: "k"}))
+
+	srv.Pause(time.Minute)
+	t.Cleanup(srv.Resume)
+	octx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	owner, joiner := make(chan error, 1), make(chan error, 1)
+	go func() { _, err := c.Get(octx, "k"); owner <- err }()
+	require.Eventually(t, func() bool { return inFlightReads(c) == 1 }, 10*time.Second, time.Millisecond)
+	go func() {
+		u, err := c.Get(ctx, "k")
+		if err == nil {
+			err = checkID(u, "k")
+		}
+		joiner <- err
+	}()
+	require.Eventually(t, func() bool { return c.rd.waiting.Load() == 1 }, 10*time.Second, time.Millisecond)
+	require.Error(t, <-owner, "the owner's deadline ends its GET")
+	srv.Resume()
+	require.NoError(t, <-joiner, "the joiner's ctx is alive: the owner's timeout is not the joiner's")
+}
