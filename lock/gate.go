@@ -23,6 +23,10 @@ type gates struct {
 	// released leaves no gate behind. nil until the first gated lock; due is zero while unarmed.
 	expiry *time.Timer
 	due    time.Time
+
+	// waitEnded, set by tests before any waiter comes, runs in enter when a waiter's wait ended
+	// (ctx, deadline), before it looks at what it was given meanwhile.
+	waitEnded func()
 }
 
 // gate is one key's gate.
@@ -43,10 +47,12 @@ type gateWaiter struct {
 }
 
 // gateGrant is what a goroutine gets with the gate: the lock itself when fence > 0 (handed over by
-// the release sent at at), else only the right to contend in Redis.
+// the release sent at at), else only the right to contend in Redis. unsure: the release that
+// gave it got no answer, and its script may have handed the lock to this goroutine's token.
 type gateGrant struct {
-	fence int64
-	at    time.Time
+	fence  int64
+	at     time.Time
+	unsure bool
 }
 
 // enter takes the gate of l's key for l, waiting in arrival order until deadline or the end of
@@ -78,11 +84,14 @@ func (gs *gates) enter(ctx context.Context, l *Lock, deadline time.Time) (gr gat
 	case <-ctx.Done():
 	case <-timer.C:
 	}
+	if gs.waitEnded != nil {
+		gs.waitEnded()
+	}
 	gs.mu.Lock()
 	switch {
 	case w.given: // given at the last moment: hand on what came with it
 		gs.mu.Unlock()
-		if w.got.fence > 0 {
+		if w.got.fence > 0 || w.got.unsure {
 			l.fence = w.got.fence
 			l.g.giveBack(ctx, l) // release.lua hands the lock, and the gate, on
 		}
@@ -266,7 +275,7 @@ func (l *Lock) afterRelease(gt *gate, succ *gateWaiter, handed int64, sent time.
 	case succ == nil:
 		gs.passLocked(l.keys[keyLock], gt)
 	case !succ.gaveUp:
-		gt.giveLocked(succ, gateGrant{fence: handed, at: sent})
+		gt.giveLocked(succ, gateGrant{fence: handed, at: sent, unsure: unknown})
 	case handed > 0 || unknown:
 		succ.chosen = false
 		succ.l.fence = handed

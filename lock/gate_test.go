@@ -567,3 +567,35 @@ func TestGateWaitersArmNoTimerPerLock(t *testing.T) {
 	assert.Greater(t, second.Fence(), first.Fence())
 	require.NoError(t, second.Release(ctx))
 }
+
+// A gate waiter given the gate by a release whose answer was lost, as its own wait ends, gives
+// back the lock the script may have handed it: it does not stay taken, for its whole ttl, by a
+// goroutine that returned, while the next waiters time out.
+func TestGateWaiterGivenTheGateByALostReleaseAsItGivesUp(t *testing.T) {
+	mr, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	c := New(rdb, nil)
+	wait := &ObtainOptions{Wait: time.Minute, Backoff: hourBackoff.Backoff}
+	holder, err := c.Obtain(ctx, "k", time.Hour, wait)
+	require.NoError(t, err)
+	released := make(chan struct{})
+	c.g.gates.waitEnded = func() { <-released } // looks at what it got once the release returned
+	qctx, cancelQuit := context.WithCancel(ctx)
+	quit := make(chan error, 1)
+	go func() {
+		_, err := c.Obtain(qctx, "k", time.Hour, wait)
+		quit <- err
+	}()
+	require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == 1 }, 10*time.Second, time.Millisecond)
+	cancelQuit() // its wait ends, but it is still first at the gate: the release names it
+
+	rctx, cancelRelease := context.WithCancel(ctx)
+	rdb.AddHook(&afterScript{token: holder.Token(), fn: cancelRelease})
+	require.ErrorIs(t, holder.Release(rctx), context.Canceled, "the answer was lost")
+	close(released)
+	require.ErrorIs(t, <-quit, context.Canceled)
+	assert.False(t, mr.Exists("surge:lock:{k}"), "the lock handed to the waiter that gave up stayed taken")
+	held, n := gateState(c, "k")
+	assert.False(t, held)
+	assert.Zero(t, n)
+}
