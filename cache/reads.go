@@ -300,14 +300,27 @@ func (p *pipe) submitLocked(ctx context.Context, rdb redis.Cmdable, r *pipeReq) 
 		p.sendBatch(ctx, rdb, r.batch)
 		return r.vals, r.errs
 	}
-	if ctx.Err() == nil {
-		for j, err := range r.errs {
-			if ctxErr(err) { // the sender's ctx ended, not ours: read for ourselves
-				r.vals[j], r.errs[j] = rdb.Get(ctx, vks[j]).Bytes()
-			}
-		}
+	if ctx.Err() == nil && slices.ContainsFunc(r.errs, ctxErr) {
+		p.resend(ctx, rdb, r) // the sender's ctx ended, not ours: read for ourselves
 	}
 	return r.vals, r.errs
+}
+
+// resend reads again, in one round trip of its own, the keys of r whose shared round trip
+// failed because its sender's ctx ended (see blameCtx); r's caller's ctx is alive.
+func (p *pipe) resend(ctx context.Context, rdb redis.Cmdable, r *pipeReq) {
+	again := &pipeReq{}
+	var at []int
+	for j, err := range r.errs {
+		if ctxErr(err) {
+			again.keys = append(again.keys, r.keys[j])
+			at = append(at, j)
+		}
+	}
+	p.send(ctx, rdb, []*pipeReq{again})
+	for i, j := range at {
+		r.vals[j], r.errs[j] = again.vals[i], again.errs[i]
+	}
 }
 
 // takeQueueLocked empties the queue into a batch (p.mu held).

@@ -695,3 +695,63 @@ func TestJoinedGETOwnersDeadlineIsNotTheJoiners(t *testing.T) {
 	srv.Resume()
 	require.NoError(t, <-joiner, "the joiner's ctx is alive: the owner's timeout is not the joiner's")
 }
+
+// When the sender of a shared round trip gives up while it is out, its callers whose ctx is
+// alive read again: a FetchMany's keys go again in one round trip, not one GET after another
+// (600 keys were 600 round trips in a row).
+func TestReadsOfAGivenUpRoundTripGoAgainTogether(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	rdb := srv.NewClient(nil)
+	c, err := New[user](rdb, &Options{Prefix: "pipe:"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	many := make([]string, 10)
+	for i := range many {
+		many[i] = "m" + strconv.Itoa(i)
+	}
+	for _, k := range append([]string{"a", "d", "x"}, many...) {
+		require.NoError(t, c.Set(ctx, k, user{ID: k}))
+	}
+	h := &blockReads{keys: map[string]chan struct{}{c.valueKey("a"): make(chan struct{}), c.valueKey("d"): make(chan struct{})},
+		mget: make(chan struct{}), mgetIn: make(chan struct{})}
+	rdb.AddHook(h)
+	gets := &getsStarted{n: map[string]int{}}
+	rdb.AddHook(gets)
+
+	first := make(chan error, 2)
+	for _, k := range []string{"a", "d"} {
+		go func() { _, err := c.Get(ctx, k); first <- err }()
+	}
+	require.Eventually(t, func() bool { return inFlightReads(c) == pipeMaxInFlight }, 10*time.Second, time.Millisecond)
+	xctx, cancel := context.WithCancel(ctx)
+	x := make(chan error, 1)
+	go func() { _, err := c.Get(xctx, "x"); x <- err }()
+	require.Eventually(t, func() bool { return queuedReads(c) == 1 }, 10*time.Second, time.Millisecond)
+	type result struct {
+		got map[string]user
+		err error
+	}
+	fm := make(chan result, 1)
+	go func() {
+		got, err := c.FetchMany(ctx, many, func(context.Context, []string) (map[string]user, error) {
+			return nil, errors.New("loader called on a hit")
+		})
+		fm <- result{got, err}
+	}()
+	require.Eventually(t, func() bool { return queuedReads(c) == 2 }, 10*time.Second, time.Millisecond)
+	close(h.keys[c.valueKey("a")]) // a returns: x sends (x, many) as one MGET, held
+	<-h.mgetIn
+	cancel() // x gives up while its round trip is out: it fails for everyone in it
+	close(h.mget)
+	require.ErrorIs(t, <-x, context.Canceled)
+	r := <-fm
+	require.NoError(t, r.err)
+	for _, k := range many {
+		require.Equal(t, k, r.got[k].ID)
+		require.False(t, gets.started(c.valueKey(k)), "%s: the keys go again in one round trip, not a GET each", k)
+	}
+	close(h.keys[c.valueKey("d")])
+	require.NoError(t, <-first)
+	require.NoError(t, <-first)
+}
