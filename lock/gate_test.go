@@ -599,3 +599,37 @@ func TestGateWaiterGivenTheGateByALostReleaseAsItGivesUp(t *testing.T) {
 	assert.False(t, held)
 	assert.Zero(t, n)
 }
+
+// A Refresh in flight when the Client's gate timer marks the lock lost (its validity ran out)
+// answers ErrNotHeld, and gives back the key it extended meanwhile: told it lost the lock, its
+// holder releases nothing, and the next waiter would wait for the whole ttl of that Refresh.
+func TestRefreshThatLosesTheRaceWithTheGateTimerGivesTheKeyBack(t *testing.T) {
+	mr, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	c := New(rdb, nil)
+	l, err := c.Obtain(ctx, "k", 50*time.Millisecond, &ObtainOptions{Wait: time.Second})
+	require.NoError(t, err)
+	rdb.AddHook(&beforeScript{token: l.Token(), fn: func() {
+		// The Refresh is sent once the gate timer marked the lock lost (miniredis keeps the key).
+		require.Eventually(t, func() bool { l.mu.Lock(); defer l.mu.Unlock(); return l.isLost }, 10*time.Second, time.Millisecond)
+	}})
+	require.ErrorIs(t, l.Refresh(ctx, time.Hour), ErrNotHeld)
+	assert.False(t, mr.Exists("surge:lock:{k}"), "the key the late Refresh extended stayed taken for its ttl")
+	assert.Zero(t, c.g.gates.size())
+}
+
+// A Refresh whose answer came after the ttl it set had run out answers ErrNotHeld, the lock is
+// lost, and the key it extended in Redis is given back rather than left taken for that ttl.
+func TestRefreshAnsweredTooLateGivesTheKeyBack(t *testing.T) {
+	mr, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	c := New(rdb, nil)
+	var skew atomic.Int64
+	c.g.now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	l, err := c.Obtain(ctx, "k", time.Hour, &ObtainOptions{Wait: time.Second})
+	require.NoError(t, err)
+	rdb.AddHook(&afterScript{token: l.Token(), fn: func() { skew.Store(int64(2 * time.Minute)) }})
+	require.ErrorIs(t, l.Refresh(ctx, time.Minute), ErrNotHeld)
+	assert.False(t, mr.Exists("surge:lock:{k}"), "the key the late Refresh extended stayed taken for its ttl")
+	assert.Zero(t, c.g.gates.size())
+}

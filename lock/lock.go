@@ -190,21 +190,29 @@ func (l *Lock) refresh(ctx context.Context, ttl time.Duration) error {
 	start := l.g.now()
 	until := start.Add(ttl - l.g.drift(ttl))
 	ok, errs := l.g.each(ctx, l.g.cfg.nodeTimeoutFor(ttl), l, opRefresh, ttl.Milliseconds(), nil, nil)
-	if ok >= l.g.quorum && !l.g.now().Before(until) {
+	late := ok >= l.g.quorum && !l.g.now().Before(until)
+	if late {
 		ok = 0 // took longer than the ttl: whatever the nodes say, it is not valid any more
 	}
 	if ok >= l.g.quorum {
 		l.mu.Lock()
-		defer l.mu.Unlock()
-		if l.isLost {
-			// The validity ran out while the renewal was in flight: lost is final.
-			return fmt.Errorf("lock: refresh %q: %w (validity ran out)", l.key, ErrNotHeld)
+		lost := l.isLost
+		if !lost {
+			l.ttl = ttl
+			l.setValidityLocked(until)
 		}
-		l.ttl = ttl
-		l.setValidityLocked(until)
-		return nil
+		l.mu.Unlock()
+		if !lost {
+			return nil
+		}
+		// The validity ran out while the renewal was in flight: lost is final.
+		l.dropExtended(ctx, ttl)
+		return fmt.Errorf("lock: refresh %q: %w (validity ran out)", l.key, ErrNotHeld)
 	}
 	err := l.verdict("refresh", ok, errs)
+	if late {
+		l.dropExtended(ctx, ttl)
+	}
 	if !errors.Is(err, ErrNotHeld) {
 		// Some node may have applied ttl: never believe in a later expiry than it gives.
 		l.mu.Lock()
@@ -214,6 +222,18 @@ func (l *Lock) refresh(ctx context.Context, ttl time.Duration) error {
 		l.mu.Unlock()
 	}
 	return err
+}
+
+// dropExtended gives back, best effort and bounded even when ctx ended, the key a renewal
+// extended after the lock was known lost: its holder, told so, releases nothing, and the next
+// waiter (of its Client's gate too, which passed on) would wait for the ttl the renewal set.
+// It runs after the lock was marked lost, which passed the gate on: the release names no gate
+// successor, and hands the key to the first waiter queued in Redis.
+func (l *Lock) dropExtended(ctx context.Context, ttl time.Duration) {
+	timeout := l.g.cfg.nodeTimeoutFor(ttl)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	_, _ = l.g.each(rctx, timeout, l, opRelease, 0, nil, nil)
 }
 
 // setValidityLocked records the validity and moves the validity timer, if armed, to it. l.mu is
