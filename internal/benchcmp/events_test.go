@@ -299,6 +299,7 @@ func kgoConsume(b *testing.B, touch func(*kgo.Record)) {
 	kc := seedPayloadEvents(b, consumeEvents)
 	ctx := context.Background()
 	var busy, cpu time.Duration
+	var slept int64
 	b.ResetTimer()
 	for i := range b.N {
 		cl, err := kgo.NewClient(append(groupOpts(), kgo.SeedBrokers(kc.Seeds()...), kgo.ConsumerGroup("g"+strconv.Itoa(i)),
@@ -310,13 +311,14 @@ func kgoConsume(b *testing.B, touch func(*kgo.Record)) {
 		handled := 0
 		var first time.Time
 		var cpu0 time.Duration
+		var sleeps0 int64
 		for handled < consumeEvents {
 			fs := cl.PollFetches(ctx)
 			if err := fs.Err0(); err != nil {
 				b.Fatal(err)
 			}
 			if handled == 0 {
-				first, cpu0 = time.Now(), processCPU()
+				first, cpu0, sleeps0 = time.Now(), processCPU(), sleeps(0)
 			}
 			fs.EachRecord(func(r *kgo.Record) { touch(r); handled++ })
 			if err := cl.CommitUncommittedOffsets(ctx); err != nil {
@@ -325,17 +327,19 @@ func kgoConsume(b *testing.B, touch func(*kgo.Record)) {
 		}
 		busy += time.Since(first)
 		cpu += processCPU() - cpu0
+		slept += sleeps(0) - sleeps0
 		b.StopTimer()
 		cl.Close()
 		b.StartTimer()
 	}
-	reportConsume(b, busy, cpu)
+	reportConsume(b, busy, cpu, slept)
 }
 
 // consumeOverhead is BenchmarkEventsConsumeOverhead's surge case with cfg's telemetry fields.
 func consumeOverhead(b *testing.B, cfg events.ConsumerConfig) {
 	kc := seedPayloadEvents(b, consumeEvents)
 	var busy, cpu time.Duration
+	var slept int64
 	b.ResetTimer()
 	for i := range b.N {
 		// The handler counts per key (a key's events are handled one at a time), so its
@@ -350,12 +354,13 @@ func consumeOverhead(b *testing.B, cfg events.ConsumerConfig) {
 		keysLeft.Store(consumeKeys)
 		var first time.Time
 		var cpu0 time.Duration
+		var sleeps0 int64
 		all := make(chan struct{})
 		cfg.Brokers, cfg.Group, cfg.Topics, cfg.Concurrency = kc.Seeds(), "g"+strconv.Itoa(i), []string{"o"}, 8
 		cfg.KafkaOptions = groupOpts()
 		cfg.Handler = func(_ context.Context, ev events.Event) error {
 			if !started.Load() && started.CompareAndSwap(false, true) {
-				first, cpu0 = time.Now(), processCPU()
+				first, cpu0, sleeps0 = time.Now(), processCPU(), sleeps(0)
 			}
 			k, ok := keyIndex(ev.Key)
 			if !ok {
@@ -365,6 +370,7 @@ func consumeOverhead(b *testing.B, cfg events.ConsumerConfig) {
 			if perKey[k].n.Add(1) == consumeEvents/consumeKeys && keysLeft.Add(-1) == 0 {
 				busy += time.Since(first)
 				cpu += processCPU() - cpu0
+				slept += sleeps(0) - sleeps0
 				close(all)
 			}
 			return nil
@@ -384,7 +390,7 @@ func consumeOverhead(b *testing.B, cfg events.ConsumerConfig) {
 		}
 		b.StartTimer()
 	}
-	reportConsume(b, busy, cpu)
+	reportConsume(b, busy, cpu, slept)
 }
 
 // keyIndex returns i of a key "key-<i>" of benchkit.Keys(consumeKeys), reading the digits
@@ -404,12 +410,14 @@ func keyIndex(key string) (int, bool) {
 }
 
 // reportConsume reports BenchmarkEventsConsumeOverhead's metrics: events/s from the first event
-// to the last, and the CPU time the whole process (kfake included) spent per event meanwhile,
-// which a busy machine distorts far less than the rate.
-func reportConsume(b *testing.B, busy, cpu time.Duration) {
+// to the last, the CPU time the whole process (kfake included) spent per event meanwhile,
+// which a busy machine distorts far less than the rate, and how often its threads slept per
+// thousand events (see sleeps: on a quiet VM each costs an idle vCPU's wake-up).
+func reportConsume(b *testing.B, busy, cpu time.Duration, slept int64) {
 	n := float64(b.N * consumeEvents)
 	b.ReportMetric(n/busy.Seconds(), "events/s")
 	b.ReportMetric(float64(cpu.Nanoseconds())/n, "cpu-ns/event")
+	b.ReportMetric(float64(slept)/n*1000, "sleeps/kevent")
 }
 
 // otelSDK returns an SDK tracer provider (every span sampled, none exported) and meter provider
