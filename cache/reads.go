@@ -241,9 +241,14 @@ func (p *pipe) getOne(ctx context.Context, rdb redis.Cmdable, vk string) ([]byte
 var pipeReqs = sync.Pool{New: func() any { return &pipeReq{done: make(chan struct{}, 1)} }}
 
 // submitLocked sends r at once, with the queue, when a round trip may start (limitLocked);
-// else it queues r and waits for its result, sending the batch when it is handed one. p.mu is
-// held, and released here.
+// else it queues r and waits for its result, sending the batch when it is handed one. A caller
+// whose ctx has ended returns ctx.Err() at once. p.mu is held, and released here.
 func (p *pipe) submitLocked(ctx context.Context, rdb redis.Cmdable, r *pipeReq) ([][]byte, []error) {
+	if err := ctx.Err(); err != nil {
+		// Sent on an ended ctx, the queued reads it would take along would fail at once.
+		p.mu.Unlock()
+		return make([][]byte, len(r.keys)), repeatErr(err, len(r.keys))
+	}
 	if p.inflight < p.limitLocked() {
 		batch := []*pipeReq{r}
 		if len(p.queue) > 0 {

@@ -755,3 +755,53 @@ func TestReadsOfAGivenUpRoundTripGoAgainTogether(t *testing.T) {
 	require.NoError(t, <-first)
 	require.NoError(t, <-first)
 }
+
+// A caller whose ctx has already ended sends nothing: it must not take the queued reads of
+// others with it into a round trip that fails at once (each of them then paid a round trip of
+// its own instead of sharing the next one).
+func TestEndedCallerTakesNoQueuedReads(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	rdb := srv.NewClient(nil)
+	c, err := New[user](rdb, &Options{Prefix: "pipe:"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	many := []string{"m0", "m1", "m2"}
+	for _, k := range append([]string{"a", "x"}, many...) {
+		require.NoError(t, c.Set(ctx, k, user{ID: k}))
+	}
+	h := &blockReads{keys: map[string]chan struct{}{c.valueKey("a"): make(chan struct{})},
+		mget: make(chan struct{}), mgetIn: make(chan struct{})}
+	close(h.mget) // MGETs are not held
+	rdb.AddHook(h)
+	setAvg := func(v int) {
+		c.rd.pipe.mu.Lock()
+		c.rd.pipe.avgBatch = v
+		c.rd.pipe.mu.Unlock()
+	}
+
+	first := make(chan error, 1)
+	go func() { _, err := c.Get(ctx, "a"); first <- err }()
+	require.Eventually(t, func() bool { return inFlightReads(c) == 1 }, 10*time.Second, time.Millisecond)
+	setAvg(pipeShared) // callers share round trips: one in flight, the FetchMany queues
+	fm := make(chan error, 1)
+	go func() {
+		got, err := c.FetchMany(ctx, many, func(context.Context, []string) (map[string]user, error) {
+			return nil, errors.New("loader called on a hit")
+		})
+		for _, k := range many {
+			err = errors.Join(err, checkID(got[k], k))
+		}
+		fm <- err
+	}()
+	require.Eventually(t, func() bool { return queuedReads(c) == 1 }, 10*time.Second, time.Millisecond)
+	setAvg(0) // reads go alone again: a second round trip may start
+	xctx, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = c.Get(xctx, "x")
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, 1, queuedReads(c), "the FetchMany waits for the round trip in flight, not sent on an ended ctx")
+	close(h.keys[c.valueKey("a")])
+	require.NoError(t, <-first)
+	require.NoError(t, <-fm)
+}
