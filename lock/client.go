@@ -52,7 +52,8 @@ func New(rdb redis.UniversalClient, opt *Options) *Client {
 // at most this long.
 const queueLease = 2 * time.Second
 
-// Obtain tries to acquire the lock named key for ttl (at least 1ms). With opt.Wait > 0 it
+// Obtain tries to acquire the lock named key for ttl (at least 1ms; Redis keeps whole
+// milliseconds, and a fraction of one is dropped). With opt.Wait > 0 it
 // blocks until it acquires, the wait runs out or ctx ends: waiters queue in arrival order (the
 // goroutines of one Client in process, one of them at a time in Redis, so fairness between
 // processes is per Client) and the holder's release hands the lock to the first of them (see
@@ -195,6 +196,8 @@ func (g *group) acquire(ctx context.Context, key string, ttl time.Duration, opt 
 	if err := checkArgs("obtain", key, ttl, opt); err != nil {
 		return nil, err
 	}
+	// Redis keeps whole milliseconds (PX): the validity counts no more than the key lives.
+	ttl = ttl.Truncate(time.Millisecond)
 	if err := ctx.Err(); err != nil {
 		return nil, notObtained(key, err, nil)
 	}

@@ -147,7 +147,7 @@ func (l *Lock) Release(ctx context.Context) error {
 	return err
 }
 
-// Refresh resets the lock's TTL to ttl (at least 1ms) if this handle still owns it; the watchdog,
+// Refresh resets the lock's TTL to ttl (at least 1ms, in whole milliseconds as for Obtain) if this handle still owns it; the watchdog,
 // if any, renews with this ttl from then on. It returns an error wrapping [ErrNotHeld], closing
 // [Lock.Lost], when the lock is no longer owned or was already known lost, or the Redis error
 // met; after an error the lock's local validity is the earlier of the one it had and the one
@@ -163,6 +163,7 @@ func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 	if err := l.checkReleased("refresh", true); err != nil {
 		return err
 	}
+	ttl = ttl.Truncate(time.Millisecond) // as Obtain: Redis keeps whole milliseconds
 	err := l.refresh(ctx, ttl)
 	l.validityMoved() // a shorter ttl may have moved it earlier
 	return err

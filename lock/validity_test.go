@@ -174,3 +174,24 @@ func TestDoContextDeadlineFollowsRenewals(t *testing.T) {
 	})
 	require.NoError(t, err)
 }
+
+// Redis keeps a lock's ttl in whole milliseconds: the validity a holder counts on (after Obtain,
+// after Refresh) is no longer than the PX Redis was given, so that nobody can take the key while
+// its holder still believes it holds it.
+func TestValidityCountsOnlyTheMillisecondsRedisKeeps(t *testing.T) {
+	mr, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	c := New(rdb, nil)
+	at := time.Now()
+	c.g.now = func() time.Time { return at } // every call starts at at
+	l, err := c.Obtain(ctx, "k", 10*time.Millisecond+900*time.Microsecond, nil)
+	require.NoError(t, err)
+	px := mr.TTL("surge:lock:{k}")
+	require.Equal(t, 10*time.Millisecond, px)
+	assert.LessOrEqual(t, l.validity().Sub(at), px, "validity past the key's expiry")
+
+	require.NoError(t, l.Refresh(ctx, 20*time.Millisecond+900*time.Microsecond))
+	px = mr.TTL("surge:lock:{k}")
+	require.Equal(t, 20*time.Millisecond, px)
+	assert.LessOrEqual(t, l.validity().Sub(at), px, "validity past the key's expiry after Refresh")
+}
