@@ -222,7 +222,7 @@ func (p *pipe) getOne(ctx context.Context, rdb redis.Cmdable, vk string) ([]byte
 		// The common case of a lone caller, without get's allocations.
 		p.startLocked(1)
 		p.mu.Unlock()
-		b, err := rdb.Get(ctx, vk).Bytes()
+		b, err := get1(ctx, rdb, vk)
 		p.handOn()
 		return b, blameCtx(ctx, err)
 	}
@@ -416,6 +416,17 @@ func (p *pipe) send(ctx context.Context, rdb redis.Cmdable, batch []*pipeReq) {
 			r.vals, r.errs = make([][]byte, len(r.keys)), make([]error, len(r.keys))
 		}
 	}
+	defer func() {
+		if v := recover(); v != nil {
+			err := clientPanic(v)
+			for _, r := range batch {
+				clear(r.vals)
+				for j := range r.errs {
+					r.errs[j] = err
+				}
+			}
+		}
+	}()
 	if n == 1 {
 		r := batch[0]
 		r.vals[0], r.errs[0] = rdb.Get(ctx, r.keys[0]).Bytes()
@@ -516,6 +527,24 @@ func mget(ctx context.Context, cl *redis.Client, batch []*pipeReq, n int) {
 			i++
 		}
 	}
+}
+
+// get1 is one GET, a panic of the client turned into an error (see clientPanic).
+func get1(ctx context.Context, rdb redis.Cmdable, vk string) (b []byte, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			b, err = nil, clientPanic(v)
+		}
+	}()
+	return rdb.Get(ctx, vk).Bytes()
+}
+
+// clientPanic is the error of every read of a round trip during which the Redis client
+// panicked (a hook of the caller's, say), as a loader's panic becomes an error: a sender that
+// panicked would leave the callers it carries, those who joined its GET and every later read
+// waiting for ever (an HTTP server recovers the panic, and the process goes on).
+func clientPanic(v any) error {
+	return fmt.Errorf("cache: redis client panicked: %v", v)
 }
 
 func repeatErr(err error, n int) []error {

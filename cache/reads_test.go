@@ -805,3 +805,111 @@ func TestEndedCallerTakesNoQueuedReads(t *testing.T) {
 	require.NoError(t, <-first)
 	require.NoError(t, <-fm)
 }
+
+// panicReads panics, once released, in the first read (a GET, or an MGET) of key it sees: a
+// buggy hook of the caller's Redis client.
+type panicReads struct {
+	key     string
+	in      chan struct{} // closed when that read arrived
+	release chan struct{}
+	once    sync.Once
+}
+
+func (h *panicReads) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *panicReads) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if n := cmd.Name(); n == "get" || n == "mget" {
+			for _, a := range cmd.Args()[1:] {
+				fire := false
+				if a == h.key {
+					h.once.Do(func() { fire = true })
+				}
+				if fire {
+					close(h.in)
+					<-h.release
+					panic("a buggy hook")
+				}
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *panicReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// getRecovering is Get that reports a panic as an error.
+func getRecovering(ctx context.Context, c *Cache[user], k string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	u, err := c.Get(ctx, k)
+	if err == nil {
+		err = checkID(u, k)
+	}
+	return err
+}
+
+// A panic in the Redis client (a hook of the caller's) while it reads for several callers must
+// not wedge the reads: the callers it carried and those who joined its GET end with an error at
+// once instead of at the end of their ctx, and the pipe goes on (a panic recovered by an HTTP
+// server left a round trip counted in flight for good, and the key's GET joinable for good).
+func TestRedisClientPanicDoesNotWedgeReads(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	rdb := srv.NewClient(nil)
+	c, err := New[user](rdb, &Options{Prefix: "pipe:"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	for _, k := range []string{"a", "d", "boom", "m", "boom2"} {
+		require.NoError(t, c.Set(ctx, k, user{ID: k}))
+	}
+	bound, stop := context.WithTimeout(ctx, 10*time.Second) // the others' patience
+	defer stop()
+
+	// A lone GET, which another reader joined.
+	p := &panicReads{key: c.valueKey("boom"), in: make(chan struct{}), release: make(chan struct{})}
+	rdb.AddHook(p)
+	owner, joiner := make(chan error, 1), make(chan error, 1)
+	go func() { owner <- getRecovering(ctx, c, "boom") }()
+	<-p.in
+	go func() { joiner <- getRecovering(bound, c, "boom") }()
+	require.Eventually(t, func() bool { return c.rd.waiting.Load() == 1 }, 10*time.Second, time.Millisecond)
+	close(p.release)
+	require.Error(t, <-owner)
+	err = <-joiner
+	require.Error(t, err)
+	require.NotErrorIs(t, err, context.DeadlineExceeded, "the joiner must not wait for its ctx to end")
+	require.Zero(t, inFlightReads(c), "the panicked GET must not stay counted in flight")
+	require.NoError(t, getRecovering(ctx, c, "boom"))
+
+	// A shared round trip.
+	h := &blockReads{keys: map[string]chan struct{}{c.valueKey("a"): make(chan struct{}), c.valueKey("d"): make(chan struct{})},
+		mget: make(chan struct{}), mgetIn: make(chan struct{})}
+	close(h.mget)
+	rdb.AddHook(h)
+	p2 := &panicReads{key: c.valueKey("boom2"), in: make(chan struct{}), release: make(chan struct{})}
+	close(p2.release)
+	rdb.AddHook(p2)
+	first := make(chan error, 2)
+	go func() { first <- getRecovering(ctx, c, "a") }()
+	go func() { first <- getRecovering(ctx, c, "d") }()
+	require.Eventually(t, func() bool { return inFlightReads(c) == pipeMaxInFlight }, 10*time.Second, time.Millisecond)
+	sender, member := make(chan error, 1), make(chan error, 1)
+	go func() { sender <- getRecovering(ctx, c, "boom2") }()
+	require.Eventually(t, func() bool { return queuedReads(c) == 1 }, 10*time.Second, time.Millisecond)
+	go func() { member <- getRecovering(bound, c, "m") }()
+	require.Eventually(t, func() bool { return queuedReads(c) == 2 }, 10*time.Second, time.Millisecond)
+	close(h.keys[c.valueKey("a")]) // a returns: boom2 sends (boom2, m), which panics
+	require.Error(t, <-sender)
+	err = <-member
+	require.Error(t, err)
+	require.NotErrorIs(t, err, context.DeadlineExceeded, "a caller carried by the round trip must not wait for its ctx to end")
+	close(h.keys[c.valueKey("d")])
+	require.NoError(t, <-first)
+	require.NoError(t, <-first)
+	require.Zero(t, inFlightReads(c), "the pipe goes idle")
+	require.NoError(t, getRecovering(ctx, c, "m"))
+}
