@@ -297,11 +297,17 @@ func (p *pipe) submitLocked(ctx context.Context, rdb redis.Cmdable, r *pipeReq) 
 			return make([][]byte, len(vks)), repeatErr(ctx.Err(), len(vks))
 		}
 		p.mu.Unlock()
-		<-r.done // handed the batch: send it anyway, so the others and the queue go on
+		<-r.done // handed the batch
 	}
 	if r.batch != nil {
-		// Handed the queue: send it for everyone (on our ctx; a read that fails with our ctx's
-		// error is retried by its own caller), then hand the next queue on.
+		if err := ctx.Err(); err != nil {
+			// Sent on our ended ctx, the batch would fail at once for everyone in it.
+			p.mu.Lock()
+			p.passOnLocked(r.batch[1:])
+			return make([][]byte, len(vks)), repeatErr(err, len(vks))
+		}
+		// Handed the queue: send it for everyone (on our ctx; a read that fails because our
+		// ctx ended is read again by its own caller), then hand the next queue on.
 		p.sendBatch(ctx, rdb, r.batch)
 		return r.vals, r.errs
 	}
@@ -400,6 +406,22 @@ func (p *pipe) handOnLocked() {
 	batch[0].batch = batch
 	p.inflight--
 	p.startLocked(len(batch))
+	p.mu.Unlock()
+	batch[0].done <- struct{}{}
+}
+
+// passOnLocked hands batch, a round trip counted in flight whose sender gave up before
+// sending it, to the first of its callers still waiting, or, when they all gave up, ends the
+// turn (handOnLocked). p.mu is held, and released here.
+func (p *pipe) passOnLocked(batch []*pipeReq) {
+	for len(batch) > 0 && batch[0].state == pipeAbandoned {
+		batch = batch[1:]
+	}
+	if len(batch) == 0 {
+		p.handOnLocked()
+		return
+	}
+	batch[0].batch = batch
 	p.mu.Unlock()
 	batch[0].done <- struct{}{}
 }

@@ -913,3 +913,54 @@ func TestRedisClientPanicDoesNotWedgeReads(t *testing.T) {
 	require.Zero(t, inFlightReads(c), "the pipe goes idle")
 	require.NoError(t, getRecovering(ctx, c, "m"))
 }
+
+// A queued caller handed the next batch just as its ctx ends does not send it on that ended
+// ctx (the round trip would fail at once for every caller in it, each then paying a round trip
+// of its own): it hands the batch on to the next caller waiting in it.
+func TestCallerHandedABatchAfterItsCtxEndedHandsItOn(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	rdb := srv.NewClient(nil)
+	many := []string{"hand:m0", "hand:m1", "hand:m2"}
+	for _, k := range append([]string{"hand:x"}, many...) {
+		require.NoError(t, rdb.Set(ctx, k, k, 0).Err())
+	}
+	var sizes mgetSizes
+	rdb.AddHook(&sizes)
+	p := &pipe{}
+	queued := func() int {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.queue)
+	}
+	p.mu.Lock()
+	p.inflight = pipeMaxInFlight // two round trips out: the reads below queue
+	p.mu.Unlock()
+
+	xctx, cancel := context.WithCancel(ctx)
+	x := make(chan error, 1)
+	go func() { _, err := p.getOne(xctx, rdb, "hand:x"); x <- err }()
+	require.Eventually(t, func() bool { return queued() == 1 }, 10*time.Second, time.Millisecond)
+	type result struct {
+		vals [][]byte
+		errs []error
+	}
+	m := make(chan result, 1)
+	go func() { vals, errs := p.get(ctx, rdb, many); m <- result{vals, errs} }()
+	require.Eventually(t, func() bool { return queued() == 2 }, 10*time.Second, time.Millisecond)
+	p.mu.Lock()
+	cancel()          // x's ctx ends while it waits; x cannot act on it before the hand-on below
+	p.handOnLocked() // a round trip returns: (x, many) is handed to x
+	require.ErrorIs(t, <-x, context.Canceled)
+	r := <-m
+	for i, k := range many {
+		require.NoError(t, r.errs[i])
+		require.Equal(t, k, string(r.vals[i]))
+	}
+	require.Equal(t, []int{len(many)}, sizes.sizes, "many's keys go in one MGET, x's not at all")
+	p.handOn() // the other round trip returns
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	require.Zero(t, p.inflight)
+	require.Empty(t, p.queue)
+}
