@@ -949,7 +949,7 @@ func TestCallerHandedABatchAfterItsCtxEndedHandsItOn(t *testing.T) {
 	go func() { vals, errs := p.get(ctx, rdb, many); m <- result{vals, errs} }()
 	require.Eventually(t, func() bool { return queued() == 2 }, 10*time.Second, time.Millisecond)
 	p.mu.Lock()
-	cancel()          // x's ctx ends while it waits; x cannot act on it before the hand-on below
+	cancel()         // x's ctx ends while it waits; x cannot act on it before the hand-on below
 	p.handOnLocked() // a round trip returns: (x, many) is handed to x
 	require.ErrorIs(t, <-x, context.Canceled)
 	r := <-m
