@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -963,4 +964,83 @@ func TestCallerHandedABatchAfterItsCtxEndedHandsItOn(t *testing.T) {
 	defer p.mu.Unlock()
 	require.Zero(t, p.inflight)
 	require.Empty(t, p.queue)
+}
+
+// Callers in a closed loop giving up at any point (cancelled at once, cancelled by another
+// goroutine a few yields later, short deadlines that a client with ContextTimeoutEnabled
+// enforces on the connection itself), with FetchMany batches in between: a read whose ctx is
+// alive always gets its own value (a sender's end is never its callers'), any read gets its own
+// value or its own ctx's end, and once they are all done the pipe is idle.
+func TestReadersGivingUpAtAnyPoint(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	rdb := srv.NewClient(&redis.Options{ContextTimeoutEnabled: true, PoolSize: 32})
+	c, err := New[user](rdb, &Options{Prefix: "giveup:"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	const keys, readers, reads = 30, 16, 120
+	for i := range keys {
+		require.NoError(t, c.Set(ctx, strconv.Itoa(i), user{ID: strconv.Itoa(i)}))
+	}
+	ended := func(cctx context.Context) bool {
+		d, ok := cctx.Deadline()
+		return cctx.Err() != nil || ok && !time.Now().Before(d)
+	}
+	bound, stop := context.WithTimeout(ctx, time.Minute) // a pipe that stalls fails, not hangs
+	defer stop()
+	var wg sync.WaitGroup
+	for r := range readers {
+		wg.Go(func() {
+			for i := range reads {
+				k := strconv.Itoa((r*7 + i) % keys)
+				rctx, cancel := context.WithCancel(bound)
+				switch (r + i) % 6 {
+				case 1:
+					cancel()
+				case 2, 3:
+					go func() {
+						for range (r + i) % 4 {
+							runtime.Gosched()
+						}
+						cancel()
+					}()
+				case 4:
+					rctx, cancel = context.WithTimeout(bound, time.Duration(20+(r*31+i*17)%400)*time.Microsecond)
+				}
+				u, err := c.Get(rctx, k)
+				switch {
+				case err == nil && u.ID != k:
+					t.Errorf("reader %d key %s: got %+v", r, k, u)
+				case err != nil && (!ended(rctx) || bound.Err() != nil):
+					t.Errorf("reader %d key %s, ctx alive: %v", r, k, err)
+				}
+				cancel()
+				if i%20 == 0 {
+					ks := []string{k, strconv.Itoa((r + i + 1) % keys), strconv.Itoa((r + i + 2) % keys)}
+					got, err := c.FetchMany(bound, ks, func(context.Context, []string) (map[string]user, error) {
+						return nil, errors.New("loader called on a hit")
+					})
+					if err != nil || got[ks[0]].ID != ks[0] || got[ks[1]].ID != ks[1] || got[ks[2]].ID != ks[2] {
+						t.Errorf("reader %d FetchMany %v: got %v, %v", r, ks, got, err)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.NoError(t, bound.Err(), "the readers must finish well within the bound")
+	p := &c.rd.pipe
+	p.mu.Lock()
+	inflight, returned, queued := p.inflight, p.returned, len(p.queue)
+	p.mu.Unlock()
+	require.Zero(t, inflight, "no round trip may stay counted in flight")
+	require.Zero(t, returned, "no hand-on may stay pending")
+	require.Zero(t, queued)
+	require.Zero(t, c.rd.waiting.Load())
+	c.rd.mu.Lock()
+	require.Empty(t, c.rd.m, "no GET may stay joinable")
+	c.rd.mu.Unlock()
+	u, err := c.Get(ctx, "1")
+	require.NoError(t, err)
+	require.Equal(t, "1", u.ID)
 }
