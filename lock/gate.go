@@ -29,7 +29,11 @@ type gates struct {
 	waitEnded func()
 }
 
-// gate is one key's gate.
+// gate is one key's gate. While held, exactly one party owns it and will pass it on: an Obtain
+// in flight (from enter, or from giveLocked, until it returns), a lock that obtained it (holder,
+// watched by the gate timer or by its own validity timer), or a release in flight (takeGate
+// until afterRelease). Only the second can stay for long, so the gate timer watches only
+// holders: the others end by themselves, each bounded by its ctx and the client's timeouts.
 type gate struct {
 	held   bool
 	holder *Lock         // the goroutine with the gate once it obtained the lock, else nil

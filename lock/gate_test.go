@@ -633,3 +633,42 @@ func TestRefreshAnsweredTooLateGivesTheKeyBack(t *testing.T) {
 	assert.False(t, mr.Exists("surge:lock:{k}"), "the key the late Refresh extended stayed taken for its ttl")
 	assert.Zero(t, c.g.gates.size())
 }
+
+// A release that gets no answer from a frozen server (its context ends; the server runs the
+// script, or not, once it wakes) still passes the gate on: each goroutine waiting at the gate
+// obtains the lock in turn once the server answers again (at the latest when the unreleased key
+// expires), with increasing fences. ContextTimeoutEnabled: the release's context bounds its wait.
+func TestServerGateWaitersGoOnAfterAReleaseToAFrozenServer(t *testing.T) {
+	s := redistest.Server(t)
+	ctx := ctxT(t)
+	c := New(s.NewClient(&redis.Options{PoolSize: 8, ContextTimeoutEnabled: true}), nil)
+	wait := &ObtainOptions{Wait: 30 * time.Second}
+	holder, err := c.Obtain(ctx, "k", 2*time.Second, wait)
+	require.NoError(t, err)
+	got := make(chan *Lock, 2)
+	for i := range 2 {
+		go func() {
+			l, err := c.Obtain(ctx, "k", 10*time.Second, wait)
+			assert.NoError(t, err)
+			got <- l
+		}()
+		require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == i+1 }, 10*time.Second, time.Millisecond)
+	}
+	s.Pause(time.Minute)
+	rctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	err = holder.Release(rctx)
+	cancel()
+	s.Resume()
+	require.Error(t, err, "a frozen server answers nothing")
+	first := <-got
+	require.NotNil(t, first)
+	assert.Greater(t, first.Fence(), holder.Fence())
+	require.NoError(t, first.Release(ctx))
+	second := <-got
+	require.NotNil(t, second)
+	assert.Greater(t, second.Fence(), first.Fence())
+	require.NoError(t, second.Release(ctx))
+	held, n := gateState(c, "k")
+	assert.False(t, held)
+	assert.Zero(t, n)
+}
