@@ -135,6 +135,18 @@ func (c *Cache[V]) pipeFor(ctx context.Context, vk string) *pipe {
 //
 // A queued read is sent after it was queued, so it sees every write that completed before its
 // caller asked: the invalidation-epoch rules of reads and the local tier hold unchanged.
+//
+// Invariant (p.mu): each round trip counted in inflight has exactly one goroutine that ends it
+// through handOnLocked: its sender (sendBatch, or getOne's lone GET), a read that takes a
+// returned sender's place (returned), or the next caller of a batch whose sender gave up before
+// sending it (passOnLocked). So the queue is non-empty only while a round trip is in flight
+// whose end hands the queue on, and no read waits for a batch nobody sends. Giving up: a
+// caller whose ctx has ended sends nothing (it returns, or passes on a batch it was handed); a
+// queued caller leaves the queue; a caller in a batch another sends leaves its request to that
+// sender (pipeAbandoned, never reused); a round trip that failed because its sender's ctx ended
+// is read again by each caller it carried whose ctx is alive (blameCtx, resend). A panic of
+// the client becomes the error of the reads of its round trip (clientPanic), so it breaks none
+// of this.
 type pipe struct {
 	mu       sync.Mutex
 	inflight int        // round trips in flight (each sender hands the queue on when it returns)
