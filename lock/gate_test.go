@@ -672,3 +672,28 @@ func TestServerGateWaitersGoOnAfterAReleaseToAFrozenServer(t *testing.T) {
 	assert.False(t, held)
 	assert.Zero(t, n)
 }
+
+// Closing the redis client while goroutines wait for a key (one in Redis, the others at the
+// Client's gate) ends every wait with an error, and leaves no gate behind.
+func TestClosedRedisClientEndsEveryGateWaiter(t *testing.T) {
+	_, rdb := redistest.Mini(t)
+	ctx := ctxT(t)
+	c := New(rdb, nil)
+	wait := &ObtainOptions{Wait: time.Minute}
+	holder, err := c.Obtain(ctx, "k", time.Hour, wait)
+	require.NoError(t, err)
+	errs := make(chan error, 3)
+	for i := range 3 {
+		go func() {
+			_, err := c.Obtain(ctx, "k", time.Minute, wait)
+			errs <- err
+		}()
+		require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == i+1 }, 10*time.Second, time.Millisecond)
+	}
+	require.NoError(t, rdb.Close())
+	require.Error(t, holder.Release(ctx))
+	for range 3 {
+		require.ErrorIs(t, <-errs, redis.ErrClosed)
+	}
+	assert.Zero(t, c.g.gates.size())
+}
