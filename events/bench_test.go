@@ -213,7 +213,8 @@ func BenchmarkDispatch(b *testing.B) {
 		for p, rs := range byPart {
 			ft.Partitions = append(ft.Partitions, kgo.FetchPartition{Partition: int32(p), Records: rs})
 		}
-		c.dispatch(ctx, kgo.Fetches{{Topics: []kgo.FetchTopic{ft}}})
+		c.addFetches(kgo.Fetches{{Topics: []kgo.FetchTopic{ft}}})
+		c.dispatch(ctx, free)
 	}
 	<-done
 	b.StopTimer()

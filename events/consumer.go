@@ -39,6 +39,7 @@ type Consumer struct {
 	runCtx   context.Context // Run's: workers start nothing once it ended (see ending)
 	wantRoom bool
 	room     chan struct{} // poll loop wakes when buffered drops below MaxBuffered
+	backlog  []fetchChunk  // records polled from kgo and not yet dispatched (see pollLoop)
 
 	commitMu sync.Mutex // orders interval, revoke and final commits
 
@@ -190,6 +191,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.dropQueued(p)
 	}
 	c.ready = nil
+	c.backlog = nil // never dispatched: the group's next member fetches them again
 	c.work.Broadcast()
 	c.mu.Unlock()
 	if !waitTimeout(&workers, c.cfg.ShutdownTimeout) {

@@ -5,6 +5,7 @@ package events
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -30,61 +31,111 @@ type item struct {
 	topicID [16]byte // the topic's incarnation; zero when the broker does not say
 }
 
-// pollLoop fetches and dispatches until ctx ends.
+// fetchChunk is records of one partition that the poll loop took from kgo and has not yet
+// dispatched, oldest first.
+type fetchChunk struct {
+	tp      tp
+	topicID [16]byte
+	recs    []*kgo.Record
+}
+
+// pollLoop fetches and dispatches until ctx ends. It takes all kgo has fetched at once into
+// c.backlog and dispatches from there as MaxBuffered allows: kgo fetches again only once its
+// buffer is drained, so taking a few records at a time would leave the workers idle while
+// kgo fetches and decodes the next batch; with its buffer drained, kgo does that while the
+// workers handle this one.
 func (c *Consumer) pollLoop(ctx context.Context) {
 	for {
 		n, ok := c.waitRoom(ctx)
 		if !ok {
 			return
 		}
-		fs := c.cl.PollRecords(ctx, n)
-		if fs.IsClientClosed() || ctx.Err() != nil {
-			c.cl.AllowRebalance()
-			return
+		c.mu.Lock()
+		empty := len(c.backlog) == 0
+		c.mu.Unlock()
+		if empty {
+			fs := c.cl.PollFetches(ctx)
+			if fs.IsClientClosed() || ctx.Err() != nil {
+				c.cl.AllowRebalance()
+				return
+			}
+			c.addFetches(fs)
 		}
-		c.dispatch(ctx, fs)
-		c.cl.AllowRebalance()
+		c.dispatch(ctx, n)
+		c.cl.AllowRebalance() // a revoke drops the backlog's records of the partitions it takes
 	}
 }
 
-// dispatch queues the records of fs for the workers and wakes them.
-func (c *Consumer) dispatch(ctx context.Context, fs kgo.Fetches) {
+// addFetches adds the records of fs to the backlog, counting and logging fetch errors.
+func (c *Consumer) addFetches(fs kgo.Fetches) {
 	fs.EachError(func(t string, p int32, err error) {
 		c.st.fetchErrors.Add(1)
 		c.log.Warn("events: fetch", "group", c.cfg.Group, "topic", t, "partition", p, "err", err)
 	})
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	fs.EachTopic(func(t kgo.FetchTopic) {
-		for i := range t.Partitions {
-			f := &t.Partitions[i]
-			if len(f.Records) == 0 {
-				continue
-			}
-			k := tp{t.Topic, f.Partition}
-			n := 0
-			c.mu.Lock()
-			p := c.parts[k]
-			if p == nil {
-				p = c.newPart(k)
-			}
-			for _, r := range f.Records {
-				if r.Attrs.IsControl() {
-					c.skipControl(p, r)
-				} else {
-					c.enqueue(p, r, t.TopicID)
-					n++
-				}
-			}
-			c.mu.Unlock()
-			if n > 0 {
-				c.cfg.tel.consumed.Add(ctx, int64(n), p.tel.add...)
+		for _, f := range t.Partitions {
+			if len(f.Records) > 0 {
+				c.backlog = append(c.backlog, fetchChunk{tp{t.Topic, f.Partition}, t.TopicID, f.Records})
 			}
 		}
 	})
+}
+
+// dispatch queues up to n records of the backlog, oldest first, for the workers and wakes them.
+func (c *Consumer) dispatch(ctx context.Context, n int) {
+	for n > 0 {
+		c.mu.Lock()
+		if len(c.backlog) == 0 {
+			c.mu.Unlock()
+			break
+		}
+		ch := &c.backlog[0]
+		k, topicID := ch.tp, ch.topicID
+		recs := ch.recs[:min(n, len(ch.recs))]
+		ch.recs = ch.recs[len(recs):]
+		if len(ch.recs) == 0 {
+			c.backlog[0] = fetchChunk{}
+			c.backlog = c.backlog[1:]
+		}
+		n -= len(recs)
+		p := c.parts[k]
+		if p == nil {
+			p = c.newPart(k)
+		}
+		queued := 0
+		for _, r := range recs {
+			if r.Attrs.IsControl() {
+				c.skipControl(p, r)
+			} else {
+				c.enqueue(p, r, topicID)
+				queued++
+			}
+		}
+		c.mu.Unlock()
+		if queued > 0 {
+			c.cfg.tel.consumed.Add(ctx, int64(queued), p.tel.add...)
+		}
+	}
 	c.work.Broadcast() // workers blocked on c.mu while we enqueued wake in turn anyway
 }
 
+// dropBacklog forgets the backlog's records of the partitions of m, so that whoever owns them
+// next fetches them again. c.mu is held.
+func (c *Consumer) dropBacklog(m map[string][]int32) {
+	kept := c.backlog[:0]
+	for _, ch := range c.backlog {
+		if !slices.Contains(m[ch.tp.topic], ch.tp.partition) {
+			kept = append(kept, ch)
+		}
+	}
+	clear(c.backlog[len(kept):])
+	c.backlog = kept
+}
+
 // waitRoom blocks until fewer than MaxBuffered records are buffered and returns how many more
-// may be polled; false when ctx ended.
+// may be dispatched; false when ctx ended.
 func (c *Consumer) waitRoom(ctx context.Context) (int, bool) {
 	for {
 		c.mu.Lock()

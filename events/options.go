@@ -95,8 +95,11 @@ type ConsumerConfig struct {
 	// CommitInterval is how often done offsets are committed; they are also committed on
 	// revoke and when Run ends. Default [DefaultCommitInterval].
 	CommitInterval time.Duration
-	// MaxBuffered caps the records fetched and not yet done; polling waits above it.
-	// Default [DefaultBufferedPerWorker] × Concurrency, at least [DefaultMinBuffered].
+	// MaxBuffered caps the records queued for the workers and not yet done; no more are
+	// queued above it. Besides them the consumer holds the rest of kgo's last fetch, taken
+	// whole so that kgo fetches the next while the workers handle this one (so up to two
+	// fetches, each at most kgo.FetchMaxBytes, are in memory). Default
+	// [DefaultBufferedPerWorker] × Concurrency, at least [DefaultMinBuffered].
 	MaxBuffered int
 	// ShutdownTimeout bounds how long Run waits for running handlers when ctx ends; their
 	// context is cancelled then. Default [DefaultShutdownTimeout].

@@ -41,10 +41,12 @@ func (c *Consumer) onLost(_ context.Context, _ *kgo.Client, lost map[string][]in
 	c.forget(ps)
 }
 
-// revoke marks the named partitions revoked and drops their queued records.
+// revoke marks the named partitions revoked and drops their queued records and those polled
+// and not yet dispatched.
 func (c *Consumer) revoke(m map[string][]int32) []*part {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.dropBacklog(m)
 	var ps []*part
 	for t, parts := range m {
 		for _, n := range parts {

@@ -17,7 +17,7 @@ type ConsumerStats struct {
 	DedupeErrors uint64 // Deduper calls that failed (the event is retried, not lost)
 	DLQErrors    uint64 // dead-letter writes that failed (they are retried)
 	InFlight     int    // handlers running now
-	Buffered     int    // records fetched and not yet done
+	Buffered     int    // records queued for the workers and not yet done (see MaxBuffered)
 	CommitLag    int64  // records fetched but not committed, over the partitions held now
 }
 

@@ -278,3 +278,35 @@ func TestRunStopsAtRevokeOrPanic(t *testing.T) {
 		})
 	}
 }
+
+// The poll loop holds what kgo returned and dispatches it in order as room allows; a revoke
+// drops the held records of the partitions it takes, those never dispatched too, so that only
+// their next owner handles them.
+func TestBacklogIsDispatchedAsRoomAllowsAndARevokeDropsIt(t *testing.T) {
+	c := bareConsumer(t)
+	ctx := context.Background()
+	recs := func(part int32, n int) []*kgo.Record {
+		out := make([]*kgo.Record, n)
+		for i := range out {
+			out[i] = &kgo.Record{Topic: "t", Partition: part, Offset: int64(i), Key: []byte{byte('a' + i%2)}}
+		}
+		return out
+	}
+	c.addFetches(kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: "t", Partitions: []kgo.FetchPartition{
+		{Partition: 0, Records: recs(0, 5)}, {Partition: 1, Records: recs(1, 5)}}}}}})
+	c.dispatch(ctx, 3)
+	c.mu.Lock()
+	require.Equal(t, 3, c.buffered, "no more than the room")
+	require.EqualValues(t, 3, c.parts[tp{"t", 0}].fetched, "the oldest first")
+	require.Nil(t, c.parts[tp{"t", 1}])
+	c.mu.Unlock()
+
+	c.revoke(map[string][]int32{"t": {1}})
+	c.dispatch(ctx, 10)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	require.Equal(t, 5, c.buffered, "partition 0's last two came after the revoke; partition 1's none")
+	require.EqualValues(t, 5, c.parts[tp{"t", 0}].fetched)
+	require.Nil(t, c.parts[tp{"t", 1}], "a revoked partition's held records are never dispatched")
+	require.Empty(t, c.backlog)
+}
