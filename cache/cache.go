@@ -77,6 +77,10 @@ type Cache[V any] struct {
 	timers  map[*time.Timer]struct{}
 	sub     *subscriber
 	waiters map[string]chan struct{} // lease waiters per key, closed on a fill notice
+	// wakes counts the notices that wake lease waiters (wakeWaiters, flushLocal), counted
+	// before they look for waiters: a waiter that registers after one came looks again at once
+	// (waitForFills), so a fill landing between its claim and its registering is not missed.
+	wakes atomic.Uint64
 }
 
 // localClockResolution is how often the local tier's clock reads the time.

@@ -121,12 +121,14 @@ func (c *Cache[V]) loadBatch(ctx context.Context, b batch[V], load BatchLoader[V
 		}
 	}
 	var keep *leaseKeeper[V]
+	var wakes uint64
 	if !redisDown {
 		if c.cfg.Lease > 0 {
 			// Renewals start before the claims: a claim's reply may come back late.
 			keep = c.keepLeases(ctx, b)
 			defer keep.stop()
 		}
+		wakes = c.wakes.Load() // before the claims: see waitForFills
 		c.claimLeases(ctx, b, true)
 		if bad := b.with(planBad); len(bad) > 0 {
 			c.claimLeases(ctx, bad, false)
@@ -139,7 +141,7 @@ func (c *Cache[V]) loadBatch(ctx context.Context, b batch[V], load BatchLoader[V
 	var wg sync.WaitGroup
 	if len(wait) > 0 {
 		c.st.leaseWaits.Add(uint64(len(wait)))
-		wg.Go(func() { c.waitForFills(ctx, wait, keep) })
+		wg.Go(func() { c.waitForFills(ctx, wait, keep, wakes) })
 	}
 	if len(toLoad) > 0 {
 		c.loadAndFill(ctx, toLoad, load, keep)
@@ -231,14 +233,19 @@ func (c *Cache[V]) pollInterval() time.Duration {
 // under their leases, polling with claimLeases (woken early by their fill notices). Each key ends
 // planDone, planWrite (the lease came free and is now ours) or planNoWrite (the wait ran out,
 // Redis failed under FailOpen, or the value is undecodable). A lease it claims is renewed by keep
-// from that moment on.
-func (c *Cache[V]) waitForFills(ctx context.Context, b batch[V], keep *leaseKeeper[V]) {
+// from that moment on. wakes is c.wakes as it was before b's leases were claimed: when a notice
+// came since, it may have been the fill of one of them, which found no waiter to wake, so the
+// first look is at once instead of at the first poll.
+func (c *Cache[V]) waitForFills(ctx context.Context, b batch[V], keep *leaseKeeper[V], wakes uint64) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.LoadTimeout)
 	defer cancel()
 	wakeCh := make(chan struct{}, 1)
 	names := b.keys()
 	c.registerWait(names, wakeCh)
 	defer c.unregisterWait(names, wakeCh)
+	if c.wakes.Load() != wakes {
+		wake(wakeCh)
+	}
 	poll := time.NewTimer(c.pollInterval())
 	defer poll.Stop()
 	for pending := b; len(pending) > 0; pending = pending.with(planWait) {

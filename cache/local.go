@@ -131,6 +131,7 @@ func (c *Cache[V]) flushLocal() {
 	if c.local != nil {
 		c.local.InvalidateAll()
 	}
+	c.wakes.Add(1)
 	c.mu.Lock()
 	for _, ch := range c.waiters {
 		wake(ch)

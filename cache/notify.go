@@ -414,6 +414,7 @@ func (c *Cache[V]) handleNotice(payload string) {
 
 // wakeWaiters wakes the lease waiters of keys.
 func (c *Cache[V]) wakeWaiters(keys []string) {
+	c.wakes.Add(1)
 	c.mu.Lock()
 	for _, k := range keys {
 		if ch, ok := c.waiters[k]; ok {

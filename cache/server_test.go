@@ -450,9 +450,13 @@ func TestCluster(t *testing.T) {
 				bDone <- err
 			}()
 			require.Eventually(t, func() bool { return b.Stats().LeaseWaits == uint64(i+1) }, 5*time.Second, time.Millisecond)
-			b.mu.Lock()
-			sub := b.sub
-			b.mu.Unlock()
+			var sub *subscriber
+			require.Eventually(t, func() bool { // registered: its listener runs (sub is set)
+				b.mu.Lock()
+				defer b.mu.Unlock()
+				sub = b.sub
+				return b.waiters[k] != nil
+			}, 5*time.Second, time.Millisecond)
 			<-sub.ready // the waiter listens: the fill cannot pass unseen
 			close(release)
 			require.NoError(t, <-aDone)
@@ -617,4 +621,102 @@ func (g gateProxy) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 		}
 		return next(ctx, cmds)
 	}
+}
+
+// holdAfterEval holds, once armed, the first EVAL/EVALSHA (alone or in a pipeline) after Redis
+// answered it: claimed closes, and the caller goes on when proceed closes.
+type holdAfterEval struct {
+	armed            atomic.Bool
+	once             sync.Once
+	claimed, proceed chan struct{}
+}
+
+func (h *holdAfterEval) hold(cmds ...redis.Cmder) {
+	if !h.armed.Load() {
+		return
+	}
+	for _, cmd := range cmds {
+		if n := cmd.Name(); n == "evalsha" || n == "eval" {
+			h.once.Do(func() {
+				close(h.claimed)
+				<-h.proceed
+			})
+			return
+		}
+	}
+}
+func (h *holdAfterEval) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *holdAfterEval) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		h.hold(cmd)
+		return err
+	}
+}
+func (h *holdAfterEval) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		h.hold(cmds...)
+		return err
+	}
+}
+
+// A fill that lands after a lease waiter's claim found the lease taken, but whose notice
+// arrives before the waiter registered for notices, still wakes it at once (it waited for its
+// next poll: here an hour, so it ran out of LoadTimeout and loaded; this made TestCluster/
+// NoPublish flaky under load).
+func TestServerFillBetweenClaimAndWaitWakesTheWaiter(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	opt := Options{Prefix: "lw:", Lease: 10 * time.Second, LoadTimeout: 3 * time.Second}
+	a, err := New[user](srv.NewClient(nil), &opt)
+	require.NoError(t, err)
+	defer a.Close()
+	brdb := srv.NewClient(nil)
+	h := &holdAfterEval{claimed: make(chan struct{}), proceed: make(chan struct{})}
+	brdb.AddHook(h)
+	bopt := opt
+	bopt.Local = &LocalOptions{TTL: time.Hour}
+	b, err := New[user](brdb, &bopt)
+	require.NoError(t, err)
+	defer b.Close()
+	b.pollEvery = time.Hour
+	b.mu.Lock()
+	b.startSubscriberLocked()
+	sub := b.sub
+	b.mu.Unlock()
+	<-sub.ready
+	filled := make(chan struct{})
+	var fillOnce sync.Once
+	f := func(redisKeys []string) {
+		for _, rk := range redisKeys {
+			if rk == b.valueKey("k") {
+				fillOnce.Do(func() { close(filled) })
+			}
+		}
+	}
+	b.afterTracking.Store(&f)
+
+	started, release := make(chan string, 1), make(chan struct{})
+	aDone := make(chan error, 1)
+	go func() { _, err := a.Fetch(ctx, "k", slowLoader("filled", started, release)); aDone <- err }()
+	<-started
+	h.armed.Store(true)
+	bDone := make(chan error, 1)
+	go func() {
+		u, err := b.Fetch(ctx, "k", func(context.Context, string) (user, error) {
+			return user{}, errors.New("the waiter loaded: no fill woke it")
+		})
+		if err == nil && u.Name != "filled" {
+			err = fmt.Errorf("got %+v", u)
+		}
+		bDone <- err
+	}()
+	<-h.claimed // b found a's lease and has not registered as a waiter yet
+	close(release)
+	require.NoError(t, <-aDone)
+	<-filled // b got the fill's invalidation, with no waiter to wake
+	close(h.proceed)
+	require.NoError(t, <-bDone)
+	require.Zero(t, b.Stats().Loads)
 }
