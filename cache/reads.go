@@ -259,7 +259,7 @@ func (p *pipe) submitLocked(ctx context.Context, rdb redis.Cmdable, r *pipeReq) 
 	if err := ctx.Err(); err != nil {
 		// Sent on an ended ctx, the queued reads it would take along would fail at once.
 		p.mu.Unlock()
-		return make([][]byte, len(r.keys)), repeatErr(err, len(r.keys))
+		return failed(len(r.keys), err)
 	}
 	if p.inflight < p.limitLocked() {
 		batch := []*pipeReq{r}
@@ -300,13 +300,13 @@ func (p *pipe) submitLocked(ctx context.Context, rdb redis.Cmdable, r *pipeReq) 
 			p.queue = slices.DeleteFunc(p.queue, func(q *pipeReq) bool { return q == r })
 			p.queued.Add(-1)
 			p.mu.Unlock()
-			return make([][]byte, len(vks)), repeatErr(ctx.Err(), len(vks))
+			return failed(len(vks), ctx.Err())
 		case r.batch == nil:
 			// In a batch another caller sends: it will fill r, which nobody reads any more
 			// (and which must not be reused).
 			r.state = pipeAbandoned
 			p.mu.Unlock()
-			return make([][]byte, len(vks)), repeatErr(ctx.Err(), len(vks))
+			return failed(len(vks), ctx.Err())
 		}
 		p.mu.Unlock()
 		<-r.done // handed the batch
@@ -316,7 +316,7 @@ func (p *pipe) submitLocked(ctx context.Context, rdb redis.Cmdable, r *pipeReq) 
 			// Sent on our ended ctx, the batch would fail at once for everyone in it.
 			p.mu.Lock()
 			p.passOnLocked(r.batch[1:])
-			return make([][]byte, len(vks)), repeatErr(err, len(vks))
+			return failed(len(vks), err)
 		}
 		// Handed the queue: send it for everyone (on our ctx; a read that fails because our
 		// ctx ended is read again by its own caller), then hand the next queue on.
@@ -581,12 +581,13 @@ func clientPanic(v any) error {
 	return fmt.Errorf("cache: redis client panicked: %v", v)
 }
 
-func repeatErr(err error, n int) []error {
+// failed is the result of n reads that all failed with err.
+func failed(n int, err error) ([][]byte, []error) {
 	errs := make([]error, n)
 	for i := range errs {
 		errs[i] = err
 	}
-	return errs
+	return make([][]byte, n), errs
 }
 
 // blameCtx returns err, the failure of a round trip sent on ctx, or the error of ctx's end when
