@@ -646,8 +646,7 @@ func TestSenderDeadlineDoesNotFailTheReadsItCarries(t *testing.T) {
 	go got("d", ctx, first)
 	require.Eventually(t, func() bool { return inFlightReads(c) == pipeMaxInFlight }, 10*time.Second, time.Millisecond)
 	// s queues first, so it sends the next batch (s, m); its deadline ends that round trip.
-	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
+	sctx := &lateDeadline{Context: ctx}
 	s, m := make(chan error, 1), make(chan error, 1)
 	go got("s", sctx, s)
 	require.Eventually(t, func() bool { return queuedReads(c) == 1 }, 10*time.Second, time.Millisecond)
@@ -657,6 +656,7 @@ func TestSenderDeadlineDoesNotFailTheReadsItCarries(t *testing.T) {
 	<-h.mgetIn
 	srv.Pause(time.Minute)
 	t.Cleanup(srv.Resume)
+	sctx.set(100 * time.Millisecond)
 	close(h.mget) // the MGET reaches the paused server and times out at s's deadline
 	require.Error(t, <-s, "s's own deadline ends its read")
 	srv.Resume()
@@ -664,6 +664,26 @@ func TestSenderDeadlineDoesNotFailTheReadsItCarries(t *testing.T) {
 	close(h.keys[c.valueKey("d")])
 	require.NoError(t, <-first)
 	require.NoError(t, <-first)
+}
+
+// lateDeadline is a ctx whose deadline the test sets once the round trip it sends is out, so a
+// busy machine cannot end it before (its Done never closes: only the deadline a client with
+// ContextTimeoutEnabled puts on its connection ends the round trip).
+type lateDeadline struct {
+	context.Context
+	d atomic.Pointer[time.Time]
+}
+
+func (l *lateDeadline) set(in time.Duration) {
+	d := time.Now().Add(in)
+	l.d.Store(&d)
+}
+
+func (l *lateDeadline) Deadline() (time.Time, bool) {
+	if d := l.d.Load(); d != nil {
+		return *d, true
+	}
+	return time.Time{}, false
 }
 
 // The same for a reader that joined another caller's GET of the key: the GET's deadline is not
@@ -676,11 +696,10 @@ func TestJoinedGETOwnersDeadlineIsNotTheJoiners(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
 	require.NoError(t, c.Set(ctx, "k", user{ID: "k"}))
+	h := &blockReads{keys: map[string]chan struct{}{c.valueKey("k"): make(chan struct{})}}
+	rdb.AddHook(h)
 
-	srv.Pause(time.Minute)
-	t.Cleanup(srv.Resume)
-	octx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
+	octx := &lateDeadline{Context: ctx}
 	owner, joiner := make(chan error, 1), make(chan error, 1)
 	go func() { _, err := c.Get(octx, "k"); owner <- err }()
 	require.Eventually(t, func() bool { return inFlightReads(c) == 1 }, 10*time.Second, time.Millisecond)
@@ -692,6 +711,10 @@ func TestJoinedGETOwnersDeadlineIsNotTheJoiners(t *testing.T) {
 		joiner <- err
 	}()
 	require.Eventually(t, func() bool { return c.rd.waiting.Load() == 1 }, 10*time.Second, time.Millisecond)
+	srv.Pause(time.Minute)
+	t.Cleanup(srv.Resume)
+	octx.set(100 * time.Millisecond)
+	close(h.keys[c.valueKey("k")]) // the GET reaches the paused server and times out at the owner's deadline
 	require.Error(t, <-owner, "the owner's deadline ends its GET")
 	srv.Resume()
 	require.NoError(t, <-joiner, "the joiner's ctx is alive: the owner's timeout is not the joiner's")
@@ -867,7 +890,7 @@ func TestRedisClientPanicDoesNotWedgeReads(t *testing.T) {
 	for _, k := range []string{"a", "d", "boom", "m", "boom2"} {
 		require.NoError(t, c.Set(ctx, k, user{ID: k}))
 	}
-	bound, stop := context.WithTimeout(ctx, 10*time.Second) // the others' patience
+	bound, stop := context.WithTimeout(ctx, time.Minute) // the others' patience
 	defer stop()
 
 	// A lone GET, which another reader joined.

@@ -418,7 +418,8 @@ func TestCluster(t *testing.T) {
 		}
 
 		// Lease waiters without a local tier.
-		opt := Options{Prefix: "cln:", Lease: 10 * time.Second, LoadTimeout: 3 * time.Second}
+		// LoadTimeout bounds a's load, which waits for the test: generous, so load cannot end it.
+		opt := Options{Prefix: "cln:", Lease: 10 * time.Second, LoadTimeout: 20 * time.Second}
 		a, err := New[user](rdb, &opt)
 		require.NoError(t, err)
 		defer a.Close()
@@ -668,7 +669,8 @@ func (h *holdAfterEval) ProcessPipelineHook(next redis.ProcessPipelineHook) redi
 func TestServerFillBetweenClaimAndWaitWakesTheWaiter(t *testing.T) {
 	srv := redistest.Server(t)
 	ctx := context.Background()
-	opt := Options{Prefix: "lw:", Lease: 10 * time.Second, LoadTimeout: 3 * time.Second}
+	// LoadTimeout bounds a's load, which waits for the test: generous, so load cannot end it.
+	opt := Options{Prefix: "lw:", Lease: 10 * time.Second, LoadTimeout: 20 * time.Second}
 	a, err := New[user](srv.NewClient(nil), &opt)
 	require.NoError(t, err)
 	defer a.Close()
