@@ -44,11 +44,16 @@ type readCall struct {
 }
 
 // sharedGet returns the raw entry of key, joining a GET of the same key and epoch already in
-// flight.
+// flight. A joiner whose GET ended with its owner's ctx (not its own) joins or sends another,
+// so the joiners of a GET whose owner gave up still share one GET.
 func (c *Cache[V]) sharedGet(ctx context.Context, key string) ([]byte, error) {
-	epoch := c.snapshot(key)
-	c.rd.mu.Lock()
-	if rc, ok := c.rd.m[key]; ok && rc.epoch == epoch {
+	for {
+		epoch := c.snapshot(key)
+		c.rd.mu.Lock()
+		rc, ok := c.rd.m[key]
+		if !ok || rc.epoch != epoch {
+			return c.ownGet(ctx, key, epoch) // unlocks c.rd.mu
+		}
 		if rc.done == nil {
 			rc.done = make(chan struct{})
 		}
@@ -66,10 +71,16 @@ func (c *Cache[V]) sharedGet(ctx context.Context, key string) ([]byte, error) {
 			c.st.sharedReads.Add(1)
 			return rc.b, rc.err
 		}
-		// The GET ended with its own caller's context, not ours: read for ourselves.
-		vk := c.valueKey(key)
-		return c.pipeFor(ctx, vk).getOne(ctx, c.rdb, vk)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		// The GET ended with its owner's ctx, not ours: join or send another.
 	}
+}
+
+// ownGet sends the GET of key at epoch, which readers of key may join until it returns
+// (c.rd.mu is held, and released here).
+func (c *Cache[V]) ownGet(ctx context.Context, key string, epoch uint64) ([]byte, error) {
 	rc := readCalls.Get().(*readCall)
 	rc.epoch = epoch
 	if c.rd.m == nil {

@@ -1067,3 +1067,85 @@ func TestReadersGivingUpAtAnyPoint(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "1", u.ID)
 }
+
+// keyReads counts the reads of one value key (in GETs and MGETs, alone or pipelined) and holds
+// its first GETs, the i-th until holds[i] closes.
+type keyReads struct {
+	key   string
+	holds []chan struct{}
+	gets  atomic.Int64
+	seen  atomic.Int64
+}
+
+func (h *keyReads) count(cmd redis.Cmder) {
+	if n := cmd.Name(); n == "get" || n == "mget" {
+		for _, a := range cmd.Args()[1:] {
+			if a == h.key {
+				h.seen.Add(1)
+			}
+		}
+	}
+}
+func (h *keyReads) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *keyReads) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.count(cmd)
+		if cmd.Name() == "get" && cmd.Args()[1] == h.key {
+			if i := int(h.gets.Add(1)) - 1; i < len(h.holds) {
+				<-h.holds[i]
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *keyReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			h.count(cmd)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// When the reader whose GET others joined gives up, the joiners whose ctx is alive share one
+// GET again instead of each reading the key (a hot key read by a thousand callers, whose
+// owner's client went away, was read a thousand times in one MGET, its value a thousand
+// times in the reply).
+func TestJoinersOfAGivenUpGETShareTheNextOne(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	rdb := srv.NewClient(nil)
+	c, err := New[user](rdb, &Options{Prefix: "rejoin:"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	require.NoError(t, c.Set(ctx, "k", user{ID: "k"}))
+	h := &keyReads{key: c.valueKey("k"), holds: []chan struct{}{make(chan struct{}), make(chan struct{})}}
+	rdb.AddHook(h)
+
+	octx, cancel := context.WithCancel(ctx)
+	owner := make(chan error, 1)
+	go func() { _, err := c.Get(octx, "k"); owner <- err }()
+	require.Eventually(t, func() bool { return h.gets.Load() == 1 }, 10*time.Second, time.Millisecond)
+	const joiners = 4
+	joined := make(chan error, joiners)
+	for range joiners {
+		go func() {
+			u, err := c.Get(ctx, "k")
+			if err == nil {
+				err = checkID(u, "k")
+			}
+			joined <- err
+		}()
+	}
+	require.Eventually(t, func() bool { return c.rd.waiting.Load() == joiners }, 10*time.Second, time.Millisecond)
+	cancel()
+	close(h.holds[0]) // the owner's GET fails with its ctx's end
+	require.ErrorIs(t, <-owner, context.Canceled)
+	require.Eventually(t, func() bool { return c.rd.waiting.Load() == joiners-1 }, 10*time.Second, time.Millisecond,
+		"one joiner reads again, the others join it")
+	close(h.holds[1])
+	for range joiners {
+		require.NoError(t, <-joined)
+	}
+	require.EqualValues(t, 2, h.seen.Load(), "the key is read twice: the owner's GET and the joiners' one")
+}
