@@ -203,12 +203,7 @@ func TestConcurrentReadsOfDifferentKeysShareRoundTrips(t *testing.T) {
 func TestQueuedReadLeavesWhenItsContextEnds(t *testing.T) {
 	srv := redistest.Server(t)
 	ctx := context.Background()
-	c, err := New[user](srv.NewClient(nil), &Options{Prefix: "pipe:"})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Close() })
-	for _, k := range []string{"a", "a2", "b", "c"} {
-		require.NoError(t, c.Set(ctx, k, user{ID: k}))
-	}
+	c := usersCache(t, srv.NewClient(nil), "pipe:", "a", "a2", "b", "c")
 
 	srv.Pause(time.Minute)
 	first, third := make(chan error, 2), make(chan error, 1)
@@ -380,11 +375,7 @@ func TestClusterHungMasterHoldsUpOnlyItsKeys(t *testing.T) {
 	for _, k := range slowKeys {
 		wg.Go(func() {
 			defer slowDone.Add(1)
-			u, err := c.Get(ctx, k)
-			if err == nil {
-				err = checkID(u, k)
-			}
-			if err != nil {
+			if err := getID(ctx, c, k); err != nil {
 				t.Errorf("%s after the master resumed: %v", k, err)
 			}
 		})
@@ -430,6 +421,58 @@ func (h *blockReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 	return next
 }
 
+// usersCache returns a Cache with Prefix prefix over rdb, closed at cleanup, that holds
+// user{ID: k} under each of keys.
+func usersCache(t *testing.T, rdb redis.UniversalClient, prefix string, keys ...string) *Cache[user] {
+	t.Helper()
+	c, err := New[user](rdb, &Options{Prefix: prefix})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	for _, k := range keys {
+		require.NoError(t, c.Set(context.Background(), k, user{ID: k}))
+	}
+	return c
+}
+
+// holdReads adds to rdb a blockReads that holds the GETs of keys (of c) and the first MGET.
+func holdReads(rdb redis.UniversalClient, c *Cache[user], keys ...string) *blockReads {
+	h := &blockReads{keys: map[string]chan struct{}{}, mget: make(chan struct{}), mgetIn: make(chan struct{})}
+	for _, k := range keys {
+		h.keys[c.valueKey(k)] = make(chan struct{})
+	}
+	rdb.AddHook(h)
+	return h
+}
+
+// readsInFlight starts a read of each of keys (their GETs held, at most pipeMaxInFlight of them)
+// and waits until they are all in flight, so that the reads after them queue. The reads'
+// errors arrive on the channel it returns.
+func readsInFlight(t *testing.T, ctx context.Context, c *Cache[user],
+	read func(context.Context, *Cache[user], string) error, keys ...string) <-chan error {
+	t.Helper()
+	out := make(chan error, len(keys))
+	for _, k := range keys {
+		go func() { out <- read(ctx, c, k) }()
+	}
+	require.Eventually(t, func() bool { return inFlightReads(c) == len(keys) }, 10*time.Second, time.Millisecond)
+	return out
+}
+
+// getID is Get that checks the value read is k's own.
+func getID(ctx context.Context, c *Cache[user], k string) error {
+	u, err := c.Get(ctx, k)
+	if err == nil {
+		err = checkID(u, k)
+	}
+	return err
+}
+
+// getErr is Get for its error alone.
+func getErr(ctx context.Context, c *Cache[user], k string) error {
+	_, err := c.Get(ctx, k)
+	return err
+}
+
 // A read whose caller gives up while another caller sends its batch is filled later by that
 // sender: its request must not serve another read meanwhile (requests are pooled), and the
 // batch and the reads after it get their own values.
@@ -437,36 +480,19 @@ func TestReadAbandonedInASentBatchIsNotReused(t *testing.T) {
 	srv := redistest.Server(t)
 	ctx := context.Background()
 	rdb := srv.NewClient(nil)
-	c, err := New[user](rdb, &Options{Prefix: "pipe:"})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Close() })
 	keys := []string{"a", "d", "b", "gone"}
 	for i := range 40 {
 		keys = append(keys, "x"+strconv.Itoa(i))
 	}
-	for _, k := range keys {
-		require.NoError(t, c.Set(ctx, k, user{ID: k}))
-	}
-	h := &blockReads{keys: map[string]chan struct{}{c.valueKey("a"): make(chan struct{}), c.valueKey("d"): make(chan struct{})},
-		mget: make(chan struct{}), mgetIn: make(chan struct{})}
-	rdb.AddHook(h)
+	c := usersCache(t, rdb, "pipe:", keys...)
+	h := holdReads(rdb, c, "a", "d")
 
-	got := func(k string, cctx context.Context, out chan<- error) {
-		u, err := c.Get(cctx, k)
-		if err == nil {
-			err = checkID(u, k)
-		}
-		out <- err
-	}
-	first := make(chan error, 2)
-	go got("a", ctx, first)
-	go got("d", ctx, first)
-	require.Eventually(t, func() bool { return inFlightReads(c) == pipeMaxInFlight }, 10*time.Second, time.Millisecond)
+	first := readsInFlight(t, ctx, c, getID, "a", "d")
 	b, gone := make(chan error, 1), make(chan error, 1)
-	go got("b", ctx, b)
+	go func() { b <- getID(ctx, c, "b") }()
 	require.Eventually(t, func() bool { return queuedReads(c) == 1 }, 10*time.Second, time.Millisecond)
 	cctx, cancel := context.WithCancel(ctx)
-	go got("gone", cctx, gone)
+	go func() { gone <- getID(cctx, c, "gone") }()
 	require.Eventually(t, func() bool { return queuedReads(c) == 2 }, 10*time.Second, time.Millisecond)
 	close(h.keys[c.valueKey("a")]) // a returns: b sends the queue (b, gone) as one MGET, held
 	<-h.mgetIn
@@ -479,7 +505,7 @@ func TestReadAbandonedInASentBatchIsNotReused(t *testing.T) {
 	require.NoError(t, <-first)
 	others := make(chan error, 40)
 	for _, k := range keys[4:] {
-		go got(k, ctx, others)
+		go func() { others <- getID(ctx, c, k) }()
 	}
 	close(h.mget)
 	require.NoError(t, <-b)
@@ -624,33 +650,16 @@ func TestSenderDeadlineDoesNotFailTheReadsItCarries(t *testing.T) {
 	srv := redistest.Server(t)
 	ctx := context.Background()
 	rdb := srv.NewClient(&redis.Options{ContextTimeoutEnabled: true, ReadTimeout: time.Minute, MaxRetries: -1})
-	c, err := New[user](rdb, &Options{Prefix: "pipe:"})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Close() })
-	for _, k := range []string{"a", "d", "s", "m"} {
-		require.NoError(t, c.Set(ctx, k, user{ID: k}))
-	}
-	h := &blockReads{keys: map[string]chan struct{}{c.valueKey("a"): make(chan struct{}), c.valueKey("d"): make(chan struct{})},
-		mget: make(chan struct{}), mgetIn: make(chan struct{})}
-	rdb.AddHook(h)
-	got := func(k string, cctx context.Context, out chan<- error) {
-		u, err := c.Get(cctx, k)
-		if err == nil {
-			err = checkID(u, k)
-		}
-		out <- err
-	}
+	c := usersCache(t, rdb, "pipe:", "a", "d", "s", "m")
+	h := holdReads(rdb, c, "a", "d")
 
-	first := make(chan error, 2)
-	go got("a", ctx, first)
-	go got("d", ctx, first)
-	require.Eventually(t, func() bool { return inFlightReads(c) == pipeMaxInFlight }, 10*time.Second, time.Millisecond)
+	first := readsInFlight(t, ctx, c, getID, "a", "d")
 	// s queues first, so it sends the next batch (s, m); its deadline ends that round trip.
 	sctx := &lateDeadline{Context: ctx}
 	s, m := make(chan error, 1), make(chan error, 1)
-	go got("s", sctx, s)
+	go func() { s <- getID(sctx, c, "s") }()
 	require.Eventually(t, func() bool { return queuedReads(c) == 1 }, 10*time.Second, time.Millisecond)
-	go got("m", ctx, m)
+	go func() { m <- getID(ctx, c, "m") }()
 	require.Eventually(t, func() bool { return queuedReads(c) == 2 }, 10*time.Second, time.Millisecond)
 	close(h.keys[c.valueKey("a")]) // a returns: s sends (s, m) as one MGET, held
 	<-h.mgetIn
@@ -692,24 +701,15 @@ func TestJoinedGETOwnersDeadlineIsNotTheJoiners(t *testing.T) {
 	srv := redistest.Server(t)
 	ctx := context.Background()
 	rdb := srv.NewClient(&redis.Options{ContextTimeoutEnabled: true, ReadTimeout: time.Minute, MaxRetries: -1})
-	c, err := New[user](rdb, &Options{Prefix: "join:"})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Close() })
-	require.NoError(t, c.Set(ctx, "k", user{ID: "k"}))
+	c := usersCache(t, rdb, "join:", "k")
 	h := &blockReads{keys: map[string]chan struct{}{c.valueKey("k"): make(chan struct{})}}
 	rdb.AddHook(h)
 
 	octx := &lateDeadline{Context: ctx}
 	owner, joiner := make(chan error, 1), make(chan error, 1)
-	go func() { _, err := c.Get(octx, "k"); owner <- err }()
+	go func() { owner <- getErr(octx, c, "k") }()
 	require.Eventually(t, func() bool { return inFlightReads(c) == 1 }, 10*time.Second, time.Millisecond)
-	go func() {
-		u, err := c.Get(ctx, "k")
-		if err == nil {
-			err = checkID(u, "k")
-		}
-		joiner <- err
-	}()
+	go func() { joiner <- getID(ctx, c, "k") }()
 	require.Eventually(t, func() bool { return c.rd.waiting.Load() == 1 }, 10*time.Second, time.Millisecond)
 	srv.Pause(time.Minute)
 	t.Cleanup(srv.Resume)
@@ -727,30 +727,19 @@ func TestReadsOfAGivenUpRoundTripGoAgainTogether(t *testing.T) {
 	srv := redistest.Server(t)
 	ctx := context.Background()
 	rdb := srv.NewClient(nil)
-	c, err := New[user](rdb, &Options{Prefix: "pipe:"})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Close() })
 	many := make([]string, 10)
 	for i := range many {
 		many[i] = "m" + strconv.Itoa(i)
 	}
-	for _, k := range append([]string{"a", "d", "x"}, many...) {
-		require.NoError(t, c.Set(ctx, k, user{ID: k}))
-	}
-	h := &blockReads{keys: map[string]chan struct{}{c.valueKey("a"): make(chan struct{}), c.valueKey("d"): make(chan struct{})},
-		mget: make(chan struct{}), mgetIn: make(chan struct{})}
-	rdb.AddHook(h)
+	c := usersCache(t, rdb, "pipe:", append([]string{"a", "d", "x"}, many...)...)
+	h := holdReads(rdb, c, "a", "d")
 	gets := &getsStarted{n: map[string]int{}}
 	rdb.AddHook(gets)
 
-	first := make(chan error, 2)
-	for _, k := range []string{"a", "d"} {
-		go func() { _, err := c.Get(ctx, k); first <- err }()
-	}
-	require.Eventually(t, func() bool { return inFlightReads(c) == pipeMaxInFlight }, 10*time.Second, time.Millisecond)
+	first := readsInFlight(t, ctx, c, getErr, "a", "d")
 	xctx, cancel := context.WithCancel(ctx)
 	x := make(chan error, 1)
-	go func() { _, err := c.Get(xctx, "x"); x <- err }()
+	go func() { x <- getErr(xctx, c, "x") }()
 	require.Eventually(t, func() bool { return queuedReads(c) == 1 }, 10*time.Second, time.Millisecond)
 	type result struct {
 		got map[string]user
@@ -787,26 +776,17 @@ func TestEndedCallerTakesNoQueuedReads(t *testing.T) {
 	srv := redistest.Server(t)
 	ctx := context.Background()
 	rdb := srv.NewClient(nil)
-	c, err := New[user](rdb, &Options{Prefix: "pipe:"})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Close() })
 	many := []string{"m0", "m1", "m2"}
-	for _, k := range append([]string{"a", "x"}, many...) {
-		require.NoError(t, c.Set(ctx, k, user{ID: k}))
-	}
-	h := &blockReads{keys: map[string]chan struct{}{c.valueKey("a"): make(chan struct{})},
-		mget: make(chan struct{}), mgetIn: make(chan struct{})}
+	c := usersCache(t, rdb, "pipe:", append([]string{"a", "x"}, many...)...)
+	h := holdReads(rdb, c, "a")
 	close(h.mget) // MGETs are not held
-	rdb.AddHook(h)
 	setAvg := func(v int) {
 		c.rd.pipe.mu.Lock()
 		c.rd.pipe.avgBatch = v
 		c.rd.pipe.mu.Unlock()
 	}
 
-	first := make(chan error, 1)
-	go func() { _, err := c.Get(ctx, "a"); first <- err }()
-	require.Eventually(t, func() bool { return inFlightReads(c) == 1 }, 10*time.Second, time.Millisecond)
+	first := readsInFlight(t, ctx, c, getErr, "a")
 	setAvg(pipeShared) // callers share round trips: one in flight, the FetchMany queues
 	fm := make(chan error, 1)
 	go func() {
@@ -822,8 +802,7 @@ func TestEndedCallerTakesNoQueuedReads(t *testing.T) {
 	setAvg(0) // reads go alone again: a second round trip may start
 	xctx, cancel := context.WithCancel(ctx)
 	cancel()
-	_, err = c.Get(xctx, "x")
-	require.ErrorIs(t, err, context.Canceled)
+	require.ErrorIs(t, getErr(xctx, c, "x"), context.Canceled)
 	require.Equal(t, 1, queuedReads(c), "the FetchMany waits for the round trip in flight, not sent on an ended ctx")
 	close(h.keys[c.valueKey("a")])
 	require.NoError(t, <-first)
@@ -869,11 +848,7 @@ func getRecovering(ctx context.Context, c *Cache[user], k string) (err error) {
 			err = fmt.Errorf("panic: %v", r)
 		}
 	}()
-	u, err := c.Get(ctx, k)
-	if err == nil {
-		err = checkID(u, k)
-	}
-	return err
+	return getID(ctx, c, k)
 }
 
 // A panic in the Redis client (a hook of the caller's) while it reads for several callers must
@@ -884,12 +859,7 @@ func TestRedisClientPanicDoesNotWedgeReads(t *testing.T) {
 	srv := redistest.Server(t)
 	ctx := context.Background()
 	rdb := srv.NewClient(nil)
-	c, err := New[user](rdb, &Options{Prefix: "pipe:"})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Close() })
-	for _, k := range []string{"a", "d", "boom", "m", "boom2"} {
-		require.NoError(t, c.Set(ctx, k, user{ID: k}))
-	}
+	c := usersCache(t, rdb, "pipe:", "a", "d", "boom", "m", "boom2")
 	bound, stop := context.WithTimeout(ctx, time.Minute) // the others' patience
 	defer stop()
 
@@ -903,24 +873,19 @@ func TestRedisClientPanicDoesNotWedgeReads(t *testing.T) {
 	require.Eventually(t, func() bool { return c.rd.waiting.Load() == 1 }, 10*time.Second, time.Millisecond)
 	close(p.release)
 	require.Error(t, <-owner)
-	err = <-joiner
+	err := <-joiner
 	require.Error(t, err)
 	require.NotErrorIs(t, err, context.DeadlineExceeded, "the joiner must not wait for its ctx to end")
 	require.Zero(t, inFlightReads(c), "the panicked GET must not stay counted in flight")
 	require.NoError(t, getRecovering(ctx, c, "boom"))
 
 	// A shared round trip.
-	h := &blockReads{keys: map[string]chan struct{}{c.valueKey("a"): make(chan struct{}), c.valueKey("d"): make(chan struct{})},
-		mget: make(chan struct{}), mgetIn: make(chan struct{})}
+	h := holdReads(rdb, c, "a", "d")
 	close(h.mget)
-	rdb.AddHook(h)
 	p2 := &panicReads{key: c.valueKey("boom2"), in: make(chan struct{}), release: make(chan struct{})}
 	close(p2.release)
 	rdb.AddHook(p2)
-	first := make(chan error, 2)
-	go func() { first <- getRecovering(ctx, c, "a") }()
-	go func() { first <- getRecovering(ctx, c, "d") }()
-	require.Eventually(t, func() bool { return inFlightReads(c) == pipeMaxInFlight }, 10*time.Second, time.Millisecond)
+	first := readsInFlight(t, ctx, c, getRecovering, "a", "d")
 	sender, member := make(chan error, 1), make(chan error, 1)
 	go func() { sender <- getRecovering(ctx, c, "boom2") }()
 	require.Eventually(t, func() bool { return queuedReads(c) == 1 }, 10*time.Second, time.Millisecond)
@@ -1115,27 +1080,18 @@ func TestJoinersOfAGivenUpGETShareTheNextOne(t *testing.T) {
 	srv := redistest.Server(t)
 	ctx := context.Background()
 	rdb := srv.NewClient(nil)
-	c, err := New[user](rdb, &Options{Prefix: "rejoin:"})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Close() })
-	require.NoError(t, c.Set(ctx, "k", user{ID: "k"}))
+	c := usersCache(t, rdb, "rejoin:", "k")
 	h := &keyReads{key: c.valueKey("k"), holds: []chan struct{}{make(chan struct{}), make(chan struct{})}}
 	rdb.AddHook(h)
 
 	octx, cancel := context.WithCancel(ctx)
 	owner := make(chan error, 1)
-	go func() { _, err := c.Get(octx, "k"); owner <- err }()
+	go func() { owner <- getErr(octx, c, "k") }()
 	require.Eventually(t, func() bool { return h.gets.Load() == 1 }, 10*time.Second, time.Millisecond)
 	const joiners = 4
 	joined := make(chan error, joiners)
 	for range joiners {
-		go func() {
-			u, err := c.Get(ctx, "k")
-			if err == nil {
-				err = checkID(u, "k")
-			}
-			joined <- err
-		}()
+		go func() { joined <- getID(ctx, c, "k") }()
 	}
 	require.Eventually(t, func() bool { return c.rd.waiting.Load() == joiners }, 10*time.Second, time.Millisecond)
 	cancel()
