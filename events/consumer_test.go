@@ -282,6 +282,42 @@ func TestWithoutDeadLetterTopicThePartitionPauses(t *testing.T) {
 	require.EqualValues(t, 2, committed(t, kc, "g", "in")[0], "never committed past the failed event")
 }
 
+// A partition paused for a poison record gets no more of its held records: what the poll
+// loop took from kgo before the pause and had not dispatched would queue behind the stuck
+// key, fill MaxBuffered and stop every other partition.
+func TestPausedPartitionsHeldRecordsDoNotStallOtherPartitions(t *testing.T) {
+	kc := kafkatest.ClusterWith(t, kafkatest.Config{Brokers: 1, Partitions: 1, Topics: []string{"a", "b"}})
+	p := newTestProducer(t, kc)
+	ctx := testCtx(t, 60*time.Second)
+	// a0 (key k) fails for good; a1-a7 have keys of their own; a8-a27 queue behind a0.
+	keys := map[int]string{0: "k"}
+	for i := 8; i < 28; i++ {
+		keys[i] = "k"
+	}
+	evs := idEvents(28, keys)
+	for i := range evs {
+		evs[i].ID = fmt.Sprintf("a%d", i)
+	}
+	require.NoError(t, p.Publish(ctx, "a", evs...))
+	var done idSet
+	r := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"a", "b"}, Concurrency: 1,
+		MaxAttempts: 1, MaxBuffered: 8, CommitInterval: 20 * time.Millisecond,
+		Handler: func(_ context.Context, ev Event) error {
+			if ev.ID == "a0" {
+				return errors.New("poison pill")
+			}
+			done.add(ev.ID)
+			return nil
+		}})
+	require.Eventually(t, func() bool { return r.c.Stats().Paused == 1 }, 30*time.Second, 5*time.Millisecond)
+	require.NoError(t, p.Publish(ctx, "b", idEvents(3, nil)...))
+	require.Eventually(t, func() bool { return done.count("e0")+done.count("e1")+done.count("e2") == 3 },
+		30*time.Second, 10*time.Millisecond, "partition b is handled while a is paused; handled: %v", done.snapshot())
+	require.Zero(t, done.count("a8"), "nothing of key k runs after its stuck record")
+	require.NoError(t, r.stop())
+	require.Zero(t, committed(t, kc, "g", "a")[0], "never committed past the failed event")
+}
+
 func TestHandlerPanicIsAFailure(t *testing.T) {
 	kc := oneTopic(t, "in", "in.dlq")
 	p := newTestProducer(t, kc)

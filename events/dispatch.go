@@ -93,6 +93,17 @@ func (c *Consumer) dispatch(ctx context.Context, n int) {
 		}
 		ch := &c.backlog[0]
 		k, topicID := ch.tp, ch.topicID
+		p := c.parts[k]
+		if p != nil && p.paused {
+			// Paused for a record that failed for good: its held records would only queue
+			// behind it (filling MaxBuffered for every partition) or be handled and never
+			// committed. Whoever owns p next fetches them again, as kgo does with its own
+			// buffered records of a paused partition.
+			c.backlog[0] = fetchChunk{}
+			c.backlog = c.backlog[1:]
+			c.mu.Unlock()
+			continue
+		}
 		recs := ch.recs[:min(n, len(ch.recs))]
 		ch.recs = ch.recs[len(recs):]
 		if len(ch.recs) == 0 {
@@ -100,7 +111,6 @@ func (c *Consumer) dispatch(ctx context.Context, n int) {
 			c.backlog = c.backlog[1:]
 		}
 		n -= len(recs)
-		p := c.parts[k]
 		if p == nil {
 			p = c.newPart(k)
 		}
