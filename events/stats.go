@@ -18,7 +18,7 @@ type ConsumerStats struct {
 	DLQErrors    uint64 // dead-letter writes that failed (they are retried)
 	InFlight     int    // handlers running now
 	Buffered     int    // records queued for the workers and not yet done (see MaxBuffered)
-	CommitLag    int64  // records fetched but not committed, over the partitions held now
+	CommitLag    int64  // records fetched (dispatched or held) but not committed, over the partitions held now
 }
 
 type consumerCounters struct {
@@ -63,6 +63,17 @@ func (c *Consumer) Stats() ConsumerStats {
 		if base >= 0 && p.fetched > base {
 			s.CommitLag += p.fetched - base
 		}
+	}
+	// Records the poll loop holds were fetched too; they follow their partition's dispatched ones.
+	for _, ch := range c.backlog {
+		if len(ch.recs) == 0 {
+			continue
+		}
+		first, end := ch.recs[0].Offset, ch.recs[len(ch.recs)-1].Offset+1
+		if p := c.parts[ch.tp]; p != nil {
+			first = max(first, p.fetched)
+		}
+		s.CommitLag += max(end-first, 0)
 	}
 	c.mu.Unlock()
 	return s

@@ -310,3 +310,30 @@ func TestBacklogIsDispatchedAsRoomAllowsAndARevokeDropsIt(t *testing.T) {
 	require.Nil(t, c.parts[tp{"t", 1}], "a revoked partition's held records are never dispatched")
 	require.Empty(t, c.backlog)
 }
+
+// CommitLag counts the records the poll loop holds besides those it dispatched: they were
+// fetched and are not committed, whether their partition has dispatched records or not.
+func TestCommitLagCountsHeldRecords(t *testing.T) {
+	c := bareConsumer(t)
+	recs := func(part int32, n int) []*kgo.Record {
+		out := make([]*kgo.Record, n)
+		for i := range out {
+			out[i] = &kgo.Record{Topic: "t", Partition: part, Offset: int64(100 + i), Key: []byte{byte('a' + i%2)}}
+		}
+		return out
+	}
+	c.addFetches(kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: "t", Partitions: []kgo.FetchPartition{
+		{Partition: 0, Records: recs(0, 6)}, {Partition: 1, Records: recs(1, 4)}}}}}})
+	c.dispatch(context.Background(), 2)
+	st := c.Stats()
+	require.Equal(t, 2, st.Buffered)
+	require.EqualValues(t, 10, st.CommitLag, "2 dispatched and 8 held, none committed")
+
+	c.mu.Lock()
+	p := c.parts[tp{"t", 0}]
+	c.markDone(p, 0)
+	c.markDone(p, 1)
+	p.committed = p.commit.Offset // as a commit would
+	c.mu.Unlock()
+	require.EqualValues(t, 8, c.Stats().CommitLag, "offsets 102-105 of partition 0 and 100-103 of 1")
+}
