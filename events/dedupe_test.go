@@ -316,3 +316,82 @@ func TestDedupeIDsOfGroupsWithColonsDoNotCollide(t *testing.T) {
 	run("a", "b:c")
 	run("a:b", "c")
 }
+
+// Partitions revoked from a member holding fetched records (MaxBuffered small, so the poll
+// loop holds a backlog) go to a second member and come back to the first when it leaves:
+// each key's events are handled in order, one at a time, each once with the Deduper, and
+// everything is committed. The first member waits for the second to start after its first 60
+// events (a revoke cancels that wait), so it cannot finish before the second joins.
+func TestPartitionsComingBackToAMemberWithHeldRecordsKeepOrder(t *testing.T) {
+	const n, keys = 600, 30
+	kc := kafkatest.Cluster(t, "orders")
+	_, rdb := redistest.Mini(t)
+	dd := NewRedisDeduper(rdb, time.Hour)
+	p := newTestProducer(t, kc)
+	ctx := testCtx(t, 90*time.Second)
+	require.NoError(t, p.Publish(ctx, "orders", seqEvents(t, n, keys)...))
+
+	log := newOrderLog()
+	var mu sync.Mutex
+	running := map[string]bool{}
+	var overlaps []string
+	var byA, byB, byAAfter atomic.Int64
+	var bGone atomic.Bool
+	bStarted := make(chan struct{})
+	var startOnce sync.Once
+	handler := func(isA bool) Handler {
+		return func(ctx context.Context, ev Event) error {
+			if isA && byA.Load() >= 60 {
+				select {
+				case <-bStarted:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			mu.Lock()
+			if running[ev.Key] {
+				overlaps = append(overlaps, ev.Key)
+			}
+			running[ev.Key] = true
+			mu.Unlock()
+			if isA {
+				time.Sleep(time.Millisecond)
+				byA.Add(1)
+				if bGone.Load() {
+					byAAfter.Add(1)
+				}
+			} else {
+				time.Sleep(5 * time.Millisecond)
+				byB.Add(1)
+				startOnce.Do(func() { close(bStarted) })
+			}
+			log.add(t, ev)
+			mu.Lock()
+			running[ev.Key] = false
+			mu.Unlock()
+			return nil
+		}
+	}
+	cfg := func(isA bool) ConsumerConfig {
+		return ConsumerConfig{Group: "g", Topics: []string{"orders"}, Concurrency: 4, MaxBuffered: 8,
+			Deduper: dd, CommitInterval: 50 * time.Millisecond, ShutdownTimeout: 200 * time.Millisecond,
+			Handler: handler(isA)}
+	}
+	a := startConsumer(t, kc, cfg(true))
+	require.Eventually(t, func() bool { return byA.Load() >= 60 }, 30*time.Second, time.Millisecond)
+	b := startConsumer(t, kc, cfg(false))
+	require.Eventually(t, func() bool { return byB.Load() >= 10 }, 30*time.Second, time.Millisecond, "B took partitions over")
+	require.NoError(t, b.stop())
+	bGone.Store(true)
+	require.Eventually(t, func() bool { return log.distinct() == n }, 60*time.Second, 5*time.Millisecond,
+		"handled %d of %d", log.distinct(), n)
+	require.NoError(t, a.stop())
+
+	require.Empty(t, log.bad, "per-key order across the revoke and the return")
+	require.Empty(t, overlaps, "one handler at a time per key")
+	for id, c := range log.count {
+		require.Equal(t, 1, c, "event %s handled %d times", id, c)
+	}
+	require.Positive(t, byAAfter.Load(), "B's partitions came back to A")
+	require.Equal(t, endOffsets(kc, "orders"), committed(t, kc, "g", "orders"))
+}
