@@ -318,6 +318,57 @@ func TestPausedPartitionsHeldRecordsDoNotStallOtherPartitions(t *testing.T) {
 	require.Zero(t, committed(t, kc, "g", "a")[0], "never committed past the failed event")
 }
 
+// The records of a stuck key that were queued behind its poison record before the pause are
+// dropped, not kept in the buffer: kept, they filled MaxBuffered, the poll loop never polled
+// again and every other partition stopped.
+func TestStuckKeysQueuedRecordsDoNotStallOtherPartitions(t *testing.T) {
+	kc := kafkatest.ClusterWith(t, kafkatest.Config{Brokers: 1, Partitions: 1, Topics: []string{"a", "b"}})
+	p := newTestProducer(t, kc)
+	ctx := testCtx(t, 60*time.Second)
+	// a0 (key k) fails for good; a1-a27 have the same key, so they queue behind it.
+	keys := map[int]string{}
+	for i := range 28 {
+		keys[i] = "k"
+	}
+	evs := idEvents(28, keys)
+	for i := range evs {
+		evs[i].ID = fmt.Sprintf("a%d", i)
+	}
+	require.NoError(t, p.Publish(ctx, "a", evs...))
+	release := make(chan struct{})
+	var done idSet
+	r := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"a", "b"}, Concurrency: 1,
+		MaxAttempts: 1, MaxBuffered: 8, CommitInterval: 20 * time.Millisecond,
+		Handler: func(ctx context.Context, ev Event) error {
+			if ev.ID == "a0" {
+				select { // fail only once MaxBuffered records of key k are queued
+				case <-release:
+				case <-ctx.Done():
+				}
+				return errors.New("poison pill")
+			}
+			done.add(ev.ID)
+			return nil
+		}})
+	require.Eventually(t, func() bool { return r.c.Stats().Buffered == 8 }, 30*time.Second, 5*time.Millisecond,
+		"a0-a7 are dispatched while a0 runs")
+	close(release)
+	require.Eventually(t, func() bool { return r.c.Stats().Paused == 1 }, 30*time.Second, 5*time.Millisecond)
+	require.NoError(t, p.Publish(ctx, "b", idEvents(3, nil)...))
+	require.Eventually(t, func() bool { return done.count("e0")+done.count("e1")+done.count("e2") == 3 },
+		30*time.Second, 10*time.Millisecond, "partition b is handled while a is paused")
+	require.Eventually(t, func() bool { return r.c.Stats().Buffered == 0 }, 30*time.Second, 5*time.Millisecond,
+		"the stuck key's records are not buffered")
+	for i := 1; i < 28; i++ {
+		require.Zero(t, done.count(fmt.Sprintf("a%d", i)), "nothing of key k runs after its stuck record")
+	}
+	require.Eventually(t, func() bool { return committed(t, kc, "g", "b")[0] == 3 }, 30*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return r.c.Stats().CommitLag == 8 }, 30*time.Second, 10*time.Millisecond,
+		"a0-a7 were dispatched and are not committed; b is committed")
+	require.NoError(t, r.stop())
+	require.Zero(t, committed(t, kc, "g", "a")[0], "never committed past the failed event")
+}
+
 func TestHandlerPanicIsAFailure(t *testing.T) {
 	kc := oneTopic(t, "in", "in.dlq")
 	p := newTestProducer(t, kc)

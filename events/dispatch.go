@@ -482,7 +482,16 @@ func (c *Consumer) finishLocked(q *keyQueue, run []item, done int, res result) {
 		q.attempt, q.lastErr = res.attempts, res.err
 		c.later(q, c.cfg.Backoff(max(q.attempt, 1)))
 	case outStuck:
-		q.attempt, q.lastErr = res.attempts, res.err // stays scheduled: nothing behind it runs
+		// p is paused for q's front record: q stays scheduled, so nothing of its key runs
+		// again, and gets no more records (dispatch drops p's). Its queued records are
+		// dropped, the stuck one too: kept, they would hold buffer room for good, and once
+		// a quarter of MaxBuffered is not free the poll loop never polls again, stalling
+		// every other partition. None is done, so the commit point stays before them all,
+		// and whoever owns p next fetches them again.
+		q.attempt, q.lastErr = res.attempts, res.err
+		n := q.len()
+		q.truncate(0)
+		c.unbuffer(n)
 	case outAbandon, outDone:
 	}
 }
