@@ -21,6 +21,36 @@ func bareConsumer(t *testing.T) *Consumer {
 	return c
 }
 
+// keyedPart adds partition t/0 with n records of key "k" at offsets 0 to n-1; c.mu is held.
+func keyedPart(c *Consumer, n int64) *part {
+	p := c.newPart(tp{"t", 0})
+	for off := range n {
+		c.enqueue(p, &kgo.Record{Topic: "t", Offset: off, Key: []byte("k")}, [16]byte{})
+	}
+	return p
+}
+
+// takeNext takes the first ready key out of line and its run, as a worker would; c.mu is held.
+func takeNext(c *Consumer) (*keyQueue, []item) {
+	q := c.ready[0]
+	c.ready = c.ready[1:]
+	return q, c.take(q)
+}
+
+// twoPartitions is one fetch of topic t: n0 records of partition 0 and n1 of partition 1, each
+// from offset first on, their keys alternating "a" and "b".
+func twoPartitions(first int64, n0, n1 int) kgo.Fetches {
+	recs := func(part int32, n int) []*kgo.Record {
+		out := make([]*kgo.Record, n)
+		for i := range out {
+			out[i] = &kgo.Record{Topic: "t", Partition: part, Offset: first + int64(i), Key: []byte{byte('a' + i%2)}}
+		}
+		return out
+	}
+	return kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: "t", Partitions: []kgo.FetchPartition{
+		{Partition: 0, Records: recs(0, n0)}, {Partition: 1, Records: recs(1, n1)}}}}}}
+}
+
 func TestCommitPointCoversOnlyContiguousDoneOffsets(t *testing.T) {
 	c := bareConsumer(t)
 	c.mu.Lock()
@@ -50,15 +80,10 @@ func TestCommitPointCoversOnlyContiguousDoneOffsets(t *testing.T) {
 func TestSameKeyQueuesBehindItsRun(t *testing.T) {
 	c := bareConsumer(t)
 	c.mu.Lock()
-	p := c.newPart(tp{"t", 0})
-	for off := range int64(3) {
-		c.enqueue(p, &kgo.Record{Topic: "t", Offset: off, Key: []byte("k")}, [16]byte{})
-	}
+	p := keyedPart(c, 3)
 	c.enqueue(p, &kgo.Record{Topic: "t", Offset: 3}, [16]byte{}) // null key: its own per-partition queue
 	require.Len(t, c.ready, 2, "one entry per key, not per record")
-	q := c.ready[0]
-	c.ready = c.ready[1:]
-	run := c.take(q)
+	q, run := takeNext(c)
 	require.Len(t, run, 3, "a worker takes the key's queued records as one run")
 	for i, it := range run {
 		require.EqualValues(t, i, it.r.Offset, "in offset order")
@@ -83,13 +108,8 @@ func TestSameKeyQueuesBehindItsRun(t *testing.T) {
 func TestRunStopsAtItsFirstFailure(t *testing.T) {
 	c := bareConsumer(t)
 	c.mu.Lock()
-	p := c.newPart(tp{"t", 0})
-	for off := range int64(4) {
-		c.enqueue(p, &kgo.Record{Topic: "t", Offset: off, Key: []byte("k")}, [16]byte{})
-	}
-	q := c.ready[0]
-	c.ready = c.ready[1:]
-	run := c.take(q)
+	p := keyedPart(c, 4)
+	q, run := takeNext(c)
 	c.mu.Unlock()
 
 	c.finish(q, run, 2, result{out: outStuck, attempts: 3})
@@ -108,13 +128,8 @@ func TestRunStopsAtItsFirstFailure(t *testing.T) {
 func TestRevokeDuringARunKeepsOnlyWhatRan(t *testing.T) {
 	c := bareConsumer(t)
 	c.mu.Lock()
-	p := c.newPart(tp{"t", 0})
-	for off := range int64(3) {
-		c.enqueue(p, &kgo.Record{Topic: "t", Offset: off, Key: []byte("k")}, [16]byte{})
-	}
-	q := c.ready[0]
-	c.ready = c.ready[1:]
-	run := c.take(q)
+	p := keyedPart(c, 3)
+	q, run := takeNext(c)
 	c.enqueue(p, &kgo.Record{Topic: "t", Offset: 3, Key: []byte("k")}, [16]byte{})
 	c.dropQueued(p)
 	require.True(t, p.halt.Load(), "the worker sees the revoke between records")
@@ -157,9 +172,7 @@ func TestLostPartitionsCommitNothing(t *testing.T) {
 // done with outDone, else the first record with out.
 func finishNext(c *Consumer, out outcome) *keyQueue {
 	c.mu.Lock()
-	q := c.ready[0]
-	c.ready = c.ready[1:]
-	run := c.take(q)
+	q, run := takeNext(c)
 	c.mu.Unlock()
 	if out == outDone {
 		c.finish(q, run, len(run), result{out: outDone})
@@ -174,11 +187,8 @@ func finishNext(c *Consumer, out outcome) *keyQueue {
 func TestLostPartitionWaitsForItsHandlers(t *testing.T) {
 	c := bareConsumer(t)
 	c.mu.Lock()
-	p := c.newPart(tp{"t", 0})
-	c.enqueue(p, &kgo.Record{Topic: "t", Offset: 0, Key: []byte("k")}, [16]byte{})
-	q := c.ready[0]
-	c.ready = c.ready[1:]
-	run := c.take(q)
+	p := keyedPart(c, 1)
+	q, run := takeNext(c)
 	c.mu.Unlock()
 
 	lost := make(chan struct{})
@@ -206,13 +216,8 @@ func TestSlowRunYieldsSoItsDoneRecordsCommit(t *testing.T) {
 		return nil
 	}
 	c.mu.Lock()
-	p := c.newPart(tp{"t", 0})
-	for off := range int64(8) {
-		c.enqueue(p, &kgo.Record{Topic: "t", Offset: off, Key: []byte("k")}, [16]byte{})
-	}
-	q := c.ready[0]
-	c.ready = c.ready[1:]
-	run := c.take(q)
+	p := keyedPart(c, 8)
+	q, run := takeNext(c)
 	c.mu.Unlock()
 
 	done, res := c.processRun(0, p, q.key, run, 0, nil, nil)
@@ -260,13 +265,8 @@ func TestRunStopsAtRevokeOrPanic(t *testing.T) {
 				return nil
 			}
 			c.mu.Lock()
-			p = c.newPart(tp{"t", 0})
-			for off := range int64(5) {
-				c.enqueue(p, &kgo.Record{Topic: "t", Offset: off, Key: []byte("k")}, [16]byte{})
-			}
-			q := c.ready[0]
-			c.ready = c.ready[1:]
-			run := c.take(q)
+			p = keyedPart(c, 5)
+			q, run := takeNext(c)
 			c.mu.Unlock()
 
 			done, res := c.processRun(0, p, q.key, run, 0, nil, nil)
@@ -287,15 +287,7 @@ func TestRunStopsAtRevokeOrPanic(t *testing.T) {
 func TestBacklogIsDispatchedAsRoomAllowsAndARevokeDropsIt(t *testing.T) {
 	c := bareConsumer(t)
 	ctx := context.Background()
-	recs := func(part int32, n int) []*kgo.Record {
-		out := make([]*kgo.Record, n)
-		for i := range out {
-			out[i] = &kgo.Record{Topic: "t", Partition: part, Offset: int64(i), Key: []byte{byte('a' + i%2)}}
-		}
-		return out
-	}
-	c.addFetches(kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: "t", Partitions: []kgo.FetchPartition{
-		{Partition: 0, Records: recs(0, 5)}, {Partition: 1, Records: recs(1, 5)}}}}}})
+	c.addFetches(twoPartitions(0, 5, 5))
 	c.dispatch(ctx, 3)
 	c.mu.Lock()
 	require.Equal(t, 3, c.buffered, "no more than the room")
@@ -317,15 +309,7 @@ func TestBacklogIsDispatchedAsRoomAllowsAndARevokeDropsIt(t *testing.T) {
 // fetched and are not committed, whether their partition has dispatched records or not.
 func TestCommitLagCountsHeldRecords(t *testing.T) {
 	c := bareConsumer(t)
-	recs := func(part int32, n int) []*kgo.Record {
-		out := make([]*kgo.Record, n)
-		for i := range out {
-			out[i] = &kgo.Record{Topic: "t", Partition: part, Offset: int64(100 + i), Key: []byte{byte('a' + i%2)}}
-		}
-		return out
-	}
-	c.addFetches(kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: "t", Partitions: []kgo.FetchPartition{
-		{Partition: 0, Records: recs(0, 6)}, {Partition: 1, Records: recs(1, 4)}}}}}})
+	c.addFetches(twoPartitions(100, 6, 4))
 	c.dispatch(context.Background(), 2)
 	st := c.Stats()
 	require.Equal(t, 2, st.Buffered)
