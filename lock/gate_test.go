@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -190,26 +191,60 @@ func gateState(c *Client, key string) (held bool, waiting int) {
 	return gt.held, len(gt.q)
 }
 
-// The gate passes on exactly once per lock: a lock lost (validity ran out) hands it to the next
-// waiter, and its later Release does not hand it again to the one after.
-func TestGatePassesOnOnce(t *testing.T) {
+// holdK starts a miniredis and a Client on it whose lock on "k", obtained with wait, lasts an
+// hour; it returns them with the test's context and that lock.
+func holdK(t *testing.T, wait *ObtainOptions) (*miniredis.Miniredis, redis.UniversalClient, context.Context, *Client, *Lock) {
 	mr, rdb := redistest.Mini(t)
 	ctx := ctxT(t)
 	c := New(rdb, nil)
-	wait := &ObtainOptions{Wait: time.Minute, Backoff: func(int) time.Duration { return time.Millisecond }}
-	first, err := c.Obtain(ctx, "k", time.Hour, wait)
+	holder, err := c.Obtain(ctx, "k", time.Hour, wait)
 	require.NoError(t, err)
+	return mr, rdb, ctx, c, holder
+}
+
+// obtainAsync obtains key with c in a goroutine, which asserts it did and sends the lock on got.
+func obtainAsync(t *testing.T, ctx context.Context, c *Client, key string, ttl time.Duration, opts *ObtainOptions, got chan<- *Lock) {
+	go func() {
+		l, err := c.Obtain(ctx, key, ttl, opts)
+		assert.NoError(t, err)
+		got <- l
+	}()
+}
+
+// obtainErrAsync obtains key with c in a goroutine, which sends Obtain's error on errs.
+func obtainErrAsync(ctx context.Context, c *Client, key string, ttl time.Duration, opts *ObtainOptions, errs chan<- error) {
+	go func() {
+		_, err := c.Obtain(ctx, key, ttl, opts)
+		errs <- err
+	}()
+}
+
+// waitGateQueue waits until n goroutines wait at key's gate of c.
+func waitGateQueue(t *testing.T, c *Client, key string, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool { _, w := gateState(c, key); return w == n }, 10*time.Second, time.Millisecond)
+}
+
+// assertGateFree asserts that key's gate of c is neither held nor waited for.
+func assertGateFree(t *testing.T, c *Client, key string) {
+	t.Helper()
+	held, n := gateState(c, key)
+	assert.False(t, held)
+	assert.Zero(t, n)
+}
+
+// The gate passes on exactly once per lock: a lock lost (validity ran out) hands it to the next
+// waiter, and its later Release does not hand it again to the one after.
+func TestGatePassesOnOnce(t *testing.T) {
+	wait := &ObtainOptions{Wait: time.Minute, Backoff: func(int) time.Duration { return time.Millisecond }}
+	mr, _, ctx, c, first := holdK(t, wait)
 	got := make(chan *Lock, 2)
 	for i := range 2 {
-		go func() {
-			l, err := c.Obtain(ctx, "k", time.Minute, wait)
-			assert.NoError(t, err)
-			got <- l
-		}()
-		require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == i+1 }, 10*time.Second, time.Millisecond)
+		obtainAsync(t, ctx, c, "k", time.Minute, wait, got)
+		waitGateQueue(t, c, "k", i+1)
 	}
 	first.markLost("test") // as the validity timer does
-	require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == 1 }, 10*time.Second, time.Millisecond)
+	waitGateQueue(t, c, "k", 1)
 	mr.Del("surge:lock:{k}") // as the key's expiry would
 	second := <-got
 	require.ErrorIs(t, first.Release(ctx), ErrNotHeld)
@@ -225,22 +260,16 @@ func TestGatePassesOnOnce(t *testing.T) {
 	third := <-got
 	assert.Equal(t, second.Fence()+1, third.Fence(), "handed over by the release")
 	require.NoError(t, third.Release(ctx))
-	held, n = gateState(c, "k")
-	assert.False(t, held)
-	assert.Zero(t, n)
+	assertGateFree(t, c, "k")
 }
 
 // A gate waiter that gives up leaves the queue; one that gives up after a release named it as
 // successor hands on what it got: the releaser releases the lock in its place, to the next.
 func TestGateWaiterThatGivesUp(t *testing.T) {
-	mr, rdb := redistest.Mini(t)
-	ctx := ctxT(t)
-	c := New(rdb, nil)
 	wait := &ObtainOptions{Wait: time.Minute}
-	holder, err := c.Obtain(ctx, "k", time.Hour, wait)
-	require.NoError(t, err)
+	mr, rdb, ctx, c, holder := holdK(t, wait)
 
-	_, err = c.Obtain(ctx, "k", time.Minute, &ObtainOptions{Wait: 20 * time.Millisecond})
+	_, err := c.Obtain(ctx, "k", time.Minute, &ObtainOptions{Wait: 20 * time.Millisecond})
 	require.ErrorIs(t, err, ErrNotObtained)
 	_, n := gateState(c, "k")
 	require.Zero(t, n, "left the gate's queue")
@@ -248,18 +277,11 @@ func TestGateWaiterThatGivesUp(t *testing.T) {
 	// quitter is named successor by the holder's release, and gives up before the script runs.
 	qctx, cancel := context.WithCancel(ctx)
 	quit := make(chan error, 1)
-	go func() {
-		_, err := c.Obtain(qctx, "k", time.Minute, wait)
-		quit <- err
-	}()
-	require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == 1 }, 10*time.Second, time.Millisecond)
+	obtainErrAsync(qctx, c, "k", time.Minute, wait, quit)
+	waitGateQueue(t, c, "k", 1)
 	got := make(chan *Lock, 1)
-	go func() {
-		l, err := c.Obtain(ctx, "k", time.Minute, wait)
-		assert.NoError(t, err)
-		got <- l
-	}()
-	require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == 2 }, 10*time.Second, time.Millisecond)
+	obtainAsync(t, ctx, c, "k", time.Minute, wait, got)
+	waitGateQueue(t, c, "k", 2)
 
 	rdb.AddHook(&beforeScript{token: holder.Token(), fn: func() {
 		cancel()
@@ -302,21 +324,13 @@ func (h *beforeScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 // The goroutines of one Client waiting for a key get it in arrival order, each from the release
 // of the one before, with the next fence.
 func TestGateWaitersObtainInArrivalOrder(t *testing.T) {
-	mr, rdb := redistest.Mini(t)
-	ctx := ctxT(t)
-	c := New(rdb, nil)
 	wait := &ObtainOptions{Wait: time.Minute}
-	holder, err := c.Obtain(ctx, "k", time.Hour, wait)
-	require.NoError(t, err)
+	mr, _, ctx, c, holder := holdK(t, wait)
 	got := make([]chan *Lock, 3)
 	for i := range got {
 		got[i] = make(chan *Lock, 1)
-		go func() {
-			l, err := c.Obtain(ctx, "k", time.Minute, wait)
-			assert.NoError(t, err)
-			got[i] <- l
-		}()
-		require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == i+1 }, 10*time.Second, time.Millisecond)
+		obtainAsync(t, ctx, c, "k", time.Minute, wait, got[i])
+		waitGateQueue(t, c, "k", i+1)
 	}
 	assert.False(t, mr.Exists("surge:lock:{k}:queue"), "none of them queued in Redis")
 	prev := holder
@@ -343,20 +357,12 @@ func TestGateYieldsToAnotherClientQueuedInRedis(t *testing.T) {
 	holder, err := a.Obtain(ctx, "k", time.Hour, wait)
 	require.NoError(t, err)
 	gotB := make(chan *Lock, 1)
-	go func() {
-		l, err := b.Obtain(ctx, "k", time.Minute, wait)
-		assert.NoError(t, err)
-		gotB <- l
-	}()
+	obtainAsync(t, ctx, b, "k", time.Minute, wait, gotB)
 	queued(t, mr, "k", 1)
 	waitSubscribed(t, rdb, holder.keys[keyLock])
 	gotA := make(chan *Lock, 1)
-	go func() {
-		l, err := a.Obtain(ctx, "k", time.Minute, wait)
-		assert.NoError(t, err)
-		gotA <- l
-	}()
-	require.Eventually(t, func() bool { _, n := gateState(a, "k"); return n == 1 }, 10*time.Second, time.Millisecond)
+	obtainAsync(t, ctx, a, "k", time.Minute, wait, gotA)
+	waitGateQueue(t, a, "k", 1)
 
 	require.NoError(t, holder.Release(ctx))
 	lb := <-gotB
@@ -388,26 +394,15 @@ func TestAcquireAnswersAKeyAboutToExpireWithOneMillisecond(t *testing.T) {
 // lock to the gate waiter it named, which gave up: the lock is released in that waiter's place
 // all the same, so the next waiter gets it at once rather than after the quitter's ttl.
 func TestGateWaiterThatGivesUpWhileTheReleaseAnswerIsLost(t *testing.T) {
-	mr, rdb := redistest.Mini(t)
-	ctx := ctxT(t)
-	c := New(rdb, nil)
 	wait := &ObtainOptions{Wait: time.Minute}
-	holder, err := c.Obtain(ctx, "k", time.Hour, wait)
-	require.NoError(t, err)
+	mr, rdb, ctx, c, holder := holdK(t, wait)
 	qctx, cancelQuit := context.WithCancel(ctx)
 	quit := make(chan error, 1)
-	go func() {
-		_, err := c.Obtain(qctx, "k", time.Hour, wait)
-		quit <- err
-	}()
-	require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == 1 }, 10*time.Second, time.Millisecond)
+	obtainErrAsync(qctx, c, "k", time.Hour, wait, quit)
+	waitGateQueue(t, c, "k", 1)
 	got := make(chan *Lock, 1)
-	go func() {
-		l, err := c.Obtain(ctx, "k", time.Minute, &ObtainOptions{Wait: 3 * time.Second})
-		assert.NoError(t, err)
-		got <- l
-	}()
-	require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == 2 }, 10*time.Second, time.Millisecond)
+	obtainAsync(t, ctx, c, "k", time.Minute, &ObtainOptions{Wait: 3 * time.Second}, got)
+	waitGateQueue(t, c, "k", 2)
 
 	rctx, cancelRelease := context.WithCancel(ctx)
 	rdb.AddHook(&beforeScript{token: holder.Token(), fn: func() {
@@ -455,19 +450,11 @@ func (h *afterScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 // A release whose answer was lost may have handed the lock to the gate waiter it named, which is
 // not told so: it takes the gate without the lock, and its first round finds the lock its own.
 func TestGateWaiterGetsTheLockWhenTheReleaseAnswerIsLost(t *testing.T) {
-	_, rdb := redistest.Mini(t)
-	ctx := ctxT(t)
-	c := New(rdb, nil)
 	wait := &ObtainOptions{Wait: time.Minute, Backoff: hourBackoff.Backoff}
-	holder, err := c.Obtain(ctx, "k", time.Hour, wait)
-	require.NoError(t, err)
+	_, rdb, ctx, c, holder := holdK(t, wait)
 	got := make(chan *Lock, 1)
-	go func() {
-		l, err := c.Obtain(ctx, "k", time.Hour, wait)
-		assert.NoError(t, err)
-		got <- l
-	}()
-	require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == 1 }, 10*time.Second, time.Millisecond)
+	obtainAsync(t, ctx, c, "k", time.Hour, wait, got)
+	waitGateQueue(t, c, "k", 1)
 	rctx, cancelRelease := context.WithCancel(ctx)
 	rdb.AddHook(&afterScript{token: holder.Token(), fn: cancelRelease})
 	require.ErrorIs(t, holder.Release(rctx), context.Canceled, "the answer was lost")
@@ -476,9 +463,7 @@ func TestGateWaiterGetsTheLockWhenTheReleaseAnswerIsLost(t *testing.T) {
 	assert.Equal(t, holder.Fence()+1, l.Fence(), "the fence the lost release drew")
 	require.ErrorIs(t, holder.Release(ctx), ErrNotHeld, "a retry finds the lock handed over")
 	require.NoError(t, l.Release(ctx))
-	held, n := gateState(c, "k")
-	assert.False(t, held)
-	assert.Zero(t, n)
+	assertGateFree(t, c, "k")
 }
 
 // size returns how many keys have a gate in the Client.
@@ -552,11 +537,7 @@ func TestGateWaitersArmNoTimerPerLock(t *testing.T) {
 	first, err := c.Obtain(ctx, "k", time.Minute, &ObtainOptions{Wait: time.Second})
 	require.NoError(t, err)
 	got := make(chan *Lock, 1)
-	go func() {
-		l, err := c.Obtain(ctx, "k", time.Minute, &ObtainOptions{Wait: 20 * time.Second})
-		assert.NoError(t, err)
-		got <- l
-	}()
+	obtainAsync(t, ctx, c, "k", time.Minute, &ObtainOptions{Wait: 20 * time.Second}, got)
 	require.Eventually(t, func() bool { return c.g.gates.waiting(first.keys[keyLock]) == 1 }, 10*time.Second, time.Millisecond)
 	first.mu.Lock()
 	assert.Nil(t, first.expiry, "a waiter at the gate armed the holder's own timer")
@@ -572,21 +553,14 @@ func TestGateWaitersArmNoTimerPerLock(t *testing.T) {
 // back the lock the script may have handed it: it does not stay taken, for its whole ttl, by a
 // goroutine that returned, while the next waiters time out.
 func TestGateWaiterGivenTheGateByALostReleaseAsItGivesUp(t *testing.T) {
-	mr, rdb := redistest.Mini(t)
-	ctx := ctxT(t)
-	c := New(rdb, nil)
 	wait := &ObtainOptions{Wait: time.Minute, Backoff: hourBackoff.Backoff}
-	holder, err := c.Obtain(ctx, "k", time.Hour, wait)
-	require.NoError(t, err)
+	mr, rdb, ctx, c, holder := holdK(t, wait)
 	released := make(chan struct{})
 	c.g.gates.waitEnded = func() { <-released } // looks at what it got once the release returned
 	qctx, cancelQuit := context.WithCancel(ctx)
 	quit := make(chan error, 1)
-	go func() {
-		_, err := c.Obtain(qctx, "k", time.Hour, wait)
-		quit <- err
-	}()
-	require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == 1 }, 10*time.Second, time.Millisecond)
+	obtainErrAsync(qctx, c, "k", time.Hour, wait, quit)
+	waitGateQueue(t, c, "k", 1)
 	cancelQuit() // its wait ends, but it is still first at the gate: the release names it
 
 	rctx, cancelRelease := context.WithCancel(ctx)
@@ -595,9 +569,7 @@ func TestGateWaiterGivenTheGateByALostReleaseAsItGivesUp(t *testing.T) {
 	close(released)
 	require.ErrorIs(t, <-quit, context.Canceled)
 	assert.False(t, mr.Exists("surge:lock:{k}"), "the lock handed to the waiter that gave up stayed taken")
-	held, n := gateState(c, "k")
-	assert.False(t, held)
-	assert.Zero(t, n)
+	assertGateFree(t, c, "k")
 }
 
 // A Refresh in flight when the Client's gate timer marks the lock lost (its validity ran out)
@@ -647,12 +619,8 @@ func TestServerGateWaitersGoOnAfterAReleaseToAFrozenServer(t *testing.T) {
 	require.NoError(t, err)
 	got := make(chan *Lock, 2)
 	for i := range 2 {
-		go func() {
-			l, err := c.Obtain(ctx, "k", 10*time.Second, wait)
-			assert.NoError(t, err)
-			got <- l
-		}()
-		require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == i+1 }, 10*time.Second, time.Millisecond)
+		obtainAsync(t, ctx, c, "k", 10*time.Second, wait, got)
+		waitGateQueue(t, c, "k", i+1)
 	}
 	s.Pause(time.Minute)
 	rctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
@@ -668,27 +636,18 @@ func TestServerGateWaitersGoOnAfterAReleaseToAFrozenServer(t *testing.T) {
 	require.NotNil(t, second)
 	assert.Greater(t, second.Fence(), first.Fence())
 	require.NoError(t, second.Release(ctx))
-	held, n := gateState(c, "k")
-	assert.False(t, held)
-	assert.Zero(t, n)
+	assertGateFree(t, c, "k")
 }
 
 // Closing the redis client while goroutines wait for a key (one in Redis, the others at the
 // Client's gate) ends every wait with an error, and leaves no gate behind.
 func TestClosedRedisClientEndsEveryGateWaiter(t *testing.T) {
-	_, rdb := redistest.Mini(t)
-	ctx := ctxT(t)
-	c := New(rdb, nil)
 	wait := &ObtainOptions{Wait: time.Minute}
-	holder, err := c.Obtain(ctx, "k", time.Hour, wait)
-	require.NoError(t, err)
+	_, rdb, ctx, c, holder := holdK(t, wait)
 	errs := make(chan error, 3)
 	for i := range 3 {
-		go func() {
-			_, err := c.Obtain(ctx, "k", time.Minute, wait)
-			errs <- err
-		}()
-		require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == i+1 }, 10*time.Second, time.Millisecond)
+		obtainErrAsync(ctx, c, "k", time.Minute, wait, errs)
+		waitGateQueue(t, c, "k", i+1)
 	}
 	require.NoError(t, rdb.Close())
 	require.Error(t, holder.Release(ctx))
