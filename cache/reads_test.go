@@ -520,21 +520,27 @@ type mgetSizes struct {
 	sizes []int
 }
 
-func (m *mgetSizes) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (m *mgetSizes) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+// eachCmd is a redis.Hook that calls f with every command the client sends, alone or in a
+// pipeline, before sending it.
+type eachCmd func(cmd redis.Cmder)
+
+func (f eachCmd) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (f eachCmd) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		m.add(cmd)
+		f(cmd)
 		return next(ctx, cmd)
 	}
 }
-func (m *mgetSizes) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (f eachCmd) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		for _, cmd := range cmds {
-			m.add(cmd)
+			f(cmd)
 		}
 		return next(ctx, cmds)
 	}
 }
+
+// add records cmd's key count if it is an MGET (its hook: eachCmd(m.add)).
 func (m *mgetSizes) add(cmd redis.Cmder) {
 	if cmd.Name() == "mget" {
 		m.mu.Lock()
@@ -561,7 +567,7 @@ func TestLargeFetchManySplitsMGET(t *testing.T) {
 		}
 	}
 	var sizes mgetSizes
-	rdb.AddHook(&sizes)
+	rdb.AddHook(eachCmd(sizes.add))
 	var loaded []string
 	got, err := c.FetchMany(ctx, keys, func(_ context.Context, ks []string) (map[string]user, error) {
 		loaded = append(loaded, ks...)
@@ -915,7 +921,7 @@ func TestCallerHandedABatchAfterItsCtxEndedHandsItOn(t *testing.T) {
 		require.NoError(t, rdb.Set(ctx, k, k, 0).Err())
 	}
 	var sizes mgetSizes
-	rdb.AddHook(&sizes)
+	rdb.AddHook(eachCmd(sizes.add))
 	p := &pipe{}
 	queued := func() int {
 		p.mu.Lock()
@@ -1034,7 +1040,7 @@ func TestReadersGivingUpAtAnyPoint(t *testing.T) {
 }
 
 // keyReads counts the reads of one value key (in GETs and MGETs, alone or pipelined) and holds
-// its first GETs, the i-th until holds[i] closes.
+// its first GETs, the i-th until holds[i] closes. Its hook is eachCmd(h.see).
 type keyReads struct {
 	key   string
 	holds []chan struct{}
@@ -1042,7 +1048,7 @@ type keyReads struct {
 	seen  atomic.Int64
 }
 
-func (h *keyReads) count(cmd redis.Cmder) {
+func (h *keyReads) see(cmd redis.Cmder) {
 	if n := cmd.Name(); n == "get" || n == "mget" {
 		for _, a := range cmd.Args()[1:] {
 			if a == h.key {
@@ -1050,25 +1056,10 @@ func (h *keyReads) count(cmd redis.Cmder) {
 			}
 		}
 	}
-}
-func (h *keyReads) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *keyReads) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.count(cmd)
-		if cmd.Name() == "get" && cmd.Args()[1] == h.key {
-			if i := int(h.gets.Add(1)) - 1; i < len(h.holds) {
-				<-h.holds[i]
-			}
+	if cmd.Name() == "get" && cmd.Args()[1] == h.key {
+		if i := int(h.gets.Add(1)) - 1; i < len(h.holds) {
+			<-h.holds[i]
 		}
-		return next(ctx, cmd)
-	}
-}
-func (h *keyReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, cmd := range cmds {
-			h.count(cmd)
-		}
-		return next(ctx, cmds)
 	}
 }
 
@@ -1082,7 +1073,7 @@ func TestJoinersOfAGivenUpGETShareTheNextOne(t *testing.T) {
 	rdb := srv.NewClient(nil)
 	c := usersCache(t, rdb, "rejoin:", "k")
 	h := &keyReads{key: c.valueKey("k"), holds: []chan struct{}{make(chan struct{}), make(chan struct{})}}
-	rdb.AddHook(h)
+	rdb.AddHook(eachCmd(h.see))
 
 	octx, cancel := context.WithCancel(ctx)
 	owner := make(chan error, 1)
