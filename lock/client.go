@@ -125,6 +125,13 @@ func (g *group) drift(ttl time.Duration) time.Duration {
 	return ttl/100 + 2*time.Millisecond
 }
 
+// handedOver is the validity of a lock handed over whose ttl started no earlier than from, and
+// whether it is worth taking: only with more than half of the ttl left, else a round renews it.
+func (g *group) handedOver(from time.Time, ttl time.Duration) (until time.Time, ok bool) {
+	until = from.Add(ttl - g.drift(ttl))
+	return until, until.Sub(g.now()) > ttl/2
+}
+
 func (g *group) do(ctx context.Context, key string, ttl time.Duration, opt *ObtainOptions, fn func(ctx context.Context) error) (err error) {
 	if fn == nil {
 		return fmt.Errorf("lock: do %q: nil function", key)
@@ -243,7 +250,7 @@ func (g *group) acquire(ctx context.Context, key string, ttl time.Duration, opt 
 		if gr.fence > 0 {
 			// Handed over by the release of the goroutine before us, sent at gr.at: the lock's
 			// ttl started after it. With less than half of it left, a round renews it.
-			if until := gr.at.Add(ttl - g.drift(ttl)); until.Sub(g.now()) > ttl/2 {
+			if until, ok := g.handedOver(gr.at, ttl); ok {
 				l.granted(gr.fence, until)
 				if span != nil {
 					g.cfg.tel.waited(wctx, span, begin, l, attempt{ok: true})

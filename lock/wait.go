@@ -101,7 +101,7 @@ func (g *group) wait(ctx context.Context, l *Lock, ttl time.Duration, o *ObtainO
 			if ho.at.After(from) {
 				from = ho.at
 			}
-			if until := from.Add(ttl - g.drift(ttl)); until.Sub(g.now()) > ttl/2 {
+			if until, ok := g.handedOver(from, ttl); ok {
 				l.granted(ho.fence, until)
 				return attempt{ok: true}
 			}
