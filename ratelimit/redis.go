@@ -61,10 +61,9 @@ type Redis struct {
 	prefix   string
 	script   *luascript.Script
 	pipe     *luascript.Pipe // nil unless RedisOptions.Pipeline
-	gcra     bool
-	single   bool     // one limit: script is tokenBucket1Script or gcra1Script, with a scalar reply
-	suffixes []string // ":" + limit id (":gcra:" + id with GCRA), one per limit
-	params   []any    // per limit, as ARGV strings: rate and burst, or with GCRA per and tau
+	result   replyReader     // reads script's reply; chosen with it in NewRedis
+	suffixes []string        // ":" + limit id (":gcra:" + id with GCRA), one per limit
+	params   []any           // per limit, as ARGV strings: rate and burst, or with GCRA per and tau
 	mode     FailMode
 	fallback *Local
 	probe    time.Duration
@@ -80,6 +79,10 @@ type Redis struct {
 		allowed, denied, redisErrors, failOpen, fallback, probes, recoveries atomic.Uint64
 	}
 }
+
+// replyReader turns a script's reply into the Result of a call for n tokens and the index of
+// the binding limit.
+type replyReader func(r *Redis, cmd *redis.Cmd, n int) (Result, int, error)
 
 // Stats is a snapshot of a [Redis] limiter's counters since it was built.
 type Stats struct {
@@ -114,7 +117,7 @@ func NewRedis(rdb redis.UniversalClient, opt *RedisOptions, limits ...Limit) (*R
 		return nil, err
 	}
 	r := &Redis{rdb: rdb, prefix: cfg.prefix, mode: cfg.mode, fallback: cfg.fallback, probe: cfg.probe,
-		log: cfg.log, now: time.Now, script: tokenBucketScript, gcra: cfg.algo == GCRA}
+		log: cfg.log, now: time.Now}
 	r.derived = derived{limits: ls, allowN: r.AllowN}
 	labels, errLabel := limitLabels(ls)
 	r.fbBase = len(labels)
@@ -124,19 +127,22 @@ func NewRedis(rdb redis.UniversalClient, opt *RedisOptions, limits ...Limit) (*R
 		r.quietFB = r.fallback.quiet()
 	}
 	r.dec = newDecisions(cfg.meter, labels, errLabel)
+	gcra := cfg.algo == GCRA
 	switch {
-	case r.gcra && len(ls) == 1:
-		r.script, r.single = gcra1Script, true
-	case r.gcra:
-		r.script = gcraScript
+	case gcra && len(ls) == 1:
+		r.script, r.result = gcra1Script, (*Redis).gcra1Result
+	case gcra:
+		r.script, r.result = gcraScript, (*Redis).gcraResult
 	case len(ls) == 1:
-		r.script, r.single = tokenBucket1Script, true
+		r.script, r.result = tokenBucket1Script, (*Redis).tokenBucket1Result
+	default:
+		r.script, r.result = tokenBucketScript, (*Redis).tokenBucketResult
 	}
 	if cfg.pipeline {
 		r.pipe = luascript.NewPipe(rdb)
 	}
 	for i, l := range ls {
-		if !r.gcra {
+		if !gcra {
 			r.suffixes = append(r.suffixes, ":"+l.id())
 			r.params = append(r.params, strconv.FormatFloat(l.Rate, 'f', -1, 64), strconv.Itoa(l.Burst))
 			continue
@@ -244,14 +250,12 @@ func (r *Redis) eval(ctx context.Context, key string, n int) (Result, int, error
 	clear(sc.keys)
 	clear(sc.args)
 	scratchPool.Put(sc)
-	switch {
-	case r.single && r.gcra:
-		return r.gcra1Result(cmd, n)
-	case r.single:
-		return r.tokenBucket1Result(cmd, n)
-	case r.gcra:
-		return r.gcraResult(cmd, n)
-	}
+	return r.result(r, cmd, n)
+}
+
+// tokenBucketResult reads tokenbucket.lua's answer: 1 when allowed (else 0), then each bucket's
+// tokens left, as strings.
+func (r *Redis) tokenBucketResult(cmd *redis.Cmd, n int) (Result, int, error) {
 	vals, err := cmd.Slice()
 	if err != nil {
 		return Result{}, 0, err

@@ -169,7 +169,7 @@ func agreeSteps() []agreeStep {
 func testLocalAndRedisAgree(t *testing.T, algo Algorithm, limits []Limit) {
 	l, clk := newLocal(t, nil, limits...)
 	r, _, mt := newMiniRedis(t, &RedisOptions{Algorithm: algo}, limits...)
-	require.Equal(t, len(limits) == 1, r.single, "the script for the number of limits")
+	require.Equal(t, len(limits) == 1, oneLimitScript(r), "the script for the number of limits")
 	outcomes, bindings := map[bool]int{}, map[string]int{}
 	for i, s := range agreeSteps() {
 		clk.Add(s.wait)
@@ -197,11 +197,16 @@ func testLocalAndRedisAgree(t *testing.T, algo Algorithm, limits []Limit) {
 // generalScript makes r, a limiter with one limit, run the general script of its algorithm
 // instead of the one-limit script, as a reference for the one-limit scripts.
 func generalScript(r *Redis) {
-	r.single = false
-	r.script = tokenBucketScript
-	if r.gcra {
-		r.script = gcraScript
+	if r.script == gcra1Script {
+		r.script, r.result = gcraScript, (*Redis).gcraResult
+	} else {
+		r.script, r.result = tokenBucketScript, (*Redis).tokenBucketResult
 	}
+}
+
+// oneLimitScript reports whether r runs a one-limit script (with a scalar reply).
+func oneLimitScript(r *Redis) bool {
+	return r.script == tokenBucket1Script || r.script == gcra1Script
 }
 
 // TestRedisOneLimitScriptsMatchGeneral: on one limit, tokenbucket1.lua and gcra1.lua answer
@@ -215,7 +220,7 @@ func TestRedisOneLimitScriptsMatchGeneral(t *testing.T) {
 			gen, err := NewRedis(failFast(t, m.Addr()), &RedisOptions{Algorithm: algo, Prefix: "gen:"}, lim)
 			require.NoError(t, err)
 			generalScript(gen)
-			require.True(t, one.single)
+			require.True(t, oneLimitScript(one))
 			suffix := ":a"
 			if algo == GCRA {
 				suffix = ":gcra:a"

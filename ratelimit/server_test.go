@@ -358,7 +358,7 @@ func TestServerOneLimitScripts(t *testing.T) {
 			lim := Limit{Rate: 0.3, Burst: 7, Name: "y"}
 			one, err := NewRedis(rdb, &RedisOptions{Algorithm: algo, Prefix: "one:"}, lim)
 			require.NoError(t, err)
-			require.True(t, one.single)
+			require.True(t, oneLimitScript(one))
 			gen, err := NewRedis(rdb, &RedisOptions{Algorithm: algo, Prefix: "gen:"}, lim)
 			require.NoError(t, err)
 			generalScript(gen)
