@@ -31,6 +31,22 @@ func pausable(t *testing.T) (*redistest.RedisServer, *redis.Client) {
 	return srv, rdb
 }
 
+// batchOnWire pauses a real server with call "a" (incr by 1) in flight on its own through a new
+// Pipe and call "b" (incr by 1) sent behind it in the Pipe's first batch, so the next calls
+// queue; the answers of a, b and the calls the test adds go to out, with room for n.
+func batchOnWire(t *testing.T, n int) (*redistest.RedisServer, *redis.Client, *luascript.Pipe, chan string) {
+	srv, rdb := pausable(t)
+	p := luascript.NewPipe(rdb)
+	ctx := context.Background()
+	out := make(chan string, n)
+	srv.Pause(20 * time.Second)
+	incr(p, ctx, "a", 1, out) // direct, in flight
+	eventually(t, func() bool { return p.InFlight() == 1 }, "a is in flight")
+	incr(p, ctx, "b", 1, out) // queues; the flusher sends it at once, as a batch
+	eventually(t, func() bool { return p.Stats().Batches == 1 }, "b's batch is on the wire")
+	return srv, rdb, p, out
+}
+
 // incr runs incrBy through p in a goroutine and sends its answer (or error) to out.
 func incr(p *luascript.Pipe, ctx context.Context, key string, by int, out chan<- string) {
 	go func() {
@@ -88,16 +104,8 @@ func TestPipeConcurrentCallsShareRoundTrips(t *testing.T) {
 // TestPipeQueuedCallerCtxEndsSendsNothing: a call queued behind a batch on the wire returns its
 // ctx error when its ctx ends, and its script never runs.
 func TestPipeQueuedCallerCtxEndsSendsNothing(t *testing.T) {
-	srv, rdb := pausable(t)
-	p := luascript.NewPipe(rdb)
+	srv, rdb, p, out := batchOnWire(t, 2)
 	ctx := context.Background()
-	out := make(chan string, 2)
-	srv.Pause(20 * time.Second)
-	incr(p, ctx, "a", 1, out) // direct, in flight
-	eventually(t, func() bool { return p.InFlight() == 1 }, "a is in flight")
-	incr(p, ctx, "b", 1, out) // queues; the flusher sends it at once, as a batch
-	eventually(t, func() bool { return p.Stats().Batches == 1 }, "b's batch is on the wire")
-
 	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
 	err := p.Run(cctx, incrBy, []string{"c"}, 100).Err()
@@ -135,15 +143,8 @@ func (c lateCtx) Err() error {
 // builds its batch is not sent, even when its caller has not yet run to notice, and the flusher
 // answers it with the ctx's error; the calls queued with it still go.
 func TestPipeCallWhoseCtxEndedIsNotSent(t *testing.T) {
-	srv, rdb := pausable(t)
-	p := luascript.NewPipe(rdb)
+	srv, rdb, p, out := batchOnWire(t, 4)
 	ctx := context.Background()
-	out := make(chan string, 4)
-	srv.Pause(20 * time.Second)
-	incr(p, ctx, "a", 1, out) // direct, in flight
-	eventually(t, func() bool { return p.InFlight() == 1 }, "a is in flight")
-	incr(p, ctx, "b", 1, out) // the flusher's first batch, on the wire
-	eventually(t, func() bool { return p.Stats().Batches == 1 }, "b's batch is on the wire")
 	late := lateCtx{Context: ctx, done: make(chan struct{})}
 	incr(p, late, "late", 1, out)
 	incr(p, ctx, "c", 1, out)
