@@ -163,7 +163,6 @@ type pipe struct {
 	inflight int        // round trips in flight (each sender hands the queue on when it returns)
 	avgBatch int        // callers per round trip, moving average, in 1/16 of a caller
 	queue    []*pipeReq // reads waiting to be sent
-	queued   atomic.Int64
 	// returned counts the senders of shared round trips that came back and have not handed
 	// the queue on yet: the callers they served are queueing their next reads. The read that
 	// brings the queue to handOnAt sends it at once (no wake-up of another caller, no wait
@@ -225,7 +224,6 @@ type pipeState uint8
 const (
 	pipeQueued    pipeState = iota // in the queue
 	pipeTaken                      // in a batch being sent
-	pipeLeft                       // its caller gave up while queued
 	pipeAbandoned                  // its caller gave up while another caller sends it
 )
 
@@ -299,7 +297,6 @@ func (p *pipe) submitLocked(ctx context.Context, rdb redis.Cmdable, r *pipeReq) 
 		r.done = make(chan struct{}, 1)
 	}
 	p.queue = append(p.queue, r)
-	p.queued.Add(1)
 	p.mu.Unlock()
 	select {
 	case <-r.done:
@@ -307,9 +304,7 @@ func (p *pipe) submitLocked(ctx context.Context, rdb redis.Cmdable, r *pipeReq) 
 		p.mu.Lock()
 		switch {
 		case r.state == pipeQueued:
-			r.state = pipeLeft
 			p.queue = slices.DeleteFunc(p.queue, func(q *pipeReq) bool { return q == r })
-			p.queued.Add(-1)
 			p.mu.Unlock()
 			return failed(len(vks), ctx.Err())
 		case r.batch == nil:
@@ -361,7 +356,6 @@ func (p *pipe) resend(ctx context.Context, rdb redis.Cmdable, r *pipeReq) {
 func (p *pipe) takeQueueLocked() []*pipeReq {
 	batch := p.queue
 	p.queue = nil
-	p.queued.Add(-int64(len(batch)))
 	for _, q := range batch {
 		q.state = pipeTaken
 	}

@@ -299,7 +299,11 @@ func checkID(u user, id string) error {
 	return nil
 }
 
-func queuedReads(c *Cache[user]) int { return int(c.rd.pipe.queued.Load()) }
+func queuedReads(c *Cache[user]) int {
+	c.rd.pipe.mu.Lock()
+	defer c.rd.pipe.mu.Unlock()
+	return len(c.rd.pipe.queue)
+}
 
 func inFlightReads(c *Cache[user]) int {
 	c.rd.pipe.mu.Lock()
