@@ -138,11 +138,12 @@ type Options struct {
 // outlive their Redis copy, nor, with RefreshAfter, the moment it turns stale.
 //
 // An instance's own writes (a fill after a load, a Set) are reported back to it too; it keeps
-// the value it wrote once that report came and a GET sent after it (in the background, pipelined
-// for a batch) still finds the bytes it wrote, so a write by another client that Redis reported
-// in the same message is never hidden. The tier costs Redis one connection per master per
-// instance, one message per write under Prefix per instance, and one GET per own write; other
-// Redis clients (a Ring, a custom UniversalClient) get surge writers' notices only.
+// the value it wrote once that report came and a read sent after it (in the background, one
+// round trip for a batch, shared with reads in flight) still finds the bytes it wrote, so a
+// write by another client that Redis reported in the same message is never hidden. The tier
+// costs Redis one connection per master per instance, one message per write under Prefix per
+// instance, and one key read per own write; other Redis clients (a Ring, a custom
+// UniversalClient) get surge writers' notices only.
 //
 // Rolling upgrade on a cluster from a release that published notices there: old and new
 // instances run side by side. Old instances with a local tier track every master, so new
