@@ -16,57 +16,40 @@ func parseEventTime(b []byte) (time.Time, error) {
 // parseUTC reads "YYYY-MM-DDTHH:MM:SS[.d{1,9}]Z" with time.Parse's range checks; false for any
 // other form or value out of range.
 func parseUTC(b []byte) (time.Time, bool) {
-	n := len(b)
-	if n < 20 || n == 21 || n > 30 || b[4] != '-' || b[7] != '-' || b[10] != 'T' || b[13] != ':' || b[16] != ':' || b[n-1] != 'Z' {
+	sec, nsec, ok := parseInHour(b)
+	if !ok {
 		return time.Time{}, false
+	}
+	hour, ok := parseHour(b)
+	if !ok {
+		return time.Time{}, false
+	}
+	return time.Unix(hour+sec, nsec).UTC(), true
+}
+
+// parseHour reads the "YYYY-MM-DDTHH:" that starts b with time.Parse's range checks: the
+// start of that hour in seconds since 1970; false for any other form or a value out of range.
+func parseHour(b []byte) (int64, bool) {
+	if len(b) < 14 || b[4] != '-' || b[7] != '-' || b[10] != 'T' || b[13] != ':' {
+		return 0, false
 	}
 	y1, ok1 := two(b[0], b[1])
 	y2, ok2 := two(b[2], b[3])
 	month, ok3 := two(b[5], b[6])
 	day, ok4 := two(b[8], b[9])
 	hour, ok5 := two(b[11], b[12])
-	minute, ok6 := two(b[14], b[15])
-	sec, ok7 := two(b[17], b[18])
 	year := y1*100 + y2
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6 && ok7) || month < 1 || month > 12 || day < 1 ||
-		day > daysIn(month, year) || hour > 23 || minute > 59 || sec > 59 {
-		return time.Time{}, false
+	if !(ok1 && ok2 && ok3 && ok4 && ok5) || month < 1 || month > 12 || day < 1 ||
+		day > daysIn(month, year) || hour > 23 {
+		return 0, false
 	}
-	nsec := 0
-	if n > 20 {
-		if b[19] != '.' {
-			return time.Time{}, false
-		}
-		frac := b[20 : n-1]
-		v, ok := num(frac)
-		if !ok {
-			return time.Time{}, false
-		}
-		for range 9 - len(frac) {
-			v *= 10
-		}
-		nsec = v
-	}
-	days := daysFromCivil(year, month, day)
-	return time.Unix(days*86400+int64(hour*3600+minute*60+sec), int64(nsec)).UTC(), true
+	return daysFromCivil(year, month, day)*86400 + int64(hour*3600), true
 }
 
 // two reads the decimal number of the digits a and b; false when either is not a digit.
 func two(a, b byte) (int, bool) {
 	a, b = a-'0', b-'0'
 	return int(a)*10 + int(b), a <= 9 && b <= 9
-}
-
-// num reads s as a decimal number; false when s holds anything but digits.
-func num(s []byte) (int, bool) {
-	v := 0
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		v = v*10 + int(c-'0')
-	}
-	return v, true
 }
 
 // daysIn returns the number of days of month (1-12) in year, as the Gregorian calendar counts.
@@ -114,18 +97,18 @@ type hourCache struct {
 // parse is parseEventTime, reading only the rest of b when b starts with the cached hour, and
 // caching the hour of a time in the producer's form.
 func (h *hourCache) parse(b []byte) (time.Time, error) {
-	if h.set && len(b) >= 20 && [14]byte(b[:14]) == h.prefix {
-		if sec, nsec, ok := parseInHour(b); ok {
-			return time.Unix(h.unix+sec, nsec).UTC(), nil
-		}
-	}
-	t, ok := parseUTC(b)
+	sec, nsec, ok := parseInHour(b)
 	if !ok {
 		return time.Parse(time.RFC3339Nano, string(b))
 	}
-	sec, _, _ := parseInHour(b) // parseUTC accepted b, so this does too
-	h.prefix, h.unix, h.set = [14]byte(b[:14]), t.Unix()-sec, true
-	return t, nil
+	if !h.set || [14]byte(b[:14]) != h.prefix {
+		hour, ok := parseHour(b)
+		if !ok {
+			return time.Parse(time.RFC3339Nano, string(b))
+		}
+		h.prefix, h.unix, h.set = [14]byte(b[:14]), hour, true
+	}
+	return time.Unix(h.unix+sec, nsec).UTC(), nil
 }
 
 // parseInHour reads the "MM:SS[.d{1,9}]Z" that ends b after "YYYY-MM-DDTHH:", whatever those
