@@ -299,14 +299,10 @@ func TestGateWaiterThatGivesUp(t *testing.T) {
 
 // beforeScript runs fn once, before the first script call naming token.
 type beforeScript struct {
+	commandHook
 	token string
 	once  sync.Once
 	fn    func()
-}
-
-func (h *beforeScript) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *beforeScript) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
 }
 
 func (h *beforeScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
@@ -421,14 +417,10 @@ func TestGateWaiterThatGivesUpWhileTheReleaseAnswerIsLost(t *testing.T) {
 // afterScript runs fn once, after the first script naming token ran, and then fails that call
 // with its context's error, as if the context had ended before the answer came.
 type afterScript struct {
+	commandHook
 	token string
 	once  sync.Once
 	fn    func()
-}
-
-func (h *afterScript) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *afterScript) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
 }
 
 func (h *afterScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {

@@ -31,6 +31,16 @@ func queued(t *testing.T, mr *miniredis.Miniredis, key string, n int) {
 	}, 10*time.Second, time.Millisecond)
 }
 
+// queuedBehind waits until n waiters are queued in Redis for the key l holds (on any server,
+// unlike queued).
+func queuedBehind(t *testing.T, ctx context.Context, rdb redis.UniversalClient, l *Lock, n int64) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		got, err := rdb.LLen(ctx, l.keys[keyQueue]).Result()
+		return err == nil && got == n
+	}, 10*time.Second, time.Millisecond)
+}
+
 // The release hands the lock to the queued waiter in Redis: the key carries the waiter's token
 // and the next fence before the waiter has done anything more.
 func TestReleaseHandsTheLockToTheFirstWaiter(t *testing.T) {
@@ -144,15 +154,8 @@ func testLocalHandOver(t *testing.T, rdb redis.UniversalClient) {
 	holder, err := c.Obtain(ctx, "k", time.Hour, nil)
 	require.NoError(t, err)
 	got := make(chan *Lock, 1)
-	go func() {
-		l, err := c.Obtain(ctx, "k", time.Minute, hourBackoff)
-		assert.NoError(t, err)
-		got <- l
-	}()
-	require.Eventually(t, func() bool {
-		n, err := rdb.LLen(ctx, holder.keys[keyQueue]).Result()
-		return err == nil && n == 1
-	}, 10*time.Second, time.Millisecond)
+	obtainAsync(t, ctx, c, "k", time.Minute, hourBackoff, got)
+	queuedBehind(t, ctx, rdb, holder, 1)
 	waitSubscribed(t, rdb, holder.keys[keyLock])
 
 	require.NoError(t, holder.Release(ctx))
@@ -170,17 +173,22 @@ func testLocalHandOver(t *testing.T, rdb redis.UniversalClient) {
 	}
 }
 
+// commandHook passes dials and pipelines through: a test hook embeds it and has only its
+// ProcessHook to write.
+type commandHook struct{}
+
+func (commandHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (commandHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
 // scriptHook counts the EVALSHA calls of a script on a client and, for one whose arguments
 // include loseReply and which ran, loses its answer (a connection that broke after the write).
 type scriptHook struct {
+	commandHook
 	hash      string
 	runs      atomic.Int32
 	loseReply atomic.Pointer[string]
-}
-
-func (h *scriptHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *scriptHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
 }
 
 func (h *scriptHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
@@ -217,12 +225,8 @@ func TestLocalHandOverValidityStartsWhenTheReleaseWasSent(t *testing.T) {
 	holder, err := c.Obtain(ctx, "k", time.Hour, nil)
 	require.NoError(t, err)
 	got := make(chan *Lock, 1)
-	go func() {
-		l, err := c.Obtain(ctx, "k", time.Minute, hourBackoff)
-		assert.NoError(t, err)
-		got <- l
-	}()
-	require.Eventually(t, func() bool { return rdb.LLen(ctx, holder.keys[keyQueue]).Val() == 1 }, 10*time.Second, time.Millisecond)
+	obtainAsync(t, ctx, c, "k", time.Minute, hourBackoff, got)
+	queuedBehind(t, ctx, rdb, holder, 1)
 	// The holder's try, the waiter's, and the waiter's look once its subscription is confirmed.
 	require.Eventually(t, func() bool { return acquires.runs.Load() == 3 }, 10*time.Second, time.Millisecond)
 
@@ -248,12 +252,8 @@ func TestReleaseWithLostAnswerWakesWaitersOfTheSameClient(t *testing.T) {
 	holder, err := c.Obtain(ctx, "k", time.Hour, nil)
 	require.NoError(t, err)
 	got := make(chan *Lock, 1)
-	go func() {
-		l, err := c.Obtain(ctx, "k", time.Minute, hourBackoff)
-		assert.NoError(t, err)
-		got <- l
-	}()
-	require.Eventually(t, func() bool { return rdb.LLen(ctx, holder.keys[keyQueue]).Val() == 1 }, 10*time.Second, time.Millisecond)
+	obtainAsync(t, ctx, c, "k", time.Minute, hourBackoff, got)
+	queuedBehind(t, ctx, rdb, holder, 1)
 	waitSubscribed(t, rdb, holder.keys[keyLock])
 
 	require.ErrorIs(t, forged(holder, "other").Release(ctx), ErrNotHeld) // loads the script: EVALSHA from now on
@@ -305,12 +305,8 @@ func TestReleaseLetsTheWaiterItHandedTheLockToRunFirst(t *testing.T) {
 	got := make(chan *Lock, 2)
 	// The waiter on k2 keeps the pub/sub connection open when the waiter on k leaves.
 	for _, l := range []*Lock{holder, other} {
-		go func() {
-			w, err := c.Obtain(ctx, l.key, time.Minute, hourBackoff)
-			assert.NoError(t, err)
-			got <- w
-		}()
-		require.Eventually(t, func() bool { return rdb.LLen(ctx, l.keys[keyQueue]).Val() == 1 }, 10*time.Second, time.Millisecond)
+		obtainAsync(t, ctx, c, l.key, time.Minute, hourBackoff, got)
+		queuedBehind(t, ctx, rdb, l, 1)
 		waitSubscribed(t, rdb, l.keys[keyLock])
 	}
 	h := &c.g.nodes[0].hub

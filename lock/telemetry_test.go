@@ -250,12 +250,8 @@ func TestTelemetryWaitAtTheGate(t *testing.T) {
 	holder, err := c.Obtain(ctx, "k", time.Hour, wait)
 	require.NoError(t, err)
 	got := make(chan *Lock, 1)
-	go func() {
-		l, err := c.Obtain(ctx, "k", time.Minute, wait)
-		assert.NoError(t, err)
-		got <- l
-	}()
-	require.Eventually(t, func() bool { _, n := gateState(c, "k"); return n == 1 }, 10*time.Second, time.Millisecond)
+	obtainAsync(t, ctx, c, "k", time.Minute, wait, got)
+	waitGateQueue(t, c, "k", 1)
 	require.NoError(t, holder.Release(ctx))
 	l := <-got
 	require.NotNil(t, l)
