@@ -641,13 +641,26 @@ func TestClosedLoopReadersLeaveThePipeIdle(t *testing.T) {
 	}
 	wg.Wait()
 	require.NoError(t, bound.Err(), "the readers must finish well within the bound")
-	c.rd.pipe.mu.Lock()
-	inflight, returned, queued := c.rd.pipe.inflight, c.rd.pipe.returned, len(c.rd.pipe.queue)
-	c.rd.pipe.mu.Unlock()
+	requireReadsIdle(t, c)
+}
+
+// requireReadsIdle checks, once every read is done, that the pipe is idle (no round trip
+// counted in flight, no hand-on pending, nothing queued), no GET stays joinable and nobody
+// waits on one, and that the next read gets its value.
+func requireReadsIdle(t *testing.T, c *Cache[user]) {
+	t.Helper()
+	p := &c.rd.pipe
+	p.mu.Lock()
+	inflight, returned, queued := p.inflight, p.returned, len(p.queue)
+	p.mu.Unlock()
 	require.Zero(t, inflight, "no round trip may stay counted in flight")
 	require.Zero(t, returned, "no hand-on may stay pending")
 	require.Zero(t, queued)
-	u, err := c.Get(ctx, "1")
+	require.Zero(t, c.rd.waiting.Load())
+	c.rd.mu.Lock()
+	require.Empty(t, c.rd.m, "no GET may stay joinable")
+	c.rd.mu.Unlock()
+	u, err := c.Get(context.Background(), "1")
 	require.NoError(t, err)
 	require.Equal(t, "1", u.ID)
 }
@@ -1027,20 +1040,7 @@ func TestReadersGivingUpAtAnyPoint(t *testing.T) {
 	}
 	wg.Wait()
 	require.NoError(t, bound.Err(), "the readers must finish well within the bound")
-	p := &c.rd.pipe
-	p.mu.Lock()
-	inflight, returned, queued := p.inflight, p.returned, len(p.queue)
-	p.mu.Unlock()
-	require.Zero(t, inflight, "no round trip may stay counted in flight")
-	require.Zero(t, returned, "no hand-on may stay pending")
-	require.Zero(t, queued)
-	require.Zero(t, c.rd.waiting.Load())
-	c.rd.mu.Lock()
-	require.Empty(t, c.rd.m, "no GET may stay joinable")
-	c.rd.mu.Unlock()
-	u, err := c.Get(ctx, "1")
-	require.NoError(t, err)
-	require.Equal(t, "1", u.ID)
+	requireReadsIdle(t, c)
 }
 
 // keyReads counts the reads of one value key (in GETs and MGETs, alone or pipelined) and holds
