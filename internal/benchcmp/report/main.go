@@ -27,7 +27,9 @@ type result struct {
 	metrics map[string]float64
 }
 
-var suffix = regexp.MustCompile(`-\d+$`)
+// suffix is the -GOMAXPROCS suffix go test appends to a benchmark's name, before the pass
+// marker (oneCore, haltPoll) run.sh appends to a later pass's names.
+var suffix = regexp.MustCompile(`-\d+(@[a-z0-9]+)?$`)
 
 func parse(r io.Reader) (map[string]result, []string, error) {
 	samples := map[string]map[string][]float64{} // name -> unit -> values
@@ -44,7 +46,7 @@ func parse(r io.Reader) (map[string]result, []string, error) {
 		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
 			continue
 		}
-		name := suffix.ReplaceAllString(f[0], "")
+		name := suffix.ReplaceAllString(f[0], "$1")
 		if samples[name] == nil {
 			samples[name] = map[string][]float64{}
 		}
@@ -287,6 +289,14 @@ func render(w io.Writer, res map[string]result, header []string, cmd, machine st
 	fmt.Fprintln(w, "round trip, then its callers decoding) pays that wake-up on every cycle while the other core")
 	fmt.Fprintln(w, "idles. On one core each cycle costs what both sides spend, and runs agree within about 2%.")
 	fmt.Fprintln(w, "Both measurements are shown.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Rows marked \"guest halt polling\" come from run.sh's third pass: the same benchmarks on two")
+	fmt.Fprintln(w, "cores with the guest kernel's halt polling at 200 µs, Linux's default")
+	fmt.Fprintln(w, "(`/sys/module/haltpoll/parameters/guest_halt_poll_ns`). This VM boots with it at 0, so an")
+	fmt.Fprintln(w, "idle vCPU halts at once and the next wake-up pays a trip through the hypervisor; with")
+	fmt.Fprintln(w, "polling, a vCPU idle for less than 200 µs wakes without one, as a bare-metal core or a")
+	fmt.Fprintln(w, "default KVM guest does. The pass runs only where that file exists and reads 0, and")
+	fmt.Fprintln(w, "run.sh puts 0 back when it ends.")
 	for _, s := range sections {
 		fmt.Fprintf(w, "\n## %s\n\n", s.title)
 		if n := notes[s.title]; n != "" {
@@ -302,6 +312,15 @@ func render(w io.Writer, res map[string]result, header []string, cmd, machine st
 				twin.surge += oneCore
 				if twin.peer != "" {
 					twin.peer += oneCore
+				}
+				renderRow(w, res, twin)
+			}
+			if _, ok := res[r.surge+haltPoll]; ok {
+				twin := r
+				twin.what = "↳ the same, two cores, guest halt polling 200 µs"
+				twin.surge += haltPoll
+				if twin.peer != "" {
+					twin.peer += haltPoll
 				}
 				renderRow(w, res, twin)
 			}
@@ -366,6 +385,10 @@ func main() {
 // oneCore marks the results of run.sh's second pass: the single-caller benchmarks rerun with the
 // process and its redis-server pinned to one core (see the header text in render).
 const oneCore = "@1cpu"
+
+// haltPoll marks the results of run.sh's third pass: the same benchmarks on two cores with the
+// guest kernel's halt polling at 200 µs (see the header text in render).
+const haltPoll = "@haltpoll"
 
 // renderRow writes r's table line.
 func renderRow(w io.Writer, res map[string]result, r row) {
