@@ -651,9 +651,10 @@ func requireReadsIdle(t *testing.T, c *Cache[user]) {
 	t.Helper()
 	p := &c.rd.pipe
 	p.mu.Lock()
-	inflight, returned, queued := p.inflight, p.returned, len(p.queue)
+	inflight, returned, queued, out := p.inflight, p.returned, len(p.queue), p.out
 	p.mu.Unlock()
 	require.Zero(t, inflight, "no round trip may stay counted in flight")
+	require.Zero(t, out, "no caller may stay counted as out")
 	require.Zero(t, returned, "no hand-on may stay pending")
 	require.Zero(t, queued)
 	require.Zero(t, c.rd.waiting.Load())
@@ -970,10 +971,11 @@ func TestCallerHandedABatchAfterItsCtxEndedHandsItOn(t *testing.T) {
 		require.Equal(t, k, string(r.vals[i]))
 	}
 	require.Equal(t, []int{len(many)}, sizes.sizes, "many's keys go in one MGET, x's not at all")
-	p.handOn() // the other round trip returns
+	p.handOn(0) // the other round trip (set up above, carrying no caller) returns
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	require.Zero(t, p.inflight)
+	require.Zero(t, p.out, "x, which gave up, and many are no longer counted out")
 	require.Empty(t, p.queue)
 }
 
@@ -1099,4 +1101,85 @@ func TestJoinersOfAGivenUpGETShareTheNextOne(t *testing.T) {
 		require.NoError(t, <-joined)
 	}
 	require.EqualValues(t, 2, h.seen.Load(), "the key is read twice: the owner's GET and the joiners' one")
+}
+
+// Once many callers keep the pipe busy (pipeOverlap), two round trips are in flight, but the
+// second leaves only with about half of the callers (secondAt), and a returned sender leaves
+// fewer queued reads than that to the other round trip's end instead of sending them: the
+// callers never split into round trips of a read or two.
+func TestSecondRoundTripCarriesHalfTheCallers(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	rdb := srv.NewClient(nil)
+	keys := make([]string, 9)
+	for i := range keys {
+		keys[i] = "half:" + strconv.Itoa(i)
+		require.NoError(t, rdb.Set(ctx, keys[i], keys[i], 0).Err())
+	}
+	var sizes mgetSizes
+	mgetIn, release := make(chan struct{}), make(chan struct{})
+	rdb.AddHook(eachCmd(func(cmd redis.Cmder) {
+		sizes.add(cmd)
+		if cmd.Name() == "mget" {
+			close(mgetIn)
+			<-release
+		}
+	}))
+	p := &pipe{}
+	state := func() (inflight, queued int) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.inflight, len(p.queue)
+	}
+	p.mu.Lock()
+	p.inflight = 1       // a round trip of other callers is out
+	p.avgBatch = 16 * 16 // callers share round trips...
+	p.avgOut = 16 * 16   // ...and 16 of them keep the pipe busy
+	require.Equal(t, 2, p.limitLocked())
+	require.Equal(t, 8, p.secondAtLocked())
+	p.mu.Unlock()
+
+	read := func(k string) chan error {
+		done := make(chan error, 1)
+		go func() {
+			b, err := p.getOne(ctx, rdb, k)
+			if err == nil && string(b) != k {
+				err = fmt.Errorf("read %q, got %q", k, b)
+			}
+			done <- err
+		}()
+		return done
+	}
+	var group []chan error
+	for i, k := range keys[:7] {
+		group = append(group, read(k))
+		require.Eventually(t, func() bool { _, q := state(); return q == i+1 }, 10*time.Second, time.Millisecond)
+	}
+	inflight, _ := state()
+	require.Equal(t, 1, inflight, "7 reads of 16 callers do not start the second round trip")
+	group = append(group, read(keys[7])) // the 8th sends the 8 in one MGET
+	<-mgetIn
+	x := read(keys[8])
+	require.Eventually(t, func() bool { _, q := state(); return q == 1 }, 10*time.Second, time.Millisecond)
+	close(release)
+	for _, done := range group {
+		require.NoError(t, <-done)
+	}
+	// The sender of the 8 returns and leaves x to the other round trip.
+	require.Eventually(t, func() bool { n, _ := state(); return n == 1 }, 10*time.Second, time.Millisecond)
+	_, queued := state()
+	require.Equal(t, 1, queued, "x waits for the other round trip's end")
+	select {
+	case err := <-x:
+		t.Fatalf("x was read before the other round trip ended: %v", err)
+	default:
+	}
+	p.handOn(0) // the other round trip (set up above, carrying no caller) returns: x goes
+	require.NoError(t, <-x)
+	require.Equal(t, []int{8}, sizes.sizes, "one MGET of the 8 reads; x alone is a GET")
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	require.Zero(t, p.inflight)
+	require.Zero(t, p.out)
+	require.Empty(t, p.queue)
 }
