@@ -1111,7 +1111,18 @@ func TestSecondRoundTripCarriesHalfTheCallers(t *testing.T) {
 	srv := redistest.Server(t)
 	ctx := context.Background()
 	rdb := srv.NewClient(nil)
-	keys := make([]string, 9)
+	p := &pipe{}
+	p.mu.Lock()
+	p.inflight = 1      // a round trip of other callers is out
+	p.avgBatch = 8 * 16 // callers share round trips...
+	p.avgOut = 16 * 16  // ...and 16 of them keep the pipe busy
+	require.Equal(t, 2, p.limitLocked())
+	second := p.secondAtLocked()
+	p.mu.Unlock()
+	require.Greater(t, second, 16/2-1, "the second round trip waits for about half the callers")
+	require.Less(t, second, 16, "the second round trip does not wait for every caller")
+
+	keys := make([]string, second+1)
 	for i := range keys {
 		keys[i] = "half:" + strconv.Itoa(i)
 		require.NoError(t, rdb.Set(ctx, keys[i], keys[i], 0).Err())
@@ -1125,20 +1136,11 @@ func TestSecondRoundTripCarriesHalfTheCallers(t *testing.T) {
 			<-release
 		}
 	}))
-	p := &pipe{}
 	state := func() (inflight, queued int) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		return p.inflight, len(p.queue)
 	}
-	p.mu.Lock()
-	p.inflight = 1       // a round trip of other callers is out
-	p.avgBatch = 16 * 16 // callers share round trips...
-	p.avgOut = 16 * 16   // ...and 16 of them keep the pipe busy
-	require.Equal(t, 2, p.limitLocked())
-	require.Equal(t, 8, p.secondAtLocked())
-	p.mu.Unlock()
-
 	read := func(k string) chan error {
 		done := make(chan error, 1)
 		go func() {
@@ -1151,21 +1153,21 @@ func TestSecondRoundTripCarriesHalfTheCallers(t *testing.T) {
 		return done
 	}
 	var group []chan error
-	for i, k := range keys[:7] {
+	for i, k := range keys[:second-1] {
 		group = append(group, read(k))
 		require.Eventually(t, func() bool { _, q := state(); return q == i+1 }, 10*time.Second, time.Millisecond)
 	}
 	inflight, _ := state()
-	require.Equal(t, 1, inflight, "7 reads of 16 callers do not start the second round trip")
-	group = append(group, read(keys[7])) // the 8th sends the 8 in one MGET
+	require.Equal(t, 1, inflight, "fewer reads do not start the second round trip")
+	group = append(group, read(keys[second-1])) // this one sends them all in one MGET
 	<-mgetIn
-	x := read(keys[8])
+	x := read(keys[second])
 	require.Eventually(t, func() bool { _, q := state(); return q == 1 }, 10*time.Second, time.Millisecond)
 	close(release)
 	for _, done := range group {
 		require.NoError(t, <-done)
 	}
-	// The sender of the 8 returns and leaves x to the other round trip.
+	// The sender of the MGET returns and leaves x to the other round trip.
 	require.Eventually(t, func() bool { n, _ := state(); return n == 1 }, 10*time.Second, time.Millisecond)
 	_, queued := state()
 	require.Equal(t, 1, queued, "x waits for the other round trip's end")
@@ -1176,7 +1178,7 @@ func TestSecondRoundTripCarriesHalfTheCallers(t *testing.T) {
 	}
 	p.handOn(0) // the other round trip (set up above, carrying no caller) returns: x goes
 	require.NoError(t, <-x)
-	require.Equal(t, []int{8}, sizes.sizes, "one MGET of the 8 reads; x alone is a GET")
+	require.Equal(t, []int{second}, sizes.sizes, "one MGET of the group; x alone is a GET")
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	require.Zero(t, p.inflight)
