@@ -24,8 +24,9 @@
 // does a second caller's while reads go alone), and the reads that arrive while round trips are
 // in flight go out together when one returns: one MGET on a *redis.Client, a pipeline of GETs
 // on other clients. Once callers share round trips, one is in flight at a time, so N concurrent
-// callers cost about one round trip per N reads instead of one each. No timer delays a lone
-// caller. On Redis Cluster each master has its own queue, so a slow node holds up only its own
+// callers cost about one round trip per N reads instead of one each; once about ten or more keep
+// the reads busy, two are in flight, each carrying about half of them, so Redis reads one
+// group's keys while the other group decodes its values. No timer delays a lone caller. On Redis Cluster each master has its own queue, so a slow node holds up only its own
 // keys. Concurrent reads of one key share one GET.
 //
 // The in-process tier ([LocalOptions]) is coherent: after a write returns, no instance serves the
