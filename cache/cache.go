@@ -49,6 +49,7 @@ type Cache[V any] struct {
 	rd    reads                                // concurrent GETs of one key share a round trip
 	local *otter.Cache[string, *localEntry[V]] // nil without Options.Local
 	clock *otter.CoarseClock                   // the local tier's clock: reading the precise time would double a hit's cost
+	plan  *msgpackPlan                         // decodes V's payloads without the general decoder, when the Codec is MsgpackCodec and V plain enough (msgpackplan.go)
 
 	id       string        // instance id: tokens and pub/sub messages carry it
 	seq      atomic.Uint64 // lease token sequence
@@ -123,6 +124,9 @@ func New[V any](rdb redis.UniversalClient, opt *Options) (*Cache[V], error) {
 		rand:    rand.Float64,
 		timers:  make(map[*time.Timer]struct{}),
 		waiters: make(map[string]chan struct{}),
+	}
+	if _, ok := cfg.Codec.(MsgpackCodec); ok {
+		c.plan = newMsgpackPlan[V]()
 	}
 	c.stop, c.cancel = context.WithCancel(context.Background())
 	if _, cluster := rdb.(*redis.ClusterClient); !cluster {

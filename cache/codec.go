@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"unsafe"
 
 	"github.com/klauspost/compress/s2"
 	"github.com/vmihailenco/msgpack/v5"
@@ -68,7 +69,11 @@ func (BytesCodec) Unmarshal(data []byte, v any) error {
 // Struct fields follow their `msgpack` tags, else their `json` tags (names, omitempty, "-"), so
 // a type written for encoding/json caches the same fields. Values must be types msgpack
 // round-trips (a type whose state lives only in MarshalJSON/UnmarshalJSON methods needs
-// [JSONCodec]). Safe for concurrent use.
+// [JSONCodec]). A Cache whose V is a plain struct (exported fields of predeclared scalar types
+// or []string, no decoding methods) decodes the entries it reads straight from the bytes, with
+// the same results as the general decoder, which takes every entry that path does not; a
+// decoder registered for V with msgpack.Register is then not consulted (wrap MsgpackCodec in a
+// Codec of your own to keep it). Safe for concurrent use.
 type MsgpackCodec struct{}
 
 // Marshal encodes v as MessagePack.
@@ -132,6 +137,13 @@ func (c *Cache[V]) unmarshalPayload(h header, payload []byte, v *V) error {
 	}
 	if h.version == legacyEnvelopeVersion {
 		return c.cfg.legacyCodec.Unmarshal(payload, v)
+	}
+	if c.plan != nil {
+		if c.plan.decode(payload, unsafe.Pointer(v)) {
+			return nil
+		}
+		var zero V
+		*v = zero // not a payload the plan decodes exactly: the Codec's, from scratch
 	}
 	return c.cfg.Codec.Unmarshal(payload, v)
 }
