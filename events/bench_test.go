@@ -163,8 +163,14 @@ func benchConsumer(b *testing.B, concurrency, keys int, sdk *oteltest.SDK) {
 // BenchmarkDispatch measures the consumer's own work per record, without Kafka: records as kgo
 // returns them (a 200-byte value and the three event headers, 500 keys over 3 partitions) go
 // through dispatch, 8 workers and a no-op handler, at most MaxBuffered at a time, as Run's
-// poll loop feeds them. ns/op is per record.
+// poll loop feeds them: "workers" with inline handling off, "inline" as Run has it (the poll
+// loop handles them itself). ns/op is per record.
 func BenchmarkDispatch(b *testing.B) {
+	b.Run("workers", func(b *testing.B) { benchDispatch(b, false) })
+	b.Run("inline", func(b *testing.B) { benchDispatch(b, true) })
+}
+
+func benchDispatch(b *testing.B, inline bool) {
 	const keys, parts = 500, 3
 	ts := []byte(time.Now().UTC().Format(time.RFC3339Nano))
 	recs := make([]*kgo.Record, 30_000)
@@ -190,6 +196,9 @@ func BenchmarkDispatch(b *testing.B) {
 	c.work = sync.NewCond(&c.mu)
 	c.hctx, c.hcancel = context.WithCancel(context.Background())
 	defer c.hcancel()
+	if !inline {
+		c.inl.until = time.Now().Add(time.Hour)
+	}
 	var workers sync.WaitGroup
 	for w := range c.cfg.Concurrency {
 		workers.Go(func() { c.worker(w) })

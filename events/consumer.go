@@ -19,6 +19,13 @@ import (
 // is committed that was not handled (or dead-lettered). A failing event is retried with backoff
 // while other keys keep flowing; after MaxAttempts it goes to DeadLetterTopic, or, without one,
 // its partition is paused. Build it with [NewConsumer] and start it with [Consumer.Run].
+//
+// While no event is queued or running, and with no Deduper, tracing or duration metric, the
+// goroutine that fetches handles cheap events itself, in offset order, as a plain Kafka loop
+// would, saving the hand-off to a worker; a handler that takes more than about 50 µs turns this
+// off for up to a second, and a call still running after a millisecond or two is handed over
+// to the workers' bookkeeping while fetching goes on on a new goroutine, so a slow or blocked
+// handler never holds up other keys for long.
 type Consumer struct {
 	cfg     consumerConfig
 	log     *slog.Logger
@@ -42,6 +49,9 @@ type Consumer struct {
 	backlog  []fetchChunk  // records polled from kgo and not yet dispatched (see pollLoop)
 
 	commitMu sync.Mutex // orders interval, revoke and final commits
+
+	inl   inlineState    // the poll loop's inline handling (see inline)
+	polls sync.WaitGroup // poll loops started by promote
 
 	st consumerCounters
 }
@@ -91,7 +101,8 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 		return nil, err
 	}
 	return &Consumer{cfg: c, log: c.Logger, parts: make(map[tp]*part), room: make(chan struct{}, 1),
-		st: consumerCounters{handled: make([]workerCount, c.Concurrency)}}, nil
+		st:  consumerCounters{handled: make([]workerCount, c.Concurrency+1)},
+		inl: inlineState{slowest: inlineSlow, promote: promoteAfter}}, nil
 }
 
 // checkConsumerOpts refuses KafkaOptions that kgo would refuse, kgo.ConsumeRegex, and, with a
@@ -182,7 +193,20 @@ func (c *Consumer) Run(ctx context.Context) error {
 	var committer sync.WaitGroup
 	committer.Go(func() { c.commitLoop(stopCommits) })
 
+	// The poll loop may be running a handler itself (see inline) when ctx ends: like the
+	// workers' at the drain below, its context is cancelled after ShutdownTimeout.
+	pollDone := make(chan struct{})
+	var watch sync.WaitGroup
+	watch.Go(func() { c.watchPollLoop(ctx, pollDone) })
 	c.pollLoop(ctx)
+	c.polls.Wait() // the poll loop may have moved on to other goroutines (see promote)
+	close(pollDone)
+	watch.Wait()
+	c.mu.Lock()
+	if c.inl.timer != nil {
+		c.inl.timer.Stop()
+	}
+	c.mu.Unlock()
 
 	// Drain: drop what has not started, wait for what runs.
 	c.mu.Lock()
@@ -213,6 +237,24 @@ func (c *Consumer) Run(ctx context.Context) error {
 	c.mu.Unlock()
 	cl.Close() // leaves the group
 	return err
+}
+
+// watchPollLoop cancels the handlers' context when the poll loop has not returned
+// ShutdownTimeout after ctx ended: it is running a handler inline.
+func (c *Consumer) watchPollLoop(ctx context.Context, pollDone <-chan struct{}) {
+	select {
+	case <-pollDone:
+		return
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(c.cfg.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-pollDone:
+	case <-t.C:
+		c.log.Warn("events: consumer shutdown: handler still running, cancelling it", "group", c.cfg.Group)
+		c.hcancel()
+	}
 }
 
 func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {

@@ -61,7 +61,9 @@ func (c *Consumer) pollLoop(ctx context.Context) {
 			}
 			c.addFetches(fs)
 		}
-		c.dispatch(ctx, n)
+		if c.dispatch(ctx, n) {
+			return // another goroutine runs the poll loop now (see promote)
+		}
 		c.cl.AllowRebalance() // a revoke drops the backlog's records of the partitions it takes
 	}
 }
@@ -83,8 +85,10 @@ func (c *Consumer) addFetches(fs kgo.Fetches) {
 	})
 }
 
-// dispatch queues up to n records of the backlog, oldest first, for the workers and wakes them.
-func (c *Consumer) dispatch(ctx context.Context, n int) {
+// dispatch queues up to n records of the backlog, oldest first, for the workers and wakes them,
+// or handles them itself while it may (see inline). moved reports that a handler call of
+// this goroutine was promoted: another goroutine runs the poll loop now.
+func (c *Consumer) dispatch(ctx context.Context, n int) (moved bool) {
 	for n > 0 {
 		c.mu.Lock()
 		if len(c.backlog) == 0 {
@@ -114,21 +118,28 @@ func (c *Consumer) dispatch(ctx context.Context, n int) {
 		if p == nil {
 			p = c.newPart(k)
 		}
-		queued := 0
+		consumed := 0
+		if start, ok := c.inlineable(ctx, p); ok {
+			recs, consumed, moved = c.dispatchInline(ctx, p, recs, topicID, start)
+		}
 		for _, r := range recs {
 			if r.Attrs.IsControl() {
 				c.skipControl(p, r)
 			} else {
 				c.enqueue(p, r, topicID)
-				queued++
+				consumed++
 			}
 		}
 		c.mu.Unlock()
-		if queued > 0 {
-			c.cfg.tel.consumed.Add(ctx, int64(queued), p.tel.add...)
+		if consumed > 0 {
+			c.cfg.tel.consumed.Add(ctx, int64(consumed), p.tel.add...)
+		}
+		if moved {
+			return true
 		}
 	}
 	c.work.Broadcast() // workers blocked on c.mu while we enqueued wake in turn anyway
+	return false
 }
 
 // dropBacklog forgets the backlog's records of the partitions of m, so that whoever owns them
@@ -174,6 +185,14 @@ func (c *Consumer) newPart(k tp) *part {
 // enqueue adds r, read from the topic incarnation topicID, to its key's queue and tracker.
 // c.mu is held.
 func (c *Consumer) enqueue(p *part, r *kgo.Record, topicID [16]byte) {
+	if q, first := c.queue(p, r, topicID); first {
+		c.push(q)
+	}
+}
+
+// queue is enqueue without pushing the key to the ready keys: it returns r's key queue and
+// whether r is its first record (it was not scheduled; now it is). c.mu is held.
+func (c *Consumer) queue(p *part, r *kgo.Record, topicID [16]byte) (*keyQueue, bool) {
 	seq := p.nextSeq
 	p.nextSeq++
 	p.track(pendingRec{offset: r.Offset, epoch: r.LeaderEpoch})
@@ -192,10 +211,11 @@ func (c *Consumer) enqueue(p *part, r *kgo.Record, topicID [16]byte) {
 		p.idleKeys-- // an emptied queue kept in p.keys comes back to use
 	}
 	q.items = append(q.items, item{r: r, seq: seq, topicID: topicID})
-	if !q.scheduled {
-		q.scheduled = true
-		c.push(q)
+	if q.scheduled {
+		return q, false
 	}
+	q.scheduled = true
+	return q, true
 }
 
 // newKeyQueue returns an empty queue for key of p, reusing one whose key emptied. c.mu is held.
@@ -388,9 +408,7 @@ func (c *Consumer) processRun(w int, p *part, key string, run []item, attempt in
 	if len(run) > 3 { // the first check is before run[3]
 		start = time.Now()
 	}
-	// With no Deduper, no span to open and no duration to record, a first try at a record with
-	// no trace headers is only the handler call.
-	plain := c.cfg.Deduper == nil && !tracing(c.cfg.tel.global) && !c.cfg.tel.duration.Enabled(p.ctx)
+	plain := c.plain(p)
 	for i := range run {
 		it := &run[i]
 		if i > 0 && (p.halt.Load() || c.ending()) {
@@ -435,12 +453,7 @@ func (c *Consumer) finishLocked(q *keyQueue, run []item, done int, res result) {
 	p := q.p
 	n := q.inRun
 	q.inRun = 0
-	p.running--
-	c.running--
-	if p.revoked && p.running == 0 && p.idle != nil {
-		close(p.idle)
-		p.idle = nil
-	}
+	c.runEnded(p)
 	if p.gone {
 		c.unbuffer(n) // the run dropQueued kept for us
 		return
@@ -493,6 +506,17 @@ func (c *Consumer) finishLocked(q *keyQueue, run []item, done int, res result) {
 		q.truncate(0)
 		c.unbuffer(n)
 	case outAbandon, outDone:
+	}
+}
+
+// runEnded notes that a run of p (a worker's, or the poll loop's inline) ended, and wakes a
+// revoke or loss waiting for p's handlers. c.mu is held.
+func (c *Consumer) runEnded(p *part) {
+	p.running--
+	c.running--
+	if p.revoked && p.running == 0 && p.idle != nil {
+		close(p.idle)
+		p.idle = nil
 	}
 }
 

@@ -22,7 +22,8 @@ type ConsumerStats struct {
 }
 
 type consumerCounters struct {
-	handled                                                      []workerCount // one per worker
+	handled                                                      []workerCount // one per worker, and the poll loop's last
+	inlined                                                      atomic.Uint64 // records the poll loop tried itself (see inline)
 	failed, retried, deadLettered, deduped, decodeErrors, paused atomic.Uint64
 	commits, commitErrors, fetchErrors, dedupeErrors, dlqErrors  atomic.Uint64
 }
