@@ -159,10 +159,11 @@ func (c *Consumer) passInline(p *part, done []*kgo.Record) {
 // and the poll loop is another goroutine's, so this one must not touch c.inl again.
 func (c *Consumer) inline(ctx context.Context, p *part, recs []*kgo.Record, topicID [16]byte, start time.Time) (done, consumed int, tried bool, res result, moved bool) {
 	s := &c.inl
-	handled := &c.st.handled[len(c.st.handled)-1].n
 	gen := uint64(s.gen) << 32
 	mark := start // the clock at the start of the current group
+	handled := 0  // counted once per section (the poll loop's counter): an atomic add per record costs more
 	defer func() {
+		c.st.handled[len(c.st.handled)-1].n.Add(uint64(handled))
 		c.st.inlined.Add(uint64(consumed))
 		if moved {
 			return
@@ -213,7 +214,7 @@ func (c *Consumer) inline(ctx context.Context, p *part, recs []*kgo.Record, topi
 			res = c.process(p, &it, &ev, nil, 0, nil)
 		}
 		if res.handled {
-			handled.Add(1)
+			handled++
 		}
 		if !s.call.CompareAndSwap(v, v&^inCall) {
 			return i, consumed, true, res, true
