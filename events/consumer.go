@@ -22,7 +22,7 @@ import (
 //
 // While no event is queued or running, and with no Deduper, tracing or duration metric, the
 // goroutine that fetches handles cheap events itself, in offset order, as a plain Kafka loop
-// would, saving the hand-off to a worker; a handler that takes more than about 50 µs turns this
+// would, saving the hand-off to a worker; handlers that take more than about 20 µs turn this
 // off for up to a second, and a call still running after a millisecond or two is handed over
 // to the workers' bookkeeping while fetching goes on on a new goroutine, so a slow or blocked
 // handler never holds up other keys for long.
