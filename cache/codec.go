@@ -126,8 +126,9 @@ func (c *Cache[V]) marshalPayload(v V) (payload []byte, compressed bool, err err
 	return z, true, nil
 }
 
-// unmarshalPayload decodes the payload of an entry with header h into v: an entry of the legacy
-// envelope version holds the bytes of the codec of that time (see config.legacyCodec).
+// unmarshalPayload decodes the payload of an entry with header h into v, which points to a zero
+// V (the plan leaves the fields a payload omits as they are): an entry of the legacy envelope
+// version holds the bytes of the codec of that time (see config.legacyCodec).
 func (c *Cache[V]) unmarshalPayload(h header, payload []byte, v *V) error {
 	if h.compressed {
 		var err error
