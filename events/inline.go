@@ -16,8 +16,8 @@ import (
 )
 
 // Handler calls that take longer than inlineSlow each on average, measured over groups of
-// calls (the first call alone, then 1, 2, 4, 8 and then 16 calls: the clock costs about 90 ns
-// on a VM), twice in a row, end inline handling for at least inlineOffMin, twice as long each
+// calls (the first call alone, then 1, 2, 4, 8 and then 16 calls: a clock read costs about
+// 90 ns on a VM), twice in a row, end inline handling for at least inlineOffMin, twice as long each
 // time it happens again, up to inlineOffMax. Handing a record to a worker costs a few hundred
 // nanoseconds of CPU, so inline handling saves at most a few percent for a handler of 20 µs,
 // while other keys wait for every inline call; anything that waits for I/O (a network round
@@ -38,8 +38,10 @@ const (
 	promoted = 2 // that call became a worker's run (see promote)
 )
 
-// inlineState is the poll loop's inline handling. dec, off and backoff belong to the goroutine
-// running the poll loop; the section's fields are guarded by c.mu, and call is atomic.
+// inlineState is the poll loop's inline handling. dec, until, strikes and backoff belong to
+// the goroutine running the poll loop (the watchdog sets until and backoff only while that
+// goroutine is in a call it promotes, and hands the poll loop to a new one); the fields from
+// timer on are guarded by c.mu, and call is atomic.
 type inlineState struct {
 	dec     decoder       // decodes inline records
 	slowest time.Duration // inlineSlow, per call; tests change it
@@ -52,7 +54,7 @@ type inlineState struct {
 	// The poll loop sets inCall before the handler call and clears it with a compare-and-swap
 	// after, which fails when the watchdog promoted the call meanwhile.
 	call  atomic.Uint64
-	timer *time.Timer // the watchdog (watchInline)
+	timer *time.Timer // the watchdog (watchInline); created by the first section
 	armed bool        // timer will fire
 	seen  uint64      // call when the watchdog last looked
 
