@@ -435,7 +435,8 @@ func (c *Cache[V]) decode(b []byte) (header, V, error) {
 	var v V
 	h, payload, err := decodeEnvelope(b)
 	if err == nil && !h.tombstone {
-		if uerr := c.unmarshalPayload(h, payload, &v); uerr != nil {
+		var uerr error
+		if v, uerr = c.unmarshalPayload(h, payload); uerr != nil {
 			err = fmt.Errorf("%w: %w", errDecode, uerr)
 		}
 	}

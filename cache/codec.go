@@ -126,25 +126,28 @@ func (c *Cache[V]) marshalPayload(v V) (payload []byte, compressed bool, err err
 	return z, true, nil
 }
 
-// unmarshalPayload decodes the payload of an entry with header h into v, which points to a zero
-// V (the plan leaves the fields a payload omits as they are): an entry of the legacy envelope
-// version holds the bytes of the codec of that time (see config.legacyCodec).
-func (c *Cache[V]) unmarshalPayload(h header, payload []byte, v *V) error {
+// unmarshalPayload decodes the payload of an entry with header h: an entry of the legacy
+// envelope version holds the bytes of the codec of that time (see config.legacyCodec). The plan
+// decodes into a V of its own on the stack; only the Codec's decoding, which takes a pointer
+// as an interface, moves the V to the heap.
+func (c *Cache[V]) unmarshalPayload(h header, payload []byte) (V, error) {
 	if h.compressed {
 		var err error
 		if payload, err = s2.Decode(nil, payload); err != nil {
-			return err
+			var zero V
+			return zero, err
 		}
 	}
+	codec := c.cfg.Codec
 	if h.version == legacyEnvelopeVersion {
-		return c.cfg.legacyCodec.Unmarshal(payload, v)
-	}
-	if c.plan != nil {
-		if c.plan.decode(payload, unsafe.Pointer(v)) {
-			return nil
+		codec = c.cfg.legacyCodec
+	} else if c.plan != nil {
+		var v V // zero: the plan leaves the fields a payload omits as they are
+		if c.plan.decode(payload, unsafe.Pointer(&v)) {
+			return v, nil
 		}
-		var zero V
-		*v = zero // not a payload the plan decodes exactly: the Codec's, from scratch
 	}
-	return c.cfg.Codec.Unmarshal(payload, v)
+	v := new(V) // not a payload the plan decodes exactly: the Codec's, from scratch
+	err := codec.Unmarshal(payload, v)
+	return *v, err
 }
