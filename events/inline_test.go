@@ -449,13 +449,17 @@ func TestShutdownCancelsAnInlineHandler(t *testing.T) {
 	p := newTestProducer(t, kc)
 	ctx := testCtx(t, 30*time.Second)
 	require.NoError(t, p.Publish(ctx, "in", idEvents(1, nil)...))
-	entered := make(chan struct{})
+	entered, giveUp := make(chan struct{}), make(chan struct{})
 	c, err := NewConsumer(ConsumerConfig{Brokers: kc.Seeds(), Group: "g", Topics: []string{"in"},
 		KafkaOptions: groupOpts(), ShutdownTimeout: 50 * time.Millisecond,
 		Handler: func(ctx context.Context, _ Event) error {
 			close(entered)
-			<-ctx.Done()
-			return ctx.Err()
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-giveUp: // the test failed: let Run end
+				return errors.New("never cancelled")
+			}
 		}})
 	require.NoError(t, err)
 	c.inl.promote = time.Hour // stays the poll loop's call
@@ -465,7 +469,15 @@ func TestShutdownCancelsAnInlineHandler(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the handler never ran")
 	}
-	require.NoError(t, r.stop())
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.stop() }()
+	select {
+	case err := <-stopped:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		close(giveUp)
+		t.Fatal("Run did not end: the inline handler's context was never cancelled")
+	}
 	require.Empty(t, committed(t, kc, "g", "in"))
 	require.Zero(t, c.Stats().Handled)
 }
