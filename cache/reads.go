@@ -220,11 +220,11 @@ const pipeShared = 24
 // alternate, one group's round trip at the server while the other decodes its values and queues
 // its next reads, instead of every caller waiting for one round trip and the server for the
 // callers' decoding. The second round trip leaves only with a good part of the callers
-// (secondAt), so each round trip still carries pipeOverlap/2 reads or more, never one read
-// each. With 16 callers on two cores (1,000 keys, 200-byte values) this served 15-25% more
-// reads per second than one round trip in flight, at 0.1-0.3 µs more server CPU per read; 8
-// callers (about 6 in the pipe) keep one round trip in flight, which costs them 30-40% less
-// server CPU per read.
+// (secondAt), and a returned sender leaves a few queued reads to the other round trip, so round
+// trips keep carrying several reads each (16 callers: about 7), not one per caller. With 16
+// callers on two cores (1,000 keys, 200-byte values) this served 15-25% more reads per second
+// than one round trip in flight, at 0.1-0.3 µs more server CPU per read; 8 callers (about 6 in
+// the pipe) keep one round trip in flight, which costs them 30-40% less server CPU per read.
 const pipeOverlap = 8 * 16
 
 // limitLocked is how many round trips may be in flight now (p.mu held).
