@@ -481,3 +481,35 @@ func TestShutdownCancelsAnInlineHandler(t *testing.T) {
 	require.Empty(t, committed(t, kc, "g", "in"))
 	require.Zero(t, c.Stats().Handled)
 }
+
+// On Kafka: when a promoted call returns, its key's next record, queued behind it while it
+// ran, goes to a worker even when nothing else arrives to wake one (the call's goroutine is
+// not a worker: it must wake one for the key it makes ready).
+func TestPromotedCallWakesAWorkerForItsKeysNextRecord(t *testing.T) {
+	kc := oneTopic(t, "in")
+	p := newTestProducer(t, kc)
+	ctx := testCtx(t, 60*time.Second)
+	require.NoError(t, p.Publish(ctx, "in", idEvents(2, map[int]string{0: "k", 1: "k"})...))
+	release := make(chan struct{})
+	var done idSet
+	r := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"in"}, Concurrency: 2,
+		Handler: func(ctx context.Context, ev Event) error {
+			if ev.ID == "e0" {
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			done.add(ev.ID)
+			return nil
+		}})
+	// e1 is queued for the workers, behind e0, only once e0's call is promoted.
+	require.Eventually(t, func() bool { return r.c.Stats().Buffered == 2 }, 30*time.Second, time.Millisecond,
+		"e0's call is promoted and e1 queued behind it")
+	close(release)
+	require.Eventually(t, func() bool { return done.len() == 2 }, 30*time.Second, time.Millisecond,
+		"e1 is handled after e0")
+	require.Equal(t, map[string]int{"e0": 1, "e1": 1}, done.snapshot())
+	require.NoError(t, r.stop())
+}
