@@ -120,6 +120,11 @@ func (c *Consumer) dispatchInline(ctx context.Context, p *part, recs []*kgo.Reco
 		} else {
 			c.finishLocked(q, run, 0, res)
 		}
+		// finishLocked leaves the key it makes ready (the records of q's key queued behind
+		// the call) to its caller, a worker about to take from ready; this goroutine is none.
+		if len(c.ready) > 0 {
+			c.work.Signal()
+		}
 		return nil, consumed, true
 	}
 	c.runEnded(p)
