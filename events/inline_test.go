@@ -513,3 +513,38 @@ func TestPromotedCallWakesAWorkerForItsKeysNextRecord(t *testing.T) {
 	require.Equal(t, map[string]int{"e0": 1, "e1": 1}, done.snapshot())
 	require.NoError(t, r.stop())
 }
+
+// The events a section handled before a call that is promoted count in Stats.Handled at the
+// promotion, not only when the promoted call returns: it may run for as long as its handler
+// likes, and their commit point has passed them already.
+func TestHandledCountsASectionsEventsWhenItsCallIsPromoted(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	c := inlineConsumer(t, ConsumerConfig{Handler: func(ctx context.Context, ev Event) error {
+		if ev.ID == "e2" {
+			close(entered)
+			select {
+			case <-release:
+			case <-ctx.Done(): // the test failed: its clean-up cancels
+				return ctx.Err()
+			}
+		}
+		return nil
+	}})
+	c.inl.slowest, c.inl.promote = time.Hour, time.Millisecond
+	c.addFetches(keyedFetch("a", "b", "c", "d"))
+	moved := make(chan bool, 1)
+	go func() { moved <- c.dispatch(context.Background(), 100) }()
+	waitClosed(t, entered, "e2's handler runs")
+	require.Eventually(t, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.buffered == 2
+	}, 30*time.Second, time.Millisecond, "e2's call is promoted: e2 and e3 are queued")
+	c.mu.Lock()
+	require.EqualValues(t, 2, c.parts[tp{"t", 0}].commit.Offset, "e0 and e1 are done")
+	c.mu.Unlock()
+	require.EqualValues(t, 2, c.Stats().Handled, "e0 and e1 were handled")
+	close(release)
+	require.True(t, <-moved)
+	require.EqualValues(t, 3, c.Stats().Handled, "and e2")
+}
