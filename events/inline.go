@@ -38,10 +38,10 @@ const (
 	promoted = 2 // that call became a worker's run (see promote)
 )
 
-// inlineState is the poll loop's inline handling. dec, until, strikes and backoff belong to
-// the goroutine running the poll loop (the watchdog sets until and backoff only while that
-// goroutine is in a call it promotes, and hands the poll loop to a new one); the fields from
-// timer on are guarded by c.mu, and call is atomic.
+// inlineState is the poll loop's inline handling. dec, until, strikes, backoff and handled
+// belong to the goroutine running the poll loop (the watchdog sets until and backoff, and
+// counts handled, only while that goroutine is in a call it promotes, and hands the poll loop
+// to a new one); the fields from timer on are guarded by c.mu, and call is atomic.
 type inlineState struct {
 	dec     decoder       // decodes inline records
 	slowest time.Duration // inlineSlow, per call; tests change it
@@ -49,6 +49,7 @@ type inlineState struct {
 	until   time.Time     // no inline handling before then
 	strikes int           // slow calls or groups in a row
 	backoff time.Duration // how long the next slow call turns it off; 0 means inlineOffMin
+	handled int           // events the section handled, not yet in Stats (an atomic add per event costs more)
 
 	// call is gen<<32 | index<<2 | flags: the record of the current section being handled.
 	// The poll loop sets inCall before the handler call and clears it with a compare-and-swap
@@ -170,13 +171,12 @@ func (c *Consumer) inline(ctx context.Context, p *part, recs []*kgo.Record, topi
 	s := &c.inl
 	gen := uint64(s.gen) << 32
 	mark, from, next := start, 0, 1 // the clock at the start of the current group, its first record, the next check's
-	handled := 0                    // counted once per section (the poll loop's counter): an atomic add per record costs more
 	defer func() {
-		c.st.handled[len(c.st.handled)-1].n.Add(uint64(handled))
 		c.st.inlined.Add(uint64(consumed))
 		if moved {
-			return
+			return // promote counted s.handled; s is the new poll loop's
 		}
+		c.countInline()
 		now := time.Now()
 		n := done - from
 		if tried {
@@ -225,17 +225,29 @@ func (c *Consumer) inline(ctx context.Context, p *part, recs []*kgo.Record, topi
 		} else {
 			res = c.process(p, &it, &ev, nil, 0, nil)
 		}
-		if res.handled {
-			handled++
-		}
 		if !s.call.CompareAndSwap(v, v&^inCall) {
+			if res.handled {
+				c.st.handled[len(c.st.handled)-1].n.Add(1)
+			}
 			return i, consumed, true, res, true
+		}
+		if res.handled {
+			s.handled++ // after the compare-and-swap: once it fails, promote has read s.handled
 		}
 		if res.out != outDone {
 			return i, consumed, true, res, false
 		}
 	}
 	return len(recs), consumed, false, result{}, false
+}
+
+// countInline adds the events handled inline so far to the poll loop's count in Stats.Handled.
+// Called by the poll loop's goroutine, or by promote.
+func (c *Consumer) countInline() {
+	if s := &c.inl; s.handled > 0 {
+		c.st.handled[len(c.st.handled)-1].n.Add(uint64(s.handled))
+		s.handled = 0
+	}
 }
 
 // slow notes a slow call or group of calls. The second in a row turns inline handling off
@@ -289,6 +301,7 @@ func (c *Consumer) promote(i int) {
 	s := &c.inl
 	p, recs := s.p, s.recs
 	c.passInline(p, recs[:i])
+	c.countInline() // the call may run for long; those before it are done
 	q, _ := c.queue(p, recs[i], s.topicID)
 	q.inRun = 1 // the section's run (p.running) is now q's
 	s.q, s.run = q, q.items[q.head:q.head+1:q.head+1]
