@@ -548,3 +548,34 @@ func TestHandledCountsASectionsEventsWhenItsCallIsPromoted(t *testing.T) {
 	require.True(t, <-moved)
 	require.EqualValues(t, 3, c.Stats().Handled, "and e2")
 }
+
+// CommitLag counts the records of a section as fetched and not committed while the poll loop
+// handles them, and after, until a commit: as it counts a worker's.
+func TestCommitLagCountsInlineRecords(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	c := inlineConsumer(t, ConsumerConfig{Handler: func(ctx context.Context, ev Event) error {
+		if ev.ID == "e1" {
+			close(entered)
+			select {
+			case <-release:
+			case <-ctx.Done(): // the test failed: its clean-up cancels
+				return ctx.Err()
+			}
+		}
+		return nil
+	}})
+	c.inl.slowest, c.inl.promote = time.Hour, time.Hour // e1 stays the poll loop's call
+	c.addFetches(keyedFetch("a", "b", "c"))
+	moved := make(chan bool, 1)
+	go func() { moved <- c.dispatch(context.Background(), 100) }()
+	waitClosed(t, entered, "e1's handler runs")
+	require.EqualValues(t, 3, c.Stats().CommitLag, "e0 done, e1 running, e2 held: none committed")
+	close(release)
+	require.False(t, <-moved)
+	require.EqualValues(t, 3, c.Stats().CommitLag, "all done, none committed")
+	c.mu.Lock()
+	p := c.parts[tp{"t", 0}]
+	p.committed = p.commit.Offset // as a commit would
+	c.mu.Unlock()
+	require.Zero(t, c.Stats().CommitLag)
+}
