@@ -78,7 +78,8 @@ type part struct {
 	nextSeq   uint64
 	commit    kgo.EpochOffset // next offset to commit: after the last contiguous done record
 	committed int64           // last offset committed by this member; -1 none
-	fetched   int64           // last dispatched offset + 1
+	first     int64           // first offset dispatched; -1 none (CommitLag's base before a commit)
+	fetched   int64           // last dispatched offset + 1, also of records handled inline
 
 	running int           // handlers running on this partition
 	idle    chan struct{} // closed when running reaches 0 after revoked

@@ -118,6 +118,9 @@ func (c *Consumer) dispatch(ctx context.Context, n int) (moved bool) {
 		if p == nil {
 			p = c.newPart(k)
 		}
+		if p.first < 0 {
+			p.first = recs[0].Offset
+		}
 		consumed := 0
 		if start, ok := c.inlineable(ctx, p); ok {
 			recs, consumed, moved = c.dispatchInline(ctx, p, recs, topicID, start)
@@ -176,7 +179,7 @@ func (c *Consumer) waitRoom(ctx context.Context) (int, bool) {
 
 func (c *Consumer) newPart(k tp) *part {
 	p := &part{tp: k, tel: c.cfg.tel.forPartition(k), keys: make(map[string]*keyQueue), committed: -1,
-		commit: kgo.EpochOffset{Epoch: -1, Offset: -1}}
+		first: -1, commit: kgo.EpochOffset{Epoch: -1, Offset: -1}}
 	p.ctx, p.cancel = context.WithCancel(c.hctx)
 	c.parts[k] = p
 	return p

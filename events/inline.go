@@ -97,6 +97,7 @@ func (c *Consumer) dispatchInline(ctx context.Context, p *part, recs []*kgo.Reco
 	s := &c.inl
 	s.gen++
 	s.live, s.p, s.recs, s.topicID = true, p, recs, topicID
+	p.fetched = recs[len(recs)-1].Offset + 1 // dispatched to the poll loop: CommitLag counts them
 	if !s.armed {
 		if s.timer == nil {
 			s.timer = time.AfterFunc(s.promote, c.watchInline)
@@ -156,7 +157,6 @@ func (c *Consumer) passInline(p *part, done []*kgo.Record) {
 	}
 	last := done[len(done)-1]
 	p.commit = kgo.EpochOffset{Epoch: last.LeaderEpoch, Offset: last.Offset + 1}
-	p.fetched = last.Offset + 1
 }
 
 // inline handles recs in order without c.mu, from start on (see dispatchInline). It stops at a

@@ -58,8 +58,8 @@ func (c *Consumer) Stats() ConsumerStats {
 	s.InFlight, s.Buffered = c.running, c.buffered
 	for _, p := range c.parts {
 		base := p.committed
-		if base < 0 && p.phead < len(p.pending) {
-			base = p.pending[p.phead].offset
+		if base < 0 {
+			base = p.first // nothing committed yet: all this member dispatched
 		}
 		if base >= 0 && p.fetched > base {
 			s.CommitLag += p.fetched - base
