@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/surgekit/surge/internal/kafkatest"
 	"github.com/surgekit/surge/internal/oteltest"
 	"github.com/surgekit/surge/internal/redistest"
 )
@@ -578,4 +579,53 @@ func TestCommitLagCountsInlineRecords(t *testing.T) {
 	p.committed = p.commit.Offset // as a commit would
 	c.mu.Unlock()
 	require.Zero(t, c.Stats().CommitLag)
+}
+
+// On Kafka: after a promotion the group can still rebalance while nothing more arrives. The
+// poll that fetched the promoted call's records must be allowed to end (kgo blocks rebalances
+// from a poll until AllowRebalance): the goroutine that made it leaves the poll loop, and the
+// new one waits in its own poll for records that do not come.
+func TestGroupRebalancesAfterAPromotionWhileIdle(t *testing.T) {
+	kc := kafkatest.ClusterWith(t, kafkatest.Config{Brokers: 1, Partitions: 2, Topics: []string{"in"}})
+	pr := kc.Client(t, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	ctx := testCtx(t, 60*time.Second)
+	rec := func(part int32, id string) *kgo.Record {
+		return &kgo.Record{Topic: "in", Partition: part, Key: []byte("k"), Value: []byte("{}"),
+			Headers: []kgo.RecordHeader{{Key: HeaderID, Value: []byte(id)}}}
+	}
+	release := make(chan struct{})
+	var done idSet
+	a := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"in"}, Concurrency: 2,
+		Handler: func(ctx context.Context, ev Event) error {
+			if ev.ID == "b0" {
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			done.add(ev.ID)
+			return nil
+		}})
+	require.NoError(t, pr.ProduceSync(ctx, rec(1, "a0")).FirstErr())
+	require.Eventually(t, func() bool { return done.count("a0") == 1 }, 30*time.Second, time.Millisecond)
+	// b0 and b1 in one batch, one fetch: b0's call is promoted, b1 queued behind it.
+	require.NoError(t, pr.ProduceSync(ctx, rec(0, "b0"), rec(0, "b1")).FirstErr())
+	require.Eventually(t, func() bool { return a.c.Stats().Buffered == 2 }, 30*time.Second, time.Millisecond,
+		"b0's call is promoted and b1 queued behind it")
+	close(release)
+	require.Eventually(t, func() bool { return done.len() == 3 }, 30*time.Second, time.Millisecond)
+	a.c.mu.Lock()
+	require.Len(t, a.c.parts, 2)
+	a.c.mu.Unlock()
+
+	// A second member joins: one of a's partitions moves to it, through a's onRevoked.
+	startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"in"},
+		Handler: func(context.Context, Event) error { return nil }})
+	require.Eventually(t, func() bool {
+		a.c.mu.Lock()
+		defer a.c.mu.Unlock()
+		return len(a.c.parts) == 1
+	}, 30*time.Second, 5*time.Millisecond, "a hands a partition over")
+	require.NoError(t, a.stop())
 }
