@@ -322,6 +322,14 @@ func (c *Consumer) promote(i int) {
 		c.cfg.tel.consumed.Add(context.Background(), int64(consumed), p.tel.add...)
 	}
 	if ctx := c.runCtx; ctx != nil {
-		c.polls.Go(func() { c.pollLoop(ctx) })
+		c.polls.Go(func() {
+			// The poll that fetched the section ends here: its records are all queued now or
+			// held in the backlog (which a revoke drops), as when pollLoop allows rebalances
+			// after a dispatch. The goroutine in the call leaves the loop without doing so, and
+			// kgo holds rebalances back until someone does: with nothing more to fetch, this
+			// loop's next poll would wait, and the group with it, forever.
+			c.cl.AllowRebalance()
+			c.pollLoop(ctx)
+		})
 	}
 }
