@@ -6,6 +6,20 @@ package events
 // it leaves that to the workers for a while, so that slow handlers run Concurrency at a time;
 // a call that runs on past promoteAfter becomes a worker's run, and the poll loop goes on on
 // a new goroutine, so no handler holds up the other keys for long.
+//
+// The promotion hand-off. A section (dispatchInline) counts as a run of its partition
+// (p.running, c.running) and arms the watchdog (watchInline, a timer every promoteAfter). The
+// watchdog, finding the same call running at two looks in a row, claims it with a
+// compare-and-swap on inlineState.call; the poll loop's own compare-and-swap after the call
+// then fails, so exactly one of the two decides. Under c.mu, promote does with the section what
+// dispatch would have done: it moves the commit point past the records before the call, queues
+// the call's record as its key queue's running run of one (inRun 1; the section's count in
+// p.running and c.running is now that run's, so a revoke or loss waits for it), queues the rest
+// behind, and starts a new goroutine on the poll loop, which first allows the rebalances the
+// section's poll holds back. The goroutine in the call, once the handler returns, finishes that
+// run as a worker would (finishLocked), wakes a worker for its key's next records and leaves
+// the poll loop. While the promoted call runs, c.running is not 0, so no section starts: the
+// fields of inlineState the promotion set (q, run, until, backoff) stay as it left them.
 
 import (
 	"context"
@@ -114,7 +128,8 @@ func (c *Consumer) dispatchInline(ctx context.Context, p *part, recs []*kgo.Reco
 	s.live, s.p, s.recs = false, nil, nil
 	if moved {
 		// The watchdog made the call a run of one and dispatched the rest: finish the run as
-		// a worker does.
+		// a worker does. This goroutine no longer runs the poll loop; s.q and s.run are still
+		// this call's, since no section starts while the run counts in c.running.
 		q, run := s.q, s.run
 		s.q, s.run = nil, nil
 		if res.out == outDone {
@@ -137,7 +152,8 @@ func (c *Consumer) dispatchInline(ctx context.Context, p *part, recs []*kgo.Reco
 	recs = recs[done:]
 	if tried {
 		// The first try ran here and did not end it: queue it and apply its outcome as a
-		// worker applies that of a run of one (retry, dead letter, pause...).
+		// worker applies that of a run of one (retry, dead letter, pause...): take starts the
+		// run that finishLocked ends.
 		q, _ := c.queue(p, recs[0], topicID)
 		c.finishLocked(q, c.take(q), 0, res)
 		recs = recs[1:]
