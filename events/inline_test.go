@@ -630,3 +630,41 @@ func TestGroupRebalancesAfterAPromotionWhileIdle(t *testing.T) {
 	}, 30*time.Second, 5*time.Millisecond, "a hands a partition over")
 	require.NoError(t, a.stop())
 }
+
+// On Kafka: Run ends within ShutdownTimeout also while a promoted call waits for its context,
+// commits nothing of it, and leaves no poll loop behind (goleak checks the package).
+func TestShutdownCancelsAPromotedHandler(t *testing.T) {
+	kc := oneTopic(t, "in")
+	p := newTestProducer(t, kc)
+	ctx := testCtx(t, 30*time.Second)
+	require.NoError(t, p.Publish(ctx, "in", idEvents(1, nil)...))
+	giveUp := make(chan struct{})
+	c, err := NewConsumer(ConsumerConfig{Brokers: kc.Seeds(), Group: "g", Topics: []string{"in"},
+		KafkaOptions: groupOpts(), ShutdownTimeout: 50 * time.Millisecond,
+		Handler: func(ctx context.Context, _ Event) error {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-giveUp: // the test failed: let Run end
+				return errors.New("never cancelled")
+			}
+		}})
+	require.NoError(t, err)
+	r := runConsumer(t, c)
+	require.Eventually(t, func() bool { return c.Stats().Buffered == 1 }, 30*time.Second, time.Millisecond,
+		"e0's call is promoted")
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.stop() }()
+	select {
+	case err := <-stopped:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		close(giveUp)
+		t.Fatal("Run did not end: the promoted handler's context was never cancelled")
+	}
+	require.Empty(t, committed(t, kc, "g", "in"))
+	st := c.Stats()
+	require.Zero(t, st.Handled)
+	require.Zero(t, st.InFlight)
+	require.Zero(t, st.Buffered)
+}
