@@ -668,3 +668,49 @@ func TestShutdownCancelsAPromotedHandler(t *testing.T) {
 	require.Zero(t, st.InFlight)
 	require.Zero(t, st.Buffered)
 }
+
+// On Kafka: per-key order holds, no key runs twice at once, and every event is handled once
+// and committed, while calls are promoted now and then (some handlers block past
+// promoteAfter) and handling moves between the poll loop, promoted calls and the workers.
+func TestPerKeyOrderAcrossPromotions(t *testing.T) {
+	const keys = 4
+	kc := oneTopic(t, "in")
+	p := newTestProducer(t, kc)
+	ctx := testCtx(t, 60*time.Second)
+	log := newOrderLog()
+	var inFlight [keys]atomic.Int32
+	var overlap atomic.Int64
+	r := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"in"}, Concurrency: 3,
+		MaxAttempts: 1 << 20, Backoff: func(int) time.Duration { return time.Millisecond },
+		CommitInterval: 20 * time.Millisecond,
+		Handler: func(_ context.Context, ev Event) error {
+			k, _ := strconv.Atoi(ev.Key[len("key-"):])
+			if inFlight[k].Add(1) > 1 {
+				overlap.Add(1)
+			}
+			defer inFlight[k].Add(-1)
+			var seq int
+			if err := ev.Decode(&seq); err == nil && seq%7 == 1 {
+				time.Sleep(3 * promoteAfter) // long enough to be promoted, most times
+			}
+			log.add(t, ev)
+			return nil
+		}})
+	evs := seqEvents(t, 480, keys)
+	for i := 0; i < len(evs); i += 12 { // bursts: inline handling comes back between them
+		require.NoError(t, p.Publish(ctx, "in", evs[i:i+12]...))
+		require.Eventually(t, func() bool { return log.distinct() == int64(i+12) }, 30*time.Second, 100*time.Microsecond)
+	}
+	require.Eventually(t, func() bool { return committed(t, kc, "g", "in")[0] == int64(len(evs)) }, 30*time.Second, 10*time.Millisecond)
+	require.NoError(t, r.stop())
+	st := r.c.Stats()
+	require.EqualValues(t, len(evs), st.Handled)
+	require.Zero(t, st.InFlight)
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	require.Empty(t, log.bad, "per-key order")
+	require.Zero(t, overlap.Load(), "one handler per key at a time")
+	for id, n := range log.count {
+		require.Equal(t, 1, n, "event %s handled once", id)
+	}
+}
