@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 	"time"
 	"unsafe"
@@ -283,4 +284,44 @@ func BenchmarkMsgpackDecode(b *testing.B) {
 			}
 		}
 	})
+}
+
+// regRecord has a decoder registered with msgpack.Register (in init, before any Cache of it).
+type regRecord struct {
+	Name string `json:"name"`
+	N    int    `json:"n"`
+}
+
+func init() {
+	msgpack.Register(regRecord{}, nil, func(d *msgpack.Decoder, v reflect.Value) error {
+		var m map[string]any
+		if err := d.Decode(&m); err != nil {
+			return err
+		}
+		name, _ := m["name"].(string)
+		v.FieldByName("Name").SetString("registered:" + name)
+		return nil
+	})
+}
+
+// A decoder registered for V with msgpack.Register is the Codec's way of decoding V, so a
+// Cache with the default MsgpackCodec must decode with it too: the plan, which cannot see the
+// registry, stays off for a V whose values the Codec does not decode as the plan does.
+func TestMsgpackPlanHonoursARegisteredDecoder(t *testing.T) {
+	_, rdb := redistest.Mini(t)
+	ctx := context.Background()
+	c, err := New[regRecord](rdb, &Options{Prefix: "reg:"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	require.NoError(t, c.Set(ctx, "k", regRecord{Name: "ada", N: 3}))
+	b, err := rdb.Get(ctx, c.valueKey("k")).Bytes()
+	require.NoError(t, err)
+	_, payload, err := decodeEnvelope(b)
+	require.NoError(t, err)
+	var want regRecord
+	require.NoError(t, MsgpackCodec{}.Unmarshal(payload, &want))
+	require.Equal(t, "registered:ada", want.Name, "the registered decoder runs in the Codec")
+	got, err := c.Get(ctx, "k")
+	require.NoError(t, err)
+	require.Equal(t, want, got, "the Cache decodes as its Codec does")
 }
