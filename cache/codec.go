@@ -71,9 +71,11 @@ func (BytesCodec) Unmarshal(data []byte, v any) error {
 // round-trips (a type whose state lives only in MarshalJSON/UnmarshalJSON methods needs
 // [JSONCodec]). A Cache whose V is a plain struct (exported fields of predeclared scalar types
 // or []string, no decoding methods) decodes the entries it reads straight from the bytes, with
-// the same results as the general decoder, which takes every entry that path does not; a
-// decoder registered for V with msgpack.Register is then not consulted (wrap MsgpackCodec in a
-// Codec of your own to keep it). Safe for concurrent use.
+// the same results as the general decoder, which takes every entry that path does not. A V
+// with a decoder registered with msgpack.Register before [New] keeps it: New decodes a sample
+// value both ways and leaves V to the general decoder when they differ. Register before New (in
+// an init function); to be sure a later registration is honoured, wrap MsgpackCodec in a Codec
+// of your own, which turns the direct path off. Safe for concurrent use.
 type MsgpackCodec struct{}
 
 // Marshal encodes v as MessagePack.

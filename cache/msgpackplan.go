@@ -20,6 +20,8 @@ import (
 // their types. On anything else (another codec, an unknown or repeated field, a nil, an
 // array-encoded struct, trailing bytes, a float where an integer is expected...) decode reports
 // false and the caller decodes with the Codec, so results and errors are the general decoder's.
+// A V the general decoder does not decode as the plan would (one with a decoder registered with
+// msgpack.Register) gets no plan (decodesAsCodec).
 type msgpackPlan struct {
 	fields []planField
 	byName map[string]int
@@ -62,6 +64,7 @@ func newMsgpackPlan[V any]() *msgpackPlan {
 		}
 	}
 	p := &msgpackPlan{byName: map[string]int{}}
+	var index []int // of each planned field in t
 	for i := range t.NumField() {
 		f := t.Field(i)
 		tag := f.Tag.Get("msgpack")
@@ -97,11 +100,50 @@ func newMsgpackPlan[V any]() *msgpackPlan {
 		}
 		p.byName[name] = len(p.fields)
 		p.fields = append(p.fields, planField{name: name, offset: f.Offset, kind: f.Type.Kind()})
+		index = append(index, i)
 	}
 	if len(p.fields) > 64 {
 		return nil // decode tracks the fields seen in a uint64
 	}
+	if !p.decodesAsCodec(t, index) {
+		return nil
+	}
 	return p
+}
+
+// decodesAsCodec reports whether the plan decodes a V of non-zero fields (index: each planned
+// field's index in t) as MsgpackCodec does. A decoder or encoder registered for V with
+// msgpack.Register, which the plan cannot see (the registry has no accessor), then shows as a
+// payload the plan refuses or decodes otherwise: the plan is off for V, so such a V decodes
+// as the Codec decodes it. A registration after New is not seen.
+func (p *msgpackPlan) decodesAsCodec(t reflect.Type, index []int) bool {
+	probe := reflect.New(t).Elem()
+	for _, i := range index {
+		switch f := probe.Field(i); f.Kind() {
+		case reflect.String:
+			f.SetString("probe")
+		case reflect.Bool:
+			f.SetBool(true)
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+			f.SetInt(int64(-1 - i))
+		case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+			f.SetUint(uint64(1 + i))
+		case reflect.Float32, reflect.Float64:
+			f.SetFloat(1.5 + float64(i))
+		case reflect.Slice:
+			f.Set(reflect.ValueOf([]string{"probe", ""}))
+		}
+	}
+	var codec MsgpackCodec
+	b, err := codec.Marshal(probe.Interface())
+	if err != nil {
+		return false
+	}
+	want, got := reflect.New(t), reflect.New(t)
+	if codec.Unmarshal(b, want.Interface()) != nil || !p.decode(b, got.UnsafePointer()) {
+		return false
+	}
+	return reflect.DeepEqual(want.Interface(), got.Interface())
 }
 
 // decode decodes b into the zero struct at v and reports whether it could (see msgpackPlan);
