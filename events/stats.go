@@ -2,7 +2,10 @@ package events
 
 import "sync/atomic"
 
-// ConsumerStats is a snapshot of a consumer's counters.
+// ConsumerStats is a snapshot of a consumer's counters. Events the fetching goroutine handles
+// itself (see [Consumer]) count in Handled when its turn at them ends, within about
+// 100 ms, or when a call of it is handed to the workers; until then they count in InFlight
+// as one handler running, and in CommitLag.
 type ConsumerStats struct {
 	Handled      uint64 // handler calls that succeeded
 	Failed       uint64 // handler calls that returned an error or panicked
