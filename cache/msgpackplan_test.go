@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"encoding/binary"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -324,4 +325,23 @@ func TestMsgpackPlanHonoursARegisteredDecoder(t *testing.T) {
 	got, err := c.Get(ctx, "k")
 	require.NoError(t, err)
 	require.Equal(t, want, got, "the Cache decodes as its Codec does")
+}
+
+// The general decoder stores a float32 through reflect.Value.SetFloat, a float64 on the way,
+// which quiets a signaling NaN: the plan's float32 must carry the same bits, not the payload's.
+func TestMsgpackPlanStoresNaNsAsTheCodec(t *testing.T) {
+	nums := newMsgpackPlan[planNumbers]()
+	require.NotNil(t, nums)
+	for _, bits := range []uint32{0x7f800001, 0xffbfffff, 0x7fc00000, 0x7f800000} {
+		for _, field := range []string{"f32", "f64"} {
+			b := binary.BigEndian.AppendUint32(append(append([]byte{0x81, 0xa3}, field...), 0xca), bits)
+			got, planned, err := decodeLikeCache[planNumbers](nums, b)
+			require.NoError(t, err)
+			require.True(t, planned)
+			var want planNumbers
+			require.NoError(t, MsgpackCodec{}.Unmarshal(b, &want))
+			require.Equal(t, math.Float32bits(want.F32), math.Float32bits(got.F32), "float32 %08x into %s", bits, field)
+			require.Equal(t, math.Float64bits(want.F64), math.Float64bits(got.F64), "float32 %08x into %s", bits, field)
+		}
+	}
 }
