@@ -215,7 +215,9 @@ func (p *msgpackPlan) decode(b []byte, v unsafe.Pointer) bool {
 			if !ok {
 				return false
 			}
-			*(*float32)(at) = math.Float32frombits(uint32(u))
+			// Through a float64, as reflect.Value.SetFloat stores it for the general decoder
+			// (which quiets a signaling NaN).
+			*(*float32)(at) = float32(widen(math.Float32frombits(uint32(u))))
 		case reflect.Slice: // []string
 			m, ok := r.arrayLen()
 			if !ok {
@@ -239,6 +241,11 @@ func (p *msgpackPlan) decode(b []byte, v unsafe.Pointer) bool {
 	}
 	return len(r.b) == 0
 }
+
+// widen is float64(f), in a function the compiler does not fold into float32(float64(f)) == f.
+//
+//go:noinline
+func widen(f float32) float64 { return float64(f) }
 
 // setInteger stores x, an integer of 64 bits, in the field at of kind k, truncating it as
 // reflect.Value.SetInt and SetUint do.
