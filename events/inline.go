@@ -182,7 +182,9 @@ func (c *Consumer) passInline(p *part, done []*kgo.Record) {
 // done (handled, dead-lettered or transaction markers) and how many records it tried; when
 // done < len(recs) and tried is true, recs[done] had its first try and res is its outcome.
 // moved reports that the watchdog promoted the call of recs[done]: then res is its outcome
-// and the poll loop is another goroutine's, so this one must not touch c.inl again.
+// and the poll loop is another goroutine's, so this one must not touch the poll loop's fields
+// of c.inl again (dec, until, strikes, backoff, handled); dispatchInline finishes the promoted
+// run from those guarded by c.mu.
 func (c *Consumer) inline(ctx context.Context, p *part, recs []*kgo.Record, topicID [16]byte, start time.Time) (done, consumed int, tried bool, res result, moved bool) {
 	s := &c.inl
 	gen := uint64(s.gen) << 32
