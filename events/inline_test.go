@@ -714,3 +714,52 @@ func TestPerKeyOrderAcrossPromotions(t *testing.T) {
 		require.Equal(t, 1, n, "event %s handled once", id)
 	}
 }
+
+// A lost partition waits for a promoted call as for the poll loop's or a worker's, and drops
+// the records queued behind it and after it.
+func TestLostPartitionWaitsForAPromotedCall(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	c := inlineConsumer(t, ConsumerConfig{Handler: func(_ context.Context, ev Event) error {
+		if ev.ID == "e1" {
+			close(entered)
+			<-release // ignores its context, as a careless handler may
+		}
+		return nil
+	}})
+	c.inl.slowest, c.inl.promote = time.Hour, time.Millisecond
+	c.addFetches(keyedFetch("a", "b", "b", "c"))
+	moved := make(chan bool, 1)
+	go func() { moved <- c.dispatch(context.Background(), 100) }()
+	waitClosed(t, entered, "e1's handler runs")
+	require.Eventually(t, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.buffered == 3
+	}, 30*time.Second, time.Millisecond, "e1's call is promoted: e1, e2 and e3 are queued")
+	c.mu.Lock()
+	p := c.parts[tp{"t", 0}]
+	c.mu.Unlock()
+	lost := make(chan struct{})
+	go func() {
+		c.onLost(context.Background(), nil, map[string][]int32{"t": {0}})
+		close(lost)
+	}()
+	require.Eventually(t, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return p.idle != nil
+	}, 30*time.Second, time.Millisecond, "onLost waits for p's run")
+	select {
+	case <-lost:
+		t.Fatal("onLost returned while the promoted call ran")
+	default:
+	}
+	close(release)
+	waitClosed(t, lost, "onLost returns once the call does")
+	require.True(t, <-moved)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	require.Zero(t, c.buffered, "e2 and e3 are dropped: the next owner fetches them")
+	require.Zero(t, c.running)
+	require.Empty(t, c.parts)
+}
