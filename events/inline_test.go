@@ -237,15 +237,23 @@ func TestLostPartitionWaitsForAnInlineHandler(t *testing.T) {
 	dispatched := make(chan bool, 1)
 	go func() { dispatched <- c.dispatch(context.Background(), 100) }()
 	waitClosed(t, entered, "e1's handler runs")
+	c.mu.Lock()
+	p := c.parts[tp{"t", 0}]
+	c.mu.Unlock()
 	lost := make(chan struct{})
 	go func() {
 		c.onLost(context.Background(), nil, map[string][]int32{"t": {0}})
 		close(lost)
 	}()
+	require.Eventually(t, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return p.idle != nil
+	}, 30*time.Second, time.Millisecond, "onLost waits for p's run")
 	select {
 	case <-lost:
 		t.Fatal("onLost returned while the inline handler ran")
-	case <-time.After(50 * time.Millisecond):
+	default:
 	}
 	close(release)
 	<-lost
