@@ -1185,3 +1185,75 @@ func TestSecondRoundTripCarriesHalfTheCallers(t *testing.T) {
 	require.Zero(t, p.out)
 	require.Empty(t, p.queue)
 }
+
+// The pipe alone under 24 closed-loop callers, enough to keep two shared round trips in flight
+// (pipeOverlap) most of the time, while callers give up at every point, FetchMany-sized reads
+// mix with single ones and the client panics now and then (a hook): every read returns its own
+// key's value, or its own ctx's end, or the panic; and the pipe ends idle, nobody counted out.
+func TestPipeStressWithTwoRoundTripsInFlight(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	rdb := srv.NewClient(&redis.Options{ContextTimeoutEnabled: true, PoolSize: 64})
+	const keys, readers, reads = 50, 24, 300
+	for i := range keys {
+		require.NoError(t, rdb.Set(ctx, "k"+strconv.Itoa(i), "k"+strconv.Itoa(i), 0).Err())
+	}
+	var cmds atomic.Int64
+	rdb.AddHook(eachCmd(func(redis.Cmder) {
+		if cmds.Add(1)%97 == 0 {
+			panic("a buggy hook")
+		}
+	}))
+	ended := func(cctx context.Context) bool {
+		d, ok := cctx.Deadline()
+		return cctx.Err() != nil || ok && !time.Now().Before(d)
+	}
+	p := &pipe{}
+	bound, stop := context.WithTimeout(ctx, time.Minute) // a pipe that stalls fails, not hangs
+	defer stop()
+	var wg sync.WaitGroup
+	for r := range readers {
+		wg.Go(func() {
+			for i := range reads {
+				ks := []string{"k" + strconv.Itoa((r*7+i)%keys)}
+				if i%13 == 0 {
+					ks = append(ks, "k"+strconv.Itoa((r+i+1)%keys))
+				}
+				rctx, cancel := context.WithCancel(bound)
+				switch (r + i) % 11 {
+				case 1:
+					cancel()
+				case 2:
+					go func() { runtime.Gosched(); cancel() }()
+				case 3:
+					rctx, cancel = context.WithTimeout(bound, time.Duration(20+(r*31+i*17)%400)*time.Microsecond)
+				}
+				var vals [][]byte
+				var errs []error
+				if len(ks) == 1 {
+					b, err := p.getOne(rctx, rdb, ks[0])
+					vals, errs = [][]byte{b}, []error{err}
+				} else {
+					vals, errs = p.get(rctx, rdb, ks)
+				}
+				for j, k := range ks {
+					switch err := errs[j]; {
+					case err == nil && string(vals[j]) != k:
+						t.Errorf("reader %d read %q, got %q", r, k, vals[j])
+					case err != nil && !ended(rctx) && !strings.Contains(err.Error(), "a buggy hook"):
+						t.Errorf("reader %d read %q, ctx alive: %v", r, k, err)
+					}
+				}
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	require.NoError(t, bound.Err(), "the readers must finish well within the bound")
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	require.Zero(t, p.inflight, "no round trip may stay counted in flight")
+	require.Zero(t, p.out, "no caller may stay counted as out")
+	require.Zero(t, p.returned, "no hand-on may stay pending")
+	require.Empty(t, p.queue)
+}
