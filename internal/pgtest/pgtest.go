@@ -139,6 +139,10 @@ func start(t testing.TB, bin, data string, port int, cred *syscall.Credential, c
 		"-c", "listen_addresses=127.0.0.1",
 		"-c", "unix_socket_directories=",
 		"-c", "max_connections=200",
+		// Cleanup kills the server, which cannot then remove its dynamic shared memory: the
+		// default POSIX segments would stay in /dev/shm for good, one set per server. In the
+		// data directory they go with it.
+		"-c", "dynamic_shared_memory_type=mmap",
 	}
 	if !cfg.durable {
 		args = append(args, "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off")

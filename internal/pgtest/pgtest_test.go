@@ -70,3 +70,17 @@ func TestMissingBinaries(t *testing.T) {
 		}
 	}
 }
+
+// Cleanup kills the server, which then cannot remove its dynamic shared memory: POSIX or System
+// V segments would outlive it (a file in /dev/shm per server, for good). They must live in the
+// data directory, which cleanup removes.
+func TestKilledServerLeavesNoSharedMemory(t *testing.T) {
+	pg := pgtest.Server(t)
+	var typ string
+	if err := pg.DB(t).QueryRow("SHOW dynamic_shared_memory_type").Scan(&typ); err != nil {
+		t.Fatal(err)
+	}
+	if typ != "mmap" {
+		t.Fatalf("dynamic_shared_memory_type = %s: a killed server leaves its segments outside its data directory", typ)
+	}
+}
