@@ -24,8 +24,9 @@ import (
 // goroutine that fetches handles cheap events itself, in offset order, as a plain Kafka loop
 // would, saving the hand-off to a worker; handlers that take more than about 20 µs turn this
 // off for up to a second, and a call still running after a millisecond or two is handed over
-// to the workers' bookkeeping while fetching goes on on a new goroutine, so a slow or blocked
-// handler never holds up other keys for long.
+// to the workers' bookkeeping, taking one of the Concurrency places until it returns, while
+// fetching goes on on a new goroutine: a slow or blocked handler holds up other keys no longer
+// than it would on a worker.
 type Consumer struct {
 	cfg     consumerConfig
 	log     *slog.Logger

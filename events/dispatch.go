@@ -360,7 +360,9 @@ func (c *Consumer) worker(w int) {
 			c.finishLocked(q, run, done, res)
 			q, run = nil, nil
 		}
-		for len(c.ready) == 0 && !c.stopping {
+		// A call the poll loop promoted (inline.go) counts in c.running beside the workers'
+		// runs and holds one of the Concurrency slots: at most Concurrency handlers run at once.
+		for (len(c.ready) == 0 || c.running >= c.cfg.Concurrency) && !c.stopping {
 			c.work.Wait()
 		}
 		if len(c.ready) == 0 {

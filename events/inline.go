@@ -4,8 +4,9 @@ package events
 // records itself, in offset order, as a bare kgo loop does: no key queue, no commit tracker
 // entry, no hand-off to a worker on another core and no wake-up. Once a handler turns out slow,
 // it leaves that to the workers for a while, so that slow handlers run Concurrency at a time;
-// a call that runs on past promoteAfter becomes a worker's run, and the poll loop goes on on
-// a new goroutine, so no handler holds up the other keys for long.
+// a call that runs on past promoteAfter becomes a worker's run (holding one of the Concurrency
+// places: workers take no run while c.running is at Concurrency), and the poll loop goes on on
+// a new goroutine, so no handler holds up the other keys longer than on a worker.
 //
 // The promotion hand-off. A section (dispatchInline) counts as a run of its partition
 // (p.running, c.running) and arms the watchdog (watchInline, a timer every promoteAfter). The

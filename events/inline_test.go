@@ -771,3 +771,43 @@ func TestLostPartitionWaitsForAPromotedCall(t *testing.T) {
 	require.Zero(t, c.running)
 	require.Empty(t, c.parts)
 }
+
+// A promoted call holds one of the Concurrency slots: with Concurrency 1, the other keys'
+// records queued at its promotion wait for it, so handlers still run one at a time.
+func TestPromotedCallTakesAConcurrencySlot(t *testing.T) {
+	kc := oneTopic(t, "in")
+	p := newTestProducer(t, kc)
+	ctx := testCtx(t, 60*time.Second)
+	require.NoError(t, p.Publish(ctx, "in", idEvents(3, nil)...)) // three keys, one fetch
+	var running, most atomic.Int32
+	entered, release := make(chan struct{}), make(chan struct{})
+	r := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"in"}, Concurrency: 1,
+		Handler: func(ctx context.Context, ev Event) error {
+			n := running.Add(1)
+			defer running.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			if ev.ID == "e0" {
+				close(entered)
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		}})
+	waitClosed(t, entered, "e0's handler runs")
+	// e0 runs inline and is promoted within a few ms; e1 and e2 are then queued for the worker.
+	require.Eventually(t, func() bool {
+		r.c.mu.Lock()
+		defer r.c.mu.Unlock()
+		return r.c.inl.q != nil
+	}, 30*time.Second, time.Millisecond, "e0's call is promoted")
+	require.Never(t, func() bool { return most.Load() > 1 }, 200*time.Millisecond, time.Millisecond,
+		"a second handler ran beside the promoted one with Concurrency 1")
+	close(release)
+	require.Eventually(t, func() bool { return r.c.Stats().Handled == 3 }, 30*time.Second, time.Millisecond)
+	require.EqualValues(t, 1, most.Load())
+	require.NoError(t, r.stop())
+}

@@ -67,11 +67,11 @@ type ConsumerConfig struct {
 	Topics []string
 	// Handler handles each event. Required.
 	Handler Handler
-	// Concurrency is the number of handler goroutines; events with one key (per partition) are
-	// still handled one at a time and in order, records without a key one at a time per
-	// partition. Cheap handlers may also run on the fetching goroutine (see [Consumer]); a
-	// call of it that runs long goes on beside the Concurrency goroutines, so up to
-	// Concurrency+1 handlers may run at once. Default [DefaultConcurrency].
+	// Concurrency is how many handler calls run at once, at most: the number of handler
+	// goroutines; events with one key (per partition) are still handled one at a time and in
+	// order, records without a key one at a time per partition. Cheap handlers may also run on
+	// the fetching goroutine (see [Consumer]) while no goroutine handles anything; a call of it
+	// that runs long takes one goroutine's place until it returns. Default [DefaultConcurrency].
 	Concurrency int
 	// MaxAttempts is how many times an event is handled before it is dead-lettered. Default [DefaultMaxAttempts].
 	MaxAttempts int
