@@ -306,21 +306,15 @@ func render(w io.Writer, res map[string]result, header []string, cmd, machine st
 		fmt.Fprintln(w, "|---|---|---|---|---|---|")
 		for _, r := range s.rows {
 			renderRow(w, res, r)
-			if _, ok := res[r.surge+oneCore]; ok {
-				twin := r
-				twin.what = "↳ the same, client and redis-server pinned to one core"
-				twin.surge += oneCore
-				if twin.peer != "" {
-					twin.peer += oneCore
+			for _, pass := range laterPasses {
+				if _, ok := res[r.surge+pass.marker]; !ok {
+					continue
 				}
-				renderRow(w, res, twin)
-			}
-			if _, ok := res[r.surge+haltPoll]; ok {
 				twin := r
-				twin.what = "↳ the same, two cores, guest halt polling 200 µs"
-				twin.surge += haltPoll
+				twin.what = "↳ the same, " + pass.what
+				twin.surge += pass.marker
 				if twin.peer != "" {
-					twin.peer += haltPoll
+					twin.peer += pass.marker
 				}
 				renderRow(w, res, twin)
 			}
@@ -389,6 +383,13 @@ const oneCore = "@1cpu"
 // haltPoll marks the results of run.sh's third pass: the same benchmarks on two cores with the
 // guest kernel's halt polling at 200 µs (see the header text in render).
 const haltPoll = "@haltpoll"
+
+// laterPasses are run.sh's passes after the first, in order: a row measured again in one gets
+// a twin row under it.
+var laterPasses = []struct{ marker, what string }{
+	{oneCore, "client and redis-server pinned to one core"},
+	{haltPoll, "two cores, guest halt polling 200 µs"},
+}
 
 // renderRow writes r's table line.
 func renderRow(w io.Writer, res map[string]result, r row) {
