@@ -48,6 +48,28 @@ func keyedFetch(keys ...string) kgo.Fetches {
 	return kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: "t", Partitions: []kgo.FetchPartition{{Records: recs}}}}}}
 }
 
+// loseWhileItRuns calls onLost for partition t/0 (p) while a call of it runs (what) and returns
+// a channel closed when onLost returns, once it is seen waiting for p's run (p.idle).
+func loseWhileItRuns(t *testing.T, c *Consumer, p *part, what string) <-chan struct{} {
+	t.Helper()
+	lost := make(chan struct{})
+	go func() {
+		c.onLost(context.Background(), nil, map[string][]int32{"t": {0}})
+		close(lost)
+	}()
+	require.Eventually(t, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return p.idle != nil
+	}, 30*time.Second, time.Millisecond, "onLost waits for p's run")
+	select {
+	case <-lost:
+		t.Fatalf("onLost returned while %s ran", what)
+	default:
+	}
+	return lost
+}
+
 // waitClosed waits for ch to close, failing the test after 30 s.
 func waitClosed(t *testing.T, ch <-chan struct{}, what string) {
 	t.Helper()
@@ -240,21 +262,7 @@ func TestLostPartitionWaitsForAnInlineHandler(t *testing.T) {
 	c.mu.Lock()
 	p := c.parts[tp{"t", 0}]
 	c.mu.Unlock()
-	lost := make(chan struct{})
-	go func() {
-		c.onLost(context.Background(), nil, map[string][]int32{"t": {0}})
-		close(lost)
-	}()
-	require.Eventually(t, func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return p.idle != nil
-	}, 30*time.Second, time.Millisecond, "onLost waits for p's run")
-	select {
-	case <-lost:
-		t.Fatal("onLost returned while the inline handler ran")
-	default:
-	}
+	lost := loseWhileItRuns(t, c, p, "the inline handler")
 	close(release)
 	<-lost
 	require.True(t, returned.Load())
@@ -747,21 +755,7 @@ func TestLostPartitionWaitsForAPromotedCall(t *testing.T) {
 	c.mu.Lock()
 	p := c.parts[tp{"t", 0}]
 	c.mu.Unlock()
-	lost := make(chan struct{})
-	go func() {
-		c.onLost(context.Background(), nil, map[string][]int32{"t": {0}})
-		close(lost)
-	}()
-	require.Eventually(t, func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return p.idle != nil
-	}, 30*time.Second, time.Millisecond, "onLost waits for p's run")
-	select {
-	case <-lost:
-		t.Fatal("onLost returned while the promoted call ran")
-	default:
-	}
+	lost := loseWhileItRuns(t, c, p, "the promoted call")
 	close(release)
 	waitClosed(t, lost, "onLost returns once the call does")
 	require.True(t, <-moved)
