@@ -48,6 +48,22 @@ func keyedFetch(keys ...string) kgo.Fetches {
 	return kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: "t", Partitions: []kgo.FetchPartition{{Records: recs}}}}}}
 }
 
+// blockAt returns a handler that adds each event's ID to done, after release is closed (or
+// its ctx ends) for the event id.
+func blockAt(id string, release <-chan struct{}, done *idSet) Handler {
+	return func(ctx context.Context, ev Event) error {
+		if ev.ID == id {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		done.add(ev.ID)
+		return nil
+	}
+}
+
 // loseWhileItRuns calls onLost for partition t/0 (p) while a call of it runs (what) and returns
 // a channel closed when onLost returns, once it is seen waiting for p's run (p.idle).
 func loseWhileItRuns(t *testing.T, c *Consumer, p *part, what string) <-chan struct{} {
@@ -510,17 +526,7 @@ func TestPromotedCallWakesAWorkerForItsKeysNextRecord(t *testing.T) {
 	release := make(chan struct{})
 	var done idSet
 	r := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"in"}, Concurrency: 2,
-		Handler: func(ctx context.Context, ev Event) error {
-			if ev.ID == "e0" {
-				select {
-				case <-release:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
-			done.add(ev.ID)
-			return nil
-		}})
+		Handler: blockAt("e0", release, &done)})
 	// e1 is queued for the workers, behind e0, only once e0's call is promoted.
 	require.Eventually(t, func() bool { return r.c.Stats().Buffered == 2 }, 30*time.Second, time.Millisecond,
 		"e0's call is promoted and e1 queued behind it")
@@ -612,17 +618,7 @@ func TestGroupRebalancesAfterAPromotionWhileIdle(t *testing.T) {
 	release := make(chan struct{})
 	var done idSet
 	a := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"in"}, Concurrency: 2,
-		Handler: func(ctx context.Context, ev Event) error {
-			if ev.ID == "b0" {
-				select {
-				case <-release:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
-			done.add(ev.ID)
-			return nil
-		}})
+		Handler: blockAt("b0", release, &done)})
 	require.NoError(t, pr.ProduceSync(ctx, rec(1, "a0")).FirstErr())
 	require.Eventually(t, func() bool { return done.count("a0") == 1 }, 30*time.Second, time.Millisecond)
 	// b0 alone: its call is promoted (it is queued then, as its own run) and nothing follows,
