@@ -55,6 +55,8 @@ type Consumer struct {
 	polls sync.WaitGroup // poll loops started by promote
 
 	st consumerCounters
+
+	clock func(d time.Duration) (<-chan time.Time, func() bool) // shutdown clock; nil is a real timer (tests replace it)
 }
 
 type tp struct {
@@ -220,7 +222,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	c.backlog = nil // never dispatched: the group's next member fetches them again
 	c.work.Broadcast()
 	c.mu.Unlock()
-	if !waitTimeout(&workers, c.cfg.ShutdownTimeout) {
+	if !c.waitTimeout(&workers, c.cfg.ShutdownTimeout) {
 		c.log.Warn("events: consumer shutdown: handlers still running, cancelling them", "group", c.cfg.Group)
 		c.hcancel()
 		workers.Wait()
@@ -249,25 +251,35 @@ func (c *Consumer) watchPollLoop(ctx context.Context, pollDone <-chan struct{}) 
 		return
 	case <-ctx.Done():
 	}
-	t := time.NewTimer(c.cfg.ShutdownTimeout)
-	defer t.Stop()
+	expired, stop := c.startClock(c.cfg.ShutdownTimeout)
+	defer stop()
 	select {
 	case <-pollDone:
-	case <-t.C:
+	case <-expired:
 		c.log.Warn("events: consumer shutdown: handler still running, cancelling it", "group", c.cfg.Group)
 		c.hcancel()
 	}
 }
 
-func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+func (c *Consumer) waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
-	t := time.NewTimer(d)
-	defer t.Stop()
+	expired, stop := c.startClock(d)
+	defer stop()
 	select {
 	case <-done:
 		return true
-	case <-t.C:
+	case <-expired:
 		return false
 	}
+}
+
+// startClock starts a shutdown clock of d: the channel receives when it expires, and stop
+// stops it. Tests replace it with c.clock.
+func (c *Consumer) startClock(d time.Duration) (<-chan time.Time, func() bool) {
+	if c.clock != nil {
+		return c.clock(d)
+	}
+	t := time.NewTimer(d)
+	return t.C, t.Stop
 }

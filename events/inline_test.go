@@ -801,3 +801,105 @@ func TestPromotedCallTakesAConcurrencySlot(t *testing.T) {
 	require.EqualValues(t, 1, most.Load())
 	require.NoError(t, r.stop())
 }
+
+// fakeClocks replaces c's shutdown clocks with ones that expire only when the test says so.
+type fakeClocks struct {
+	mu   sync.Mutex
+	ch   []chan time.Time
+	done bool // expireAll was called: clocks expire at once
+}
+
+func (f *fakeClocks) install(c *Consumer) {
+	c.clock = func(time.Duration) (<-chan time.Time, func() bool) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		ch := make(chan time.Time)
+		if f.done {
+			close(ch)
+		}
+		f.ch = append(f.ch, ch)
+		return ch, func() bool { return true }
+	}
+}
+
+func (f *fakeClocks) started() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.ch)
+}
+
+// expire makes the i-th clock started expire.
+func (f *fakeClocks) expire(i int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	close(f.ch[i])
+}
+
+// expireAll makes every clock expire, those started later at once.
+func (f *fakeClocks) expireAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.done {
+		return
+	}
+	f.done = true
+	for _, ch := range f.ch {
+		select {
+		case <-ch:
+		default:
+			close(ch)
+		}
+	}
+}
+
+// On Kafka: ShutdownTimeout is one clock from the end of Run's ctx. A promoted call that
+// returns after ctx ended (before the clock expires) does not start a second one for the
+// workers: when the clock started at ctx end expires, a worker's handler still running is
+// cancelled (it waited up to twice ShutdownTimeout).
+func TestShutdownTimeoutIsOneClockFromCtxEnd(t *testing.T) {
+	kc := oneTopic(t, "in")
+	p := newTestProducer(t, kc)
+	ctx := testCtx(t, 60*time.Second)
+	require.NoError(t, p.Publish(ctx, "in", idEvents(2, nil)...)) // two keys, one fetch
+	e0In, e1In, release, e1Cancelled := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
+	c, err := NewConsumer(ConsumerConfig{Brokers: kc.Seeds(), Group: "g", Topics: []string{"in"},
+		KafkaOptions: groupOpts(), Concurrency: 2,
+		Handler: func(ctx context.Context, ev Event) error {
+			switch ev.ID {
+			case "e0": // runs inline, is promoted, returns when released
+				close(e0In)
+				<-release
+			case "e1": // on a worker beside the promoted call, until cancelled
+				close(e1In)
+				<-ctx.Done()
+				close(e1Cancelled)
+				return ctx.Err()
+			}
+			return nil
+		}})
+	require.NoError(t, err)
+	var clocks fakeClocks
+	clocks.install(c)
+	r := runConsumer(t, c)
+	t.Cleanup(clocks.expireAll) // before runConsumer's stop: whatever happens, Run ends
+	waitClosed(t, e0In, "e0's handler runs")
+	waitClosed(t, e1In, "e1's handler runs on a worker beside e0's promoted call")
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.stop() }()
+	require.Eventually(t, func() bool { return clocks.started() == 1 }, 30*time.Second, time.Millisecond,
+		"the shutdown clock starts when ctx ends")
+	close(release) // the promoted call returns after ctx ended, before the clock expired
+	require.Eventually(t, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.stopping
+	}, 30*time.Second, time.Millisecond, "the poll loop ends and Run drains")
+	clocks.expire(0)
+	select {
+	case <-e1Cancelled:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("e1's handler was not cancelled when the clock started at ctx end expired (%d clocks started)", clocks.started())
+	}
+	require.NoError(t, <-stopped)
+	require.Equal(t, 1, clocks.started())
+}
