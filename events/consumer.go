@@ -197,15 +197,16 @@ func (c *Consumer) Run(ctx context.Context) error {
 	var committer sync.WaitGroup
 	committer.Go(func() { c.commitLoop(stopCommits) })
 
-	// The poll loop may be running a handler itself (see inline) when ctx ends: like the
-	// workers' at the drain below, its context is cancelled after ShutdownTimeout.
-	pollDone := make(chan struct{})
+	// One shutdown clock for every handler, whether the poll loop runs it (see inline) or a
+	// worker: ShutdownTimeout from when ctx ends (or the poll loop ends for another reason).
+	// A second clock for the drain, started only once the poll loop ends, would let a
+	// promoted call that returns late make Run wait up to twice ShutdownTimeout.
+	pollDone, finished := make(chan struct{}), make(chan struct{})
 	var watch sync.WaitGroup
-	watch.Go(func() { c.watchPollLoop(ctx, pollDone) })
+	watch.Go(func() { c.shutdownClock(ctx, pollDone, finished) })
 	c.pollLoop(ctx)
 	c.polls.Wait() // the poll loop may have moved on to other goroutines (see promote)
 	close(pollDone)
-	watch.Wait()
 	c.mu.Lock()
 	if c.inl.timer != nil {
 		c.inl.timer.Stop()
@@ -222,11 +223,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	c.backlog = nil // never dispatched: the group's next member fetches them again
 	c.work.Broadcast()
 	c.mu.Unlock()
-	if !c.waitTimeout(&workers, c.cfg.ShutdownTimeout) {
-		c.log.Warn("events: consumer shutdown: handlers still running, cancelling them", "group", c.cfg.Group)
-		c.hcancel()
-		workers.Wait()
-	}
+	workers.Wait() // the shutdown clock cancels their context when it expires
+	close(finished)
+	watch.Wait()
 	close(stopCommits)
 	committer.Wait()
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
@@ -243,34 +242,20 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return err
 }
 
-// watchPollLoop cancels the handlers' context when the poll loop has not returned
-// ShutdownTimeout after ctx ended: it is running a handler inline.
-func (c *Consumer) watchPollLoop(ctx context.Context, pollDone <-chan struct{}) {
+// shutdownClock cancels the handlers' context when they have not all returned (finished)
+// ShutdownTimeout after ctx ended, or after the poll loop ended (pollDone) if that was first.
+func (c *Consumer) shutdownClock(ctx context.Context, pollDone, finished <-chan struct{}) {
 	select {
 	case <-pollDone:
-		return
 	case <-ctx.Done():
 	}
 	expired, stop := c.startClock(c.cfg.ShutdownTimeout)
 	defer stop()
 	select {
-	case <-pollDone:
+	case <-finished:
 	case <-expired:
-		c.log.Warn("events: consumer shutdown: handler still running, cancelling it", "group", c.cfg.Group)
+		c.log.Warn("events: consumer shutdown: handlers still running, cancelling them", "group", c.cfg.Group)
 		c.hcancel()
-	}
-}
-
-func (c *Consumer) waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	expired, stop := c.startClock(d)
-	defer stop()
-	select {
-	case <-done:
-		return true
-	case <-expired:
-		return false
 	}
 }
 
