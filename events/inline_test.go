@@ -64,6 +64,17 @@ func blockAt(id string, release <-chan struct{}, done *idSet) Handler {
 	}
 }
 
+// dispatchUntil adds fetch to c's backlog and dispatches it on another goroutine, whose
+// result the returned channel gets, once entered is closed (what: a handler runs).
+func dispatchUntil(t *testing.T, c *Consumer, fetch kgo.Fetches, entered <-chan struct{}, what string) <-chan bool {
+	t.Helper()
+	c.addFetches(fetch)
+	done := make(chan bool, 1)
+	go func() { done <- c.dispatch(context.Background(), 100) }()
+	waitClosed(t, entered, what)
+	return done
+}
+
 // loseWhileItRuns calls onLost for partition t/0 (p) while a call of it runs (what) and returns
 // a channel closed when onLost returns, once it is seen waiting for p's run (p.idle).
 func loseWhileItRuns(t *testing.T, c *Consumer, p *part, what string) <-chan struct{} {
@@ -223,11 +234,8 @@ func TestLongInlineCallIsPromotedToAWorkersRun(t *testing.T) {
 		return nil
 	}})
 	c.inl.promote = time.Millisecond
-	c.addFetches(keyedFetch("z", "a", "b", "c", "a", "d"))
-	moved := make(chan bool, 1)
 	before := time.Now()
-	go func() { moved <- c.dispatch(context.Background(), 100) }()
-	waitClosed(t, entered, "e1's handler runs")
+	moved := dispatchUntil(t, c, keyedFetch("z", "a", "b", "c", "a", "d"), entered, "e1's handler runs")
 	require.Eventually(t, func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -271,10 +279,7 @@ func TestLostPartitionWaitsForAnInlineHandler(t *testing.T) {
 		return nil
 	}})
 	c.inl.promote = time.Hour
-	c.addFetches(keyedFetch("a", "b", "c", "d"))
-	dispatched := make(chan bool, 1)
-	go func() { dispatched <- c.dispatch(context.Background(), 100) }()
-	waitClosed(t, entered, "e1's handler runs")
+	dispatched := dispatchUntil(t, c, keyedFetch("a", "b", "c", "d"), entered, "e1's handler runs")
 	c.mu.Lock()
 	p := c.parts[tp{"t", 0}]
 	c.mu.Unlock()
@@ -554,10 +559,7 @@ func TestHandledCountsASectionsEventsWhenItsCallIsPromoted(t *testing.T) {
 		return nil
 	}})
 	c.inl.slowest, c.inl.promote = time.Hour, time.Millisecond
-	c.addFetches(keyedFetch("a", "b", "c", "d"))
-	moved := make(chan bool, 1)
-	go func() { moved <- c.dispatch(context.Background(), 100) }()
-	waitClosed(t, entered, "e2's handler runs")
+	moved := dispatchUntil(t, c, keyedFetch("a", "b", "c", "d"), entered, "e2's handler runs")
 	require.Eventually(t, func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -588,10 +590,7 @@ func TestCommitLagCountsInlineRecords(t *testing.T) {
 		return nil
 	}})
 	c.inl.slowest, c.inl.promote = time.Hour, time.Hour // e1 stays the poll loop's call
-	c.addFetches(keyedFetch("a", "b", "c"))
-	moved := make(chan bool, 1)
-	go func() { moved <- c.dispatch(context.Background(), 100) }()
-	waitClosed(t, entered, "e1's handler runs")
+	moved := dispatchUntil(t, c, keyedFetch("a", "b", "c"), entered, "e1's handler runs")
 	require.EqualValues(t, 3, c.Stats().CommitLag, "e0 done, e1 running, e2 held: none committed")
 	close(release)
 	require.False(t, <-moved)
@@ -739,10 +738,7 @@ func TestLostPartitionWaitsForAPromotedCall(t *testing.T) {
 		return nil
 	}})
 	c.inl.slowest, c.inl.promote = time.Hour, time.Millisecond
-	c.addFetches(keyedFetch("a", "b", "b", "c"))
-	moved := make(chan bool, 1)
-	go func() { moved <- c.dispatch(context.Background(), 100) }()
-	waitClosed(t, entered, "e1's handler runs")
+	moved := dispatchUntil(t, c, keyedFetch("a", "b", "b", "c"), entered, "e1's handler runs")
 	require.Eventually(t, func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
