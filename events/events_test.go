@@ -157,6 +157,9 @@ type orderLog struct {
 	count map[string]int // by event ID
 	bad   []string
 	n     atomic.Int64
+
+	running  map[string]int // handler calls in progress by key (see enter)
+	overlaps int            // calls that began while another of their key ran
 }
 
 func newOrderLog() *orderLog { return &orderLog{last: map[string]int{}, count: map[string]int{}} }
@@ -180,3 +183,34 @@ func (l *orderLog) add(_ testing.TB, ev Event) {
 }
 
 func (l *orderLog) distinct() int64 { return l.n.Load() }
+
+// enter notes that a handler call for key begins and returns what notes its end: a call that
+// begins while another of its key runs counts as an overlap (see requireOnceInOrder).
+func (l *orderLog) enter(key string) (leave func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.running == nil {
+		l.running = map[string]int{}
+	}
+	if l.running[key]++; l.running[key] > 1 {
+		l.overlaps++
+	}
+	return func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.running[key]--
+	}
+}
+
+// requireOnceInOrder checks what the log saw: each key's events in order, one handler call of
+// a key at a time (when the handler used enter) and each event handled once.
+func (l *orderLog) requireOnceInOrder(t *testing.T) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	require.Empty(t, l.bad, "per-key order")
+	require.Zero(t, l.overlaps, "one handler per key at a time")
+	for id, n := range l.count {
+		require.Equal(t, 1, n, "event %s handled once", id)
+	}
+}

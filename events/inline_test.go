@@ -385,17 +385,11 @@ func TestPerKeyOrderAcrossInlineAndWorkerHandling(t *testing.T) {
 	log := newOrderLog()
 	var slow atomic.Bool
 	var failedOnce sync.Map
-	var inFlight [keys]atomic.Int32
-	var overlap atomic.Int64
 	r := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"in"}, Concurrency: 4,
 		MaxAttempts: 1 << 20, Backoff: func(int) time.Duration { return time.Millisecond },
 		CommitInterval: 20 * time.Millisecond,
 		Handler: func(_ context.Context, ev Event) error {
-			k, _ := strconv.Atoi(ev.Key[len("key-"):])
-			if inFlight[k].Add(1) > 1 {
-				overlap.Add(1)
-			}
-			defer inFlight[k].Add(-1)
+			defer log.enter(ev.Key)()
 			if slow.Load() {
 				time.Sleep(300 * time.Microsecond)
 			}
@@ -437,13 +431,7 @@ func TestPerKeyOrderAcrossInlineAndWorkerHandling(t *testing.T) {
 	handledAll(int64(len(evs)))
 	require.Eventually(t, func() bool { return committed(t, kc, "g", "in")[0] == int64(len(evs)) }, 20*time.Second, 10*time.Millisecond)
 	require.NoError(t, r.stop())
-	log.mu.Lock()
-	defer log.mu.Unlock()
-	require.Empty(t, log.bad, "per-key order")
-	require.Zero(t, overlap.Load(), "one handler per key at a time")
-	for id, n := range log.count {
-		require.Equal(t, 1, n, "event %s handled once", id)
-	}
+	log.requireOnceInOrder(t)
 }
 
 // On Kafka: a handler that blocks until another key's handler runs does not block the
@@ -689,17 +677,11 @@ func TestPerKeyOrderAcrossPromotions(t *testing.T) {
 	p := newTestProducer(t, kc)
 	ctx := testCtx(t, 60*time.Second)
 	log := newOrderLog()
-	var inFlight [keys]atomic.Int32
-	var overlap atomic.Int64
 	r := startConsumer(t, kc, ConsumerConfig{Group: "g", Topics: []string{"in"}, Concurrency: 3,
 		MaxAttempts: 1 << 20, Backoff: func(int) time.Duration { return time.Millisecond },
 		CommitInterval: 20 * time.Millisecond,
 		Handler: func(_ context.Context, ev Event) error {
-			k, _ := strconv.Atoi(ev.Key[len("key-"):])
-			if inFlight[k].Add(1) > 1 {
-				overlap.Add(1)
-			}
-			defer inFlight[k].Add(-1)
+			defer log.enter(ev.Key)()
 			var seq int
 			if err := ev.Decode(&seq); err == nil && seq%7 == 1 {
 				time.Sleep(3 * promoteAfter) // long enough to be promoted, most times
@@ -717,13 +699,7 @@ func TestPerKeyOrderAcrossPromotions(t *testing.T) {
 	st := r.c.Stats()
 	require.EqualValues(t, len(evs), st.Handled)
 	require.Zero(t, st.InFlight)
-	log.mu.Lock()
-	defer log.mu.Unlock()
-	require.Empty(t, log.bad, "per-key order")
-	require.Zero(t, overlap.Load(), "one handler per key at a time")
-	for id, n := range log.count {
-		require.Equal(t, 1, n, "event %s handled once", id)
-	}
+	log.requireOnceInOrder(t)
 }
 
 // A lost partition waits for a promoted call as for the poll loop's or a worker's, and drops
