@@ -48,6 +48,22 @@ func keyedFetch(keys ...string) kgo.Fetches {
 	return kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: "t", Partitions: []kgo.FetchPartition{{Records: recs}}}}}}
 }
 
+// holdAt returns a handler that returns at once, but for the event id closes entered and
+// waits for release or the end of its ctx (a failed test's clean-up cancels).
+func holdAt(id string, entered chan<- struct{}, release <-chan struct{}) Handler {
+	return func(ctx context.Context, ev Event) error {
+		if ev.ID == id {
+			close(entered)
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	}
+}
+
 // blockAt returns a handler that adds each event's ID to done, after release is closed (or
 // its ctx ends) for the event id.
 func blockAt(id string, release <-chan struct{}, done *idSet) Handler {
@@ -535,17 +551,7 @@ func TestPromotedCallWakesAWorkerForItsKeysNextRecord(t *testing.T) {
 // likes, and their commit point has passed them already.
 func TestHandledCountsASectionsEventsWhenItsCallIsPromoted(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
-	c := inlineConsumer(t, ConsumerConfig{Handler: func(ctx context.Context, ev Event) error {
-		if ev.ID == "e2" {
-			close(entered)
-			select {
-			case <-release:
-			case <-ctx.Done(): // the test failed: its clean-up cancels
-				return ctx.Err()
-			}
-		}
-		return nil
-	}})
+	c := inlineConsumer(t, ConsumerConfig{Handler: holdAt("e2", entered, release)})
 	c.inl.slowest, c.inl.promote = time.Hour, time.Millisecond
 	moved := dispatchUntil(t, c, keyedFetch("a", "b", "c", "d"), entered, "e2's handler runs")
 	require.Eventually(t, func() bool {
@@ -566,17 +572,7 @@ func TestHandledCountsASectionsEventsWhenItsCallIsPromoted(t *testing.T) {
 // handles them, and after, until a commit: as it counts a worker's.
 func TestCommitLagCountsInlineRecords(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
-	c := inlineConsumer(t, ConsumerConfig{Handler: func(ctx context.Context, ev Event) error {
-		if ev.ID == "e1" {
-			close(entered)
-			select {
-			case <-release:
-			case <-ctx.Done(): // the test failed: its clean-up cancels
-				return ctx.Err()
-			}
-		}
-		return nil
-	}})
+	c := inlineConsumer(t, ConsumerConfig{Handler: holdAt("e1", entered, release)})
 	c.inl.slowest, c.inl.promote = time.Hour, time.Hour // e1 stays the poll loop's call
 	moved := dispatchUntil(t, c, keyedFetch("a", "b", "c"), entered, "e1's handler runs")
 	require.EqualValues(t, 3, c.Stats().CommitLag, "e0 done, e1 running, e2 held: none committed")
