@@ -182,12 +182,14 @@ func (commandHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 	return next
 }
 
-// scriptHook counts the EVALSHA calls of a script on a client and, for one whose arguments
-// include loseReply and which ran, loses its answer (a connection that broke after the write).
+// scriptHook counts the EVALSHA calls of a script on a client (runs when sent, answered once
+// their answer came back) and, for one whose arguments include loseReply and which ran, loses its
+// answer (a connection that broke after the write).
 type scriptHook struct {
 	commandHook
 	hash      string
 	runs      atomic.Int32
+	answered  atomic.Int32
 	loseReply atomic.Pointer[string]
 }
 
@@ -199,6 +201,7 @@ func (h *scriptHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		}
 		h.runs.Add(1)
 		err := next(ctx, cmd)
+		defer h.answered.Add(1)
 		if lose := h.loseReply.Load(); err == nil && lose != nil && slices.Contains(args, any(*lose)) {
 			err = errors.New("connection reset (test)")
 			cmd.SetErr(err)
@@ -227,8 +230,10 @@ func TestLocalHandOverValidityStartsWhenTheReleaseWasSent(t *testing.T) {
 	got := make(chan *Lock, 1)
 	obtainAsync(t, ctx, c, "k", time.Minute, hourBackoff, got)
 	queuedBehind(t, ctx, rdb, holder, 1)
-	// The holder's try, the waiter's, and the waiter's look once its subscription is confirmed.
-	require.Eventually(t, func() bool { return acquires.runs.Load() == 3 }, 10*time.Second, time.Millisecond)
+	// The holder's try, the waiter's, and the waiter's look once its subscription is confirmed,
+	// answered: a look still on its way when the release runs would find the lock handed over
+	// and, rightly, date it from its own start.
+	require.Eventually(t, func() bool { return acquires.answered.Load() == 3 }, 10*time.Second, time.Millisecond)
 
 	sent := t0.Add(40 * time.Second) // more than half of the waiter's ttl after it queued
 	clock.Store(&sent)
