@@ -423,7 +423,8 @@ func (c *Consumer) processRun(w int, p *part, key string, run []item, attempt in
 		if i&3 == 3 && time.Since(start) >= maxRunTime {
 			return i, result{out: outYield}
 		}
-		ev, err := decodeEvent(it.r, it.topicID, key, false, d)
+		var ev Event
+		err := decodeEvent(&ev, it.r, it.topicID, key, false, d)
 		var res result
 		if plain && attempt == 0 && lastErr == nil && err == nil && ev.Headers == nil {
 			res = c.first(p, it, &ev)

@@ -186,12 +186,13 @@ func TestDecodeWithAnArenaKeepsEarlierEvents(t *testing.T) {
 		r := &kgo.Record{Topic: "t", Offset: int64(i), Key: []byte("key-" + strconv.Itoa(i)), Headers: []kgo.RecordHeader{
 			{Key: HeaderID, Value: []byte("id-" + strconv.Itoa(i))}, {Key: HeaderType, Value: []byte("type-" + strconv.Itoa(i%7))}}}
 		var err error
-		evs[i], err = decodeEvent(r, [16]byte{}, "", true, &d)
+		err = decodeEvent(&evs[i], r, [16]byte{}, "", true, &d)
 		require.NoError(t, err)
 		r.Key[0], r.Headers[0].Value[0] = 'X', 'X' // the record's bytes may change: the Event owns its own
 	}
 	big := &kgo.Record{Headers: []kgo.RecordHeader{{Key: HeaderID, Value: bytes.Repeat([]byte("i"), arenaChunk)}}}
-	ev, err := decodeEvent(big, [16]byte{}, "", true, &d)
+	var ev Event
+	err := decodeEvent(&ev, big, [16]byte{}, "", true, &d)
 	require.NoError(t, err, "an ID larger than a chunk")
 	require.Len(t, ev.ID, arenaChunk)
 	for i, ev := range evs {

@@ -231,8 +231,8 @@ func (c *Consumer) inline(ctx context.Context, p *part, recs []*kgo.Record, topi
 		if r.Attrs.IsControl() {
 			continue // done: the commit point passes it
 		}
-		ev, err := decodeEvent(r, topicID, "", true, &s.dec)
-		if err != nil {
+		var ev Event
+		if err := decodeEvent(&ev, r, topicID, "", true, &s.dec); err != nil {
 			return i, consumed, false, result{}, false // a worker dead-letters it, as any undecodable record
 		}
 		consumed++
