@@ -89,9 +89,11 @@ func (c *Consumer) addFetches(fs kgo.Fetches) {
 // or handles them itself while it may (see inline). moved reports that a handler call of
 // this goroutine was promoted: another goroutine runs the poll loop now.
 func (c *Consumer) dispatch(ctx context.Context, n int) (moved bool) {
+	wake := false // keys are ready for the workers
 	for n > 0 {
 		c.mu.Lock()
 		if len(c.backlog) == 0 {
+			wake = len(c.ready) > 0
 			c.mu.Unlock()
 			break
 		}
@@ -133,6 +135,7 @@ func (c *Consumer) dispatch(ctx context.Context, n int) (moved bool) {
 				consumed++
 			}
 		}
+		wake = len(c.ready) > 0
 		c.mu.Unlock()
 		if consumed > 0 {
 			c.cfg.tel.consumed.Add(ctx, int64(consumed), p.tel.add...)
@@ -141,7 +144,12 @@ func (c *Consumer) dispatch(ctx context.Context, n int) (moved bool) {
 			return true
 		}
 	}
-	c.work.Broadcast() // workers blocked on c.mu while we enqueued wake in turn anyway
+	// Workers blocked on c.mu while we enqueued wake in turn anyway. When the poll loop handled
+	// every record itself (inline) nothing is ready: waking the workers would only have each
+	// take c.mu, find nothing and wait again, every poll.
+	if wake {
+		c.work.Broadcast()
+	}
 	return false
 }
 
