@@ -432,3 +432,30 @@ func TestClosed(t *testing.T) {
 	_, err = c.Fetch(context.Background(), "k", nil)
 	require.True(t, err != nil && !strings.Contains(err.Error(), "panic"))
 }
+
+// A corrupt entry whose []string field claims 2^31 elements is a miss like any undecodable
+// entry, and reading it allocates little: the general decoder, which the entry falls back to
+// (the direct path takes only what it decodes exactly), allocated a million strings (16 MB)
+// for the claim on every read.
+func TestCorruptEntryClaimingAHugeSliceIsAMiss(t *testing.T) {
+	type tagged struct {
+		ID   string   `json:"id"`
+		Tags []string `json:"tags"`
+	}
+	m, rdb := redistest.Mini(t)
+	c, err := New[tagged](rdb, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	payload := append([]byte{0x81, 0xa4}, "tags"...)
+	payload = append(payload, 0xdd, 0x7f, 0xff, 0xff, 0xff) // array32 of 2^31-1, and nothing after
+	require.NoError(t, m.Set("{k}", string(appendEnvelope(nil, header{}, payload))))
+	allocated := allocatedBy(func() { _, err = c.Get(context.Background(), "k") })
+	require.ErrorIs(t, err, ErrMiss)
+	require.Less(t, allocated, uint64(1<<20))
+	require.EqualValues(t, 1, c.Stats().DecodeErrors)
+	v, err := c.Fetch(context.Background(), "k", func(context.Context, string) (tagged, error) {
+		return tagged{ID: "k", Tags: []string{"a"}}, nil
+	})
+	require.NoError(t, err, "the load replaces the corrupt entry")
+	require.Equal(t, tagged{ID: "k", Tags: []string{"a"}}, v)
+}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -255,4 +257,114 @@ func TestMsgpackCodecFollowsJSONTags(t *testing.T) {
 	var got rec
 	require.NoError(t, MsgpackCodec{}.Unmarshal(b, &got))
 	require.Equal(t, rec{A: "x"}, got)
+}
+
+// A corrupt entry that claims more elements or bytes than it holds is refused before
+// MsgpackCodec decodes it: the general decoder allocates up to a million elements (or a
+// mebibyte) for such a claim, so a five-byte value in Redis could cost each read tens of MB.
+func TestMsgpackCodecRefusesLengthsBeyondThePayload(t *testing.T) {
+	type elem struct {
+		A, B, C, D string
+		N          [8]int64
+	}
+	for _, tc := range []struct {
+		name    string
+		payload []byte
+		into    func() any
+	}{
+		{"array32 of 2^31 elements", []byte{0xdd, 0x7f, 0xff, 0xff, 0xff}, func() any { return new([]elem) }},
+		{"array16 in a map", []byte{0x81, 0xa1, 'a', 0xdc, 0xff, 0xff}, func() any { return new(map[string][]elem) }},
+		{"map32 of 2^31 pairs", []byte{0xdf, 0x7f, 0xff, 0xff, 0xff}, func() any { return new(map[string]elem) }},
+		{"str32 of 1 MiB", []byte{0xdb, 0x00, 0x10, 0x00, 0x00, 'x'}, func() any { return new(string) }},
+		{"bin32 of 1 MiB", []byte{0xc6, 0x00, 0x10, 0x00, 0x00, 'x'}, func() any { return new([]byte) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var err error
+			allocated := allocatedBy(func() { err = MsgpackCodec{}.Unmarshal(tc.payload, tc.into()) })
+			require.Error(t, err)
+			require.Less(t, allocated, uint64(64<<10), "bytes allocated for a %d-byte payload", len(tc.payload))
+		})
+	}
+	// Values that hold what they claim still decode, containers inside containers included.
+	in := map[string]any{"a": []any{int64(1), "x", []any{}, map[string]any{"t": true}}, "b": []byte{1, 2}, "c": ""}
+	b, err := MsgpackCodec{}.Marshal(in)
+	require.NoError(t, err)
+	var out map[string]any
+	require.NoError(t, MsgpackCodec{}.Unmarshal(b, &out))
+	require.Equal(t, in, out)
+}
+
+// allocatedBy returns the bytes the heap allocated while f ran (this goroutine's and any
+// other's: run it where nothing else allocates much).
+func allocatedBy(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// Every type MessagePack has, at each length boundary, passes the length check and decodes as
+// before: the check refuses only claims beyond the payload.
+func TestMsgpackLengthCheckPassesValidData(t *testing.T) {
+	type inner struct {
+		S string    `json:"s"`
+		T time.Time `json:"t"`
+	}
+	big := func(n int) string { return strings.Repeat("x", n) }
+	arr := func(n int) []any {
+		a := make([]any, n)
+		for i := range a {
+			a[i] = int64(i % 3)
+		}
+		return a
+	}
+	obj := func(n int) map[string]any {
+		m := make(map[string]any, n)
+		for i := range n {
+			m[fmt.Sprint("k", i)] = i%2 == 0
+		}
+		return m
+	}
+	values := []any{
+		nil, true, false, int64(0), int64(127), int64(128), int64(255), int64(256), int64(65535),
+		int64(65536), int64(1 << 32), int64(-1), int64(-32), int64(-33), int64(-129), int64(-32769),
+		int64(-1 << 40), uint64(1 << 63), float32(1.5), 2.25, "", big(31), big(32), big(255),
+		big(256), big(65535), big(65536), []byte{}, []byte(big(255)), []byte(big(256)),
+		[]byte(big(65536)), arr(15), arr(16), arr(65535), arr(65536), obj(15), obj(16), obj(65536),
+		time.Unix(1, 0).UTC(), time.Unix(1, 5).UTC(), time.Unix(1<<40, 7).UTC(),
+		map[string]any{"n": []any{arr(3), obj(2), []any{}, map[string]any{}}, "b": []byte{1}},
+		[]inner{{S: "a", T: time.Unix(3, 9).UTC()}, {}},
+	}
+	for i, v := range values {
+		b, err := MsgpackCodec{}.Marshal(v)
+		require.NoError(t, err, "value %d", i)
+		require.NoError(t, checkMsgpackLengths(b), "value %d (%T)", i, v)
+		require.Error(t, checkMsgpackLengths(append([]byte{0xdd, 0, 0, 0, 2}, b...)), "value %d in an array claiming one more", i)
+	}
+	for i := range len(values) {
+		if _, ok := values[i].([]inner); ok {
+			continue // decodes into []any as maps, not as the struct
+		}
+		b, err := MsgpackCodec{}.Marshal(values[i])
+		require.NoError(t, err)
+		var got any
+		require.NoError(t, MsgpackCodec{}.Unmarshal(b, &got), "value %d", i)
+	}
+}
+
+// FuzzMsgpackLengthCheck: on any input MsgpackCodec.Unmarshal allocates in proportion to the
+// input, never by what the input claims.
+func FuzzMsgpackLengthCheck(f *testing.F) {
+	for _, b := range [][]byte{{0xdd, 0x7f, 0xff, 0xff, 0xff}, {0x81, 0xa1, 'a', 0xdc, 0xff, 0xff}, {0xc6, 0, 0x10, 0, 0}} {
+		f.Add(b)
+	}
+	b, err := MsgpackCodec{}.Marshal(map[string]any{"a": []any{int64(1), "x", []byte{2}}, "t": time.Unix(1, 2)})
+	require.NoError(f, err)
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var v any
+		allocated := allocatedBy(func() { _ = MsgpackCodec{}.Unmarshal(b, &v) })
+		require.Less(t, allocated, uint64(256*len(b)+64<<10), "bytes allocated for %d bytes of input", len(b))
+	})
 }
