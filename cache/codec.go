@@ -92,8 +92,13 @@ func (MsgpackCodec) Marshal(v any) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// Unmarshal decodes MessagePack data into v, a pointer.
+// Unmarshal decodes MessagePack data into v, a pointer. Data that claims more elements or bytes
+// than it holds (a corrupt entry) is refused with an error before decoding, which would size
+// slices by the claim.
 func (MsgpackCodec) Unmarshal(data []byte, v any) error {
+	if err := checkMsgpackLengths(data); err != nil {
+		return err
+	}
 	d := msgpackDecoders.Get().(*msgpackDecoder)
 	d.r.Reset(data)
 	d.dec.Reset(&d.r)
