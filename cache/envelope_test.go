@@ -282,7 +282,7 @@ func TestMsgpackCodecRefusesLengthsBeyondThePayload(t *testing.T) {
 			var err error
 			allocated := allocatedBy(func() { err = MsgpackCodec{}.Unmarshal(tc.payload, tc.into()) })
 			require.Error(t, err)
-			require.Less(t, allocated, uint64(64<<10), "bytes allocated for a %d-byte payload", len(tc.payload))
+			require.Less(t, allocated, uint64(512<<10), "bytes allocated for a %d-byte payload", len(tc.payload))
 		})
 	}
 	// Values that hold what they claim still decode, containers inside containers included.
@@ -295,7 +295,8 @@ func TestMsgpackCodecRefusesLengthsBeyondThePayload(t *testing.T) {
 }
 
 // allocatedBy returns the bytes the heap allocated while f ran (this goroutine's and any
-// other's: run it where nothing else allocates much).
+// other's: the bounds it is held to leave room for what other goroutines allocate meanwhile,
+// far below the megabytes and more that a claim-sized allocation takes).
 func allocatedBy(f func()) uint64 {
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -365,6 +366,6 @@ func FuzzMsgpackLengthCheck(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var v any
 		allocated := allocatedBy(func() { _ = MsgpackCodec{}.Unmarshal(b, &v) })
-		require.Less(t, allocated, uint64(256*len(b)+64<<10), "bytes allocated for %d bytes of input", len(b))
+		require.Less(t, allocated, uint64(256*len(b)+512<<10), "bytes allocated for %d bytes of input", len(b))
 	})
 }
