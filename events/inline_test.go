@@ -487,15 +487,35 @@ func TestBlockingInlineHandlerDoesNotStopOtherKeys(t *testing.T) {
 // On Kafka: Run ends within ShutdownTimeout also while the poll loop runs a handler inline
 // that waits for its context, and commits nothing of it.
 func TestShutdownCancelsAnInlineHandler(t *testing.T) {
+	requireShutdownCancelsAWaitingHandler(t, "inline",
+		func(c *Consumer) { c.inl.promote = time.Hour }, // stays the poll loop's call
+		func(ctx context.Context, _ *Consumer, entered <-chan struct{}) {
+			select {
+			case <-entered:
+			case <-ctx.Done():
+				t.Fatal("the handler never ran")
+			}
+		})
+}
+
+// requireShutdownCancelsAWaitingHandler publishes one event to a consumer (ShutdownTimeout 50
+// ms) whose handler waits for its context, has prepare adjust the consumer before Run and
+// running wait until the call is where the test wants it (entered closes when it starts), then
+// stops Run and requires that it ends, the handler cancelled, with nothing committed, handled,
+// in flight or buffered. which names the call in the failure message.
+func requireShutdownCancelsAWaitingHandler(t *testing.T, which string, prepare func(*Consumer),
+	running func(ctx context.Context, c *Consumer, entered <-chan struct{})) {
+	t.Helper()
 	kc := oneTopic(t, "in")
 	p := newTestProducer(t, kc)
 	ctx := testCtx(t, 30*time.Second)
 	require.NoError(t, p.Publish(ctx, "in", idEvents(1, nil)...))
 	entered, giveUp := make(chan struct{}), make(chan struct{})
+	var enter sync.Once
 	c, err := NewConsumer(ConsumerConfig{Brokers: kc.Seeds(), Group: "g", Topics: []string{"in"},
 		KafkaOptions: groupOpts(), ShutdownTimeout: 50 * time.Millisecond,
 		Handler: func(ctx context.Context, _ Event) error {
-			close(entered)
+			enter.Do(func() { close(entered) })
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -504,13 +524,9 @@ func TestShutdownCancelsAnInlineHandler(t *testing.T) {
 			}
 		}})
 	require.NoError(t, err)
-	c.inl.promote = time.Hour // stays the poll loop's call
+	prepare(c)
 	r := runConsumer(t, c)
-	select {
-	case <-entered:
-	case <-ctx.Done():
-		t.Fatal("the handler never ran")
-	}
+	running(ctx, c, entered)
 	stopped := make(chan error, 1)
 	go func() { stopped <- r.stop() }()
 	select {
@@ -518,10 +534,13 @@ func TestShutdownCancelsAnInlineHandler(t *testing.T) {
 		require.NoError(t, err)
 	case <-time.After(30 * time.Second):
 		close(giveUp)
-		t.Fatal("Run did not end: the inline handler's context was never cancelled")
+		t.Fatalf("Run did not end: the %s handler's context was never cancelled", which)
 	}
 	require.Empty(t, committed(t, kc, "g", "in"))
-	require.Zero(t, c.Stats().Handled)
+	st := c.Stats()
+	require.Zero(t, st.Handled)
+	require.Zero(t, st.InFlight)
+	require.Zero(t, st.Buffered)
 }
 
 // On Kafka: when a promoted call returns, its key's next record, queued behind it while it
@@ -629,39 +648,11 @@ func TestGroupRebalancesAfterAPromotionWhileIdle(t *testing.T) {
 // On Kafka: Run ends within ShutdownTimeout also while a promoted call waits for its context,
 // commits nothing of it, and leaves no poll loop behind (goleak checks the package).
 func TestShutdownCancelsAPromotedHandler(t *testing.T) {
-	kc := oneTopic(t, "in")
-	p := newTestProducer(t, kc)
-	ctx := testCtx(t, 30*time.Second)
-	require.NoError(t, p.Publish(ctx, "in", idEvents(1, nil)...))
-	giveUp := make(chan struct{})
-	c, err := NewConsumer(ConsumerConfig{Brokers: kc.Seeds(), Group: "g", Topics: []string{"in"},
-		KafkaOptions: groupOpts(), ShutdownTimeout: 50 * time.Millisecond,
-		Handler: func(ctx context.Context, _ Event) error {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-giveUp: // the test failed: let Run end
-				return errors.New("never cancelled")
-			}
-		}})
-	require.NoError(t, err)
-	r := runConsumer(t, c)
-	require.Eventually(t, func() bool { return c.Stats().Buffered == 1 }, 30*time.Second, time.Millisecond,
-		"e0's call is promoted")
-	stopped := make(chan error, 1)
-	go func() { stopped <- r.stop() }()
-	select {
-	case err := <-stopped:
-		require.NoError(t, err)
-	case <-time.After(30 * time.Second):
-		close(giveUp)
-		t.Fatal("Run did not end: the promoted handler's context was never cancelled")
-	}
-	require.Empty(t, committed(t, kc, "g", "in"))
-	st := c.Stats()
-	require.Zero(t, st.Handled)
-	require.Zero(t, st.InFlight)
-	require.Zero(t, st.Buffered)
+	requireShutdownCancelsAWaitingHandler(t, "promoted", func(*Consumer) {},
+		func(_ context.Context, c *Consumer, _ <-chan struct{}) {
+			require.Eventually(t, func() bool { return c.Stats().Buffered == 1 }, 30*time.Second, time.Millisecond,
+				"e0's call is promoted")
+		})
 }
 
 // On Kafka: per-key order holds, no key runs twice at once, and every event is handled once
