@@ -116,6 +116,7 @@ type decoder struct {
 	arena []byte
 	used  int
 	hour  hourCache
+	typ   string // the last Type it cut from the arena: most records of a batch repeat one
 }
 
 // decodeEvent decodes r into ev, as decodeRecord does, with the record's key given: with copyKey
@@ -156,7 +157,8 @@ var (
 // are cut from d's arena when d is not nil: a chunk of arenaChunk bytes that later records'
 // strings fill up, so a consumer's worker allocates once per chunk rather than per record (a
 // string kept by a handler keeps its chunk alive). Bytes of a chunk are written once, never
-// changed. The time is parsed with d's hour cache. It fills f's Key (when key is not nil), ID,
+// changed. A Type equal to the last one d cut is that string, not a copy. The time is parsed
+// with d's hour cache. It fills f's Key (when key is not nil), ID,
 // Type, Time and Headers. On error it returns the name of the offending header.
 func decodeHeaders(f *Event, hs []kgo.RecordHeader, key []byte, d *decoder) (string, error) {
 	var seenID, seenType, seenTime bool
@@ -200,6 +202,9 @@ func decodeHeaders(f *Event, hs []kgo.RecordHeader, key []byte, d *decoder) (str
 			f.Headers[h.Key] = string(h.Value)
 		}
 	}
+	if d != nil && len(typ) > 0 && string(typ) == d.typ {
+		f.Type, typ = d.typ, nil // no copy: the string the last record with this type got
+	}
 	n := len(key) + len(id) + len(typ)
 	var b []byte
 	switch {
@@ -220,7 +225,12 @@ func decodeHeaders(f *Event, hs []kgo.RecordHeader, key []byte, d *decoder) (str
 		f.Key = all[:len(key)]
 	}
 	f.ID = all[len(key) : len(key)+len(id)]
-	f.Type = all[len(key)+len(id):]
+	if len(typ) > 0 {
+		f.Type = all[len(key)+len(id):]
+		if d != nil {
+			d.typ = f.Type
+		}
+	}
 	return "", nil
 }
 

@@ -1,6 +1,9 @@
 package events
 
-import "time"
+import (
+	"encoding/binary"
+	"time"
+)
 
 // parseEventTime parses an event-time header. The form the producer writes,
 // "2006-01-02T15:04:05[.fraction]Z" in UTC with one to nine fraction digits, is read directly
@@ -132,7 +135,15 @@ func parseInHour(b []byte) (sec, nsec int64, ok bool) {
 		if b[19] != '.' {
 			return 0, 0, false
 		}
-		for _, c := range b[20 : n-1] {
+		frac := b[20 : n-1]
+		if len(frac) >= 8 { // the producer's nine digits, unless they end in zeros
+			v, ok := eightDigits(frac)
+			if !ok {
+				return 0, 0, false
+			}
+			nsec, frac = int64(v), frac[8:]
+		}
+		for _, c := range frac {
 			if c-'0' > 9 {
 				return 0, 0, false
 			}
@@ -141,6 +152,20 @@ func parseInHour(b []byte) (sec, nsec int64, ok bool) {
 		nsec *= pow10[30-n] // n-21 digits were read of nine
 	}
 	return sec, nsec, true
+}
+
+// eightDigits reads the decimal number of b's first eight bytes in a few word operations
+// instead of eight dependent multiply-adds; false when any of them is not a digit.
+func eightDigits(b []byte) (uint64, bool) {
+	x := binary.LittleEndian.Uint64(b) - 0x3030303030303030 // '0' off each byte; the first digit is the low byte
+	// A byte was a digit when it is 0-9 now: neither borrowed (>= 0x80) nor above 9 (adding
+	// 0x76 reaches 0x80). Carries and borrows between bytes only follow a byte that fails.
+	if (x|(x+0x7676767676767676))&0x8080808080808080 != 0 {
+		return 0, false
+	}
+	x = (x*10 + x>>8) & 0x00ff00ff00ff00ff      // two digits in each 16-bit lane
+	x = (x*100 + x>>16) & 0x0000ffff0000ffff    // four in each 32-bit lane
+	return (x*10000 + x>>32) & 0xffffffff, true // all eight
 }
 
 // pow10[i] is 10 to the i.

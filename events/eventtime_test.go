@@ -98,3 +98,25 @@ func TestHourCacheAgreesWithTimeParse(t *testing.T) {
 		}
 	}
 }
+
+// Every byte that is not a digit, at every place of a fraction of eight or nine digits (read a
+// word at a time), makes the time invalid as it does for time.Parse; every digit there keeps
+// the value time.Parse reads.
+func TestEventTimeFractionBytes(t *testing.T) {
+	var h hourCache
+	for _, frac := range []string{"123456789", "98765432", "000000001"} {
+		for pos := range len(frac) {
+			for c := range 256 {
+				b := []byte("2026-11-27T01:02:03." + frac + "Z")
+				b[20+pos] = byte(c)
+				want, werr := time.Parse(time.RFC3339Nano, string(b))
+				for name, parse := range map[string]func([]byte) (time.Time, error){"parseEventTime": parseEventTime, "hourCache": h.parse} {
+					got, gerr := parse(b)
+					if (werr != nil) != (gerr != nil) || got != want {
+						t.Fatalf("%s(%q) = %v, %v; time.Parse says %v, %v", name, b, got, gerr, want, werr)
+					}
+				}
+			}
+		}
+	}
+}

@@ -236,13 +236,14 @@ func (c *Consumer) inline(ctx context.Context, p *part, recs []*kgo.Record, topi
 			return i, consumed, false, result{}, false // a worker dead-letters it, as any undecodable record
 		}
 		consumed++
-		it := item{r: r, topicID: topicID}
 		v := gen | uint64(i)<<2 | inCall
 		s.call.Store(v)
-		if ev.Headers == nil {
-			res = c.first(p, &it, &ev)
+		if ev.Headers != nil {
+			res = c.process(p, &item{r: r, topicID: topicID}, &ev, nil, 0, nil)
+		} else if err := c.call(p.ctx, &ev); err != nil {
+			res = c.firstFailed(p, &item{r: r, topicID: topicID}, &ev, err)
 		} else {
-			res = c.process(p, &it, &ev, nil, 0, nil)
+			res = result{out: outDone, handled: true} // first, without building an item for its failure
 		}
 		if !s.call.CompareAndSwap(v, v&^inCall) {
 			if res.handled {

@@ -50,10 +50,14 @@ func (c *Consumer) process(p *part, it *item, ev *Event, decErr error, attempt i
 // first is process for a plain first try at a decoded record without user headers (see
 // processRun): the handler call.
 func (c *Consumer) first(p *part, it *item, ev *Event) result {
-	err := c.call(p.ctx, ev)
-	if err == nil {
-		return result{out: outDone, handled: true}
+	if err := c.call(p.ctx, ev); err != nil {
+		return c.firstFailed(p, it, ev, err)
 	}
+	return result{out: outDone, handled: true}
+}
+
+// firstFailed is first's outcome when the handler returned err.
+func (c *Consumer) firstFailed(p *part, it *item, ev *Event, err error) result {
 	c.st.failed.Add(1)
 	return c.failed(p.ctx, p.tel, noSpan, it, ev.ID, err, 0)
 }
