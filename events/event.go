@@ -122,15 +122,18 @@ type decoder struct {
 // decodeEvent decodes r into ev, as decodeRecord does, with the record's key given: with copyKey
 // false the Event's Key is key, a string of r's key the caller holds already (the consumer's
 // key queue), which is not copied again. d, when not nil, is the calling worker's decoder. It
-// fills ev in place, as decodeHeaders does: returning the Event by value (and the headers by
-// value before it) copied its 100-odd bytes twice per record, a fifth of the consumer's own
-// cost per record in BenchmarkDispatch. On error ev is left zero.
+// fills ev, which must be the zero Event, in place, as decodeHeaders does: returning the Event
+// by value (and the headers by value before it) copied its 100-odd bytes twice per record, a
+// fifth of the consumer's own cost per record in BenchmarkDispatch (and an Event returned
+// through three calls costs more still). On error ev is left zero.
 func decodeEvent(ev *Event, r *kgo.Record, topicID [16]byte, key string, copyKey bool, d *decoder) error {
-	*ev = Event{Key: key, Data: r.Value}
 	var keyBytes []byte
 	if copyKey {
 		keyBytes = r.Key
+	} else {
+		ev.Key = key
 	}
+	ev.Data = r.Value
 	if name, err := decodeHeaders(ev, r.Headers, keyBytes, d); err != nil {
 		*ev = Event{}
 		return &DecodeError{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Header: name, Err: err}
@@ -158,11 +161,13 @@ var (
 // strings fill up, so a consumer's worker allocates once per chunk rather than per record (a
 // string kept by a handler keeps its chunk alive). Bytes of a chunk are written once, never
 // changed. A Type equal to the last one d cut is that string, not a copy. The time is parsed
-// with d's hour cache. It fills f's Key (when key is not nil), ID,
-// Type, Time and Headers. On error it returns the name of the offending header.
+// with d's hour cache. It fills f's Key (when key is not nil), ID, Type, Time and Headers,
+// which must be zero, each once. On error it returns the name of the offending header.
 func decodeHeaders(f *Event, hs []kgo.RecordHeader, key []byte, d *decoder) (string, error) {
 	var seenID, seenType, seenTime bool
 	var id, typ []byte
+	var t time.Time
+	var headers map[string]string
 	for i := range hs {
 		h := &hs[i]
 		switch h.Key {
@@ -188,27 +193,35 @@ func decodeHeaders(f *Event, hs []kgo.RecordHeader, key []byte, d *decoder) (str
 			seenTime = true
 			var err error
 			if d != nil {
-				f.Time, err = d.hour.parse(h.Value)
+				t, err = d.hour.parse(h.Value)
 			} else {
-				f.Time, err = parseEventTime(h.Value)
+				t, err = parseEventTime(h.Value)
 			}
 			if err != nil {
 				return h.Key, fmt.Errorf("not RFC 3339: %q", h.Value)
 			}
 		default:
-			if f.Headers == nil {
-				f.Headers = make(map[string]string, len(hs)-i)
+			if headers == nil {
+				headers = make(map[string]string, len(hs)-i)
 			}
-			f.Headers[h.Key] = string(h.Value)
+			headers[h.Key] = string(h.Value)
 		}
 	}
+	// Each field is written once, and only when not zero: with a collection running, every
+	// pointer written through f pays a write barrier.
+	f.Time = t
+	if headers != nil {
+		f.Headers = headers
+	}
+	var typStr string
 	if d != nil && len(typ) > 0 && string(typ) == d.typ {
-		f.Type, typ = d.typ, nil // no copy: the string the last record with this type got
+		typStr, typ = d.typ, nil // no copy: the string the last record with this type got
 	}
 	n := len(key) + len(id) + len(typ)
 	var b []byte
 	switch {
 	case n == 0:
+		f.Type = typStr
 		return "", nil
 	case d == nil || n > arenaChunk/4:
 		b = make([]byte, 0, n)
@@ -224,13 +237,13 @@ func decodeHeaders(f *Event, hs []kgo.RecordHeader, key []byte, d *decoder) (str
 	if key != nil {
 		f.Key = all[:len(key)]
 	}
-	f.ID = all[len(key) : len(key)+len(id)]
 	if len(typ) > 0 {
-		f.Type = all[len(key)+len(id):]
+		typStr = all[len(key)+len(id):]
 		if d != nil {
-			d.typ = f.Type
+			d.typ = typStr
 		}
 	}
+	f.ID, f.Type = all[len(key):len(key)+len(id)], typStr
 	return "", nil
 }
 
