@@ -207,9 +207,11 @@ func decodeHeaders(f *Event, hs []kgo.RecordHeader, key []byte, d *decoder) (str
 			headers[h.Key] = string(h.Value)
 		}
 	}
-	// Each field is written once, and only when not zero: with a collection running, every
-	// pointer written through f pays a write barrier.
-	f.Time = t
+	// Each field is written once, Time and Headers only when the record has them: with a
+	// collection running, every pointer written through f pays a write barrier.
+	if seenTime {
+		f.Time = t
+	}
 	if headers != nil {
 		f.Headers = headers
 	}
