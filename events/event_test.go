@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -214,5 +215,9 @@ func TestDecodeWithAnArenaKeepsEarlierEvents(t *testing.T) {
 		require.Equal(t, "key-"+strconv.Itoa(i), ev.Key)
 		require.Equal(t, "id-"+strconv.Itoa(i), ev.ID)
 		require.Equal(t, typeOf(i), ev.Type)
+		if i > 0 && ev.Type != "" && ev.Type == evs[i-1].Type {
+			require.Same(t, unsafe.StringData(evs[i-1].Type), unsafe.StringData(ev.Type),
+				"record %d repeats the type of the one before: its string, not a copy", i)
+		}
 	}
 }
