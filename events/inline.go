@@ -243,7 +243,9 @@ func (c *Consumer) inline(ctx context.Context, p *part, recs []*kgo.Record, topi
 		} else if err := c.call(p.ctx, &ev); err != nil {
 			res = c.firstFailed(p, &item{r: r, topicID: topicID}, &ev, err)
 		} else {
-			res = result{out: outDone, handled: true} // first, without building an item for its failure
+			// first, spelled out: calling first (not inlinable, cost 141) with the record
+			// instead of an item cost BenchmarkDispatch/inline 8 ns more per record.
+			res = result{out: outDone, handled: true}
 		}
 		if !s.call.CompareAndSwap(v, v&^inCall) {
 			if res.handled {
