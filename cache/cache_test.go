@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -458,4 +459,23 @@ func TestCorruptEntryClaimingAHugeSliceIsAMiss(t *testing.T) {
 	})
 	require.NoError(t, err, "the load replaces the corrupt entry")
 	require.Equal(t, tagged{ID: "k", Tags: []string{"a"}}, v)
+}
+
+// An S2-compressed entry claiming to decode to 4 GiB is a miss like any undecodable entry, and
+// reading it allocates little: S2 decoding allocated what the entry claimed before it found the
+// data short, on every read.
+func TestCompressedEntryClaimingAHugeLengthIsAMiss(t *testing.T) {
+	c, m, _ := newCache(t, nil)
+	payload := binary.AppendUvarint(nil, 1<<32-1) // S2's largest claim, and nothing after
+	payload = append(payload, 0, 1, 2, 3)
+	require.NoError(t, m.Set("{k}", string(appendEnvelope(nil, header{compressed: true}, payload))))
+	var err error
+	allocated := allocatedBy(func() { _, err = c.Get(context.Background(), "k") })
+	require.ErrorIs(t, err, ErrMiss)
+	require.Less(t, allocated, uint64(1<<20))
+	require.EqualValues(t, 1, c.Stats().DecodeErrors)
+	var calls atomic.Int64
+	u, err := c.Fetch(context.Background(), "k", countingLoader(&calls))
+	require.NoError(t, err, "the load replaces the corrupt entry")
+	require.Equal(t, "k", u.ID)
 }

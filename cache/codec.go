@@ -120,10 +120,11 @@ type msgpackDecoder struct {
 var msgpackDecoders = sync.Pool{New: func() any { return &msgpackDecoder{dec: msgpack.NewDecoder(nil)} }}
 
 // marshalPayload encodes v with the Codec and compresses the result with S2 when it is at least
-// CompressAbove bytes and compression saves space; compressed says whether it did.
+// CompressAbove bytes, at most maxCompressed, and compression saves space; compressed says
+// whether it did.
 func (c *Cache[V]) marshalPayload(v V) (payload []byte, compressed bool, err error) {
 	payload, err = c.cfg.Codec.Marshal(v)
-	if err != nil || c.cfg.CompressAbove < 0 || len(payload) < c.cfg.CompressAbove {
+	if err != nil || c.cfg.CompressAbove < 0 || len(payload) < c.cfg.CompressAbove || len(payload) > c.cfg.maxS2 {
 		return payload, false, err
 	}
 	z := s2.Encode(nil, payload)
@@ -139,10 +140,16 @@ func (c *Cache[V]) marshalPayload(v V) (payload []byte, compressed bool, err err
 // as an interface, moves the V to the heap.
 func (c *Cache[V]) unmarshalPayload(h header, payload []byte) (V, error) {
 	if h.compressed {
-		var err error
-		if payload, err = s2.Decode(nil, payload); err != nil {
+		n, err := s2.DecodedLen(payload)
+		if err == nil && n > c.cfg.maxS2 {
+			err = fmt.Errorf("claims %d bytes decompressed, more than the %d a cache compresses", n, c.cfg.maxS2)
+		}
+		if err == nil {
+			payload, err = s2.Decode(nil, payload)
+		}
+		if err != nil {
 			var zero V
-			return zero, err
+			return zero, fmt.Errorf("s2: %w", err)
 		}
 	}
 	codec := c.cfg.Codec

@@ -18,7 +18,7 @@
 // however the reads interleave: a refresh takes over only while the value is still the one it
 // read. Values travel in a small versioned envelope; an entry that cannot be decoded is a miss,
 // never a panic. They are encoded with MessagePack by default ([MsgpackCodec]; [Options].Codec
-// picks another), and S2-compressed from [Options].CompressAbove bytes (1 KiB) on.
+// picks another), and S2-compressed from [Options].CompressAbove bytes (1 KiB) up to 64 MiB.
 //
 // Concurrent Redis reads of different keys share round trips: a lone read goes out at once (so
 // does a second caller's while reads go alone), and the reads that arrive while round trips are

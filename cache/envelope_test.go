@@ -203,7 +203,8 @@ func TestLegacyEntriesDecodeOrMiss(t *testing.T) {
 }
 
 // Values of at least CompressAbove encoded bytes are stored S2-compressed and read back; smaller
-// ones and a Cache with compression off store them as they are.
+// ones, ones above maxCompressed (lowered here) and a Cache with compression off store them as
+// they are.
 func TestCompressAbove(t *testing.T) {
 	ctx := context.Background()
 	_, rdb := redistest.Mini(t)
@@ -211,19 +212,24 @@ func TestCompressAbove(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		opt       *Options
+		maxS2     int // 0: maxCompressed
 		key       string
 		v         user
 		compresed bool
 	}{
-		{"default, small", nil, "small", user{ID: "small", Name: "x"}, false},
-		{"default, big", nil, "big", big, true},
-		{"off", &Options{CompressAbove: -1}, "big-off", big, false},
-		{"json, big", &Options{Codec: JSONCodec{}, CompressAbove: 100}, "big-json", big, true},
+		{"default, small", nil, 0, "small", user{ID: "small", Name: "x"}, false},
+		{"default, big", nil, 0, "big", big, true},
+		{"off", &Options{CompressAbove: -1}, 0, "big-off", big, false},
+		{"json, big", &Options{Codec: JSONCodec{}, CompressAbove: 100}, 0, "big-json", big, true},
+		{"above the bound", nil, 3000, "big-bound", big, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := New[user](rdb, tc.opt)
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = c.Close() })
+			if tc.maxS2 > 0 {
+				c.cfg.maxS2 = tc.maxS2
+			}
 			require.NoError(t, c.Set(ctx, tc.key, tc.v))
 			raw, err := rdb.Get(ctx, "{"+tc.key+"}").Bytes()
 			require.NoError(t, err)

@@ -88,9 +88,11 @@ type Options struct {
 	// read with this Codec when it is set, else with JSON (that release's default); an entry
 	// that does not decode is a miss, never an error.
 	Codec Codec
-	// CompressAbove: an encoded value of at least this many bytes is stored S2-compressed
-	// (when that makes it smaller), which saves Redis memory and network for large values at a
-	// small CPU cost. 0 means [DefaultCompressAbove]; negative turns compression off.
+	// CompressAbove: an encoded value of at least this many bytes (and at most 64 MiB) is
+	// stored S2-compressed (when that makes it smaller), which saves Redis memory and network
+	// for large values at a small CPU cost. 0 means [DefaultCompressAbove]; negative turns
+	// compression off. A compressed entry that claims to decode to more than 64 MiB is corrupt:
+	// a miss, counted in Stats.DecodeErrors.
 	CompressAbove int
 	// OnRedisError is the policy for Redis failures on reads. Zero means [DefaultOnRedisError]
 	// ([FailOpen]).
@@ -170,10 +172,18 @@ type config struct {
 	local       LocalOptions
 	channel     string
 	legacyCodec Codec // decodes envelope version 1 payloads
+	maxS2       int   // maxCompressed; tests lower it
 }
 
+// maxCompressed is the largest encoded value stored S2-compressed; larger ones are stored as
+// they are. A compressed entry claims its decoded length up front, and S2 decoding allocates
+// that much before it reads on: an entry claiming more than this is corrupt (a miss), and
+// reading it allocates nothing. Without the bound one corrupt or hostile entry made each read
+// allocate what it claimed, up to 4 GiB. Redis itself caps a value at 512 MB by default.
+const maxCompressed = 64 << 20
+
 func (o *Options) resolve() (config, error) {
-	var c config
+	c := config{maxS2: maxCompressed}
 	if o != nil {
 		c.Options = *o
 	}
