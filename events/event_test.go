@@ -221,3 +221,62 @@ func TestDecodeWithAnArenaKeepsEarlierEvents(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecoderAgreesWithDecodeRecord feeds a run of records (header lists and keys) to one
+// decoder, as a consumer's worker or poll loop decodes them (strings cut from its arena, the
+// last type reused, the hour of the last event-time cached), and checks each Event against
+// decodeRecord's, which allocates each record's strings and parses each time alone, and then
+// that every earlier Event still holds what it decoded to after the records' bytes changed.
+func FuzzDecoderAgreesWithDecodeRecord(f *testing.F) {
+	f.Add([]byte("event-id\x00a\x01event-type\x00t\x01event-time\x002026-11-27T03:04:05.123456789Z\x02k" +
+		"\x03event-id\x00b\x01event-type\x00t\x01event-time\x002026-11-27T03:59:59Z\x02" +
+		"\x03event-type\x00u\x01event-time\x002026-11-27T04:00:00.5Z\x01x\x00y\x02k2"))
+	f.Add([]byte("event-time\x002026-11-27T03:04:05.12345678Z\x03event-time\x002026-11-27T03:04:05.1234567a9Z" +
+		"\x03event-time\x002026-11-27T03:04:05+01:00\x03event-time\x00bad"))
+	f.Add([]byte("event-id\x00\x03event-id\x00a\x01event-id\x00b\x03event-type\x00t\x03event-type\x00t"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var d decoder
+		type decoded struct {
+			ev  Event
+			err error
+		}
+		var got, want []decoded
+		for i, rec := range splitBytes(raw, 3) {
+			parts := splitBytes(rec, 2)
+			var hs []kgo.RecordHeader
+			for _, part := range splitBytes(parts[0], 1) {
+				kv := splitBytes(part, 0)
+				h := kgo.RecordHeader{Key: string(kv[0])}
+				if len(kv) > 1 {
+					h.Value = kv[1]
+				}
+				hs = append(hs, h)
+			}
+			r := &kgo.Record{Topic: "t", Offset: int64(i), Timestamp: time.UnixMilli(int64(i)), Headers: hs}
+			if len(parts) > 1 {
+				r.Key = parts[1]
+			}
+			var ev Event
+			err := decodeEvent(&ev, r, [16]byte{}, "", true, &d)
+			wev, werr := decodeRecord(r, [16]byte{})
+			require.Equal(t, werr, err, "record %d", i)
+			require.Equal(t, wev, ev, "record %d", i)
+			got, want = append(got, decoded{ev, err}), append(want, decoded{wev, werr})
+			// The record's bytes may change once decoded (kgo never does so, a hook might):
+			// the Events own theirs.
+			for _, h := range hs {
+				for j := range h.Value {
+					h.Value[j] = 'X'
+				}
+			}
+			for j := range r.Key {
+				r.Key[j] = 'X'
+			}
+		}
+		for i := range got {
+			require.Equal(t, want[i].ev.ID, got[i].ev.ID, "record %d", i)
+			require.Equal(t, want[i].ev.Type, got[i].ev.Type, "record %d", i)
+			require.Equal(t, want[i].ev.Key, got[i].ev.Key, "record %d", i)
+		}
+	})
+}
