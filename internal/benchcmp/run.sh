@@ -3,6 +3,7 @@
 # and rewrites BENCHMARKS.md at the repository root. Takes about 5-10 minutes on 2 cores.
 #   bash internal/benchcmp/run.sh            # all
 #   BENCH='Lock' bash internal/benchcmp/run.sh  # a subset (BENCHMARKS.md then lists the rest as not measured)
+# One ratio's spread from round to round, each side in a fresh process: rounds.sh.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
