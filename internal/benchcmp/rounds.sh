@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Alternating rounds of two benchmarks: each round runs A in a fresh process, then B in another, and
-# the ratio of one metric (A ÷ B) is printed per round, with the median over the rounds. One
-# run.sh pass runs A's counts, then B's, in a process that ran everything before them: drift on a
-# small VM (another tenant, the host's frequency, the heap the earlier benchmarks left) lands on
-# one side. Rounds spread it over both, and show how far a ratio swings from round to round.
+# Alternating rounds of two benchmarks: each round runs A and B, each in a fresh process (A first
+# in odd rounds, B first in even ones), and prints the ratio of one metric (A ÷ B), then the
+# median over the rounds. One run.sh pass runs A's counts, then B's, in a process that ran
+# everything before them: drift on a small VM (another tenant, the host's frequency, the heap the
+# earlier benchmarks left) lands on one side. Rounds spread it over both, and show how far a
+# ratio swings from round to round.
 #   bash internal/benchcmp/rounds.sh A B [METRIC]
 #   ROUNDS=16 BENCHTIME=40x bash internal/benchcmp/rounds.sh \
 #     'EventsConsumeOverhead/surge-c8$' 'EventsConsumeOverhead/kgo-group$' events/s
@@ -11,7 +12,7 @@
 # benchmark reports (default ns/op). For throughput metrics a ratio above 1 favours A; for
 # times, below 1.
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n '2,12p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,13p' "$0"; exit 2; }
 a="$1" b="$2" metric="${3:-ns/op}"
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
@@ -28,8 +29,11 @@ value() {
 
 ratios=()
 for i in $(seq 1 "${ROUNDS:-8}"); do
-  va="$(value "$a")"
-  vb="$(value "$b")"
+  if (( i % 2 )); then # A first in odd rounds, B first in even ones: a drift favours neither
+    va="$(value "$a")"; vb="$(value "$b")"
+  else
+    vb="$(value "$b")"; va="$(value "$a")"
+  fi
   r="$(awk -v x="$va" -v y="$vb" 'BEGIN { printf "%.3f", x / y }')"
   ratios+=("$r")
   echo "round $i: A $va, B $vb $metric, A/B $r"
