@@ -354,9 +354,7 @@ func consumeOverhead(b *testing.B, cfg events.ConsumerConfig) {
 		// The handler does about what kgo-group's loop does per record (handled++): it looks at
 		// the type. A key's events are handled one at a time, in order (the Handler contract,
 		// which -race checks here), so once the last event of every key is handled, all are;
-		// that the handler ran exactly once per event is checked after Run, from Stats. (It
-		// counted per key until session 8, parsing the key's digits into an index, which cost
-		// more per event than kgo-group's handled++.)
+		// that the handler ran exactly once per event is checked after Run, from Stats.
 		var started atomic.Bool
 		var keysLeft atomic.Int64
 		keysLeft.Store(consumeKeys)
